@@ -1,0 +1,7 @@
+"""Entry point for ``python -m sidecar``."""
+
+import sys
+
+from sidecar.cli import main
+
+sys.exit(main())

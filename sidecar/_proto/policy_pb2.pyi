@@ -1,0 +1,397 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Image(_message.Message):
+    __slots__ = ("registry", "repository", "tag", "digest", "labels", "annotations", "created_at", "size_bytes", "platforms")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    labels: _containers.ScalarMap[str, str]
+    annotations: _containers.ScalarMap[str, str]
+    created_at: str
+    size_bytes: int
+    platforms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., platforms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Caller(_message.Message):
+    __slots__ = ("subject", "tenant", "roles")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    tenant: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, subject: _Optional[str] = ..., tenant: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("id", "storage_used_bytes", "storage_limit_bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    storage_used_bytes: int
+    storage_limit_bytes: int
+    def __init__(self, id: _Optional[str] = ..., storage_used_bytes: _Optional[int] = ..., storage_limit_bytes: _Optional[int] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("image", "event", "caller", "now", "registry_health", "access", "tenant_usage", "request_id")
+    class RegistryHealthEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    class AccessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_USAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    event: str
+    caller: Caller
+    now: str
+    registry_health: _containers.ScalarMap[str, bool]
+    access: _containers.ScalarMap[str, int]
+    tenant_usage: TenantUsage
+    request_id: str
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., event: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., now: _Optional[str] = ..., registry_health: _Optional[_Mapping[str, bool]] = ..., access: _Optional[_Mapping[str, int]] = ..., tenant_usage: _Optional[_Union[TenantUsage, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("registry", "repository", "tag", "rank")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    repository: str
+    tag: str
+    rank: int
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class Denial(_message.Message):
+    __slots__ = ("registry", "reasons")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, registry: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Deferral(_message.Message):
+    __slots__ = ("registry", "reason")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    reason: str
+    def __init__(self, registry: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Action(_message.Message):
+    __slots__ = ("type", "tenant", "keep_last", "older_than_days")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
+    OLDER_THAN_DAYS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    tenant: str
+    keep_last: int
+    older_than_days: int
+    def __init__(self, type: _Optional[str] = ..., tenant: _Optional[str] = ..., keep_last: _Optional[int] = ..., older_than_days: _Optional[int] = ...) -> None: ...
+
+class Reason(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("allow", "priority", "routes", "denied", "deferred", "actions", "reasons", "policies")
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    DENIED_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    allow: bool
+    priority: int
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    denied: _containers.RepeatedCompositeFieldContainer[Denial]
+    deferred: _containers.RepeatedCompositeFieldContainer[Deferral]
+    actions: _containers.RepeatedCompositeFieldContainer[Action]
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    policies: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allow: _Optional[bool] = ..., priority: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., denied: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ..., deferred: _Optional[_Iterable[_Union[Deferral, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., policies: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DecideResponse(_message.Message):
+    __slots__ = ("decision", "decision_id", "bundle_revision", "trace_id", "degraded", "request_id", "error")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    decision_id: str
+    bundle_revision: str
+    trace_id: str
+    degraded: bool
+    request_id: str
+    error: ErrorDetail
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., decision_id: _Optional[str] = ..., bundle_revision: _Optional[str] = ..., trace_id: _Optional[str] = ..., degraded: _Optional[bool] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ...) -> None: ...
+
+class ErrorDetail(_message.Message):
+    __slots__ = ("code", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    field: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("decision_id",)
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    def __init__(self, decision_id: _Optional[str] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("decision_id", "input_json", "result_json", "decision", "bundle_revision", "trace_id", "degraded", "decided_at")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    input_json: str
+    result_json: str
+    decision: Decision
+    bundle_revision: str
+    trace_id: str
+    degraded: bool
+    decided_at: str
+    def __init__(self, decision_id: _Optional[str] = ..., input_json: _Optional[str] = ..., result_json: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., bundle_revision: _Optional[str] = ..., trace_id: _Optional[str] = ..., degraded: _Optional[bool] = ..., decided_at: _Optional[str] = ...) -> None: ...
+
+class ReplicateRequest(_message.Message):
+    __slots__ = ("request", "dry_run")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    request: DecideRequest
+    dry_run: bool
+    def __init__(self, request: _Optional[_Union[DecideRequest, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ReplicateResponse(_message.Message):
+    __slots__ = ("decision", "job_ids")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    decision: DecideResponse
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision: _Optional[_Union[DecideResponse, _Mapping]] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: str
+    source: str
+    destination: str
+    digest: str
+    priority: int
+    bytes_total: int
+    bytes_done: int
+    error: str
+    decision_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "limit")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    limit: int
+    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class ResolvePullRequest(_message.Message):
+    __slots__ = ("image", "client_region")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REGION_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    client_region: str
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., client_region: _Optional[str] = ...) -> None: ...
+
+class ResolvePullResponse(_message.Message):
+    __slots__ = ("registry", "repository", "reference", "alternatives")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    repository: str
+    reference: str
+    alternatives: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ..., alternatives: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PublishBundleRequest(_message.Message):
+    __slots__ = ("bundle", "revision")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    bundle: bytes
+    revision: str
+    def __init__(self, bundle: _Optional[bytes] = ..., revision: _Optional[str] = ...) -> None: ...
+
+class PublishBundleResponse(_message.Message):
+    __slots__ = ("revision", "digest")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    revision: str
+    digest: str
+    def __init__(self, revision: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class ListRevisionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Revision(_message.Message):
+    __slots__ = ("revision", "digest", "published_at", "published_by", "active")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    revision: str
+    digest: str
+    published_at: str
+    published_by: str
+    active: bool
+    def __init__(self, revision: _Optional[str] = ..., digest: _Optional[str] = ..., published_at: _Optional[str] = ..., published_by: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class ListRevisionsResponse(_message.Message):
+    __slots__ = ("revisions",)
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    revisions: _containers.RepeatedCompositeFieldContainer[Revision]
+    def __init__(self, revisions: _Optional[_Iterable[_Union[Revision, _Mapping]]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: str
+    def __init__(self, revision: _Optional[str] = ...) -> None: ...
+
+class RollbackResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: str
+    def __init__(self, revision: _Optional[str] = ...) -> None: ...
+
+class GetAuditLogRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("seq", "at", "actor", "action", "old_revision", "new_revision", "digest", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OLD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEW_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: str
+    actor: str
+    action: str
+    old_revision: str
+    new_revision: str
+    digest: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., old_revision: _Optional[str] = ..., new_revision: _Optional[str] = ..., digest: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class GetAuditLogResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...
+
+class ValidateBundleRequest(_message.Message):
+    __slots__ = ("bundle",)
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    bundle: bytes
+    def __init__(self, bundle: _Optional[bytes] = ...) -> None: ...
+
+class ValidateBundleResponse(_message.Message):
+    __slots__ = ("valid", "problems")
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    valid: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,98 @@
+"""The PolicyService gRPC servicer: translates messages and delegates to DecisionService."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from sidecar._proto import policy_pb2 as pb
+from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api.convert import (
+    decide_request_from_proto,
+    decide_response_to_proto,
+    error_detail_to_proto,
+    explain_response_to_proto,
+)
+from sidecar.api.status import grpc_status
+from sidecar.decide import DecisionService
+from sidecar.errors import SidecarError
+from sidecar.telemetry import extract_context
+
+__all__ = ["PolicyServicer"]
+
+# DecideStream answers out of order (each answer echoes request_id) so one slow decision does not
+# hold back the stream; this bounds how many decisions of one stream are in flight at once.
+_STREAM_WINDOW = 64
+
+
+class PolicyServicer(pb_grpc.PolicyServiceServicer):
+    """Implements Decide, DecideStream and Explain of freightliner.policy.v1.PolicyService."""
+
+    def __init__(self, decisions: DecisionService) -> None:
+        self._decisions = decisions
+
+    async def Decide(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecideResponse:
+        """Answer one decision, or abort with the status of the error."""
+        parent = extract_context(context.invocation_metadata() or ())
+        try:
+            result = await self._decisions.decide(
+                decide_request_from_proto(request), parent=parent
+            )
+        except SidecarError as exc:
+            await context.abort(grpc_status(exc.code), exc.message)
+        return decide_response_to_proto(result, request.request_id)
+
+    async def DecideStream(  # noqa: N802 - gRPC method names are fixed by the proto
+        self,
+        request_iterator: AsyncIterator[pb.DecideRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.DecideResponse]:
+        """Answer a stream of requests; a failed request gets an in-band error, the stream goes on."""
+        parent = extract_context(context.invocation_metadata() or ())
+        answers: asyncio.Queue[pb.DecideResponse | None] = asyncio.Queue()
+        window = asyncio.Semaphore(_STREAM_WINDOW)
+
+        async def answer(msg: pb.DecideRequest) -> None:
+            try:
+                result = await self._decisions.decide(decide_request_from_proto(msg), parent=parent)
+                await answers.put(decide_response_to_proto(result, msg.request_id))
+            except SidecarError as exc:
+                await answers.put(
+                    pb.DecideResponse(request_id=msg.request_id, error=error_detail_to_proto(exc))
+                )
+            finally:
+                window.release()
+
+        async def pump() -> None:
+            async with asyncio.TaskGroup() as group:
+                async for msg in request_iterator:
+                    await window.acquire()
+                    group.create_task(answer(msg))
+            await answers.put(None)
+
+        pumper = asyncio.create_task(pump())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+            await pumper
+        finally:
+            pumper.cancel()
+
+    async def Explain(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainResponse:
+        """Return the stored record of an earlier decision."""
+        if not request.decision_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "decision_id: required")
+        record = self._decisions.explain(request.decision_id)
+        if record is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"decision_id: no record of {request.decision_id!r} "
+                "(unknown, or older than the decision-record retention)",
+            )
+        return explain_response_to_proto(record)

@@ -1,0 +1,69 @@
+"""Builds the gRPC server: PolicyService, standard health checking and server reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sidecar._proto import policy_pb2 as pb
+from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api.policy_service import PolicyServicer
+from sidecar.decide import DecisionService
+from sidecar.errors import ConfigError
+
+__all__ = ["GrpcServer"]
+
+_POLICY_SERVICE = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+_SERVICES = (
+    _POLICY_SERVICE,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.SERVICE_NAME,
+)
+
+
+class GrpcServer:
+    """The sidecar's gRPC endpoint; health reports NOT_SERVING until :meth:`set_serving`."""
+
+    def __init__(self, decisions: DecisionService, listen: str) -> None:
+        self._listen = listen
+        self._server = grpc.aio.server(
+            options=[
+                # Callers multiplex many decisions over one connection (DESIGN: high throughput).
+                ("grpc.max_concurrent_streams", 4096),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(decisions), self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(_SERVICES, self._server)
+        self.port = 0
+
+    async def start(self) -> None:
+        """Bind the listen address and start serving (health: NOT_SERVING)."""
+        try:
+            self.port = self._server.add_insecure_port(self._listen)
+        except RuntimeError as exc:
+            raise ConfigError("policy.listen", f"cannot listen on {self._listen}: {exc}") from exc
+        await self._server.start()
+        await self.set_serving(False)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING (ready to decide) or NOT_SERVING through gRPC health checking."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", _POLICY_SERVICE):
+            await self._health.set(name, status)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting calls and let in-flight ones finish within ``grace_s``."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+
+    async def wait(self) -> None:
+        """Block until the server terminates."""
+        await self._server.wait_for_termination()

@@ -1,0 +1,26 @@
+"""Maps the sidecar's error codes to gRPC status codes, in one table used by every servicer."""
+
+from __future__ import annotations
+
+import grpc
+
+from sidecar.errors import ErrorCode
+
+__all__ = ["grpc_status"]
+
+_STATUS: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.POLICY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    # OPA answered but the decision is unusable: retrying will not help until the bundle changes.
+    ErrorCode.POLICY_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.BUNDLE_INVALID: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.CONFIG_INVALID: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.TOOL_MISSING: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def grpc_status(code: ErrorCode) -> grpc.StatusCode:
+    """Return the gRPC status code for a sidecar error code."""
+    return _STATUS.get(code, grpc.StatusCode.INTERNAL)

@@ -1,0 +1,166 @@
+"""The composition root: builds every part of a running sidecar from one Config, stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from sidecar.api.server import GrpcServer
+from sidecar.bundles.local import build_local_bundle
+from sidecar.config import Config
+from sidecar.decide import DecisionService
+from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.model import DecideRequest
+from sidecar.policy.managed import ManagedOpa
+from sidecar.policy.opa import OpaEngine
+from sidecar.records import DecisionRecords
+from sidecar.telemetry import MetricsServer, Telemetry, get_logger
+from sidecar.tools import find_tool
+
+__all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
+
+_log = get_logger("sidecar.app")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRuntime:
+    """A ready policy engine plus what it runs on (the managed OPA, when the sidecar owns one)."""
+
+    engine: OpaEngine
+    url: str
+    managed: ManagedOpa | None
+    bundle_revision: str
+
+    def ready(self) -> bool:
+        """Return whether decisions can be served now."""
+        return self.managed.ready if self.managed is not None else True
+
+
+@contextlib.asynccontextmanager
+async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
+    """Yield an engine on the configured OPA, or on a managed OPA running the freshly built bundle."""
+    opa = config.policy.opa
+    timeout_s = opa.timeout_ms / 1000
+    if opa.address:
+        engine = OpaEngine(opa.address, timeout_s=timeout_s)
+        try:
+            yield PolicyRuntime(engine, opa.address, None, "")
+        finally:
+            await engine.close()
+        return
+    local = build_local_bundle(config)
+    _log.info(
+        "bundle built",
+        bundle_revision=local.bundle.revision,
+        path=str(local.bundle.path),
+        digest=local.bundle.digest,
+    )
+    managed = ManagedOpa(
+        find_tool("opa", opa.binary),
+        Path(local.bundle.path),
+        verification_key=local.verification_key,
+        port=opa.port,
+        startup_timeout_s=opa.startup_timeout_s,
+        extra_args=tuple(opa.extra_args),
+    )
+    async with managed:
+        engine = OpaEngine(managed.url, timeout_s=timeout_s)
+        try:
+            yield PolicyRuntime(engine, managed.url, managed, local.bundle.revision)
+        finally:
+            await engine.close()
+
+
+class Sidecar:
+    """A running sidecar: policy runtime, decision service, gRPC server and metrics endpoint."""
+
+    def __init__(self, config: Config, *, span_exporter: SpanExporter | None = None) -> None:
+        self.config = config
+        settings = config.policy
+        self.telemetry = Telemetry(
+            settings.telemetry.service_name,
+            otlp_endpoint=settings.telemetry.otlp_endpoint,
+            span_exporter=span_exporter,
+        )
+        self._stack = contextlib.AsyncExitStack()
+        self.runtime: PolicyRuntime | None = None
+        self.decisions: DecisionService | None = None
+        self.grpc: GrpcServer | None = None
+        self.metrics: MetricsServer | None = None
+
+    async def start(self) -> None:
+        """Start OPA (or connect), the gRPC server and /metrics; return when ready to decide."""
+        settings = self.config.policy
+        try:
+            self.runtime = await self._stack.enter_async_context(policy_runtime(self.config))
+            limits = settings.limits
+            config = self.config
+
+            def validate(request: DecideRequest) -> None:
+                validate_request(request, limits, config.inventory())
+
+            self.decisions = DecisionService(
+                enricher=StaticEnricher(self.config),
+                engine=self.runtime.engine,
+                telemetry=self.telemetry,
+                records=DecisionRecords(
+                    settings.decision_records.max_entries, settings.decision_records.ttl_s
+                ),
+                validate=validate,
+                engine_url=self.runtime.url,
+            )
+            if self.runtime.bundle_revision:
+                self.telemetry.metrics.set_active_revision(self.runtime.bundle_revision)
+            if settings.metrics_listen:
+                host, _, port = settings.metrics_listen.rpartition(":")
+                self.metrics = MetricsServer(
+                    self.telemetry.metrics_registry, host, int(port), ready=self._readiness
+                )
+                await self.metrics.start()
+                self._stack.push_async_callback(self.metrics.stop)
+            self.grpc = GrpcServer(self.decisions, settings.listen)
+            await self.grpc.start()
+            self._stack.push_async_callback(self.grpc.stop)
+            await self.grpc.set_serving(True)
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info(
+            "sidecar ready",
+            grpc_port=self.grpc.port,
+            metrics_port=self.metrics.port if self.metrics else None,
+            opa_url=self.runtime.url,
+            bundle_revision=self.runtime.bundle_revision,
+            managed_opa=self.runtime.managed is not None,
+        )
+
+    def _readiness(self) -> tuple[bool, str]:
+        if self.runtime is None or not self.runtime.ready():
+            return False, "policy engine (OPA) is not ready"
+        return True, "ready"
+
+    async def stop(self) -> None:
+        """Stop serving, then stop OPA; safe to call twice."""
+        await self._stack.aclose()
+        self.telemetry.shutdown()
+
+
+async def run_forever(config: Config) -> None:
+    """Run the sidecar until SIGINT/SIGTERM, then shut down gracefully."""
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        _log.info("sidecar stopping")
+        await sidecar.stop()

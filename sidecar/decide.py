@@ -1,0 +1,157 @@
+"""The decision path: validate → enrich → ask the policy engine → record, with one span per decision.
+
+Nothing here imports gRPC: the servicers translate messages and call :class:`DecisionService`, and
+the CLI calls it directly, so both paths behave identically.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from sidecar.errors import PolicyError, SidecarError
+from sidecar.model import DecideRequest, Decision, DecisionResult
+from sidecar.telemetry import Telemetry, get_logger
+from sidecar.typing import DecisionStore, Enricher, PolicyEngine
+
+__all__ = ["DecisionService"]
+
+_log = get_logger("sidecar.decide")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DecisionService:
+    """Answers replication decisions for validated requests; the one place a decision is made."""
+
+    def __init__(
+        self,
+        *,
+        enricher: Enricher,
+        engine: PolicyEngine,
+        telemetry: Telemetry,
+        records: DecisionStore,
+        validate: Callable[[DecideRequest], None],
+        engine_url: str = "",
+    ) -> None:
+        self._enricher = enricher
+        self._engine = engine
+        self._telemetry = telemetry
+        self._records = records
+        self._validate = validate
+        self._engine_url = engine_url
+
+    async def decide(
+        self, request: DecideRequest, *, parent: Context | None = None
+    ) -> DecisionResult:
+        """Return the decision for ``request``; raises a SidecarError subclass on failure."""
+        tracer = self._telemetry.tracer
+        metrics = self._telemetry.metrics
+        started = time.perf_counter()
+        decision_id = uuid.uuid4().hex
+        with tracer.start_as_current_span(
+            "policy.decide", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            span.set_attribute("policy.decision_id", decision_id)
+            span.set_attribute("image.ref", str(request.image))
+            span.set_attribute("policy.event", request.event)
+            span.set_attribute("caller.subject", request.caller.subject)
+            try:
+                self._validate(request)
+                with tracer.start_as_current_span("policy.enrich"):
+                    policy_input = await self._enricher.enrich(request)
+                doc = policy_input.to_json()
+                answer_result, revision, eval_ns = await self._query(doc)
+                decision = _parse_decision(answer_result)
+            except SidecarError as exc:
+                elapsed = time.perf_counter() - started
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                span.set_attribute("error.code", exc.code.value)
+                metrics.observe_decision("error", False, elapsed)
+                _log.warning(
+                    "decision failed",
+                    decision_id=decision_id,
+                    trace_id=trace_id,
+                    error_code=exc.code.value,
+                    error=exc.message,
+                    image=str(request.image),
+                )
+                raise
+            result = DecisionResult(
+                decision=decision,
+                decision_id=decision_id,
+                bundle_revision=revision,
+                trace_id=trace_id,
+                degraded=False,
+                eval_ns=eval_ns,
+                input=policy_input,
+                decided_at=_utc_now(),
+            )
+            span.set_attribute("policy.bundle_revision", revision)
+            span.set_attribute("policy.allow", decision.allow)
+            span.set_attribute("policy.priority", decision.priority)
+            span.set_attribute("policy.route_count", len(decision.routes))
+            span.set_attribute("policy.denied_count", len(decision.denied))
+            span.set_attribute("policy.deferred_count", len(decision.deferred))
+            span.set_attribute("policy.degraded", False)
+        self._records.put(result)
+        elapsed = time.perf_counter() - started
+        metrics.observe_decision("allow" if decision.allow else "deny", False, elapsed)
+        _log.info(
+            "decision",
+            decision_id=decision_id,
+            trace_id=trace_id,
+            bundle_revision=revision,
+            image=str(request.image),
+            allow=decision.allow,
+            routes=[r.registry for r in decision.routes],
+            deferred=[d.registry for d in decision.deferred],
+            priority=decision.priority,
+            duration_ms=round(elapsed * 1000, 3),
+        )
+        return result
+
+    async def evaluate_raw(self, policy_input: Mapping[str, Any]) -> tuple[Decision, str]:
+        """Evaluate a raw DESIGN §3.1 input (no enrichment); return the decision and revision."""
+        result, revision, _ = await self._query(policy_input)
+        return _parse_decision(result), revision
+
+    def explain(self, decision_id: str) -> DecisionResult | None:
+        """Return the stored record of an earlier decision, or None."""
+        return self._records.get(decision_id)
+
+    async def _query(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, int]:
+        tracer = self._telemetry.tracer
+        metrics = self._telemetry.metrics
+        with tracer.start_as_current_span("opa.query", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("opa.url", self._engine_url)
+            started = time.perf_counter()
+            try:
+                answer = await self._engine.evaluate(doc)
+            except SidecarError as exc:
+                metrics.observe_opa_error(exc.code.value)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
+                raise
+            finally:
+                metrics.observe_opa_query(time.perf_counter() - started)
+            span.set_attribute("opa.bundle_revision", answer.bundle_revision)
+            span.set_attribute("opa.eval_ns", answer.eval_ns)
+        metrics.set_active_revision(answer.bundle_revision)
+        return answer.result, answer.bundle_revision, answer.eval_ns
+
+
+def _parse_decision(result: Mapping[str, Any]) -> Decision:
+    try:
+        return Decision.from_json(result)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyError(f"policy returned a malformed decision: {exc!r}") from exc

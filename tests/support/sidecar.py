@@ -1,0 +1,56 @@
+"""Starts a real in-process sidecar (gRPC server + managed OPA) for tests, with an in-memory span exporter."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.app import Sidecar
+from sidecar.config import Config
+from sidecar.testing import InMemorySpans
+
+
+@dataclass
+class RunningSidecar:
+    """A started sidecar with a connected PolicyService stub."""
+
+    sidecar: Sidecar
+    channel: grpc.aio.Channel
+    stub: pb_grpc.PolicyServiceStub
+    spans: InMemorySpans
+    address: str
+
+
+def isolated_config(config: Config, state_dir: Path, **policy_overrides: object) -> Config:
+    """Return ``config`` listening on free loopback ports with its state under ``state_dir``."""
+    policy = dataclasses.replace(
+        config.policy,
+        listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0",
+        state_dir=str(state_dir),
+        **policy_overrides,
+    )
+    bundle = dataclasses.replace(policy.bundle, output=str(state_dir / "bundle.tar.gz"))
+    return dataclasses.replace(config, policy=dataclasses.replace(policy, bundle=bundle))
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(config: Config) -> AsyncIterator[RunningSidecar]:
+    """Start a sidecar for ``config`` (use :func:`isolated_config` first) and stop it afterwards."""
+    spans = InMemorySpans()
+    sidecar = Sidecar(config, span_exporter=spans)
+    await sidecar.start()
+    assert sidecar.grpc is not None
+    address = f"127.0.0.1:{sidecar.grpc.port}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield RunningSidecar(sidecar, channel, pb_grpc.PolicyServiceStub(channel), spans, address)
+    finally:
+        await channel.close()
+        await sidecar.stop()
