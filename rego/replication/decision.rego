@@ -1,0 +1,214 @@
+# METADATA
+# title: Replication decision
+# description: >-
+#   Composes the DESIGN 3.2 decision from the concern packages: every registry but the source
+#   lands in exactly one of routes, denied (a denial always beats a route) or deferred; allow is
+#   false only for SCAN_EXPIRED and CROSS_TENANT, and then every registry is denied with those
+#   codes alone. Every field is always present, whatever parts of the input are missing.
+# scope: package
+# custom:
+#   id: replication.decision
+package replication
+
+import rego.v1
+
+import data.replication.compliance
+import data.replication.dr
+import data.replication.environment
+import data.replication.legacy
+import data.replication.placement
+import data.replication.priority
+import data.replication.ruleset
+import data.replication.scan
+import data.replication.tenancy
+
+_messages := {
+	"COST_CONSOLIDATED": "estimated replication cost exceeds the threshold; routes consolidated",
+	"CROSS_TENANT": "the caller acts for a different tenant than the image's",
+	"ENV_MISMATCH": "registry environment differs from the image's environment",
+	"FAILOVER_SECONDARY": "primary registry is unhealthy; its secondary receives the image",
+	"LEGACY_RULE": "routed by a legacy Freightliner replication rule",
+	"NOT_GDPR": "compliance-required image may only go to GDPR registries",
+	"QUOTA_EXCEEDED": "tenant storage exceeds its limit; cleanup scheduled",
+	"REGISTRY_UNAVAILABLE": "registry is unhealthy; replication deferred until it recovers",
+	"SCAN_EXPIRED": "security scan is older than the maximum scan age",
+	"SCAN_FAILED": "security scan failed or found critical vulnerabilities",
+	"SCAN_MISSING": "image has no security scan",
+	"SECONDARY_STANDBY": "secondary registry stands by while its primary is healthy",
+	"TENANT_ISOLATION": "registry is dedicated to other tenants",
+}
+
+# Which package a code comes from; any other code is an explicit rule's denial code.
+_owners := {
+	"COST_CONSOLIDATED": "replication.placement",
+	"CROSS_TENANT": "replication.tenancy",
+	"ENV_MISMATCH": "replication.environment",
+	"FAILOVER_SECONDARY": "replication.dr",
+	"LEGACY_RULE": "replication.legacy",
+	"NOT_GDPR": "replication.compliance",
+	"QUOTA_EXCEEDED": "replication.tenancy",
+	"REGISTRY_UNAVAILABLE": "replication.dr",
+	"SCAN_EXPIRED": "replication.scan",
+	"SCAN_FAILED": "replication.scan",
+	"SCAN_MISSING": "replication.scan",
+	"SECONDARY_STANDBY": "replication.dr",
+	"TENANT_ISOLATION": "replication.tenancy",
+}
+
+default _source := ""
+
+_source := input.image.registry
+
+default _repository := ""
+
+_repository := input.image.repository
+
+default _tag := ""
+
+_tag := input.image.tag
+
+# Keyed by name: every later lookup is a key access, never a scan of the inventory.
+_others[registry.name] := registry if {
+	some registry in input.registries
+	is_string(registry.name)
+	registry.name != _source
+}
+
+_denials := (((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny
+
+_codes[denial.registry] contains denial.code if {
+	some denial in (_denials | ruleset.deny)
+	_others[denial.registry]
+}
+
+_blocking := scan.blocking | tenancy.blocking
+
+default _allow := false
+
+_allow if count(_blocking) == 0
+
+# Passed every check: routed when healthy, deferred when not (a denial always wins).
+_passed[name] := registry if {
+	_allow
+	some name, registry in _others
+	not _codes[name]
+}
+
+_routable := [registry | some name, registry in _passed; not name in dr.unhealthy]
+
+_deferred_names contains name if {
+	some name, _ in _passed
+	name in dr.unhealthy
+}
+
+default _plan := {"routes": [], "dropped": set()}
+
+_plan := placement.plan(_routable, compliance.required) if _allow
+
+_denial_codes(_) := _blocking if not _allow
+
+_denial_codes(name) := object.get(_codes, name, set()) | {"COST_CONSOLIDATED" | name in _plan.dropped} if _allow
+
+_rule_template := template if {
+	template := ruleset.destination_repository
+	is_string(template)
+}
+
+_rule_repository := strings.replace_n({"{repository}": _repository, "{tag}": _tag}, _rule_template) if {
+	_rule_template
+} else := _repository
+
+# Route target: a legacy rule's destination, else the winning rule template, else the image's own.
+_targets[name] := {"repository": route.repository, "tag": route.tag} if {
+	some name in _plan.routes
+	route := legacy.routes[name]
+}
+
+_targets[name] := {"repository": _rule_repository, "tag": _tag} if {
+	some name in _plan.routes
+	not legacy.routes[name]
+}
+
+_routes := [route |
+	some index, name in _plan.routes
+	route := object.union(_targets[name], {"registry": name, "rank": index + 1})
+]
+
+_denied := [{"registry": name, "reasons": sort(codes)} |
+	some name in sort(object.keys(_others))
+	codes := _denial_codes(name)
+	count(codes) > 0
+]
+
+_deferred := [{"registry": name, "reason": "REGISTRY_UNAVAILABLE"} | some name in sort(_deferred_names)]
+
+_actions := [action | some action in tenancy.actions]
+
+_routed contains route.registry if some route in _routes
+
+_used_codes contains code if {
+	some denial in _denied
+	some code in denial.reasons
+}
+
+_used_codes contains "REGISTRY_UNAVAILABLE" if count(_deferred) > 0
+
+_used_codes contains "FAILOVER_SECONDARY" if some name in (_routed & dr.failover)
+
+_used_codes contains "LEGACY_RULE" if {
+	some name in _routed
+	legacy.routes[name]
+}
+
+_used_codes contains "QUOTA_EXCEEDED" if count(_actions) > 0
+
+_used_codes contains code if some code in _blocking
+
+_message(code) := message if {
+	message := _messages[code]
+} else := sprintf("denied by explicit rule %s", [concat(", ", sort(ruleset.denied_by[code]))])
+
+_reasons := [{"code": code, "message": _message(code)} | some code in sort(_used_codes)]
+
+_policies contains "replication.decision"
+
+# The priority package always supplies the decision's priority value.
+_policies contains "replication.priority"
+
+_policies contains object.get(_owners, code, "replication.rules") if some code in _used_codes
+
+_policies contains "replication.placement" if count(_routes) > 0
+
+# A rule contributed when one of its denials stands or it set a value the decision used.
+_policies contains "replication.rules" if {
+	some denial in ruleset.deny
+	denial.code in _codes[denial.registry]
+}
+
+_policies contains "replication.rules" if priority.from_rule
+
+_policies contains "replication.rules" if {
+	_rule_template
+	some route in _routes
+	not legacy.routes[route.registry]
+}
+
+_policies contains "replication.rules" if {
+	count(_actions) > 0
+	ruleset.retention
+}
+
+# METADATA
+# title: decision
+# description: The replication decision document of DESIGN 3.2 for input.
+# entrypoint: true
+decision := {
+	"allow": _allow,
+	"priority": priority.value,
+	"routes": _routes,
+	"denied": _denied,
+	"deferred": _deferred,
+	"actions": _actions,
+	"reasons": _reasons,
+	"policies": sort(_policies),
+}

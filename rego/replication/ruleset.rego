@@ -1,0 +1,146 @@
+# METADATA
+# title: Explicit rules
+# description: >-
+#   Global rules (data.replication.rules) and the image tenant's rules
+#   (data.replication.tenants[tenant].rules) that match the image, plus every rule they chain to.
+#   Where active rules disagree on a value the highest priority wins, equal priorities resolve to
+#   the smallest id; every rule denial applies (a denial always beats a route).
+#   The package is not named replication.rules because data.replication.rules holds the global
+#   rule list and OPA refuses a package and base data at one path; its policy id stays
+#   replication.rules.
+# scope: package
+# custom:
+#   id: replication.rules
+package replication.ruleset
+
+import rego.v1
+
+import data.replication.environment
+
+default _global := []
+
+_global := data.replication.rules
+
+# Resolved here rather than imported from replication.tenancy, which imports this package for
+# the winning retention; an empty string means "no tenant", like null.
+_image_tenant := tenant if {
+	tenant := input.image.tenant
+	is_string(tenant)
+	tenant != ""
+}
+
+# Only the image's own tenant is looked up (by key): other tenants' rules are never iterated.
+default _tenant_rules := []
+
+_tenant_rules := data.replication.tenants[_image_tenant].rules
+
+_rules := [rule |
+	some rule in array.concat(_global, _tenant_rules)
+	is_string(rule.id)
+]
+
+_by_id[rule.id] := rule if some rule in _rules
+
+_image := object.get(input, "image", {})
+
+_repository := object.get(_image, "repository", "")
+
+_tag := object.get(_image, "tag", "")
+
+_labels := object.get(_image, "labels", {})
+
+_repository_matches(match) if not match.repository
+
+# "*" must not cross "/", like Freightliner's filepath.Match.
+_repository_matches(match) if glob.match(match.repository, ["/"], _repository)
+
+_tag_matches(match) if not match.tag
+
+_tag_matches(match) if glob.match(match.tag, ["/"], _tag)
+
+_environment_matches(match) if not match.environment
+
+_environment_matches(match) if match.environment == environment.image_environment
+
+_labels_match(match) if {
+	every key, value in object.get(match, "labels", {}) {
+		_labels[key] == value
+	}
+}
+
+_matches(rule) if {
+	match := object.get(rule, "match", {})
+	_repository_matches(match)
+	_tag_matches(match)
+	_environment_matches(match)
+	_labels_match(match)
+}
+
+# METADATA
+# description: Ids of the rules whose match block matches the image.
+matched contains rule.id if {
+	some rule in _rules
+	_matches(rule)
+}
+
+# Chains are acyclic (the bundle builder rejects cycles); graph.reachable follows them
+# transitively without recursion. Only chains of matched rules seed the walk.
+_graph[id] := [target | some target in object.get(_by_id[id], "chain", [])] if some id, _ in _by_id
+
+# METADATA
+# description: Ids of the rules in force, the matched ones and every rule they chain to.
+active contains id if {
+	count(matched) > 0
+	some id in graph.reachable(_graph, matched)
+	_by_id[id]
+}
+
+_priority(rule) := rule.priority if is_number(rule.priority)
+
+else := 0
+
+_winner(key) := ranked[0][1] if {
+	ranked := sort([[0 - _priority(rule), id] |
+		some id in active
+		rule := _by_id[id]
+		rule.set[key] != null
+	])
+	count(ranked) > 0
+}
+
+# METADATA
+# description: The winning destination repository template, when an active rule sets one.
+destination_repository := _by_id[_winner("destination_repository")].set.destination_repository
+
+# METADATA
+# description: The winning priority, when an active rule sets one.
+priority := _by_id[_winner("priority")].set.priority
+
+# METADATA
+# description: The winning retention object, when an active rule sets one.
+retention := _by_id[_winner("retention")].set.retention
+
+# METADATA
+# description: Ids of the rules whose values won a conflict.
+winners contains _winner(key) if some key in ["destination_repository", "priority", "retention"]
+
+# Without a source registry every inventory registry is a destination; checks still apply.
+default _source := ""
+
+_source := input.image.registry
+
+# METADATA
+# description: One denial per registry named in an active rule's deny list.
+deny contains {"registry": entry.registry, "code": object.get(entry, "code", "RULE_DENIED")} if {
+	some id in active
+	some entry in object.get(_by_id[id], "deny", [])
+	entry.registry != _source
+}
+
+# METADATA
+# description: For each rule denial code, the ids of the active rules that used it.
+denied_by[code] contains id if {
+	some id in active
+	some entry in object.get(_by_id[id], "deny", [])
+	code := object.get(entry, "code", "RULE_DENIED")
+}

@@ -1,0 +1,68 @@
+# METADATA
+# title: Security scan gate
+# description: >-
+#   Gated environments (prod by default) refuse unscanned images (SCAN_MISSING) and failed scans
+#   or any critical finding (SCAN_FAILED). A scan older than the maximum age blocks the whole
+#   decision (SCAN_EXPIRED) until a fresh scan arrives.
+# scope: package
+# custom:
+#   id: replication.scan
+package replication.scan
+
+import rego.v1
+
+default _settings := {}
+
+_settings := data.replication.settings.scan
+
+_gated := {environment | some environment in object.get(_settings, "gated_environments", ["prod"])}
+
+_max_age_days := object.get(_settings, "max_age_days", 7)
+
+_nanos_per_day := ((24 * 60) * 60) * 1000000000
+
+# Without a source registry every inventory registry is a destination; checks still apply.
+default _source := ""
+
+_source := input.image.registry
+
+_scan := scan if {
+	scan := input.image.scan
+	is_object(scan)
+}
+
+# METADATA
+# description: True when the image has no scan facts at all (scan null or absent).
+missing if not _scan
+
+# METADATA
+# scope: document
+# description: True when the scan failed or found at least one critical vulnerability.
+failed if _scan.status == "failed"
+
+failed if _scan.critical > 0
+
+# Uses input.now, never the wall clock, so a replayed input yields the same decision.
+# METADATA
+# description: True when the scan completed longer ago than the maximum scan age.
+expired if {
+	completed := time.parse_rfc3339_ns(_scan.completed_at)
+	now := time.parse_rfc3339_ns(input.now)
+	now - completed > _max_age_days * _nanos_per_day
+}
+
+_code := "SCAN_MISSING" if missing
+
+_code := "SCAN_FAILED" if failed
+
+# METADATA
+# description: One SCAN_MISSING or SCAN_FAILED denial per registry of a gated environment.
+deny contains {"registry": registry.name, "code": _code} if {
+	some registry in input.registries
+	registry.name != _source
+	object.get(registry, "environment", "") in _gated
+}
+
+# METADATA
+# description: Codes that make allow false for the whole decision.
+blocking contains "SCAN_EXPIRED" if expired

@@ -1,0 +1,97 @@
+# METADATA
+# title: Tenancy
+# description: >-
+#   Registries dedicated to other tenants are denied TENANT_ISOLATION; a caller acting for another
+#   tenant blocks the decision (CROSS_TENANT); a tenant over its storage limit gets a cleanup
+#   action from its winning retention settings (QUOTA_EXCEEDED).
+# scope: package
+# custom:
+#   id: replication.tenancy
+package replication.tenancy
+
+import rego.v1
+
+import data.replication.ruleset
+
+_default_retention := {"keep_last": 10, "older_than_days": 30}
+
+default _settings_retention := {}
+
+_settings_retention := data.replication.settings.retention
+
+# Without a source registry every inventory registry is a destination; checks still apply.
+default _source := ""
+
+_source := input.image.registry
+
+# An empty string means "no tenant" (proto3 cannot send null), exactly like null.
+_tenant_of(value) := value if {
+	is_string(value)
+	value != ""
+}
+
+default image_tenant := null
+
+# METADATA
+# scope: document
+# description: The image's tenant id, or null when the image belongs to no tenant.
+image_tenant := _tenant_of(input.image.tenant)
+
+default caller_tenant := null
+
+# METADATA
+# scope: document
+# description: The caller's tenant id, or null for a platform caller.
+caller_tenant := _tenant_of(input.caller.tenant)
+
+_dedicated_to_others(registry) if {
+	count(registry.tenants) > 0
+	not image_tenant in registry.tenants
+}
+
+# METADATA
+# description: One TENANT_ISOLATION denial per registry dedicated only to other tenants.
+deny contains {"registry": registry.name, "code": "TENANT_ISOLATION"} if {
+	some registry in input.registries
+	registry.name != _source
+	_dedicated_to_others(registry)
+}
+
+# METADATA
+# description: Codes that make allow false for the whole decision.
+blocking contains "CROSS_TENANT" if {
+	caller_tenant != null
+	caller_tenant != image_tenant
+}
+
+# METADATA
+# description: True when the tenant's usage exceeds a positive storage limit.
+over_quota if {
+	limit := input.tenant.storage_limit_bytes
+	limit > 0
+	input.tenant.storage_used_bytes > limit
+}
+
+default _tenant_retention := {}
+
+_tenant_retention := data.replication.tenants[input.tenant.id].retention
+
+default _rule_retention := {}
+
+_rule_retention := ruleset.retention
+
+# METADATA
+# description: The retention in force; settings, then the tenant's own, then the winning rule.
+retention := object.union_n([_default_retention, _settings_retention, _tenant_retention, _rule_retention])
+
+# METADATA
+# description: One cleanup action for a tenant over quota.
+actions contains action if {
+	over_quota
+	action := {
+		"type": "cleanup",
+		"tenant": input.tenant.id,
+		"keep_last": retention.keep_last,
+		"older_than_days": retention.older_than_days,
+	}
+}

@@ -1,0 +1,235 @@
+"""Reads YAML config documents into typed values, with errors that name the file and the dotted key.
+
+Every value is wrapped in a :class:`Node` that knows where it came from, so a reader anywhere in the
+config code can raise a ConfigError such as ``sidecar.yaml: registries[3].metadata.gdpr: expected
+true or false, got 'perhaps'`` without threading paths around by hand.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sidecar.errors import ConfigError
+
+__all__ = ["Node", "read_yaml", "resolve_path", "snake_case"]
+
+# Only the braced form is expanded: a bare "$1" is a legacy-rule capture, not a variable.
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def snake_case(key: str) -> str:
+    """Return the snake_case form of a camelCase or PascalCase key (accountID → account_id)."""
+    return _WORD_BOUNDARY.sub(r"\1_\2", _ACRONYM_BOUNDARY.sub(r"\1_\2", key)).lower()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a mapping with the same key twice instead of keeping the last."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> object:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, str) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+            )
+        seen.add(key if isinstance(key, str) else id(key))
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_unique_mapping,
+)
+
+
+def _expand(value: object) -> object:
+    """Expand ``${VAR}`` in every string; unset variables stay as written (Freightliner does so)."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value
+
+
+def read_yaml(path: Path) -> Node:
+    """Load ``path`` as YAML, ``${VAR}`` expanded; raise ConfigError with the line on failure."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("(file)", f"cannot read: {exc}", source) from exc
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(document)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(where, f"not valid YAML: {problem}", source) from exc
+    return Node({} if doc is None else _expand(doc), "", source)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A raw YAML value plus its dotted key path and source file, with typed, checked accessors."""
+
+    value: object
+    path: str
+    source: str
+
+    def error(self, problem: str) -> ConfigError:
+        """Return a ConfigError about this value."""
+        return ConfigError(self.path or "(document)", problem, self.source)
+
+    def child(self, key: str, value: object) -> Node:
+        """Return the node for mapping key ``key`` holding ``value``."""
+        return Node(value, f"{self.path}.{key}" if self.path else key, self.source)
+
+    @property
+    def is_null(self) -> bool:
+        """Whether the value is absent or YAML null."""
+        return self.value is None
+
+    def _kind(self) -> str:
+        return "null" if self.value is None else type(self.value).__name__
+
+    def items(self) -> Iterator[Node]:
+        """Iterate the elements of a list (null counts as empty)."""
+        if self.value is None:
+            return
+        if not isinstance(self.value, list):
+            raise self.error(f"expected a list, got {self._kind()}")
+        for index, item in enumerate(self.value):
+            yield Node(item, f"{self.path}[{index}]", self.source)
+
+    def raw_mapping(self) -> dict[str, Node]:
+        """Return a mapping's entries by key as written (user data such as metadata or labels)."""
+        if self.value is None:
+            return {}
+        if not isinstance(self.value, dict):
+            raise self.error(f"expected a mapping, got {self._kind()}")
+        return {str(k): self.child(str(k), v) for k, v in self.value.items()}
+
+    def fields(self, known: Collection[str] = (), *, strict: bool = False) -> dict[str, Node]:
+        """Return a mapping's entries by snake_case key.
+
+        camelCase and PascalCase spellings are folded onto the snake_case key; the same key given
+        twice in two spellings is an error. With ``strict`` any key outside ``known`` is an error
+        with a "did you mean" hint (our own sections); otherwise unknown keys are kept for the
+        caller to ignore (Freightliner's sections, which grow without us).
+        """
+        out: dict[str, Node] = {}
+        written: dict[str, str] = {}
+        for key, node in self.raw_mapping().items():
+            canonical = snake_case(key)
+            if canonical in out:
+                raise node.error(f"given twice (also as {written[canonical]!r})")
+            if strict and canonical not in known:
+                hint = difflib.get_close_matches(canonical, list(known), n=1)
+                suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise node.error(f"unknown key{suffix} (known: {', '.join(sorted(known))})")
+            out[canonical] = node
+            written[canonical] = key
+        return out
+
+    def string(self, *, allow_empty: bool = True) -> str:
+        """Return a string; integers are accepted (YAML reads an unquoted account id as one)."""
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            if isinstance(value, float):
+                raise self.error(f"expected a string, got the number {value!r}; quote it")
+            raise self.error(f"expected a string, got {self._kind()}")
+        text = str(value)
+        if not allow_empty and not text:
+            raise self.error("must not be empty")
+        return text
+
+    def optional_string(self) -> str | None:
+        """Return a non-empty string, or None for null or ""."""
+        return None if self.value is None else (self.string() or None)
+
+    def boolean(self, *, tolerate_strings: bool = False) -> bool:
+        """Return a bool; ``tolerate_strings`` also takes "true"/"false" (metadata is str:str)."""
+        value = self.value
+        if isinstance(value, bool):
+            return value
+        if tolerate_strings and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise self.error(f"expected true or false, got {value!r}")
+
+    def integer(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        """Return an int within the given bounds."""
+        value = self.value
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(f"expected an integer, got {self.value!r}")
+        return int(self._bounded(value, minimum, maximum))
+
+    def number(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
+        """Return a finite float within the given bounds; numeric strings are accepted."""
+        value = self.value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise self.error(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"expected a number, got {self.value!r}")
+        if not math.isfinite(value):
+            raise self.error(f"expected a finite number, got {value!r}")
+        return self._bounded(float(value), minimum, maximum)
+
+    def seconds(self, *, minimum: float = 0.0) -> float:
+        """Return a duration in seconds from a number or a Go-style duration ("30s", "1.5m")."""
+        if isinstance(self.value, str):
+            found = _DURATION.match(self.value.strip())
+            if found is None:
+                raise self.error(f"expected seconds or a duration like '30s', got {self.value!r}")
+            seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+            return Node(seconds, self.path, self.source).number(minimum=minimum)
+        return self.number(minimum=minimum)
+
+    def choice(self, options: Collection[str]) -> str:
+        """Return a string that must be one of ``options``."""
+        text = self.string()
+        if text not in options:
+            hint = difflib.get_close_matches(text, list(options), n=1)
+            suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise self.error(f"{text!r} is not one of {', '.join(options)}{suffix}")
+        return text
+
+    def string_list(self, *, allow_csv: bool = False) -> tuple[str, ...]:
+        """Return a list of non-empty strings; with ``allow_csv`` also "a, b" (metadata values)."""
+        if allow_csv and isinstance(self.value, str):
+            return tuple(part.strip() for part in self.value.split(",") if part.strip())
+        return tuple(item.string(allow_empty=False) for item in self.items())
+
+    def _bounded(self, value: float, minimum: float | None, maximum: float | None) -> float:
+        if minimum is not None and value < minimum:
+            raise self.error(f"must be at least {minimum:g}, got {value:g}")
+        if maximum is not None and value > maximum:
+            raise self.error(f"must be at most {maximum:g}, got {value:g}")
+        return value
+
+
+def resolve_path(text: str, base: Path) -> str:
+    """Return ``text`` with ``~`` expanded, made absolute against ``base`` when relative."""
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+

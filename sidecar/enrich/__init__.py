@@ -1,0 +1,40 @@
+"""Enrichment: validating a request and turning it into the complete policy input (DESIGN §3.1)."""
+
+from __future__ import annotations
+
+from sidecar.enrich.pipeline import (
+    Contribution,
+    EnrichmentReport,
+    FactSource,
+    Finding,
+    apply_sources,
+)
+from sidecar.enrich.rfc3339 import format_rfc3339, parse_rfc3339
+from sidecar.enrich.sources import (
+    RequestHealth,
+    ScanLabels,
+    TenantResolver,
+    TenantUsageSource,
+    scan_from_labels,
+)
+from sidecar.enrich.static import StaticEnricher, base_draft, static_sources
+from sidecar.enrich.validate import validate_request
+
+__all__ = [
+    "Contribution",
+    "EnrichmentReport",
+    "FactSource",
+    "Finding",
+    "RequestHealth",
+    "ScanLabels",
+    "StaticEnricher",
+    "TenantResolver",
+    "TenantUsageSource",
+    "apply_sources",
+    "base_draft",
+    "format_rfc3339",
+    "parse_rfc3339",
+    "scan_from_labels",
+    "static_sources",
+    "validate_request",
+]

@@ -1,0 +1,8 @@
+"""Talking to Open Policy Agent: the REST engine and the supervised local OPA process."""
+
+from __future__ import annotations
+
+from sidecar.policy.managed import ManagedOpa
+from sidecar.policy.opa import OpaEngine
+
+__all__ = ["ManagedOpa", "OpaEngine"]

@@ -1,0 +1,197 @@
+"""The policy engine: OPA's REST API over one kept-alive aiohttp session.
+
+Why not opa-python-client: measured with ``.venv/bin/python -m tests.bench.opa_client_compare``
+(2,000 sequential queries of a 3 KB DESIGN §3.1 input to one local OPA 1.22.3, best of 5 rounds,
+2 vCPU): AsyncOpaClient.query_rule 0.80 s (399 µs/query), aiohttp + stdlib json 0.77 s (386 µs),
+this engine (aiohttp + orjson) 0.70 s (349 µs, p50 302 µs vs 352 µs). orjson alone encodes +
+decodes that input in 7 µs vs 32 µs. ``?metrics=true`` (for ``eval_ns``) costs within noise
+(0.707 s vs 0.698 s), so it is on. The client also resends a POST on HTTP 500, which is how OPA
+reports deterministic evaluation errors; a decision query must not be retried on those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sidecar.errors import PolicyError, PolicyUnavailable
+from sidecar.model import EngineAnswer
+
+__all__ = ["OpaEngine"]
+
+_UNDEFINED = "decision undefined: is the bundle activated?"
+# Reusing a pooled connection that OPA already dropped (it restarted) fails before any answer
+# arrives; a query is a pure function of its input, so one resend within the deadline is safe.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+class OpaEngine:
+    """Evaluates ``data.<path>`` on an OPA server (the :class:`sidecar.typing.PolicyEngine`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        path: str = "replication/decision",
+        max_connections: int = 512,
+        metrics: bool = True,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.path = path.strip("/").replace(".", "/")
+        self._dotted = self.path.replace("/", ".")
+        self._max_connections = max_connections
+        self._query_url = f"{self.base_url}/v1/data/{self.path}?provenance=true" + (
+            "&metrics=true" if metrics else ""
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # Created inside the running loop: an aiohttp session is bound to the loop it was
+            # made in, and the engine is constructed before the loop in some callers.
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),  # the deadline is asyncio.timeout's
+            )
+            self._loop = loop
+        return self._session
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> EngineAnswer:
+        """Evaluate the decision for ``policy_input``; PolicyUnavailable/PolicyError on failure."""
+        body = orjson.dumps({"input": policy_input}, default=_jsonable)
+        status, doc = await self._request("POST", self._query_url, body)
+        if status >= 400:
+            raise _http_error(self._query_url, status, doc)
+        if "result" not in doc:
+            raise PolicyError(f"{_UNDEFINED} (data.{self._dotted} at {self.base_url})")
+        result = doc["result"]
+        if not isinstance(result, dict):
+            raise PolicyError(
+                f"data.{self._dotted} is a {type(result).__name__}, not an object"
+            )
+        metrics = doc.get("metrics")
+        eval_ns = metrics.get("timer_rego_query_eval_ns", 0) if isinstance(metrics, dict) else 0
+        return EngineAnswer(
+            result=result,
+            bundle_revision=_revision(doc.get("provenance")),
+            eval_ns=int(eval_ns),
+            engine_decision_id=str(doc.get("decision_id", "")),
+        )
+
+    async def health(self, bundles: bool = True) -> bool:
+        """Return whether OPA answers ``/health`` (with ``?bundles``: every bundle activated)."""
+        url = f"{self.base_url}/health" + ("?bundles" if bundles else "")
+        try:
+            status, _ = await self._request("GET", url, None)
+        except (PolicyUnavailable, PolicyError):
+            return False
+        return status == 200
+
+    async def active_revision(self) -> str:
+        """Return the revision(s) OPA serves now ("" without bundles), from query provenance."""
+        # /v1/status needs the status plugin, which a `-b`-loaded OPA does not run; provenance of
+        # an undefined document is the cheapest query that still reports the bundle revisions.
+        url = f"{self.base_url}/v1/data/__sidecar_revision_probe?provenance=true"
+        status, doc = await self._request("GET", url, None)
+        if status >= 400:
+            raise _http_error(url, status, doc)
+        return _revision(doc.get("provenance"))
+
+    async def close(self) -> None:
+        """Close the kept-alive connections; the engine reconnects if used again."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def _request(self, method: str, url: str, body: bytes | None) -> tuple[int, Any]:
+        """Send one request within the deadline; return (status, decoded JSON object)."""
+        session = self._client()
+        started = time.monotonic()
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        attempt = 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    attempt += 1
+                    try:
+                        async with session.request(method, url, data=body, headers=headers) as resp:
+                            raw = await resp.read()
+                            status = resp.status
+                        break
+                    except _STALE_CONNECTION as exc:
+                        # A refused connect is not stale, it is down: fail fast.
+                        if attempt > 1 or isinstance(exc, aiohttp.ClientConnectorError):
+                            raise
+        except TimeoutError:
+            elapsed = time.monotonic() - started
+            raise PolicyUnavailable(
+                f"OPA at {url} did not answer within the {self.timeout_s:g}s deadline "
+                f"(gave up after {elapsed:.3f}s)"
+            ) from None
+        except aiohttp.ClientError as exc:
+            elapsed = time.monotonic() - started
+            raise PolicyUnavailable(
+                f"OPA at {url} unreachable after {elapsed:.3f}s: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            doc = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            if status >= 500:
+                raise PolicyUnavailable(f"OPA at {url} answered HTTP {status}: {raw[:200]!r}")
+            raise PolicyError(f"{url} answered HTTP {status} with a non-JSON-object body")
+        return status, doc
+
+
+def _http_error(url: str, status: int, doc: Mapping[str, Any]) -> PolicyError | PolicyUnavailable:
+    """Map an OPA error answer: evaluation errors are the policy's fault, other 5xx are OPA's."""
+    errors = doc.get("errors")
+    details = [
+        f"{e.get('code', '?')}: {e.get('message', '')}"
+        for e in (errors if isinstance(errors, list) else [])
+        if isinstance(e, dict)
+    ]
+    summary = f"{doc.get('code', 'error')}: {doc.get('message', '')}" + "".join(
+        f"; {d}" for d in details[:3]
+    )
+    if status < 500 or any(d.startswith(("eval_", "rego_")) for d in details):
+        # OPA is up: this input (or the policy) fails the same way on every retry or fallback.
+        return PolicyError(f"OPA rejected the query {url} (HTTP {status}): {summary}")
+    return PolicyUnavailable(f"OPA at {url} answered HTTP {status}: {summary}")
+
+
+def _revision(provenance: Any) -> str:
+    """Return the bundle revision from a provenance block: one bundle's, or all joined by ","."""
+    if not isinstance(provenance, dict):
+        return ""
+    bundles = provenance.get("bundles")
+    if isinstance(bundles, dict) and bundles:
+        return ",".join(
+            str(info.get("revision", "")) for _, info in sorted(bundles.items())
+            if isinstance(info, dict)
+        )
+    return str(provenance.get("revision", ""))
+
+
+def _jsonable(value: Any) -> Any:
+    """Let orjson encode the read-only mappings and sets a caller may put in the input."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

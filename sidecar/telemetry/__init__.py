@@ -1,0 +1,80 @@
+"""Telemetry of the sidecar: OpenTelemetry traces (OTLP), Prometheus metrics and JSON logs.
+
+Span names and attribute keys are documented in :mod:`sidecar.telemetry._names`; wiring to
+Jaeger and Prometheus in deploy/observability/README.md.
+"""
+
+from __future__ import annotations
+
+from sidecar.telemetry._http import MetricsServer, Readiness
+from sidecar.telemetry._logging import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LogStream,
+    add_trace_context,
+    configure_logging,
+    decision_log_context,
+    get_logger,
+)
+from sidecar.telemetry._metrics import LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Outcome
+from sidecar.telemetry._names import (
+    ATTR_BUNDLE_REVISION,
+    ATTR_CALLER_SUBJECT,
+    ATTR_DECISION_ID,
+    ATTR_DEFERRED_COUNT,
+    ATTR_DEGRADED,
+    ATTR_DENIED_COUNT,
+    ATTR_ERROR_CODE,
+    ATTR_EVENT,
+    ATTR_IMAGE_REF,
+    ATTR_OPA_BUNDLE_REVISION,
+    ATTR_OPA_EVAL_NS,
+    ATTR_OPA_URL,
+    ATTR_POLICY_ALLOW,
+    ATTR_PRIORITY,
+    ATTR_ROUTE_COUNT,
+    SPAN_DECIDE,
+    SPAN_ENRICH,
+    SPAN_OPA_QUERY,
+)
+from sidecar.telemetry._telemetry import Telemetry
+from sidecar.telemetry._tracing import extract_context, inject_metadata, span_id_hex, trace_id_hex
+
+__all__ = [
+    "ATTR_BUNDLE_REVISION",
+    "ATTR_CALLER_SUBJECT",
+    "ATTR_DECISION_ID",
+    "ATTR_DEFERRED_COUNT",
+    "ATTR_DEGRADED",
+    "ATTR_DENIED_COUNT",
+    "ATTR_ERROR_CODE",
+    "ATTR_EVENT",
+    "ATTR_IMAGE_REF",
+    "ATTR_OPA_BUNDLE_REVISION",
+    "ATTR_OPA_EVAL_NS",
+    "ATTR_OPA_URL",
+    "ATTR_POLICY_ALLOW",
+    "ATTR_PRIORITY",
+    "ATTR_ROUTE_COUNT",
+    "LATENCY_BUCKETS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "METRIC_PREFIX",
+    "SPAN_DECIDE",
+    "SPAN_ENRICH",
+    "SPAN_OPA_QUERY",
+    "LogStream",
+    "Metrics",
+    "MetricsServer",
+    "Outcome",
+    "Readiness",
+    "Telemetry",
+    "add_trace_context",
+    "configure_logging",
+    "decision_log_context",
+    "extract_context",
+    "get_logger",
+    "inject_metadata",
+    "span_id_hex",
+    "trace_id_hex",
+]

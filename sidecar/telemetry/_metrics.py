@@ -1,0 +1,131 @@
+"""The sidecar's Prometheus metrics, behind plain methods so callers never touch label plumbing."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractContextManager
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidecar.errors import ErrorCode
+
+__all__ = ["LATENCY_BUCKETS", "METRIC_PREFIX", "Metrics", "Outcome"]
+
+METRIC_PREFIX = "policy_sidecar_"
+
+# A decision normally costs 0.5-5 ms (loopback OPA); the upper buckets catch retries and deadlines.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+Outcome = Literal["allow", "deny", "error"]
+_OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "error")
+
+
+class Metrics:
+    """The sidecar's metric families, registered in one (caller-owned) Prometheus registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Register every metric family in ``registry``."""
+        self.registry = registry
+        p = METRIC_PREFIX
+        self._decisions = Counter(
+            f"{p}decisions",
+            "Decisions answered, by outcome and whether the fallback served them.",
+            ["outcome", "degraded"],
+            registry=registry,
+        )
+        self._decision_latency = Histogram(
+            f"{p}decision_latency_seconds",
+            "Wall time of one decision: validation, enrichment, policy query.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._opa_errors = Counter(
+            f"{p}opa_errors",
+            "Failed policy-engine queries, by sidecar error code.",
+            ["code"],
+            registry=registry,
+        )
+        self._opa_latency = Histogram(
+            f"{p}opa_query_latency_seconds",
+            "Wall time of one OPA query, including failed ones.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._revision = Gauge(
+            f"{p}bundle_revision_info",
+            "1 for the bundle revision currently serving decisions.",
+            ["revision"],
+            registry=registry,
+        )
+        self._in_flight = Gauge(
+            f"{p}requests_in_flight",
+            "gRPC requests being handled right now.",
+            registry=registry,
+        )
+        self._grpc = Counter(
+            f"{p}grpc_requests",
+            "gRPC requests handled, by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        # Zero-valued series from the start let rate() and alerts work before the first event.
+        for outcome in _OUTCOMES:
+            for degraded in ("false", "true"):
+                self._decisions.labels(outcome=outcome, degraded=degraded)
+        for code in ErrorCode:
+            self._opa_errors.labels(code=code.value)
+        self._active_revision: str | None = None
+        # Swapping the revision is remove-then-set; the lock keeps two swaps from leaving two 1s.
+        self._revision_lock = threading.Lock()
+
+    def observe_decision(self, outcome: Outcome, degraded: bool, seconds: float) -> None:
+        """Count one decision (allow|deny|error) and record its latency."""
+        if outcome not in _OUTCOMES:
+            raise ValueError(f"outcome must be one of {_OUTCOMES}, not {outcome!r}")
+        self._decisions.labels(outcome=outcome, degraded="true" if degraded else "false").inc()
+        self._decision_latency.observe(seconds)
+
+    def observe_opa_query(self, seconds: float) -> None:
+        """Record the latency of one OPA query (successful or not)."""
+        self._opa_latency.observe(seconds)
+
+    def observe_opa_error(self, code: ErrorCode | str) -> None:
+        """Count one failed OPA query; ``code`` must be an ErrorCode (or its value)."""
+        # Going through ErrorCode keeps the label's cardinality bounded to the known codes.
+        self._opa_errors.labels(code=ErrorCode(code).value).inc()
+
+    def set_active_revision(self, revision: str) -> None:
+        """Mark ``revision`` as the serving bundle revision, dropping the previous one's series."""
+        with self._revision_lock:
+            if revision == self._active_revision:
+                return
+            if self._active_revision is not None:
+                self._revision.remove(self._active_revision)
+            self._revision.labels(revision=revision).set(1)
+            self._active_revision = revision
+
+    @property
+    def active_revision(self) -> str | None:
+        """The revision last passed to set_active_revision, or None."""
+        return self._active_revision
+
+    def track_in_flight(self) -> AbstractContextManager[object]:
+        """Return a context manager counting one request in flight while it is open."""
+        return self._in_flight.track_inprogress()
+
+    def observe_grpc(self, method: str, code: str) -> None:
+        """Count one finished gRPC request; ``code`` is the status name, e.g. ``OK``."""
+        self._grpc.labels(method=method, code=code).inc()

@@ -1,0 +1,66 @@
+"""Span names and attribute keys of the decision trace, shared by code that emits and reads them.
+
+One decision produces this tree (all spans of one trace)::
+
+    policy.decide            SERVER span, one per decision (continues an incoming traceparent)
+    ├── policy.enrich        building the policy input (registry facts, scan facts, usage)
+    └── opa.query            CLIENT span, the REST call to OPA
+
+``policy.decide`` attributes:
+    policy.decision_id (str), policy.bundle_revision (str), policy.allow (bool),
+    policy.route_count / policy.denied_count / policy.deferred_count (int), policy.priority (int),
+    policy.degraded (bool), policy.event (str), image.ref (str), caller.subject (str),
+    error.code (str, an ``errors.ErrorCode`` value; only when the decision failed).
+
+``opa.query`` attributes:
+    opa.url (str), opa.eval_ns (int), opa.bundle_revision (str).
+
+The names are a contract with dashboards and Jaeger searches: change them only together with
+deploy/observability/README.md.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ATTR_BUNDLE_REVISION",
+    "ATTR_CALLER_SUBJECT",
+    "ATTR_DECISION_ID",
+    "ATTR_DEFERRED_COUNT",
+    "ATTR_DEGRADED",
+    "ATTR_DENIED_COUNT",
+    "ATTR_ERROR_CODE",
+    "ATTR_EVENT",
+    "ATTR_IMAGE_REF",
+    "ATTR_OPA_BUNDLE_REVISION",
+    "ATTR_OPA_EVAL_NS",
+    "ATTR_OPA_URL",
+    "ATTR_POLICY_ALLOW",
+    "ATTR_PRIORITY",
+    "ATTR_ROUTE_COUNT",
+    "SPAN_DECIDE",
+    "SPAN_ENRICH",
+    "SPAN_OPA_QUERY",
+]
+
+SPAN_DECIDE: Final = "policy.decide"
+SPAN_ENRICH: Final = "policy.enrich"
+SPAN_OPA_QUERY: Final = "opa.query"
+
+ATTR_DECISION_ID: Final = "policy.decision_id"
+ATTR_BUNDLE_REVISION: Final = "policy.bundle_revision"
+ATTR_POLICY_ALLOW: Final = "policy.allow"
+ATTR_ROUTE_COUNT: Final = "policy.route_count"
+ATTR_DENIED_COUNT: Final = "policy.denied_count"
+ATTR_DEFERRED_COUNT: Final = "policy.deferred_count"
+ATTR_PRIORITY: Final = "policy.priority"
+ATTR_DEGRADED: Final = "policy.degraded"
+ATTR_EVENT: Final = "policy.event"
+ATTR_IMAGE_REF: Final = "image.ref"
+ATTR_CALLER_SUBJECT: Final = "caller.subject"
+ATTR_ERROR_CODE: Final = "error.code"
+
+ATTR_OPA_URL: Final = "opa.url"
+ATTR_OPA_EVAL_NS: Final = "opa.eval_ns"
+ATTR_OPA_BUNDLE_REVISION: Final = "opa.bundle_revision"

@@ -1,0 +1,3 @@
+"""Registers the shared fixture modules of tests/support for every test."""
+
+pytest_plugins = ["tests.support.opa"]
