@@ -39,8 +39,12 @@ def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         info = verify_bundle(
             Path(args.bundle_path), key, opa_binary=find_tool("opa", config.policy.opa.binary)
         )
-        return {"valid": True, "revision": info.revision, "digest": info.digest,
-                "files": list(info.files)}
+        return {
+            "valid": True,
+            "revision": info.revision,
+            "digest": info.digest,
+            "files": list(info.files),
+        }
     if action == "keygen":
         private, public = generate_keypair(Path(args.directory))
         return {"signing_key": str(private), "verification_key": str(public)}

@@ -54,7 +54,9 @@ async def decide_raw(config: Config, policy_input: Any) -> Mapping[str, Any]:
     return answer.result
 
 
-async def decide_image(config: Config, request: DecideRequest, server: str | None) -> dict[str, Any]:
+async def decide_image(
+    config: Config, request: DecideRequest, server: str | None
+) -> dict[str, Any]:
     """Decide ``request`` in-process (enrich → OPA) or via a running sidecar's gRPC Decide."""
     if server:
         return await _decide_remote(server, request)

@@ -27,12 +27,28 @@ __all__ = [
 ]
 
 _RULE_KEYS = (
-    "source_registry", "source_repository", "destination_registry", "destination_repository",
-    "tag_filter", "schedule", "include_tags", "exclude_tags", "force_overwrite",
+    "source_registry",
+    "source_repository",
+    "destination_registry",
+    "destination_repository",
+    "tag_filter",
+    "schedule",
+    "include_tags",
+    "exclude_tags",
+    "force_overwrite",
 )
 _IMAGE_KEYS = (
-    "repository", "tags", "tag_regex", "semver_constraint", "all_tags", "latest_n",
-    "destination_repository", "destination_prefix", "destination_suffix", "limit", "architectures",
+    "repository",
+    "tags",
+    "tag_regex",
+    "semver_constraint",
+    "all_tags",
+    "latest_n",
+    "destination_repository",
+    "destination_prefix",
+    "destination_suffix",
+    "limit",
+    "architectures",
 )
 _TAG_SELECTORS = ("tags", "tag_regex", "semver_constraint", "all_tags", "latest_n")
 _NEEDS_TAG_LIST = ("semver_constraint", "latest_n")

@@ -36,6 +36,7 @@ from sidecar.telemetry import LOG_FORMATS, LOG_LEVELS
 
 __all__ = ["known_tenants", "parse_policy"]
 
+
 def _given(fields: Mapping[str, Node], key: str) -> Node | None:
     node = fields.get(key)
     return None if node is None or node.is_null else node
@@ -204,6 +205,7 @@ def _records(node: Node) -> DecisionRecordSettings:
 def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -> PolicySettings:
     """Parse the ``policy:`` section; relative paths resolve against ``base``."""
     f = node.fields(PolicySettings.__dataclass_fields__, strict=True)
+
     def section(key: str) -> Node:
         return f.get(key) or node.child(key, None)
 
@@ -212,7 +214,8 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
     return PolicySettings(
         listen=_listen(f["listen"], allow_empty=False) if "listen" in f else DEFAULT_LISTEN,
         metrics_listen=(
-            _listen(metrics, allow_empty=True) if metrics and not metrics.is_null
+            _listen(metrics, allow_empty=True)
+            if metrics and not metrics.is_null
             else ("" if metrics else DEFAULT_METRICS_LISTEN)
         ),
         opa=_opa(section("opa"), base),

@@ -232,4 +232,3 @@ def resolve_path(text: str, base: Path) -> str:
     """Return ``text`` with ``~`` expanded, made absolute against ``base`` when relative."""
     path = Path(text).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
-

@@ -241,8 +241,12 @@ def parse_registries(node: Node, known_tenants: frozenset[str] = frozenset()) ->
     seen: dict[str, int] = {}
     for index, registry in enumerate(registries):
         if registry.name in seen:
-            raise nodes[index].child("name", registry.name).error(
-                f"duplicate registry name {registry.name!r} (first at index {seen[registry.name]})"
+            raise (
+                nodes[index]
+                .child("name", registry.name)
+                .error(
+                    f"duplicate registry name {registry.name!r} (first at index {seen[registry.name]})"
+                )
             )
         seen[registry.name] = index
     _check_backs(registries, nodes)

@@ -47,34 +47,50 @@ def _free_port() -> int:
 def _bench_config(workdir: Path, policies: int) -> dict[str, Any]:
     """Return a config with a realistic inventory and ``policies`` rules split tenant/legacy."""
     registries: list[dict[str, Any]] = [
-        {"name": "ci", "type": "generic", "endpoint": "http://127.0.0.1:1", "region": "us-east-1",
-         "metadata": {"environment": "ci"}},
+        {
+            "name": "ci",
+            "type": "generic",
+            "endpoint": "http://127.0.0.1:1",
+            "region": "us-east-1",
+            "metadata": {"environment": "ci"},
+        },
     ]
     for env in ("prod", "dev", "sandbox"):
         for region in _REGIONS:
             gdpr = region.startswith("eu")
-            registries.append({
-                "name": f"{env}-{region}", "type": "generic", "endpoint": "http://127.0.0.1:1",
-                "region": region,
-                "metadata": {"environment": env, "gdpr": gdpr, "egress_cost_per_gb": 0.09},
-            })
+            registries.append(
+                {
+                    "name": f"{env}-{region}",
+                    "type": "generic",
+                    "endpoint": "http://127.0.0.1:1",
+                    "region": region,
+                    "metadata": {"environment": env, "gdpr": gdpr, "egress_cost_per_gb": 0.09},
+                }
+            )
     tenants = max(1, policies // 10)
     tenant_rules = policies // 2
     legacy = policies - tenant_rules
     data: dict[str, Any] = {}
     for i in range(tenant_rules):
         tenant = f"t{i % tenants}"
-        data.setdefault(tenant, {"rules": []})["rules"].append({
-            "id": f"{tenant}-r{i}", "priority": i % 7,
-            "match": {"repository": f"{tenant}/*", "tag": "prod-*"},
-            "set": {"priority": 40 + i % 50},
-        })
+        data.setdefault(tenant, {"rules": []})["rules"].append(
+            {
+                "id": f"{tenant}-r{i}",
+                "priority": i % 7,
+                "match": {"repository": f"{tenant}/*", "tag": "prod-*"},
+                "set": {"priority": 40 + i % 50},
+            }
+        )
     data_dir = workdir / "data" / "replication" / "tenants"
     data_dir.mkdir(parents=True)
     (data_dir / "data.json").write_text(json.dumps(data), encoding="utf-8")
     rules = [
-        {"source_registry": "ci", "source_repository": f"legacy{i}/*",
-         "destination_registry": "prod-eu-west-1", "destination_repository": f"mirror/legacy{i}/$1"}
+        {
+            "source_registry": "ci",
+            "source_repository": f"legacy{i}/*",
+            "destination_registry": "prod-eu-west-1",
+            "destination_repository": f"mirror/legacy{i}/$1",
+        }
         for i in range(legacy)
     ]
     return {
@@ -83,10 +99,14 @@ def _bench_config(workdir: Path, policies: int) -> dict[str, Any]:
             "listen": f"127.0.0.1:{_free_port()}",
             "metrics_listen": "",
             "state_dir": str(workdir / "state"),
-            "bundle": {"data_dirs": [str(workdir / "data")],
-                       "output": str(workdir / "bundle.tar.gz")},
-            "tenancy": {"tenants": [f"t{i}" for i in range(tenants)],
-                        "prefixes": {f"t{i}/": f"t{i}" for i in range(tenants)}},
+            "bundle": {
+                "data_dirs": [str(workdir / "data")],
+                "output": str(workdir / "bundle.tar.gz"),
+            },
+            "tenancy": {
+                "tenants": [f"t{i}" for i in range(tenants)],
+                "prefixes": {f"t{i}/": f"t{i}" for i in range(tenants)},
+            },
             "legacy": {"rules": rules},
             "telemetry": {"log_level": "warning"},
         },
@@ -97,8 +117,12 @@ def _request(i: int) -> DecideRequest:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return DecideRequest(
         image=ImageRef("ci", f"t{i % 100}/app", f"prod-{i % 50}", "sha256:" + "ab" * 32),
-        labels={"security.scan.status": "passed", "security.scan.completed-at": now,
-                "security.scan.critical": "0", "criticality": "high"},
+        labels={
+            "security.scan.status": "passed",
+            "security.scan.completed-at": now,
+            "security.scan.critical": "0",
+            "criticality": "high",
+        },
         size_bytes=300_000_000,
         caller=Caller("bench"),
         access={"eu-west-1": 120, "us-east-1": 40},
@@ -107,14 +131,23 @@ def _request(i: int) -> DecideRequest:
 
 def _to_proto(req: DecideRequest) -> pb.DecideRequest:
     return pb.DecideRequest(
-        image=pb.Image(registry=req.image.registry, repository=req.image.repository,
-                       tag=req.image.tag, digest=req.image.digest, labels=dict(req.labels),
-                       size_bytes=req.size_bytes),
-        caller=pb.Caller(subject=req.caller.subject), access=dict(req.access), event=req.event,
+        image=pb.Image(
+            registry=req.image.registry,
+            repository=req.image.repository,
+            tag=req.image.tag,
+            digest=req.image.digest,
+            labels=dict(req.labels),
+            size_bytes=req.size_bytes,
+        ),
+        caller=pb.Caller(subject=req.caller.subject),
+        access=dict(req.access),
+        event=req.event,
     )
 
 
-async def _load(call: Callable[[int], Awaitable[None]], total: int, concurrency: int) -> dict[str, float]:
+async def _load(
+    call: Callable[[int], Awaitable[None]], total: int, concurrency: int
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     next_index = 0
@@ -138,11 +171,17 @@ async def _load(call: Callable[[int], Awaitable[None]], total: int, concurrency:
     latencies.sort()
 
     def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0
+        )
 
-    return {"p50_ms": round(pct(0.50), 3), "p99_ms": round(pct(0.99), 3),
-            "throughput_rps": round(len(latencies) / wall, 1), "errors": errors,
-            "requests": total}
+    return {
+        "p50_ms": round(pct(0.50), 3),
+        "p99_ms": round(pct(0.99), 3),
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "errors": errors,
+        "requests": total,
+    }
 
 
 def _rss_mib(pid: int) -> float:
@@ -162,7 +201,8 @@ def _children(pid: int) -> list[int]:
 
 async def _wait_ready(proc: asyncio.subprocess.Process, address: str) -> str:
     """Wait for the sidecar's 'sidecar ready' log line; return its OPA URL."""
-    assert proc.stderr is not None
+    if proc.stderr is None:
+        raise PolicyUnavailable("bench sidecar has no stderr pipe")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = await asyncio.wait_for(proc.stderr.readline(), timeout=120)
@@ -189,8 +229,16 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         address = doc["policy"]["listen"]
         # The bench logs at info so the ready line (with the OPA URL) reaches us.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sidecar", "--config", str(config_path), "--log-level", "info",
-            "serve", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "sidecar",
+            "--config",
+            str(config_path),
+            "--log-level",
+            "info",
+            "serve",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
         try:
@@ -198,12 +246,16 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             drain = asyncio.create_task(_drain(proc))
             report = await _measure(bench_config, address, opa_url, levels, args.requests)
             opa_pids = _children(proc.pid)
-            report.update({
-                "policies": args.policies,
-                "rss_mib": {"sidecar": _rss_mib(proc.pid),
-                            "opa": sum(_rss_mib(p) for p in opa_pids)},
-                "machine": {"cpus": os.cpu_count()},
-            })
+            report.update(
+                {
+                    "policies": args.policies,
+                    "rss_mib": {
+                        "sidecar": _rss_mib(proc.pid),
+                        "opa": sum(_rss_mib(p) for p in opa_pids),
+                    },
+                    "machine": {"cpus": os.cpu_count()},
+                }
+            )
             drain.cancel()
             return report
         finally:
@@ -213,7 +265,8 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _drain(proc: asyncio.subprocess.Process) -> None:
-    assert proc.stderr is not None
+    if proc.stderr is None:
+        return
     while await proc.stderr.readline():
         pass
 
@@ -245,10 +298,16 @@ async def _measure(
             count = max(total, level * 2)
             sidecar = await _load(via_sidecar, count, level)
             opa = await _load(via_opa, count, level)
-            rows.append({
-                "concurrency": level, "sidecar": sidecar, "opa": opa,
-                "p50_ratio": round(sidecar["p50_ms"] / opa["p50_ms"], 2) if opa["p50_ms"] else None,
-            })
+            rows.append(
+                {
+                    "concurrency": level,
+                    "sidecar": sidecar,
+                    "opa": opa,
+                    "p50_ratio": round(sidecar["p50_ms"] / opa["p50_ms"], 2)
+                    if opa["p50_ms"]
+                    else None,
+                }
+            )
     for channel in channels:
-        await channel.close()
+        await channel.close(None)
     return {"levels": rows}

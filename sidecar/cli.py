@@ -59,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("--caller-tenant", default=None, help="caller tenant id")
     decide.add_argument("--now", default=None, help="RFC3339 evaluation time (default: now)")
     decide.add_argument(
-        "--unhealthy", action="append", default=[], metavar="REGISTRY",
+        "--unhealthy",
+        action="append",
+        default=[],
+        metavar="REGISTRY",
         help="treat REGISTRY as unhealthy for this decision (repeatable)",
     )
     decide.add_argument(
@@ -124,7 +127,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         from sidecar import _cli_decide  # noqa: PLC0415
 
         if args.policy_input:
-            _print_json(asyncio.run(_cli_decide.decide_raw(config, _read_document(args.policy_input))))
+            _print_json(
+                asyncio.run(_cli_decide.decide_raw(config, _read_document(args.policy_input)))
+            )
         else:
             request = _cli_decide.request_from_args(
                 args, _pairs(args.label, "--label"), _pairs(args.annotation, "--annotation")

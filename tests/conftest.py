@@ -1,3 +1,3 @@
 """Registers the shared fixture modules of tests/support for every test."""
 
-pytest_plugins = ["tests.support.opa"]
+pytest_plugins = ["tests.support.opa", "tests.support.jaeger"]

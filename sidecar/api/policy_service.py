@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -27,29 +28,27 @@ __all__ = ["PolicyServicer"]
 _STREAM_WINDOW = 64
 
 
-class PolicyServicer(pb_grpc.PolicyServiceServicer):
+class PolicyServicer(pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
     """Implements Decide, DecideStream and Explain of freightliner.policy.v1.PolicyService."""
 
     def __init__(self, decisions: DecisionService) -> None:
         self._decisions = decisions
 
-    async def Decide(  # noqa: N802 - gRPC method names are fixed by the proto
-        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+    async def Decide(
+        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DecideResponse:
         """Answer one decision, or abort with the status of the error."""
         parent = extract_context(context.invocation_metadata() or ())
         try:
-            result = await self._decisions.decide(
-                decide_request_from_proto(request), parent=parent
-            )
+            result = await self._decisions.decide(decide_request_from_proto(request), parent=parent)
         except SidecarError as exc:
             await context.abort(grpc_status(exc.code), exc.message)
         return decide_response_to_proto(result, request.request_id)
 
-    async def DecideStream(  # noqa: N802 - gRPC method names are fixed by the proto
+    async def DecideStream(
         self,
         request_iterator: AsyncIterator[pb.DecideRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.DecideResponse]:
         """Answer a stream of requests; a failed request gets an in-band error, the stream goes on."""
         parent = extract_context(context.invocation_metadata() or ())
@@ -82,8 +81,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         finally:
             pumper.cancel()
 
-    async def Explain(  # noqa: N802 - gRPC method names are fixed by the proto
-        self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext
+    async def Explain(
+        self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExplainResponse:
         """Return the stored record of an earlier decision."""
         if not request.decision_id:

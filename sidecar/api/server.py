@@ -35,7 +35,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(decisions), self._server)
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack aio
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(_SERVICES, self._server)
         self.port = 0

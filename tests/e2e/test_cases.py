@@ -83,7 +83,11 @@ async def test_case(sidecar: RunningSidecar, case: dict[str, Any]) -> None:
     assert set(expect.get("reasons", [])) <= codes, f"reasons present: {sorted(codes)}"
     if "actions" in expect:
         assert [
-            {"type": a.type, "tenant": a.tenant, "keep_last": a.keep_last,
-             "older_than_days": a.older_than_days}
+            {
+                "type": a.type,
+                "tenant": a.tenant,
+                "keep_last": a.keep_last,
+                "older_than_days": a.older_than_days,
+            }
             for a in decision.actions
         ] == expect["actions"]

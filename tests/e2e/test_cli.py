@@ -21,7 +21,11 @@ def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run ``python -m sidecar ARGS`` and return the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "sidecar", *args],
-        capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
     )
 
 
@@ -57,8 +61,9 @@ def test_freightliner_example_configs_load(name: str, tmp_path: Path) -> None:
 
 def test_bundle_build_and_verify(config: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.tar.gz"
-    built = cli("--config", str(config), "bundle", "build", "--output", str(out),
-                "--revision", "test-rev-1")
+    built = cli(
+        "--config", str(config), "bundle", "build", "--output", str(out), "--revision", "test-rev-1"
+    )
     assert built.returncode == 0, built.stderr
     report = json.loads(built.stdout)
     assert report["revision"] == "test-rev-1" and out.exists()
@@ -75,8 +80,15 @@ def test_bundle_build_and_verify(config: Path, tmp_path: Path) -> None:
 
 
 def test_decide_image_through_the_full_path(config: Path) -> None:
-    proc = cli("--config", str(config), "decide", "--image", "ci/team/app:dev-3",
-               "--label", "criticality=high")
+    proc = cli(
+        "--config",
+        str(config),
+        "decide",
+        "--image",
+        "ci/team/app:dev-3",
+        "--label",
+        "criticality=high",
+    )
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert answer["decision_id"] and answer["bundle_revision"] and not answer["degraded"]

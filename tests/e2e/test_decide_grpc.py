@@ -36,7 +36,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 def _request(**image: object) -> pb.DecideRequest:
     fields: dict[str, object] = {
-        "registry": "ci", "repository": "team/app", "tag": "dev-1.0", "digest": DIGEST,
+        "registry": "ci",
+        "repository": "team/app",
+        "tag": "dev-1.0",
+        "digest": DIGEST,
     }
     fields.update(image)
     return pb.DecideRequest(image=pb.Image(**fields), caller=pb.Caller(subject="test"))
@@ -103,9 +106,16 @@ async def test_explain_returns_input_that_replays_to_the_same_decision(
     ]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", "--config", str(tmp_path / "config.yaml"),
-        "decide", "--policy-input", str(tmp_path / "input.json"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "sidecar",
+        "--config",
+        str(tmp_path / "config.yaml"),
+        "decide",
+        "--policy-input",
+        str(tmp_path / "input.json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode == 0, err.decode()
@@ -141,14 +151,26 @@ async def test_health_reflection_and_grpcurl(sidecar: RunningSidecar) -> None:
     grpcurl = str(find_tool("grpcurl"))
     listed = subprocess.run(
         [grpcurl, "-plaintext", sidecar.address, "list"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     assert "freightliner.policy.v1.PolicyService" in listed.stdout
     body = json.dumps({"image": {"registry": "ci", "repository": "team/app", "tag": "dev-1"}})
     called = subprocess.run(
-        [grpcurl, "-plaintext", "-d", body, sidecar.address,
-         "freightliner.policy.v1.PolicyService/Decide"],
-        capture_output=True, text=True, check=True, timeout=30,
+        [
+            grpcurl,
+            "-plaintext",
+            "-d",
+            body,
+            sidecar.address,
+            "freightliner.policy.v1.PolicyService/Decide",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     assert json.loads(called.stdout)["decisionId"]
 
@@ -195,4 +217,3 @@ async def test_opa_down_is_unavailable_within_the_deadline(tmp_path: Path) -> No
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "127.0.0.1:9" in (err.value.details() or "")
     assert elapsed < 5, f"took {elapsed:.1f}s: a dead OPA must fail fast, not hang"
-

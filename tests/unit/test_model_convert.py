@@ -32,8 +32,14 @@ def test_malformed_decision_is_rejected() -> None:
 
 def test_request_from_proto_maps_every_field() -> None:
     msg = pb.DecideRequest(
-        image=pb.Image(registry="ci", repository="team/app", tag="prod-1", labels={"a": "b"},
-                       size_bytes=7, platforms=["linux/amd64"]),
+        image=pb.Image(
+            registry="ci",
+            repository="team/app",
+            tag="prod-1",
+            labels={"a": "b"},
+            size_bytes=7,
+            platforms=["linux/amd64"],
+        ),
         caller=pb.Caller(subject="bot", tenant="", roles=["replicator"]),
         registry_health={"prod-us": False},
         access={"eu-west-1": 3},
@@ -52,7 +58,11 @@ def test_request_from_proto_maps_every_field() -> None:
 def test_response_carries_ids_and_decision() -> None:
     result = DecisionResult(Decision.from_json(DECISION_JSON), "d1", "rev-1", "ab" * 16)
     answer = decide_response_to_proto(result, "req-9")
-    assert (answer.decision_id, answer.bundle_revision, answer.request_id) == ("d1", "rev-1", "req-9")
+    assert (answer.decision_id, answer.bundle_revision, answer.request_id) == (
+        "d1",
+        "rev-1",
+        "req-9",
+    )
     assert [r.registry for r in answer.decision.routes] == ["prod-eu"]
     assert list(answer.decision.denied[0].reasons) == ["ENV_MISMATCH"]
 
