@@ -21,6 +21,9 @@ TOOLS=(
   "regal     v0.39.0  module  github.com/open-policy-agent/regal"
   "jaeger    v1.76.0  module  github.com/jaegertracing/jaeger/cmd/jaeger"
   "grpcurl   v1.9.3   install github.com/fullstorydev/grpcurl/cmd/grpcurl"
+  "fake-gcs-server v1.55.1 install github.com/fsouza/fake-gcs-server"
+  "crane     v0.22.1  install github.com/google/go-containerregistry/cmd/crane"
+  "regctl    v0.11.5  install github.com/regclient/regclient/cmd/regctl"
 )
 
 want=("$@")

@@ -7,13 +7,17 @@ from enum import StrEnum
 __all__ = [
     "BundleError",
     "ConfigError",
+    "DigestMismatch",
     "ErrorCode",
     "InvalidArgument",
     "NotFound",
     "PolicyError",
     "PolicyUnavailable",
+    "RegistryError",
+    "RegistryUnavailable",
     "SidecarError",
     "ToolMissing",
+    "WebhookRejected",
 ]
 
 
@@ -27,6 +31,10 @@ class ErrorCode(StrEnum):
     BUNDLE_INVALID = "bundle_invalid"
     CONFIG_INVALID = "config_invalid"
     TOOL_MISSING = "tool_missing"
+    REGISTRY_ERROR = "registry_error"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
+    DIGEST_MISMATCH = "digest_mismatch"
+    UNAUTHENTICATED = "unauthenticated"
     INTERNAL = "internal"
 
 
@@ -94,3 +102,51 @@ class ToolMissing(SidecarError):
     """A required external tool (opa, conftest, ...) is not installed."""
 
     code = ErrorCode.TOOL_MISSING
+
+
+class RegistryError(SidecarError):
+    """A registry refused or failed a request; ``status`` is the HTTP status when there was one.
+
+    ``transient`` says whether retrying can succeed (429, 5xx, connection errors) and
+    ``retry_after`` carries the registry's ``Retry-After`` in seconds when it sent one.
+    """
+
+    code = ErrorCode.REGISTRY_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class RegistryUnavailable(RegistryError):
+    """A registry could not be reached at all (connection refused, timeout): work for it is parked."""
+
+    code = ErrorCode.REGISTRY_UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, transient=True, retry_after=retry_after)
+
+
+class DigestMismatch(RegistryError):
+    """Content did not hash to the digest it was fetched or pushed by (never retried blindly)."""
+
+    code = ErrorCode.DIGEST_MISMATCH
+
+
+class WebhookRejected(SidecarError):
+    """A registry notification was refused: bad shared secret (``status`` 401) or a broken body (400)."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status

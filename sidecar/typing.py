@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from sidecar.model import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
+from sidecar.replicate.model import (
+    CopyPlan,
+    CopyProgress,
+    CopyResult,
+    Job,
+    JobSpec,
+    JobState,
+    ProgressCallback,
+)
 
-__all__ = ["DecisionStore", "Enricher", "PolicyEngine"]
+__all__ = ["Copier", "DecisionStore", "Enricher", "JobStore", "PolicyEngine"]
 
 
 class PolicyEngine(Protocol):
@@ -39,4 +48,91 @@ class DecisionStore(Protocol):
 
     def get(self, decision_id: str) -> DecisionResult | None:
         """Return the record for ``decision_id``, or None when unknown or expired."""
+        ...
+
+
+class Copier(Protocol):
+    """Copies one image (by digest, with its index children and referrers) to one destination."""
+
+    async def plan(self, spec: JobSpec) -> CopyPlan:
+        """Return what :meth:`copy` would move (dry run); reads only."""
+        ...
+
+    async def copy(self, spec: JobSpec, progress: ProgressCallback | None = None) -> CopyResult:
+        """Copy ``spec``; blobs first, manifests last; raise RegistryError on failure."""
+        ...
+
+
+class JobStore(Protocol):
+    """Durable replication jobs plus the webhook inbox and pull counts (SQLite or PostgreSQL)."""
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Persist jobs (idempotent by digest and destination) and return them, existing or new."""
+        ...
+
+    async def get(self, job_id: str) -> Job:
+        """Return one job; raise NotFound when unknown."""
+        ...
+
+    async def list_jobs(self, *, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        """Return jobs, newest first, optionally only those in ``state``."""
+        ...
+
+    async def claim(self, worker_id: str, *, lease_s: float, limit: int = 1) -> list[Job]:
+        """Lease up to ``limit`` runnable jobs, highest priority first, never one leased elsewhere."""
+        ...
+
+    async def heartbeat(self, job_id: str, worker_id: str, *, lease_s: float) -> bool:
+        """Extend a lease; return False when the lease was lost (another worker took the job)."""
+        ...
+
+    async def progress(self, job_id: str, worker_id: str, progress: CopyProgress) -> None:
+        """Record progress of a running job."""
+        ...
+
+    async def finish(
+        self,
+        job_id: str,
+        worker_id: str,
+        state: JobState,
+        *,
+        error: str = "",
+        error_code: str = "",
+        result: CopyResult | None = None,
+    ) -> None:
+        """Record a terminal (or parked) state and release the lease."""
+        ...
+
+    async def retry_later(
+        self, job_id: str, worker_id: str, *, delay_s: float, error: str, error_code: str
+    ) -> None:
+        """Put a job back in the queue, runnable again after ``delay_s``."""
+        ...
+
+    async def unpark(self, registry: str) -> int:
+        """Requeue every parked job for ``registry``; return how many."""
+        ...
+
+    async def record_event(self, event_id: str, payload: bytes) -> bool:
+        """Persist a webhook event; return False when the id was already recorded (duplicate)."""
+        ...
+
+    async def pending_events(self, limit: int = 100) -> list[tuple[str, bytes]]:
+        """Return recorded events not yet completed, oldest first."""
+        ...
+
+    async def complete_event(self, event_id: str) -> None:
+        """Mark an event processed (its jobs or pull counts are persisted)."""
+        ...
+
+    async def add_pulls(self, repository: str, region: str, count: int = 1) -> None:
+        """Add pulls of ``repository`` served in ``region``."""
+        ...
+
+    async def pulls(self, repository: str) -> dict[str, int]:
+        """Return pull counts of ``repository`` by region."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections."""
         ...

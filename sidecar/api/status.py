@@ -17,6 +17,10 @@ _STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.BUNDLE_INVALID: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.CONFIG_INVALID: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.TOOL_MISSING: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.REGISTRY_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.REGISTRY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.DIGEST_MISMATCH: grpc.StatusCode.DATA_LOSS,
+    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 

@@ -1,0 +1,121 @@
+"""Records of replication: a durable job, its states, and what a copy reports while and after it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "TERMINAL_STATES",
+    "CopyPlan",
+    "CopyProgress",
+    "CopyResult",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "ProgressCallback",
+]
+
+
+class JobState(StrEnum):
+    """Where a job is in its life; ``parked`` waits for its registry, ``skipped`` had nothing to do."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARKED = "parked"
+    SKIPPED = "skipped"
+
+
+TERMINAL_STATES: frozenset[JobState] = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What to copy: one image (by digest) from a source registry to one routed destination.
+
+    Registries are inventory names. ``(digest, destination, destination_repository)`` is the
+    idempotency key: enqueueing the same spec twice returns the existing job.
+    """
+
+    source_registry: str
+    source_repository: str
+    digest: str
+    destination_registry: str
+    destination_repository: str
+    tag: str = ""
+    priority: int = 0
+    decision_id: str = ""
+    bundle_revision: str = ""
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A persisted job: its spec, state and progress as last recorded by the store."""
+
+    job_id: str
+    spec: JobSpec
+    state: JobState
+    attempts: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    blobs_total: int = 0
+    blobs_done: int = 0
+    error: str = ""
+    error_code: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    not_before: str = ""
+
+    @property
+    def source(self) -> str:
+        """The source as ``REGISTRY/REPOSITORY@DIGEST``."""
+        return f"{self.spec.source_registry}/{self.spec.source_repository}@{self.spec.digest}"
+
+    @property
+    def destination(self) -> str:
+        """The destination as ``REGISTRY/REPOSITORY[:TAG]``."""
+        tag = f":{self.spec.tag}" if self.spec.tag else ""
+        return f"{self.spec.destination_registry}/{self.spec.destination_repository}{tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyProgress:
+    """A progress report during one copy (cumulative counts)."""
+
+    bytes_total: int
+    bytes_done: int
+    blobs_total: int
+    blobs_done: int
+
+
+ProgressCallback = Callable[[CopyProgress], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPlan:
+    """What a copy would do (dry run): manifests and blobs missing at the destination, and bytes."""
+
+    manifests: int
+    blobs_missing: int
+    blobs_present: int
+    bytes_to_copy: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """What a finished copy did: bytes and blobs moved, skipped and mounted, and requests made."""
+
+    digest: str
+    bytes_moved: int
+    blobs_copied: int
+    blobs_skipped: int
+    blobs_mounted: int
+    manifests_pushed: int
+    referrers_copied: int
+    requests: int
