@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-time (idempotent) setup: the pinned Go tools in the cache outside the checkout, and a Python
-# virtual environment in .venv with the sidecar installed in editable mode plus its dev tools.
+# One-time (idempotent) setup: Debian packages (docker-registry, skopeo, PostgreSQL), the pinned Go
+# tools in the cache outside the checkout, and a Python virtual environment in .venv with the sidecar
+# installed in editable mode plus its dev tools.
 # Safe to run again: every step skips what is already present at the right version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 command -v go >/dev/null || { echo "setup: Go is required to build OPA and the other pinned tools" >&2; exit 1; }
 
+scripts/install-system.sh
 scripts/install-tools.sh >/dev/null
 
 stamp=.venv/.setup-stamp

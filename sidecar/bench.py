@@ -36,6 +36,8 @@ from sidecar.model import Caller, DecideRequest, ImageRef
 __all__ = ["run_bench"]
 
 _REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
+# A call slower than this counts as an error on either path.
+_CALL_TIMEOUT_S = 60.0
 
 
 def _free_port() -> int:
@@ -160,7 +162,7 @@ async def _load(
             started = time.perf_counter()
             try:
                 await call(i)
-            except (grpc.aio.AioRpcError, aiohttp.ClientError, PolicyUnavailable):
+            except (grpc.aio.AioRpcError, aiohttp.ClientError, PolicyUnavailable, TimeoutError):
                 errors += 1
                 continue
             latencies.append(time.perf_counter() - started)
@@ -281,11 +283,14 @@ async def _measure(
     channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     stubs = [pb_grpc.PolicyServiceStub(c) for c in channels]
     connector = aiohttp.TCPConnector(limit=1000)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    # Same per-call deadline on both paths; aiohttp's default 5-minute session timeout would make
+    # a saturated OPA look like a crash instead of a slow (or failed) request.
+    timeout = aiohttp.ClientTimeout(total=_CALL_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         url = f"{opa_url}/v1/data/replication/decision?provenance=true"
 
         async def via_sidecar(i: int) -> None:
-            await stubs[i % len(stubs)].Decide(protos[i % len(protos)], timeout=30)
+            await stubs[i % len(stubs)].Decide(protos[i % len(protos)], timeout=_CALL_TIMEOUT_S)
 
         async def via_opa(i: int) -> None:
             async with http.post(url, json={"input": inputs[i % len(inputs)]}) as resp:

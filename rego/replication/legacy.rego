@@ -105,26 +105,29 @@ _destination_repository(rule, groups) := strings.replace_n(
 
 _destinations := _inventory - {_source}
 
-# Rules are a list (one per converted Freightliner rule), so every decision walks them all: this
-# first pass uses only set lookups and a literal-prefix test, inline (no function calls per
-# element), so the regexes below run only for rules whose source could match at all.
-# Values are bound to locals first: a rule reference inside the loop costs a lookup per element
-# (measured ~40% slower with 10,000 rules).
-_candidates := candidates if {
-	sources := {"", _source}
+_first_segment := split(_repository, "/")[0]
 
-	# regal ignore:pointless-reassignment
-	destinations := _destinations
+# The converter indexes rules by the literal first path segment of their source pattern
+# (data.replication.legacy.by_prefix), so a decision looks at the handful of rules that could
+# match instead of walking all of them; rules whose first segment is a glob are in "unindexed".
+# Hand-written data without the index falls back to every rule.
+default _unindexed := []
 
-	# regal ignore:pointless-reassignment
-	repository := _repository
-	candidates := [[index, rule] |
-		some index, rule in _rules
-		object.get(rule, "source_registry", "") in sources
-		rule.destination_registry in destinations
-		startswith(repository, regex.find_n(`^[^*?\[\\]*`, object.get(rule, "source_repository", ""), 1)[0])
-	]
+_unindexed := data.replication.legacy.unindexed
+
+_candidate_indexes := array.concat(object.get(data.replication.legacy.by_prefix, _first_segment, []), _unindexed)
+
+_candidate_indexes := numbers.range(0, count(_rules) - 1) if {
+	not data.replication.legacy.by_prefix
+	count(_rules) > 0
 }
+
+_candidates := [[index, rule] |
+	some index in _candidate_indexes
+	rule := _rules[index]
+	object.get(rule, "source_registry", "") in {"", _source}
+	rule.destination_registry in _destinations
+]
 
 _targets[id] := target if {
 	some [index, rule] in _candidates

@@ -134,3 +134,35 @@ test_smallest_id_wins_per_destination if {
 test_missing_id_uses_index if {
 	_routes([object.remove(_rule("x", {}), ["id"])], fx.base)["dev-us"].rule == "legacy-0"
 }
+
+# The converter's prefix index: only rules indexed under the image repository's first segment
+# (plus the unindexed ones) are considered, and the answer equals the unindexed walk.
+_indexed_routes(rules, by_prefix, unindexed, input_value) := routes if {
+	routes := legacy.routes with input as input_value
+		with data.replication.legacy.rules as rules
+		with data.replication.legacy.by_prefix as by_prefix
+		with data.replication.legacy.unindexed as unindexed
+}
+
+test_prefix_index_finds_indexed_rule if {
+	rules := [
+		_rule("legacy-0", {
+			"source_repository": "other/*", "source_regex": "^other/([^/]*)$",
+			"destination_registry": "prod-eu",
+		}),
+		_rule("legacy-1", {}),
+	]
+	routes := _indexed_routes(rules, {"other": [0], "team": [1]}, [], fx.base)
+	routes == _routes(rules, fx.base)
+	object.keys(routes) == {"dev-us"}
+}
+
+test_prefix_index_includes_unindexed_globs if {
+	rules := [_rule("legacy-0", {"source_repository": "*/app", "source_regex": "^([^/]*)/app$"})]
+	{name | some name, _ in _indexed_routes(rules, {}, [0], fx.base)} == {"dev-us"}
+}
+
+test_prefix_index_skips_other_prefixes if {
+	# A rule filed under another prefix is never looked at, even if its pattern would match.
+	count(_indexed_routes([_rule("legacy-0", {})], {"other": [0]}, [], fx.base)) == 0
+}

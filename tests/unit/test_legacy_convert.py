@@ -65,8 +65,23 @@ def test_a_replication_rule_becomes_the_documented_entry(tmp_path: Path) -> None
                 "destination_tag_prefix": "",
                 "destination_tag_suffix": "",
             }
-        ]
+        ],
+        "by_prefix": {"team": [0]},
+        "unindexed": [],
     }
+
+
+def test_rules_are_indexed_by_their_literal_first_segment() -> None:
+    rules = [
+        ReplicationRule("team/*", "prod", source_registry="ci"),
+        ReplicationRule("*/app", "prod", source_registry="ci"),
+        ReplicationRule("nginx", "prod", source_registry="ci"),
+        ReplicationRule("te?m/x", "prod", source_registry="ci"),
+        ReplicationRule("team/a/*", "prod", source_registry="ci"),
+    ]
+    index = legacy_rules_data(rules, ())
+    assert index["by_prefix"] == {"team": [0, 4], "nginx": [2]}
+    assert index["unindexed"] == [1, 3]
 
 
 def test_sync_config_hosts_map_to_inventory_names_by_endpoint_host(tmp_path: Path) -> None:

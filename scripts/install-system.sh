@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages the replication tests run for real: CNCF Distribution (docker-registry),
+# skopeo (a copy-benchmark peer) and the PostgreSQL server. Idempotent: a package already installed is
+# skipped, so this is a no-op on a machine that has them. Needs root (or sudo) only when something is
+# missing. The docker-registry package's own service is not used: tests write their own configs.
+set -euo pipefail
+
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+echo "installing Debian packages: ${need[*]} (first run only)" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# The index may be stale on a fresh machine; refresh it once before installing.
+$sudo apt-get update -qq >&2 || true
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
