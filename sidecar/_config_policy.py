@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from sidecar._config_legacy import SyncConfig, load_sync_config, parse_rules
 from sidecar._config_read import Node, resolve_path
 from sidecar._config_registry import RegistryConfig
+from sidecar._config_replication import parse_replication
 from sidecar._config_settings import (
     BUNDLE_OUTPUT,
     DEFAULT_LISTEN,
@@ -229,4 +230,7 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
             resolve_path(state.string(allow_empty=False), base) if state else default_state_dir()
         ),
         fail_mode=f["fail_mode"].choice(FAIL_MODES) if "fail_mode" in f else FAIL_MODES[0],
+        replication=parse_replication(
+            section("replication"), base, frozenset(r.name for r in registries)
+        ),
     )

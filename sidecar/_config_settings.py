@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar._config_legacy import ReplicationRule, SyncConfig
+from sidecar._config_replication import ReplicationSettings
 from sidecar.model import TenantUsage
 
 __all__ = [
@@ -129,3 +130,4 @@ class PolicySettings:
     decision_records: DecisionRecordSettings = field(default_factory=DecisionRecordSettings)
     state_dir: str = field(default_factory=default_state_dir)
     fail_mode: str = "closed"
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)

@@ -30,6 +30,12 @@ from sidecar._config_registry import (
     normalise_environment,
     parse_registries,
 )
+from sidecar._config_replication import (
+    ReplicationSettings,
+    RetrySettings,
+    WebhookSettings,
+    job_store_url,
+)
 from sidecar._config_settings import (
     FAIL_MODES,
     BundleSettings,
@@ -56,11 +62,15 @@ __all__ = [
     "PolicySettings",
     "RegistryConfig",
     "ReplicationRule",
+    "ReplicationSettings",
+    "RetrySettings",
     "SyncConfig",
     "SyncImage",
     "TelemetrySettings",
     "TenancySettings",
     "TlsConfig",
+    "WebhookSettings",
+    "job_store_url",
     "load_config",
     "load_sync_config",
     "normalise_environment",

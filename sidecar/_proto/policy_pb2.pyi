@@ -227,12 +227,14 @@ class ReplicateRequest(_message.Message):
     def __init__(self, request: _Optional[_Union[DecideRequest, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class ReplicateResponse(_message.Message):
-    __slots__ = ("decision", "job_ids")
+    __slots__ = ("decision", "job_ids", "jobs")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     decision: DecideResponse
     job_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, decision: _Optional[_Union[DecideResponse, _Mapping]] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, decision: _Optional[_Union[DecideResponse, _Mapping]] = ..., job_ids: _Optional[_Iterable[str]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -241,7 +243,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id")
+    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id", "blobs_total", "blobs_done", "attempts", "error_code", "created_at", "updated_at", "dry_run", "bundle_revision")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +254,14 @@ class Job(_message.Message):
     BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     source: str
@@ -262,7 +272,15 @@ class Job(_message.Message):
     bytes_done: int
     error: str
     decision_id: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+    blobs_total: int
+    blobs_done: int
+    attempts: int
+    error_code: str
+    created_at: str
+    updated_at: str
+    dry_run: bool
+    bundle_revision: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ..., blobs_total: _Optional[int] = ..., blobs_done: _Optional[int] = ..., attempts: _Optional[int] = ..., error_code: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., dry_run: _Optional[bool] = ..., bundle_revision: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "limit")

@@ -10,6 +10,7 @@ import grpc
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api._replication_rpcs import ReplicationRpcs
 from sidecar.api.convert import (
     decide_request_from_proto,
     decide_response_to_proto,
@@ -19,6 +20,7 @@ from sidecar.api.convert import (
 from sidecar.api.status import grpc_status
 from sidecar.decide import DecisionService
 from sidecar.errors import SidecarError
+from sidecar.replicate.service import ReplicationService
 from sidecar.telemetry import extract_context
 
 __all__ = ["PolicyServicer"]
@@ -28,11 +30,14 @@ __all__ = ["PolicyServicer"]
 _STREAM_WINDOW = 64
 
 
-class PolicyServicer(pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
-    """Implements Decide, DecideStream and Explain of freightliner.policy.v1.PolicyService."""
+class PolicyServicer(ReplicationRpcs, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
+    """Implements freightliner.policy.v1.PolicyService (replication RPCs from ReplicationRpcs)."""
 
-    def __init__(self, decisions: DecisionService) -> None:
+    def __init__(
+        self, decisions: DecisionService, replication: ReplicationService | None = None
+    ) -> None:
         self._decisions = decisions
+        self._replication = replication
 
     async def Decide(
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -11,6 +11,7 @@ from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api.policy_service import PolicyServicer
 from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
+from sidecar.replicate.service import ReplicationService
 
 __all__ = ["GrpcServer"]
 
@@ -25,7 +26,12 @@ _SERVICES = (
 class GrpcServer:
     """The sidecar's gRPC endpoint; health reports NOT_SERVING until :meth:`set_serving`."""
 
-    def __init__(self, decisions: DecisionService, listen: str) -> None:
+    def __init__(
+        self,
+        decisions: DecisionService,
+        listen: str,
+        replication: ReplicationService | None = None,
+    ) -> None:
         self._listen = listen
         self._server = grpc.aio.server(
             options=[
@@ -34,7 +40,9 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pb_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(decisions), self._server)
+        pb_grpc.add_PolicyServiceServicer_to_server(
+            PolicyServicer(decisions, replication), self._server
+        )
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack aio
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(_SERVICES, self._server)

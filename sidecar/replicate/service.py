@@ -1,0 +1,129 @@
+"""Replicate: decide where an image goes, then persist one job per route for the worker pool.
+
+Nothing here imports gRPC; the servicer and the webhook processor both call
+:class:`ReplicationService`, so a push event and a ``Replicate`` call take the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from sidecar.decide import DecisionService
+from sidecar.errors import InvalidArgument
+from sidecar.model import DecideRequest, DecisionResult, ImageRef
+from sidecar.replicate.model import TERMINAL_STATES, Job, JobSpec, JobState
+from sidecar.telemetry import get_logger
+from sidecar.typing import JobStore
+
+__all__ = ["ReplicationOutcome", "ReplicationService", "job_specs"]
+
+_log = get_logger("sidecar.replicate")
+_tracer = trace.get_tracer("sidecar.replicate")
+
+DigestResolver = Callable[[ImageRef], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationOutcome:
+    """The decision and the jobs it produced (one per route, in rank order)."""
+
+    result: DecisionResult
+    jobs: tuple[Job, ...]
+
+
+def job_specs(result: DecisionResult, image: ImageRef, *, dry_run: bool = False) -> list[JobSpec]:
+    """Return one job spec per route of an allowing decision, rank 1 first; none when denied."""
+    decision = result.decision
+    if not decision.allow:
+        return []
+    return [
+        JobSpec(
+            source_registry=image.registry,
+            source_repository=image.repository,
+            digest=image.digest,
+            destination_registry=route.registry,
+            destination_repository=route.repository,
+            tag=route.tag,
+            priority=decision.priority,
+            decision_id=result.decision_id,
+            bundle_revision=result.bundle_revision,
+            dry_run=dry_run,
+        )
+        for route in sorted(decision.routes, key=lambda r: (r.rank, r.registry))
+    ]
+
+
+class ReplicationService:
+    """Turns requests into durable jobs and answers job queries; the worker pool does the copying."""
+
+    def __init__(
+        self,
+        *,
+        decisions: DecisionService,
+        store: JobStore,
+        resolve_digest: DigestResolver,
+        wake: Callable[[], None] = lambda: None,
+        watch_interval_s: float = 0.2,
+    ) -> None:
+        self._decisions = decisions
+        self._store = store
+        self._resolve_digest = resolve_digest
+        self._wake = wake
+        self._watch_interval_s = watch_interval_s
+
+    async def replicate(
+        self, request: DecideRequest, *, dry_run: bool = False, parent: Context | None = None
+    ) -> ReplicationOutcome:
+        """Decide for ``request`` and persist its jobs before returning (durable before acknowledged)."""
+        image = request.image
+        if not image.digest:
+            if not image.tag:
+                raise InvalidArgument("image.tag", "a tag or a digest is required to replicate")
+            # Jobs are keyed by digest: a tag can move while the copy runs, a digest cannot.
+            image = dataclasses.replace(image, digest=await self._resolve_digest(image))
+            request = dataclasses.replace(request, image=image)
+        result = await self._decisions.decide(request, parent=parent)
+        specs = job_specs(result, image, dry_run=dry_run)
+        with _tracer.start_as_current_span("replicate.enqueue") as span:
+            span.set_attribute("policy.decision_id", result.decision_id)
+            span.set_attribute("replicate.jobs", len(specs))
+            span.set_attribute("replicate.dry_run", dry_run)
+            jobs = await self._store.enqueue(specs) if specs else []
+        if jobs:
+            self._wake()
+        _log.info(
+            "replication enqueued",
+            decision_id=result.decision_id,
+            bundle_revision=result.bundle_revision,
+            image=str(image),
+            jobs=[j.job_id for j in jobs],
+            dry_run=dry_run,
+        )
+        return ReplicationOutcome(result, tuple(jobs))
+
+    async def get(self, job_id: str) -> Job:
+        """Return one job; raises NotFound."""
+        return await self._store.get(job_id)
+
+    async def list_jobs(self, *, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        """Return jobs, newest first."""
+        return await self._store.list_jobs(state=state, limit=limit)
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """Yield the job now and whenever its state or progress changes, until it is terminal."""
+        last: tuple[object, ...] | None = None
+        while True:
+            job = await self._store.get(job_id)
+            key = (job.state, job.bytes_done, job.blobs_done, job.bytes_total, job.error)
+            if key != last:
+                last = key
+                yield job
+            if job.state in TERMINAL_STATES:
+                return
+            await asyncio.sleep(self._watch_interval_s)
