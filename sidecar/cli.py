@@ -1,4 +1,4 @@
-"""The ``policy-sidecar`` command line (DESIGN §5): serve, decide, bundle, bench."""
+"""The ``policy-sidecar`` command line (DESIGN §5): serve, decide, replicate, jobs, bundle, bench."""
 
 from __future__ import annotations
 
@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     keygen = bsub.add_parser("keygen", help="generate an RS256 signing key pair")
     keygen.add_argument("directory")
 
+    from sidecar._cli_replicate import add_parsers  # noqa: PLC0415 - keeps startup light
+
+    add_parsers(sub)
+
     bench = sub.add_parser("bench", help="benchmark Decide against direct OPA REST calls")
     bench.add_argument(
         "--concurrency", default="1,100,1000", help="comma-separated concurrent callers"
@@ -141,6 +145,17 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 
         _print_json(_cli_bundle.run(args, config))
         return EXIT_OK
+    if args.command in ("replicate", "jobs"):
+        from sidecar import _cli_replicate  # noqa: PLC0415
+
+        if args.command == "jobs":
+            print(asyncio.run(_cli_replicate.run_jobs(args, config)))
+            return EXIT_OK
+        report, ok = asyncio.run(
+            _cli_replicate.run_replicate(args, config, _pairs(args.label, "--label"))
+        )
+        _print_json(report)
+        return EXIT_OK if ok else EXIT_FAILED
     if args.command == "bench":
         from sidecar.bench import run_bench  # noqa: PLC0415
 
