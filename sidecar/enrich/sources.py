@@ -128,11 +128,14 @@ class TenantResolver:
         if labelled:
             return Contribution(_with_tenant(draft, labelled))
         repository = draft.image.ref.repository
-        matches = [p for p in self.prefixes if repository.startswith(p)]
-        if not matches:
-            return Contribution(draft)
         # Longest prefix wins, so "acme/" can be shared while "acme/secret/" belongs to another.
-        return Contribution(_with_tenant(draft, self.prefixes[max(matches, key=len)]))
+        # Probing the repository's own prefixes, longest first, costs len(repository) dict
+        # lookups instead of a scan of every configured prefix (thousands of tenants).
+        for end in range(len(repository), 0, -1):
+            tenant = self.prefixes.get(repository[:end])
+            if tenant is not None:
+                return Contribution(_with_tenant(draft, tenant))
+        return Contribution(draft)
 
 
 @dataclass(frozen=True, slots=True)

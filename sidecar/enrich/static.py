@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+
 from sidecar.config import Config
 from sidecar.enrich.pipeline import EnrichmentReport, FactSource, apply_sources
 from sidecar.enrich.rfc3339 import format_rfc3339
@@ -85,6 +87,17 @@ class StaticEnricher:
     async def enrich(self, request: DecideRequest) -> PolicyInput:
         """Return the policy input for ``request``; problems are logged, never raised."""
         policy_input, report = await self.enrich_with_report(request)
+        # The decision span's child (policy.enrich) is current: a missing fact must be visible in
+        # the trace of the decision it degraded, not only in a log line.
+        span = trace.get_current_span()
+        span.set_attribute("enrich.sources", list(report.applied))
+        if report.failures:
+            span.set_attribute("enrich.failed_sources", [f.source for f in report.failures])
+            for finding in report.failures:
+                span.add_event(
+                    "enrichment source failed",
+                    {"source": finding.source, "problem": finding.message},
+                )
         for finding in report.warnings:
             _log.warning(
                 "enrichment warning", source=finding.source, problem=finding.message,
