@@ -160,6 +160,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         from sidecar.bench import run_bench  # noqa: PLC0415
 
         report = asyncio.run(run_bench(config, args))
+        if args.output:
+            Path(args.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         _print_json(report)
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones

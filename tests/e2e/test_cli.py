@@ -102,3 +102,29 @@ def test_decide_bad_image_reference_exits_2(config: Path) -> None:
     proc = cli("--config", str(config), "decide", "--image", "no-slash")
     assert proc.returncode == 2
     assert "--image" in proc.stderr
+
+
+@pytest.mark.integration
+def test_bench_reports_both_paths_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = cli(
+        "bench",
+        "--concurrency",
+        "1,4",
+        "--requests",
+        "20",
+        "--policies",
+        "200",
+        "--output",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report == json.loads(done.stdout)
+    assert [level["concurrency"] for level in report["levels"]] == [1, 4]
+    for level in report["levels"]:
+        for path in ("sidecar", "opa"):
+            assert level[path]["errors"] == 0
+            assert 0 < level[path]["p50_ms"] <= level[path]["p99_ms"]
+            assert level[path]["throughput_rps"] > 0
+    assert report["rss_mib"]["sidecar"] > 0 and report["rss_mib"]["opa"] > 0
