@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.compat import COMPAT_FILES, compat_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES_CONFIG = ROOT / "tests" / "cases" / "sidecar.yaml"
-COMPAT = ROOT.parent / "shared" / "compat" / "freightliner"
+COMPAT = compat_dir()
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -52,7 +54,7 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in COMPAT.glob("*.yaml")))
+@pytest.mark.parametrize("name", COMPAT_FILES)
 def test_freightliner_example_configs_load(name: str, tmp_path: Path) -> None:
     # `bundle keygen` touches no OPA, so a zero exit proves the config loaded and validated.
     proc = cli("--config", str(COMPAT / name), "bundle", "keygen", str(tmp_path / "keys"))

@@ -9,8 +9,9 @@ import pytest
 from sidecar.config import Config, load_config
 from sidecar.errors import NotFound
 from sidecar.policy.legacy import legacy_rules_data
+from tests.support.compat import compat_dir
 
-COMPAT = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "freightliner"
+COMPAT = compat_dir()
 
 
 def _load(name: str) -> Config:
@@ -20,7 +21,10 @@ def _load(name: str) -> Config:
 def test_every_freightliner_example_file_loads() -> None:
     names = sorted(p.name for p in COMPAT.glob("*.yaml"))
     assert names == [
-        "config-with-registries.yaml", "config_example.yaml", "registries.yaml", "sync-config.yaml",
+        "config-with-registries.yaml",
+        "config_example.yaml",
+        "registries.yaml",
+        "sync-config.yaml",
     ]
     for name in names:
         assert _load(name).source.endswith(name)
@@ -41,7 +45,10 @@ def test_registries_yaml_reads_fields_tls_and_normalised_metadata() -> None:
     assert harbor.metadata["team"] == "platform"
     ecr = config.registry("ecr-production")
     assert (ecr.type, ecr.region, ecr.account_id, ecr.auth.type) == (
-        "ecr", "us-east-1", "123456789012", "aws",
+        "ecr",
+        "us-east-1",
+        "123456789012",
+        "aws",
     )
     assert ecr.facts.region == "us-east-1"
     assert config.registry("secure-registry").auth.use_secrets_manager is True
@@ -77,7 +84,11 @@ def test_inventory_has_policy_defaults_where_freightliner_says_nothing() -> None
     facts = {f.name: f for f in _load("config-with-registries.yaml").inventory()}
     ghcr = facts["ghcr"]
     assert (ghcr.environment, ghcr.region, ghcr.gdpr, ghcr.role, ghcr.backs) == (
-        "", "", False, "primary", None,
+        "",
+        "",
+        False,
+        "primary",
+        None,
     )
     assert (ghcr.healthy, ghcr.tenants, ghcr.egress_cost_per_gb) == (True, (), 0.0)
 
@@ -93,7 +104,8 @@ def test_sync_config_loads_as_legacy_rules_without_inventory() -> None:
     assert config.inventory() == ()
     (sync,) = config.policy.legacy.sync_configs
     assert (sync.source_registry, sync.destination_registry) == (
-        "registry-1.docker.io", "my-registry.example.com",
+        "registry-1.docker.io",
+        "my-registry.example.com",
     )
     assert len(sync.images) == 8
     rules = legacy_rules_data((), config.policy.legacy.sync_configs)["rules"]
@@ -157,7 +169,10 @@ def test_camelcase_and_pascalcase_mean_the_same_as_snake_case(tmp_path: Path) ->
     assert snake.policy == camel.policy
     eu = camel.registry("eu")
     assert (eu.account_id, eu.retry_attempts, eu.auth.role_arn, eu.tls.ca_file) == (
-        "1", 2, "arn:x", "/ca",
+        "1",
+        2,
+        "arn:x",
+        "/ca",
     )
     assert (eu.facts.environment, eu.facts.gdpr, eu.facts.egress_cost_per_gb) == ("prod", True, 0.5)
     dr = camel.registry("eu-dr").facts
