@@ -1,0 +1,299 @@
+"""The image copier: one image by digest, with its index children and referrers, to one destination.
+
+Order is what makes a copy safe to interrupt: blobs first (HEAD-skipped, mounted within a
+registry, else streamed source → destination and verified), then child and referrer manifests by
+digest, then the referrers fallback tags, and the top manifest last — under the tag when there is
+one — so the destination tag never points at a partial image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+
+import orjson
+from opentelemetry import trace
+
+from sidecar.errors import SidecarError
+from sidecar.replicate.model import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
+from sidecar.replicate.oci import (
+    OCI_INDEX,
+    REF_NAME,
+    Descriptor,
+    Manifest,
+    RegistryClient,
+    RegistryClients,
+    digest_of,
+    fallback_tag,
+)
+from sidecar.telemetry import get_logger
+
+__all__ = ["SPAN_COPY", "ImageCopier"]
+
+SPAN_COPY = "oci.copy"
+_PROGRESS_INTERVAL_S = 0.2  # at most ~5 progress reports a second: each may be a database write
+_log = get_logger(__name__)
+
+
+@dataclass
+class _Tree:
+    """Everything below the top manifest: blobs, manifests in push order, referrer listings."""
+
+    blobs: dict[str, Descriptor] = field(default_factory=dict)
+    manifests: list[tuple[Manifest, str]] = field(default_factory=list)
+    listings: dict[str, list[Descriptor]] = field(default_factory=dict)
+    referrers: int = 0
+
+
+@dataclass
+class _Run:
+    """Counters of one copy and its throttled progress reporting."""
+
+    progress: ProgressCallback | None
+    bytes_total: int = 0
+    blobs_total: int = 0
+    bytes_done: int = 0
+    bytes_moved: int = 0
+    copied: int = 0
+    skipped: int = 0
+    mounted: int = 0
+    last_report: float = 0.0
+
+    async def report(self, *, force: bool = False) -> None:
+        """Tell the callback the cumulative counts, unless it heard from us very recently."""
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self.last_report < _PROGRESS_INTERVAL_S):
+            return
+        self.last_report = now
+        done = self.copied + self.skipped + self.mounted
+        await self.progress(CopyProgress(self.bytes_total, self.bytes_done, self.blobs_total, done))
+
+    async def counting(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Pass chunks through, counting the bytes moved."""
+        async for chunk in chunks:
+            self.bytes_moved += len(chunk)
+            self.bytes_done += len(chunk)
+            yield chunk
+            await self.report()
+
+
+async def _bounded(jobs: Iterable[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run ``jobs`` at most ``limit`` at a time; the first failure cancels the rest and is raised."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[None]]) -> None:
+        async with semaphore:
+            await job()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(run(job))
+    except BaseExceptionGroup as failures:
+        raise _first(failures) from None
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most telling failure of a group: our own errors before anything else."""
+    flat: list[BaseException] = []
+    for exc in group.exceptions:
+        flat.extend(exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,))
+    return next((e for e in flat if isinstance(e, SidecarError)), flat[0])
+
+
+class ImageCopier:
+    """Copies images between inventory registries through :class:`RegistryClients`."""
+
+    def __init__(
+        self,
+        clients: RegistryClients,
+        *,
+        blob_concurrency: int = 4,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        """Copy with up to ``blob_concurrency`` blobs in flight; spans go to ``tracer``.
+
+        Pass ``Telemetry.tracer``: the sidecar owns its provider, the global one is a no-op.
+        """
+        self._clients = clients
+        self._concurrency = max(1, blob_concurrency)
+        self._tracer = tracer or trace.get_tracer(__name__)
+
+    def _ends(self, spec: JobSpec) -> tuple[RegistryClient, RegistryClient]:
+        return self._clients.get(spec.source_registry), self._clients.get(spec.destination_registry)
+
+    async def _already_there(self, dst: RegistryClient, spec: JobSpec) -> tuple[bool, bool]:
+        """(present by digest, tag already pointing at it): the cheap idempotency check."""
+        repo = spec.destination_repository
+        if spec.tag:
+            # One HEAD answers the common repeat: the tag resolves to the digest we want.
+            tagged = await dst.head_manifest(repo, spec.tag)
+            if tagged is not None and tagged.digest == spec.digest:
+                return True, True
+        present = await dst.head_manifest(repo, spec.digest) is not None
+        return present, present and not spec.tag
+
+    async def _add(self, src: RegistryClient, repo: str, manifest: Manifest, tree: _Tree) -> None:
+        """Add the blobs of an image, or the children (pushed before it) of an index."""
+        for blob in manifest.blobs():
+            tree.blobs.setdefault(blob.digest, blob)
+        for child in manifest.children():
+            sub = await src.get_manifest(repo, child.digest)
+            await self._add(src, repo, sub, tree)
+            tree.manifests.append((sub, sub.digest))
+
+    async def _collect(self, src: RegistryClient, repo: str, top: Manifest) -> _Tree:
+        """Walk the image and the referrers of its digest and of every child digest."""
+        tree = _Tree()
+        await self._add(src, repo, top, tree)
+        seen = {top.digest} | {m.digest for m, _ in tree.manifests}
+        for subject in [top.digest, *(c.digest for c in top.children())]:
+            for ref in await src.referrers(repo, subject):
+                if ref.digest in seen:
+                    continue
+                seen.add(ref.digest)
+                manifest = await src.get_manifest(repo, ref.digest)
+                await self._add(src, repo, manifest, tree)
+                tag = ref.annotations.get(REF_NAME, "")
+                tree.manifests.append((manifest, tag if tag.startswith("sha256-") else ref.digest))
+                tree.referrers += 1
+                if not tag:
+                    tree.listings.setdefault(subject, []).append(ref)
+        return tree
+
+    async def plan(self, spec: JobSpec) -> CopyPlan:
+        """Return what :meth:`copy` would move (reads only)."""
+        src, dst = self._ends(spec)
+        present, tagged = await self._already_there(dst, spec)
+        if present:
+            return CopyPlan(
+                manifests=0 if tagged else 1, blobs_missing=0, blobs_present=0, bytes_to_copy=0
+            )
+        top = await src.get_manifest(spec.source_repository, spec.digest)
+        tree = await self._collect(src, spec.source_repository, top)
+        missing: list[Descriptor] = []
+
+        async def check(blob: Descriptor) -> None:
+            if not await dst.blob_exists(spec.destination_repository, blob.digest):
+                missing.append(blob)
+
+        await _bounded([partial(check, b) for b in tree.blobs.values()], self._concurrency)
+        return CopyPlan(
+            manifests=len(tree.manifests) + len(tree.listings) + 1,
+            blobs_missing=len(missing),
+            blobs_present=len(tree.blobs) - len(missing),
+            bytes_to_copy=sum(b.size for b in missing),
+        )
+
+    async def copy(self, spec: JobSpec, progress: ProgressCallback | None = None) -> CopyResult:
+        """Copy ``spec``: blobs, then child and referrer manifests, then the top manifest."""
+        src, dst = self._ends(spec)
+        clients = {id(c): c for c in (src, dst)}.values()
+        before = sum(c.requests for c in clients)
+        source = f"{spec.source_registry}/{spec.source_repository}@{spec.digest}"
+        destination = f"{spec.destination_registry}/{spec.destination_repository}"
+        with self._tracer.start_as_current_span(SPAN_COPY) as span:
+            span.set_attributes(
+                {"source": source, "destination": destination, "digest": spec.digest}
+            )
+            run = _Run(progress)
+            pushed, referrers = await self._copy(spec, src, dst, run)
+            span.set_attribute("bytes", run.bytes_moved)
+            result = CopyResult(
+                digest=spec.digest,
+                bytes_moved=run.bytes_moved,
+                blobs_copied=run.copied,
+                blobs_skipped=run.skipped,
+                blobs_mounted=run.mounted,
+                manifests_pushed=pushed,
+                referrers_copied=referrers,
+                requests=sum(c.requests for c in clients) - before,
+            )
+        _log.info("image copied", source=source, destination=destination, tag=spec.tag,
+                  bytes=result.bytes_moved, blobs_copied=result.blobs_copied,
+                  blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
+                  manifests=result.manifests_pushed, referrers=result.referrers_copied,
+                  requests=result.requests)  # fmt: skip
+        return result
+
+    async def _copy(
+        self, spec: JobSpec, src: RegistryClient, dst: RegistryClient, run: _Run
+    ) -> tuple[int, int]:
+        """Do the copy; return (manifests pushed, referrers copied)."""
+        dst_repo = spec.destination_repository
+        present, tagged = await self._already_there(dst, spec)
+        if tagged:
+            return 0, 0
+        if present:
+            # Complete images only ever appear at the destination (top manifest last): just re-tag.
+            await dst.put_manifest(
+                dst_repo, spec.tag, await dst.get_manifest(dst_repo, spec.digest)
+            )
+            return 1, 0
+        top = await src.get_manifest(spec.source_repository, spec.digest)
+        tree = await self._collect(src, spec.source_repository, top)
+        run.blobs_total = len(tree.blobs)
+        run.bytes_total = sum(b.size for b in tree.blobs.values())
+        await run.report(force=True)
+        same_registry = spec.source_registry == spec.destination_registry
+
+        async def blob(desc: Descriptor) -> None:
+            if await dst.blob_exists(dst_repo, desc.digest):
+                run.skipped += 1
+            elif same_registry and await dst.mount_blob(
+                dst_repo, desc.digest, spec.source_repository
+            ):
+                run.mounted += 1
+            else:
+                chunks = run.counting(src.stream_blob(spec.source_repository, desc.digest))
+                await dst.push_blob(dst_repo, desc.digest, desc.size, chunks)
+                run.copied += 1
+                run.bytes_done -= desc.size  # counted while streaming; added back below
+            run.bytes_done += desc.size
+            await run.report()
+
+        await _bounded([partial(blob, d) for d in tree.blobs.values()], self._concurrency)
+        for manifest, reference in tree.manifests:
+            await dst.put_manifest(dst_repo, reference, manifest)
+        listed = await self._list_referrers(dst, dst_repo, tree.listings)
+        await dst.put_manifest(dst_repo, spec.tag or top.digest, top)
+        await run.report(force=True)
+        return len(tree.manifests) + listed + 1, tree.referrers
+
+    async def _list_referrers(
+        self, dst: RegistryClient, repo: str, listings: dict[str, list[Descriptor]]
+    ) -> int:
+        """Where the destination has no referrers API, merge the copied ones into its fallback tags."""
+        pushed = 0
+        for subject, found in listings.items():
+            if await dst.referrers_api(repo, subject) is not None:
+                continue  # the registry indexes referrers itself from their subject field
+            tag = fallback_tag(subject)
+            current: list[dict[str, object]] = []
+            if await dst.head_manifest(repo, tag) is not None:
+                current = list((await dst.get_manifest(repo, tag)).json.get("manifests") or [])
+            known = {str(d.get("digest")) for d in current}
+            added = [_descriptor_json(d) for d in found if d.digest not in known]
+            if not added:
+                continue
+            doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": current + added}
+            data = orjson.dumps(doc)
+            await dst.put_manifest(repo, tag, Manifest(digest_of(data), OCI_INDEX, data))
+            pushed += 1
+        return pushed
+
+
+def _descriptor_json(desc: Descriptor) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "mediaType": desc.media_type,
+        "digest": desc.digest,
+        "size": desc.size,
+    }
+    if desc.artifact_type:
+        doc["artifactType"] = desc.artifact_type
+    if desc.annotations:
+        doc["annotations"] = dict(desc.annotations)
+    return doc

@@ -1,0 +1,37 @@
+"""Async OCI distribution client: one kept-alive session per registry, auth, TLS and rate limits.
+
+Public API: :class:`RegistryClient` (one registry), :class:`RegistryClients` (the inventory),
+the records :class:`Manifest` and :class:`Descriptor`, and the media-type constants.
+"""
+
+from __future__ import annotations
+
+from sidecar.replicate.oci._auth import parse_challenge
+from sidecar.replicate.oci._client import COSIGN_TAG_TYPES, REF_NAME, RegistryClient
+from sidecar.replicate.oci._media import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    digest_of,
+    fallback_tag,
+)
+from sidecar.replicate.oci._pool import RegistryClients
+
+__all__ = [
+    "COSIGN_TAG_TYPES",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "REF_NAME",
+    "Descriptor",
+    "Manifest",
+    "RegistryClient",
+    "RegistryClients",
+    "digest_of",
+    "fallback_tag",
+    "parse_challenge",
+]

@@ -1,0 +1,196 @@
+"""The image copier between real docker-registry instances (and through a fault proxy)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sidecar.errors import DigestMismatch, RegistryError
+from sidecar.replicate.copy import ImageCopier
+from sidecar.replicate.model import CopyProgress, JobSpec
+from sidecar.replicate.oci import RegistryClients, fallback_tag
+from sidecar.telemetry import Telemetry
+from sidecar.testing import InMemorySpans
+from tests.support.images import (
+    INTOTO,
+    SPDX,
+    push_cosign_signature,
+    push_image,
+    push_index,
+    push_sbom,
+    push_scan_attestation,
+    registry_config,
+)
+from tests.support.oci_proxy import OciProxy, oci_proxy
+from tests.support.registry import registry_server
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Setup:
+    """Two registries ("src", "dst"; src possibly behind a fault proxy) and a copier."""
+
+    clients: RegistryClients
+    copier: ImageCopier
+    proxy: OciProxy
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    with (
+        registry_server(tmp_path / "src") as src,
+        registry_server(tmp_path / "dst") as dst,
+    ):
+        async with oci_proxy(src.url) as proxy:
+            clients = RegistryClients(
+                [registry_config("src", proxy.url), registry_config("dst", dst.url)]
+            )
+            try:
+                yield Setup(clients, ImageCopier(clients, blob_concurrency=3), proxy)
+            finally:
+                await clients.close()
+
+
+def _spec(digest: str, tag: str = "v1", **kw: str) -> JobSpec:
+    fields = {"source_repository": "team/app", "destination_repository": "mirror/app"} | kw
+    return JobSpec(
+        source_registry=fields.get("source_registry", "src"),
+        source_repository=fields["source_repository"],
+        digest=digest,
+        destination_registry=fields.get("destination_registry", "dst"),
+        destination_repository=fields["destination_repository"],
+        tag=tag,
+    )
+
+
+async def test_copy_single_image_then_second_copy_moves_nothing(setup: Setup) -> None:
+    src, dst = setup.clients.get("src"), setup.clients.get("dst")
+    image = await push_image(src, "team/app", tag="v1", layer_sizes=(300_000, 100_000, 5_000))
+    reports: list[CopyProgress] = []
+
+    async def progress(p: CopyProgress) -> None:
+        reports.append(p)
+
+    plan = await setup.copier.plan(_spec(image.digest))
+    assert (plan.blobs_missing, plan.blobs_present, plan.bytes_to_copy) == (4, 0, image.blob_bytes)
+    result = await setup.copier.copy(_spec(image.digest), progress)
+    assert result.bytes_moved == image.blob_bytes
+    assert (result.blobs_copied, result.blobs_skipped, result.manifests_pushed) == (4, 0, 1)
+    tagged = await dst.head_manifest("mirror/app", "v1")
+    assert tagged is not None and tagged.digest == image.digest
+    assert await dst.read_blob("mirror/app", image.layers[2]) == await src.read_blob(
+        "team/app", image.layers[2]
+    )
+    assert reports[-1] == CopyProgress(image.blob_bytes, image.blob_bytes, 4, 4)
+    assert [r.bytes_done for r in reports] == sorted(r.bytes_done for r in reports)
+
+    again = await setup.copier.copy(_spec(image.digest))
+    assert (again.bytes_moved, again.blobs_copied, again.manifests_pushed) == (0, 0, 0)
+    assert again.requests == 1  # one HEAD of the tag
+    retag = await setup.copier.copy(_spec(image.digest, tag="stable"))
+    assert (retag.bytes_moved, retag.manifests_pushed) == (0, 1)
+    stable = await dst.head_manifest("mirror/app", "stable")
+    assert stable is not None and stable.digest == image.digest
+
+
+async def test_copy_multi_arch_index_with_every_platform(setup: Setup) -> None:
+    src, dst = setup.clients.get("src"), setup.clients.get("dst")
+    index = await push_index(src, "team/app", tag="v1")
+    arm = index.children["linux/arm64"].digest
+    sbom = await push_sbom(src, "team/app", arm)  # a referrer of one child only
+    sbom_bytes = sum(b.size for b in (await src.get_manifest("team/app", sbom)).blobs())
+    result = await setup.copier.copy(_spec(index.digest))
+    assert result.bytes_moved == index.blob_bytes + sbom_bytes
+    assert (result.blobs_copied, result.referrers_copied) == (6, 1)
+    copied = await dst.get_manifest("mirror/app", "v1")
+    assert copied.digest == index.digest
+    for platform, image in index.children.items():
+        head = await dst.head_manifest("mirror/app", image.digest)
+        assert head is not None, platform
+    assert [d.digest for d in await dst.referrers("mirror/app", arm)] == [sbom]
+
+
+async def test_copy_follows_signature_sbom_and_attestation(setup: Setup) -> None:
+    src, dst = setup.clients.get("src"), setup.clients.get("dst")
+    image = await push_image(src, "team/app", tag="v1")
+    sig = await push_cosign_signature(src, "team/app", image.digest)
+    sbom = await push_sbom(src, "team/app", image.digest)
+    scan = await push_scan_attestation(src, "team/app", image.digest, high=2)
+    result = await setup.copier.copy(_spec(image.digest))
+    assert result.referrers_copied == 3
+    sig_tag = await dst.head_manifest("mirror/app", fallback_tag(image.digest) + ".sig")
+    assert sig_tag is not None and sig_tag.digest == sig
+    kinds = {d.digest: d.artifact_type for d in await dst.referrers("mirror/app", image.digest)}
+    assert kinds[sbom] == SPDX and kinds[scan] == INTOTO and sig in kinds
+    statement = await dst.read_blob(
+        "mirror/app", (await dst.get_manifest("mirror/app", scan)).layers()[0].digest
+    )
+    assert b'"high": 2' in statement
+
+
+async def test_same_registry_copy_mounts_blobs(setup: Setup) -> None:
+    src = setup.clients.get("src")
+    image = await push_image(src, "team/app", tag="v1")
+    spec = _spec(image.digest, destination_registry="src", destination_repository="other/app")
+    result = await setup.copier.copy(spec)
+    assert (result.blobs_mounted, result.blobs_copied, result.bytes_moved) == (3, 0, 0)
+    tagged = await src.head_manifest("other/app", "v1")
+    assert tagged is not None and tagged.digest == image.digest
+
+
+async def test_corrupt_manifest_is_refused_and_nothing_tagged(setup: Setup) -> None:
+    image = await push_image(setup.clients.get("src"), "team/app", tag="v1")
+    setup.proxy.faults.corrupt_manifests = True
+    with pytest.raises(DigestMismatch, match=image.digest):
+        await setup.copier.copy(_spec(image.digest))
+    assert await setup.clients.get("dst").head_manifest("mirror/app", "v1") is None
+
+
+async def test_copy_span_names_source_destination_digest_and_bytes(setup: Setup) -> None:
+    image = await push_image(setup.clients.get("src"), "team/app", tag="v1")
+    spans = InMemorySpans()
+    telemetry = Telemetry("copy-test", span_exporter=spans)
+    try:
+        await ImageCopier(setup.clients, tracer=telemetry.tracer).copy(_spec(image.digest))
+    finally:
+        telemetry.shutdown()
+    attributes = dict(spans.one("oci.copy").attributes or {})
+    assert attributes == {
+        "source": f"src/team/app@{image.digest}",
+        "destination": "dst/mirror/app",
+        "digest": image.digest,
+        "bytes": image.blob_bytes,
+    }
+
+
+async def test_truncated_blob_fails_the_copy_and_nothing_tagged(setup: Setup) -> None:
+    index = await push_index(setup.clients.get("src"), "team/app", tag="v1")
+    setup.proxy.faults.truncate_blobs = True
+    with pytest.raises(RegistryError) as caught:
+        await setup.copier.copy(_spec(index.digest))
+    assert caught.value.transient and "src" in str(caught.value)
+    dst = setup.clients.get("dst")
+    assert await dst.head_manifest("mirror/app", "v1") is None
+    assert await dst.head_manifest("mirror/app", index.digest) is None
+
+
+async def test_auth_failure_is_a_clear_permanent_error(tmp_path: Path, setup: Setup) -> None:
+    image = await push_image(setup.clients.get("src"), "team/app", tag="v1")
+    with registry_server(tmp_path / "locked", username="robot", password="right") as locked:
+        clients = RegistryClients(
+            [
+                registry_config("src", setup.proxy.url),
+                registry_config("locked", locked.url, username="robot", password="wrong"),
+            ]
+        )
+        try:
+            with pytest.raises(RegistryError) as caught:
+                await ImageCopier(clients).copy(_spec(image.digest, destination_registry="locked"))
+        finally:
+            await clients.close()
+    assert caught.value.status == 401 and not caught.value.transient
+    assert "locked" in str(caught.value)
