@@ -1,0 +1,314 @@
+"""The worker pool: leases durable jobs, copies them within per-registry limits, retries or parks.
+
+Each job attempt runs under a lease that is heartbeated while copying; a worker that crashes
+leaves its lease to expire and another worker (or replica) takes the job over. ``stop()`` cancels
+running copies and releases their jobs back to the queue at once (runnable immediately, the
+interrupted attempt still counted) so a restart or another replica resumes them without waiting
+for the lease to expire. Per-registry limits are per pool (per process), not global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter as Tally
+from collections.abc import Awaitable, Mapping
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidecar.errors import ErrorCode, RegistryError, SidecarError
+from sidecar.replicate.model import CopyProgress, CopyResult, Job, JobState
+from sidecar.replicate.retry import RetryPolicy
+from sidecar.replicate.store import ClaimingStore
+from sidecar.telemetry import METRIC_PREFIX, get_logger
+from sidecar.typing import Copier
+
+__all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
+
+SPAN_REPLICATE_JOB = "replicate.job"
+_log = get_logger("sidecar.replicate.workers")
+_tracer = trace.get_tracer("sidecar.replicate")
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class _Metrics:
+    """The pool's metric families in a caller-owned registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = f"{METRIC_PREFIX}replication_"
+        self.finished = Counter(
+            f"{p}jobs_finished", "Jobs that reached a final or parked state.", ["state"],
+            registry=registry,
+        )  # fmt: skip
+        self.retried = Counter(f"{p}job_retries", "Attempts that will be retried.", ["code"],
+                               registry=registry)  # fmt: skip
+        self.duration = Histogram(
+            f"{p}job_duration_seconds", "Wall time of one job attempt, by outcome.", ["outcome"],
+            buckets=_DURATION_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.bytes = Counter(f"{p}bytes_copied", "Bytes moved by finished copies.",
+                             registry=registry)  # fmt: skip
+        self.running = Gauge(f"{p}jobs_running", "Jobs being copied now, by destination.",
+                             ["registry"], registry=registry)  # fmt: skip
+
+
+class _Progress:
+    """Forwards copier progress to the store at most once per interval (the last one always)."""
+
+    def __init__(self, pool: WorkerPool, job: Job) -> None:
+        self._pool, self._job = pool, job
+        self._last_write = -1e9
+        self.latest: CopyProgress | None = None
+        self._written: CopyProgress | None = None
+
+    async def report(self, progress: CopyProgress) -> None:
+        """Remember ``progress``; write it when the last write is old enough."""
+        self.latest = progress
+        now = asyncio.get_running_loop().time()
+        if now - self._last_write >= self._pool.progress_interval_s:
+            self._last_write = now
+            await self.flush()
+
+    async def flush(self, fallback: CopyProgress | None = None) -> None:
+        """Write the latest progress (or ``fallback`` when the copier reported none)."""
+        latest = self.latest or fallback
+        if latest is not None and latest != self._written:
+            self._written = latest
+            await self._pool.store.progress(self._job.job_id, self._pool.worker_id, latest)
+
+
+class WorkerPool:
+    """Runs queued jobs with ``workers`` concurrent copies, highest priority first."""
+
+    def __init__(
+        self,
+        store: ClaimingStore,
+        copier: Copier,
+        *,
+        worker_id: str,
+        workers: int = 4,
+        per_registry_concurrency: int = 2,
+        registry_concurrency: Mapping[str, int] | None = None,
+        retry: RetryPolicy | None = None,
+        lease_s: float = 30.0,
+        poll_interval_s: float = 0.5,
+        progress_interval_s: float = 1.0,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        """Configure the pool; nothing runs until :meth:`start`."""
+        self.store, self.worker_id = store, worker_id
+        self.progress_interval_s = progress_interval_s
+        self._copier, self._workers = copier, workers
+        self._per_registry = per_registry_concurrency
+        self._limits = dict(registry_concurrency or {})
+        self._retry = retry or RetryPolicy()
+        self._lease_s, self._poll_s = lease_s, poll_interval_s
+        self._metrics = _Metrics(metrics_registry or CollectorRegistry())
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._active: Tally[str] = Tally()
+        # Jobs leased by us whose outcome is not yet written: released on stop().
+        self._unfinished: dict[str, Job] = {}
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (call after enqueueing)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start claiming and running jobs."""
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="worker-pool")
+            _log.info("worker_pool_started", worker_id=self.worker_id, workers=self._workers)
+
+    async def stop(self) -> None:
+        """Cancel running copies and release their jobs to the queue; idempotent."""
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is None:
+            return
+        dispatcher.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(dispatcher, *tasks, return_exceptions=True)
+        for job in list(self._unfinished.values()):
+            try:
+                await self.store.retry_later(
+                    job.job_id, self.worker_id, delay_s=0.0,
+                    error="released: worker pool stopped", error_code="",
+                )  # fmt: skip
+            except Exception:
+                _log.exception("job_release_failed", job_id=job.job_id)
+        self._unfinished.clear()
+        _log.info("worker_pool_stopped", worker_id=self.worker_id, released=len(tasks))
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Wait until nothing runs here and no job is queued or running; raise TimeoutError."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                if not self._tasks:
+                    queued = await self.store.list_jobs(state=JobState.QUEUED, limit=1)
+                    running = await self.store.list_jobs(state=JobState.RUNNING, limit=1)
+                    if not queued and not running:
+                        return
+                await asyncio.sleep(min(0.05, self._poll_s))
+
+    def _limit(self, registry: str) -> int:
+        return self._limits.get(registry, self._per_registry)
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            await self._fill()
+            # Sleep until a job ends, wake() is called, or the poll interval passes: never spin.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+
+    async def _fill(self) -> None:
+        while len(self._tasks) < self._workers:
+            full = {r for r, n in self._active.items() if n >= self._limit(r)}
+            try:
+                # One at a time, so a batch can never exceed a registry's limit.
+                jobs = await self.store.claim(
+                    self.worker_id, lease_s=self._lease_s, limit=1, skip_registries=full
+                )
+            except Exception:
+                _log.exception("job_claim_failed", worker_id=self.worker_id)
+                return
+            if not jobs:
+                return
+            self._launch(jobs[0])
+
+    def _launch(self, job: Job) -> None:
+        registry = job.spec.destination_registry
+        self._active[registry] += 1
+        self._metrics.running.labels(registry).set(self._active[registry])
+        self._unfinished[job.job_id] = job
+        task = asyncio.create_task(self._run(job), name=f"job-{job.job_id}")
+        self._tasks[job.job_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(job.job_id, None)
+            self._active[registry] -= 1
+            self._metrics.running.labels(registry).set(self._active[registry])
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _run(self, job: Job) -> None:
+        attempt = asyncio.create_task(self._attempt(job))
+        heartbeat = asyncio.create_task(self._heartbeat(job, attempt))
+        try:
+            await attempt
+            self._unfinished.pop(job.job_id, None)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # stop(): the job stays in _unfinished and is released
+            # The heartbeat cancelled the copy: the lease is someone else's, write nothing.
+            self._unfinished.pop(job.job_id, None)
+            self._metrics.duration.labels("lease_lost").observe(0.0)
+        except Exception:
+            # Writing the outcome failed (store down): the lease expires and the job is retaken.
+            self._unfinished.pop(job.job_id, None)
+            _log.exception("job_outcome_not_recorded", job_id=job.job_id)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, job: Job, attempt: asyncio.Task[None]) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                held = await self.store.heartbeat(job.job_id, self.worker_id, lease_s=self._lease_s)
+            except Exception:
+                _log.warning("job_heartbeat_failed", job_id=job.job_id, exc_info=True)
+                continue
+            if not held:
+                _log.warning("job_lease_lost", job_id=job.job_id, worker_id=self.worker_id)
+                attempt.cancel()
+                return
+
+    async def _write(self, call: Awaitable[None]) -> None:
+        # A stop() arriving mid-write must not leave the outcome half recorded.
+        await asyncio.shield(call)
+
+    async def _attempt(self, job: Job) -> None:
+        spec, loop = job.spec, asyncio.get_running_loop()
+        started = loop.time()
+        attributes: dict[str, str | int | bool] = {
+            "replicate.job_id": job.job_id,
+            "replicate.digest": spec.digest,
+            "replicate.destination": job.destination,
+            "replicate.attempt": job.attempts,
+            "replicate.dry_run": spec.dry_run,
+        }
+        with _tracer.start_as_current_span(SPAN_REPLICATE_JOB, attributes=attributes) as span:
+            try:
+                outcome = await (self._plan(job) if spec.dry_run else self._copy(job))
+            except asyncio.CancelledError:
+                span.set_attribute("replicate.outcome", "cancelled")
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                outcome = await self._failed(job, exc)
+            span.set_attribute("replicate.outcome", outcome)
+        duration = loop.time() - started
+        self._metrics.duration.labels(outcome).observe(duration)
+        _log.info(
+            "job_attempt_finished", job_id=job.job_id, digest=spec.digest,
+            destination=job.destination, attempt=job.attempts, outcome=outcome,
+            duration_s=round(duration, 4),
+        )  # fmt: skip
+
+    async def _plan(self, job: Job) -> str:
+        plan = await self._copier.plan(job.spec)
+        blobs = plan.blobs_missing + plan.blobs_present
+        # The plan is recorded as the job's totals: bytes to copy, blobs already present as done.
+        recorded = CopyProgress(plan.bytes_to_copy, 0, blobs, plan.blobs_present)
+        await self._write(self.store.progress(job.job_id, self.worker_id, recorded))
+        await self._write(self.store.finish(job.job_id, self.worker_id, JobState.SKIPPED))
+        self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+        _log.info("job_dry_run_plan", job_id=job.job_id, manifests=plan.manifests,
+                  blobs_missing=plan.blobs_missing, bytes_to_copy=plan.bytes_to_copy)  # fmt: skip
+        return JobState.SKIPPED.value
+
+    async def _copy(self, job: Job) -> str:
+        progress = _Progress(self, job)
+        result = await self._copier.copy(job.spec, progress.report)
+        await self._write(progress.flush(fallback=_final_progress(result)))
+        await self._write(
+            self.store.finish(job.job_id, self.worker_id, JobState.SUCCEEDED, result=result)
+        )
+        self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
+        self._metrics.bytes.inc(result.bytes_moved)
+        return JobState.SUCCEEDED.value
+
+    async def _failed(self, job: Job, exc: Exception) -> str:
+        decision = self._retry.classify(exc, job.attempts)
+        code = exc.code.value if isinstance(exc, SidecarError) else ErrorCode.INTERNAL.value
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, SidecarError):
+            _log.error("job_unexpected_error", job_id=job.job_id, exc_info=exc)
+        if decision == "retry":
+            retry_after = exc.retry_after if isinstance(exc, RegistryError) else None
+            delay = self._retry.delay(job.attempts, retry_after)
+            await self._write(
+                self.store.retry_later(
+                    job.job_id, self.worker_id, delay_s=delay, error=message, error_code=code
+                )
+            )
+            self._metrics.retried.labels(code).inc()
+            return "retry"
+        state = JobState.PARKED if decision == "park" else JobState.FAILED
+        await self._write(
+            self.store.finish(job.job_id, self.worker_id, state, error=message, error_code=code)
+        )
+        self._metrics.finished.labels(state.value).inc()
+        return state.value
+
+
+def _final_progress(result: CopyResult) -> CopyProgress:
+    blobs = result.blobs_copied + result.blobs_skipped + result.blobs_mounted
+    return CopyProgress(result.bytes_moved, result.bytes_moved, blobs, blobs)
