@@ -46,7 +46,9 @@ def moto_server(log_dir: Path) -> Iterator[MotoServer]:
     """Run ``moto_server`` from the project's virtualenv until the block exits."""
     binary = Path(sys.executable).with_name("moto_server")
     if not binary.exists():
-        raise RuntimeError(f"{binary} missing: run scripts/setup.sh (moto[server] is a dev dependency)")
+        raise RuntimeError(
+            f"{binary} missing: run scripts/setup.sh (moto[server] is a dev dependency)"
+        )
     port = _free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / "moto.log").open("ab")

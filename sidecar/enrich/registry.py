@@ -1,0 +1,362 @@
+"""Image facts read from the source registry: labels, created, size, platforms, referrers, scan.
+
+The manifest and its config are content-addressed, so what they yield is cached by digest (an
+LRU); referrers (signatures, attestations) are added after a push, so that part is re-read once
+older than ``referrers_ttl_s``. Facts the request states win. An index's size is the SUM over its
+children, because replicating an index copies every platform and that is what the policy's
+egress-cost estimate needs. Signature/attestation/SBOM presence travels as annotations
+(``policy-sidecar.io/signed|attested|sbom`` = "true"/"false") until ImageFacts has fields for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+import orjson
+from opentelemetry import trace
+
+from sidecar.enrich.pipeline import Contribution
+from sidecar.enrich.rfc3339 import format_rfc3339, parse_rfc3339
+from sidecar.errors import NotFound, RegistryError
+from sidecar.model import DecideRequest, PolicyInput, ScanFacts
+
+__all__ = [
+    "ANNOTATION_ATTESTED",
+    "ANNOTATION_SBOM",
+    "ANNOTATION_SIGNED",
+    "RegistryFactSource",
+    "scan_from_statement",
+]
+
+ANNOTATION_SIGNED = "policy-sidecar.io/signed"
+ANNOTATION_ATTESTED = "policy-sidecar.io/attested"
+ANNOTATION_SBOM = "policy-sidecar.io/sbom"
+_SIGNATURE_TYPES = ("application/vnd.dev.cosign.artifact.sig", "application/vnd.cncf.notary.")
+_ATTESTATION_TYPES = ("application/vnd.in-toto", "application/vnd.dev.cosign.attestation")
+_SBOM_TYPES = ("application/spdx", "text/spdx", "application/vnd.cyclonedx", "application/vnd.syft")
+_MAX_CONFIG = 1 << 20  # configs are a few KB; a bigger one is not worth reading for labels
+_MAX_CHILDREN = 16  # bounds the fan-out of one lookup on huge indexes
+_T = TypeVar("_T")
+
+
+class _Descriptor(Protocol):
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str]
+    artifact_type: str
+    platform: Any
+
+
+class _Manifest(Protocol):
+    digest: str
+    media_type: str
+    is_index: bool
+    data: bytes
+
+    def children(self) -> Sequence[_Descriptor]: ...
+    def config(self) -> _Descriptor: ...
+    def layers(self) -> Sequence[_Descriptor]: ...
+    @property
+    def json(self) -> Mapping[str, Any]: ...
+
+
+class _Client(Protocol):
+    async def get_manifest(self, repo: str, ref: str) -> _Manifest: ...
+    async def read_blob(self, repo: str, digest: str, max_bytes: int) -> bytes: ...
+    async def referrers(self, repo: str, digest: str) -> Sequence[_Descriptor]: ...
+
+
+class _Clients(Protocol):
+    def get(self, name: str) -> _Client: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ContentFacts:
+    """What the manifest and configs say (immutable for a digest)."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    created_at: str | None
+    size_bytes: int
+    platforms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReferrerFacts:
+    signed: bool
+    attested: bool
+    sbom: bool
+    scan: ScanFacts | None
+    fetched: float
+
+
+def _platform(value: Any) -> str:
+    """Return ``os/arch[/variant]`` from a platform given as text, mapping or object."""
+    if isinstance(value, str):
+        return value
+    get = value.get if isinstance(value, Mapping) else lambda k, d="": getattr(value, k, d)
+    parts = [
+        str(get("os", "") or ""),
+        str(get("architecture", "") or ""),
+        str(get("variant", "") or ""),
+    ]
+    return "/".join(p for p in parts if p)
+
+
+def _rfc3339(text: object) -> str | None:
+    moment = parse_rfc3339(text) if isinstance(text, str) else None
+    return format_rfc3339(moment) if moment else None
+
+
+def _counts(doc: Mapping[str, Any]) -> tuple[int, int] | None:
+    """CRITICAL/HIGH counts from a summary object, keys in any case; None when it has neither."""
+    lowered = {str(k).lower(): v for k, v in doc.items()}
+    if "critical" not in lowered and "high" not in lowered:
+        return None
+    return int(lowered.get("critical", 0)), int(lowered.get("high", 0))
+
+
+def scan_from_statement(statement: Mapping[str, Any]) -> ScanFacts | None:
+    """Return scan facts (source "attestation") from an in-toto vulnerability-scan statement.
+
+    Reads the predicate's own ``status``/``completed_at``/``critical``/``high`` when present, else
+    cosign's vuln predicate (``metadata.scanFinishedOn``, counts in ``summary`` or Trivy-style
+    ``scanner.result.Results[].Vulnerabilities[].Severity``). No completion time → None.
+    """
+    predicate = statement.get("predicate")
+    if not isinstance(predicate, Mapping):
+        return None
+    metadata = predicate.get("metadata") or {}
+    completed = _rfc3339(predicate.get("completed_at")) or _rfc3339(
+        metadata.get("scanFinishedOn") if isinstance(metadata, Mapping) else None
+    )
+    if completed is None:
+        return None
+    counts = _counts(predicate) or _counts(predicate.get("summary") or {})
+    if counts is None:
+        result = (predicate.get("scanner") or {}).get("result") or {}
+        severities = [
+            str(v.get("Severity", "")).upper()
+            for r in result.get("Results") or []
+            for v in r.get("Vulnerabilities") or []
+        ]
+        counts = severities.count("CRITICAL"), severities.count("HIGH")
+    stated = str(predicate.get("status", "")).lower()
+    status: Literal["passed", "failed"] = (
+        "failed" if stated == "failed" or (stated != "passed" and counts[0] > 0) else "passed"
+    )
+    return ScanFacts(status, completed, counts[0], counts[1], "attestation")
+
+
+def _statement(blob: bytes) -> Mapping[str, Any]:
+    """Return the in-toto statement of a layer: bare, or wrapped in a DSSE envelope."""
+    doc = orjson.loads(blob)
+    if isinstance(doc, dict) and "payload" in doc and "payloadType" in doc:
+        doc = orjson.loads(base64.b64decode(doc["payload"]))
+    return doc if isinstance(doc, dict) else {}
+
+
+class RegistryFactSource:
+    """A FactSource reading image facts from the source registry through ``clients.get(name)``."""
+
+    name = "registry.image"
+
+    def __init__(
+        self,
+        clients: _Clients,
+        *,
+        timeout_s: float = 2.0,
+        cache_size: int = 1024,
+        referrers_ttl_s: float = 30.0,
+    ) -> None:
+        """Read through ``clients`` (a RegistryClients); every registry call gets ``timeout_s``."""
+        self._clients = clients
+        self._timeout_s = timeout_s
+        self._cache_size = cache_size
+        self._referrers_ttl_s = referrers_ttl_s
+        self._content: OrderedDict[tuple[str, str, str], _ContentFacts] = OrderedDict()
+        self._referrers: OrderedDict[tuple[str, str, str], _ReferrerFacts] = OrderedDict()
+
+    async def _call(self, what: str, call: Awaitable[_T]) -> _T:
+        """Await one registry call within the timeout; errors name the call that failed."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except TimeoutError:
+            raise RegistryError(
+                f"{what}: timed out after {self._timeout_s:g} s", transient=True
+            ) from None
+
+    async def contribute(self, request: DecideRequest, draft: PolicyInput) -> Contribution:
+        """Return the draft with registry facts under the request's; raise when the image is unreadable."""
+        ref = draft.image.ref
+        client = self._clients.get(ref.registry)
+        digest = ref.digest
+        key = (ref.registry, ref.repository, digest)
+        content = self._content.get(key) if digest else None
+        if content is None:
+            manifest = await self._call(
+                f"manifest {ref.repository}@{digest or ref.tag}",
+                client.get_manifest(ref.repository, digest or ref.tag),
+            )
+            digest = manifest.digest
+            key = (ref.registry, ref.repository, digest)
+            content = self._content.get(key) or await self._read_content(
+                client, ref.repository, manifest
+            )
+        _remember(self._content, key, content, self._cache_size)
+        warnings: list[str] = []
+        referrers = self._referrers.get(key)
+        if referrers is None or time.monotonic() - referrers.fetched > self._referrers_ttl_s:
+            try:
+                referrers = await self._read_referrers(client, ref.repository, digest)
+                _remember(self._referrers, key, referrers, self._cache_size)
+            except Exception as exc:  # content facts stay useful without referrers
+                problem = f"referrers of {ref.repository}@{digest}: {type(exc).__name__}: {exc}"
+                warnings.append(problem)
+                trace.get_current_span().add_event(
+                    "registry facts incomplete", {"source": self.name, "problem": problem}
+                )
+        return Contribution(_merge(draft, digest, content, referrers), tuple(warnings))
+
+    async def _read_content(self, client: _Client, repo: str, manifest: _Manifest) -> _ContentFacts:
+        annotations = manifest.json.get("annotations") or {}
+        if not manifest.is_index:
+            size, labels, created, platform = await self._image(client, repo, manifest)
+            platforms = (platform,) if platform else ()
+            return _ContentFacts(labels, annotations, created, size, platforms)
+        # buildx stores its provenance manifests as "unknown/unknown" children: not a platform.
+        children = [
+            c for c in manifest.children() if _platform(c.platform or "") != "unknown/unknown"
+        ]
+        parts = await asyncio.gather(
+            *(self._child(client, repo, c.digest) for c in children[:_MAX_CHILDREN])
+        )
+        merged: dict[str, str] = {}
+        for part in reversed(parts):  # the first child's labels win (usually linux/amd64)
+            merged.update(part[1])
+        return _ContentFacts(
+            labels=merged,
+            annotations=annotations,
+            created_at=max((p[2] for p in parts if p[2]), default=None),
+            size_bytes=len(manifest.data) + sum(p[0] for p in parts),
+            platforms=tuple(_platform(c.platform) for c in children if c.platform),
+        )
+
+    async def _child(
+        self, client: _Client, repo: str, digest: str
+    ) -> tuple[int, dict[str, str], str | None, str]:
+        child = await self._call(f"manifest {repo}@{digest}", client.get_manifest(repo, digest))
+        return await self._image(client, repo, child)
+
+    async def _image(
+        self, client: _Client, repo: str, manifest: _Manifest
+    ) -> tuple[int, dict[str, str], str | None, str]:
+        """Return (size, labels, created, platform) of one image manifest."""
+        config = manifest.config()
+        blob = await self._call(
+            f"config {repo}@{config.digest}", client.read_blob(repo, config.digest, _MAX_CONFIG)
+        )
+        doc = orjson.loads(blob)
+        labels = (doc.get("config") or {}).get("Labels") or {}
+        size = len(manifest.data) + config.size + sum(layer.size for layer in manifest.layers())
+        return (
+            size,
+            {str(k): str(v) for k, v in labels.items()},
+            _rfc3339(doc.get("created")),
+            _platform(doc),
+        )
+
+    async def _read_referrers(self, client: _Client, repo: str, digest: str) -> _ReferrerFacts:
+        found = await self._call(f"referrers {repo}@{digest}", client.referrers(repo, digest))
+        kinds = [d.artifact_type or d.media_type for d in found]
+        signed = any(k.startswith(_SIGNATURE_TYPES) for k in kinds) or await self._has_sig_tag(
+            client, repo, digest
+        )
+        attestations = [d for d in found if (d.artifact_type or "").startswith(_ATTESTATION_TYPES)]
+        scan = None
+        for attestation in attestations:
+            scan = await self._attested_scan(client, repo, attestation.digest)
+            if scan is not None:
+                break
+        return _ReferrerFacts(
+            signed=signed,
+            attested=bool(attestations),
+            sbom=any(k.startswith(_SBOM_TYPES) for k in kinds),
+            scan=scan,
+            fetched=time.monotonic(),
+        )
+
+    async def _has_sig_tag(self, client: _Client, repo: str, digest: str) -> bool:
+        """True when cosign's tag-scheme signature (``sha256-<hex>.sig``) exists."""
+        tag = digest.replace(":", "-") + ".sig"
+        try:
+            await self._call(f"signature tag {repo}:{tag}", client.get_manifest(repo, tag))
+        except NotFound:
+            return False
+        except RegistryError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def _attested_scan(self, client: _Client, repo: str, digest: str) -> ScanFacts | None:
+        manifest = await self._call(
+            f"attestation {repo}@{digest}", client.get_manifest(repo, digest)
+        )
+        for layer in manifest.layers():
+            blob = await self._call(
+                f"attestation layer {repo}@{layer.digest}",
+                client.read_blob(repo, layer.digest, _MAX_CONFIG),
+            )
+            scan = scan_from_statement(_statement(blob))
+            if scan is not None:
+                return scan
+        return None
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
+def _merge(
+    draft: PolicyInput,
+    digest: str,
+    content: _ContentFacts,
+    referrers: _ReferrerFacts | None,
+) -> PolicyInput:
+    """Registry facts under what the request (and earlier sources) already stated."""
+    image = draft.image
+    annotations = {**content.annotations, **image.annotations}
+    if referrers is not None:
+        for key, flag in (
+            (ANNOTATION_SIGNED, referrers.signed),
+            (ANNOTATION_ATTESTED, referrers.attested),
+            (ANNOTATION_SBOM, referrers.sbom),
+        ):
+            annotations.setdefault(key, "true" if flag else "false")
+    scan = image.scan or (referrers.scan if referrers else None)
+    return dataclasses.replace(
+        draft,
+        image=dataclasses.replace(
+            image,
+            ref=dataclasses.replace(image.ref, digest=digest),
+            labels={**content.labels, **image.labels},
+            annotations=annotations,
+            created_at=image.created_at or content.created_at,
+            size_bytes=image.size_bytes or content.size_bytes,
+            platforms=image.platforms or content.platforms,
+            scan=scan,
+        ),
+    )

@@ -1,0 +1,27 @@
+"""Registry notification webhooks: a durable inbox of push/pull events and its processor."""
+
+from __future__ import annotations
+
+from sidecar.webhooks.envelope import (
+    ENVELOPE_MEDIA_TYPE,
+    RegistryEvent,
+    check_secret,
+    parse_envelope,
+    resolve_registry,
+)
+from sidecar.webhooks.metrics import WebhookMetrics
+from sidecar.webhooks.processor import OnPush, WebhookProcessor
+from sidecar.webhooks.server import EVENTS_PATH, WebhookServer
+
+__all__ = [
+    "ENVELOPE_MEDIA_TYPE",
+    "EVENTS_PATH",
+    "OnPush",
+    "RegistryEvent",
+    "WebhookMetrics",
+    "WebhookProcessor",
+    "WebhookServer",
+    "check_secret",
+    "parse_envelope",
+    "resolve_registry",
+]

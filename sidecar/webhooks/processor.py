@@ -1,0 +1,154 @@
+"""Drains the durable webhook inbox: pushes of tagged manifests trigger ``on_push``, pulls count.
+
+The endpoint records every event before acknowledging it; this processor is the only consumer.
+An event is completed only after its effect is persisted (``on_push`` returned, or the pull count
+was added), so a crash in between replays it on restart: at-least-once, which is safe because the
+lead's ``on_push`` enqueues jobs idempotently by digest and destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from opentelemetry import trace
+
+from sidecar._config_registry import RegistryConfig
+from sidecar.errors import WebhookRejected
+from sidecar.model import ImageRef
+from sidecar.telemetry import get_logger
+from sidecar.typing import JobStore
+from sidecar.webhooks.envelope import RegistryEvent, decode_stored
+from sidecar.webhooks.metrics import ProcessOutcome, WebhookMetrics
+
+__all__ = ["OnPush", "WebhookProcessor"]
+
+OnPush = Callable[[ImageRef], Awaitable[None]]
+
+_log = get_logger("sidecar.webhooks")
+_tracer = trace.get_tracer("sidecar.webhooks")
+
+
+class WebhookProcessor:
+    """Processes recorded events in order; ``wake()`` after recording, ``run()`` as a task."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        registries: Sequence[RegistryConfig],
+        *,
+        on_push: OnPush,
+        metrics: WebhookMetrics | None = None,
+        retry_interval_s: float = 5.0,
+        batch: int = 100,
+    ) -> None:
+        """Process events of ``store``; ``retry_interval_s`` paces retries of failed events."""
+        self._store = store
+        self._registries = {r.name: r for r in registries}
+        self._on_push = on_push
+        self._metrics = metrics
+        self._retry_interval_s = retry_interval_s
+        self._batch = batch
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask the running loop to drain now (called after events were recorded)."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Drain pending events (first those left by a previous run), then on every wake-up."""
+        while True:
+            self._wakeup.clear()
+            try:
+                await self.drain()
+            except Exception as exc:  # a store outage must not kill the loop; retry later
+                _log.error("webhook inbox drain failed", problem=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._retry_interval_s):
+                    await self._wakeup.wait()
+
+    async def drain(self) -> int:
+        """Process every pending event once; return how many were completed."""
+        completed = 0
+        failed: set[str] = set()
+        while True:
+            pending = [
+                (i, p) for i, p in await self._store.pending_events(self._batch) if i not in failed
+            ]
+            if not pending:
+                return completed
+            for event_id, payload in pending:
+                if await self._process(event_id, payload):
+                    completed += 1
+                else:
+                    # Left pending for the next drain; skipping it now keeps one broken event from
+                    # blocking (or spinning on) the rest of the inbox.
+                    failed.add(event_id)
+
+    async def _process(self, event_id: str, payload: bytes) -> bool:
+        action = "unknown"
+        with _tracer.start_as_current_span("webhook.process") as span:
+            span.set_attribute("webhook.event_id", event_id)
+            try:
+                registry_name, event = decode_stored(payload)
+                action = event.action
+                span.set_attribute("webhook.action", action)
+                outcome = await self._apply(registry_name, event)
+            except WebhookRejected as exc:
+                # A stored event we cannot read will never become readable: drop it, loudly.
+                _log.error("unreadable webhook event dropped", event_id=event_id, problem=str(exc))
+                outcome = "ignored"
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                _log.error(
+                    "webhook event processing failed; will retry",
+                    event_id=event_id,
+                    action=action,
+                    problem=f"{type(exc).__name__}: {exc}",
+                )
+                self._count(action, "failed")
+                return False
+            await self._store.complete_event(event_id)
+            span.set_attribute("webhook.outcome", outcome)
+            self._count(action, outcome)
+            return True
+
+    async def _apply(self, registry_name: str, event: RegistryEvent) -> ProcessOutcome:
+        registry = self._registries.get(registry_name)
+        if registry is None:
+            # The inventory changed since the event was recorded; nothing left to act for.
+            _log.warning(
+                "webhook event for a registry no longer configured", registry=registry_name
+            )
+            return "ignored"
+        if not event.is_manifest:
+            return "ignored"
+        if event.action == "push":
+            return await self._push(registry, event)
+        if event.action == "pull":
+            return await self._pull(registry, event)
+        return "ignored"
+
+    async def _push(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
+        if not event.tag:
+            # Pushes by digest are index children or referrers; the tagged parent carries them.
+            return "ignored"
+        ref = ImageRef(registry.name, event.repository, event.tag, event.digest)
+        _log.info("registry push", image=str(ref), event_id=event.id)
+        await self._on_push(ref)
+        return "pushed"
+
+    async def _pull(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
+        region = registry.region or registry.facts.region
+        if not region:
+            # access is keyed by region; a registry without one cannot place the pull anywhere.
+            _log.warning("pull from a registry without a region ignored", registry=registry.name)
+            return "ignored"
+        await self._store.add_pulls(event.repository, region)
+        return "pulled"
+
+    def _count(self, action: str, outcome: ProcessOutcome) -> None:
+        if self._metrics is not None:
+            self._metrics.processed(action, outcome)
