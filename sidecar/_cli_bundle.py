@@ -1,18 +1,75 @@
-"""``policy-sidecar bundle build|verify|keygen``."""
+"""``policy-sidecar bundle build|sign|publish|verify|keygen|serve``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
-from sidecar.bundles.build import verify_bundle
+from sidecar.bundles.build import BuiltBundle, verify_bundle
 from sidecar.bundles.keys import generate_keypair
 from sidecar.bundles.local import build_local_bundle, signing_keys
 from sidecar.config import Config
+from sidecar.errors import InvalidArgument
 from sidecar.tools import find_tool
 
-__all__ = ["run"]
+__all__ = ["TOKEN_ENV", "add_parser", "run"]
+
+# Tokens come from the environment by default: a --token value shows up in `ps` and shell history.
+TOKEN_ENV = "POLICY_SIDECAR_BUNDLE_TOKEN"  # noqa: S105 - a variable name, not a secret
+READ_TOKEN_ENV = "POLICY_SIDECAR_BUNDLE_READ_TOKEN"  # noqa: S105
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``bundle build|sign|publish|verify|keygen|serve`` to the CLI's subcommands."""
+    bundle = sub.add_parser("bundle", help="build, sign, publish, verify and serve policy bundles")
+    bsub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    build = bsub.add_parser("build", help="build and sign the bundle from rego/ and bundles/")
+    build.add_argument("--output", "-o", required=True, help="bundle .tar.gz to write")
+    build.add_argument("--revision", help="bundle revision (default: timestamp + content hash)")
+    build.add_argument("--signing-key", help="RS256 private key PEM (default: config or dev key)")
+    verify = bsub.add_parser("verify", help="verify a bundle's signature with the real OPA")
+    verify.add_argument("bundle_path", metavar="BUNDLE")
+    verify.add_argument("--verification-key", help="public key PEM (default: config or dev key)")
+    keygen = bsub.add_parser("keygen", help="generate an RS256 signing key pair")
+    keygen.add_argument("directory")
+    sign = bsub.add_parser("sign", help="(re)sign a bundle archive or directory with opa build")
+    sign.add_argument("bundle_path", metavar="BUNDLE", help="bundle .tar.gz or directory")
+    sign.add_argument("--output", "-o", required=True, help="signed bundle .tar.gz to write")
+    sign.add_argument("--signing-key", help="RS256 private key PEM (default: config or dev key)")
+    sign.add_argument("--revision", help="new revision (default: the bundle's .manifest one)")
+    publish = bsub.add_parser(
+        "publish", help="publish a signed bundle to S3, GCS or the built-in bundle server"
+    )
+    publish.add_argument(
+        "--to", required=True, metavar="URL",
+        help="s3://BUCKET/KEY, gs://BUCKET/OBJECT or http(s)://HOST:PORT/bundles/NAME",
+    )  # fmt: skip
+    publish.add_argument("--bundle", metavar="PATH", help="archive to publish (default: build)")
+    publish.add_argument(
+        "--token", help="bundle server upload token (default: $POLICY_SIDECAR_BUNDLE_TOKEN)"
+    )
+    publish.add_argument("--endpoint-url", help="S3/GCS endpoint (MinIO, emulators, gateways)")
+    publish.add_argument("--region", help="S3 region (default: the AWS SDK's)")
+    publish.add_argument(
+        "--verification-key", help="check --bundle's signature with this key before uploading"
+    )
+    publish.add_argument(
+        "--skip-verify", action="store_true", help="upload --bundle without checking it first"
+    )
+    serve_bundles = bsub.add_parser("serve", help="run the built-in HTTP bundle server")
+    serve_bundles.add_argument("--state-dir", required=True, help="where bundles are kept")
+    serve_bundles.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve_bundles.add_argument("--port", type=int, default=8282, help="port to bind")
+    serve_bundles.add_argument(
+        "--token", help="upload token (default: $POLICY_SIDECAR_BUNDLE_TOKEN)"
+    )
+    serve_bundles.add_argument(
+        "--max-bytes", type=int, default=64 * 1024 * 1024, help="largest bundle accepted"
+    )
 
 
 def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
@@ -45,7 +102,76 @@ def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
             "digest": info.digest,
             "files": list(info.files),
         }
+    if action == "sign":
+        return _sign(args, config)
+    if action == "publish":
+        return _publish(args, config)
+    if action == "serve":
+        asyncio.run(_serve(args))
+        return {"stopped": True}
     if action == "keygen":
         private, public = generate_keypair(Path(args.directory))
         return {"signing_key": str(private), "verification_key": str(public)}
     raise AssertionError(f"unhandled bundle action {action}")  # argparse rejects unknown ones
+
+
+def _sign(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    from sidecar.bundles._publish_sign import sign_bundle  # noqa: PLC0415
+
+    key = Path(args.signing_key) if args.signing_key else signing_keys(config)[0]
+    signed = sign_bundle(
+        Path(args.bundle_path),
+        Path(args.output),
+        signing_key=key,
+        opa_binary=find_tool("opa", config.policy.opa.binary),
+        revision=args.revision,
+    )
+    return {"path": str(signed.path), "revision": signed.revision, "digest": signed.digest}
+
+
+def _publish(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    from sidecar.bundles.publish import bundle_from_file, parse_target, publisher_for  # noqa: PLC0415
+
+    target = parse_target(args.to)  # a bad URL fails before anything is built
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if target.store == "http" and not token:
+        raise InvalidArgument(
+            "--token", f"the bundle server needs a token (--token or ${TOKEN_ENV})"
+        )
+    bundle: BuiltBundle
+    if args.bundle:
+        bundle = bundle_from_file(Path(args.bundle))
+        if not args.skip_verify:
+            # Refuse to ship what OPA would refuse: catch a bad signature before the store has it.
+            key = Path(args.verification_key) if args.verification_key else signing_keys(config)[1]
+            verify_bundle(bundle.path, key, opa_binary=find_tool("opa", config.policy.opa.binary))
+    else:
+        bundle = build_local_bundle(config).bundle
+    publisher = publisher_for(
+        args.to, token=token, endpoint_url=args.endpoint_url, region=args.region
+    )
+    return publisher.publish(bundle).to_json()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from sidecar.bundles.server import BundleServer  # noqa: PLC0415
+
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise InvalidArgument("--token", f"set an upload token (--token or ${TOKEN_ENV})")
+    server = BundleServer(
+        Path(args.state_dir),
+        token=token,
+        read_token=os.environ.get(READ_TOKEN_ENV),
+        host=args.host,
+        port=args.port,
+        max_bytes=args.max_bytes,
+    )
+    stopping = asyncio.Event()
+    # SIGTERM (Kubernetes) ends the wait like Ctrl-C does, so held long polls get their 304.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    await server.start()
+    try:
+        await stopping.wait()
+    finally:
+        await server.stop()

@@ -129,9 +129,20 @@ def build_bundle(
         try:
             # cwd=stage and "-b ." so archive paths (and OPA's error locations) are "replication/…".
             _run_opa(
-                [str(opa), "build", "-b", ".", "--revision", revision,
-                 "--signing-key", str(signing_key.resolve()), "--signing-alg", _SIGNING_ALG,
-                 "-o", partial],
+                [
+                    str(opa),
+                    "build",
+                    "-b",
+                    ".",
+                    "--revision",
+                    revision,
+                    "--signing-key",
+                    str(signing_key.resolve()),
+                    "--signing-alg",
+                    _SIGNING_ALG,
+                    "-o",
+                    partial,
+                ],
                 cwd=stage,
                 failure=f"opa build failed for {source_dir} (policy paths are relative to rego/)",
             )
@@ -144,9 +155,7 @@ def build_bundle(
     return BuiltBundle(output, revision, _digest(raw), len(raw), files)
 
 
-def verify_bundle(
-    path: Path, verification_key: Path, opa_binary: Path | None = None
-) -> BundleInfo:
+def verify_bundle(path: Path, verification_key: Path, opa_binary: Path | None = None) -> BundleInfo:
     """Verify ``path``'s signature with the real OPA; BundleError if unsigned/tampered/wrong key.
 
     The archive is read once and the same bytes are verified and inspected, so a file swapped
@@ -164,9 +173,18 @@ def verify_bundle(
         # `opa build` verifies .signatures.json (every file's hash, key, algorithm) before loading
         # a bundle it is given; `opa inspect` would not verify anything.
         _run_opa(
-            [str(opa), "build", "-b", str(copy), "--verification-key",
-             str(verification_key.resolve()), "--signing-alg", _SIGNING_ALG,
-             "-o", str(Path(work) / "verified.tar.gz")],
+            [
+                str(opa),
+                "build",
+                "-b",
+                str(copy),
+                "--verification-key",
+                str(verification_key.resolve()),
+                "--signing-alg",
+                _SIGNING_ALG,
+                "-o",
+                str(Path(work) / "verified.tar.gz"),
+            ],
             cwd=Path(work),
             failure=f"bundle {path} failed signature verification",
         )

@@ -1,0 +1,146 @@
+"""Publishes built bundles to S3, Google Cloud Storage or the built-in bundle server.
+
+Targets are URLs: ``s3://bucket/key``, ``gs://bucket/object`` or
+``http(s)://host:port[/prefix]/bundles/<name>``. Every publisher uploads the exact archive bytes
+that were built and signed (checked against the bundle's digest first); OPA verifies the signature
+when it downloads, so a store never has to be trusted with more than availability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from sidecar.bundles._publish_common import (
+    ARCHIVE_CONTENT_TYPE,
+    BUNDLE_CONTENT_TYPE,
+    PublishError,
+    PublishResult,
+    is_valid_bundle_name,
+    read_bundle_bytes,
+)
+from sidecar.bundles._publish_stores import GcsPublisher, HttpPublisher, S3Publisher
+from sidecar.bundles.build import BuiltBundle
+from sidecar.errors import BundleError, InvalidArgument
+
+__all__ = [
+    "ARCHIVE_CONTENT_TYPE",
+    "BUNDLE_CONTENT_TYPE",
+    "GcsPublisher",
+    "HttpPublisher",
+    "PublishError",
+    "PublishResult",
+    "PublishTarget",
+    "Publisher",
+    "S3Publisher",
+    "bundle_from_file",
+    "is_valid_bundle_name",
+    "parse_target",
+    "publisher_for",
+    "read_bundle_bytes",
+]
+
+STORES = ("s3", "gcs", "http")
+
+
+class Publisher(Protocol):
+    """Anything that can put a built bundle into a store OPA polls."""
+
+    def publish(self, bundle: BuiltBundle) -> PublishResult:
+        """Upload ``bundle`` and return where it went; PublishError on failure."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PublishTarget:
+    """A parsed target URL: ``store`` is s3|gcs|http; ``bucket`` is empty for http."""
+
+    store: str
+    bucket: str
+    key: str
+    url: str
+
+
+def parse_target(url: str) -> PublishTarget:
+    """Parse a ``--to`` URL; InvalidArgument naming what is wrong with it."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("s3", "gs"):
+        store = "s3" if scheme == "s3" else "gcs"
+        key = parts.path.lstrip("/")
+        if not parts.netloc:
+            raise InvalidArgument("--to", f"{url!r} has no bucket ({scheme}://BUCKET/OBJECT)")
+        if not key or key.endswith("/"):
+            raise InvalidArgument("--to", f"{url!r} names no object ({scheme}://BUCKET/OBJECT)")
+        if parts.query or parts.fragment:
+            raise InvalidArgument("--to", f"{url!r}: object names take no ?query or #fragment")
+        return PublishTarget(store, parts.netloc, key, url)
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise InvalidArgument("--to", f"{url!r} has no host")
+        _, sep, name = parts.path.rpartition("/bundles/")
+        if not sep or not is_valid_bundle_name(name):
+            raise InvalidArgument(
+                "--to",
+                f"{url!r} must end in /bundles/<name>, name = letters, digits, '.', '_', '-'",
+            )
+        if parts.query or parts.fragment:
+            raise InvalidArgument("--to", f"{url!r}: bundle URLs take no ?query or #fragment")
+        return PublishTarget("http", "", name, url)
+    raise InvalidArgument(
+        "--to", f"{url!r}: use s3://BUCKET/KEY, gs://BUCKET/OBJECT or http(s)://HOST/bundles/NAME"
+    )
+
+
+def publisher_for(
+    url: str,
+    *,
+    token: str | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    timeout_s: float = 60.0,
+) -> Publisher:
+    """Return the publisher for a target URL (``endpoint_url``: S3/GCS emulator or gateway)."""
+    target = parse_target(url)
+    if target.store == "s3":
+        return S3Publisher(
+            target.bucket, target.key, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s
+        )
+    if target.store == "gcs":
+        return GcsPublisher(target.bucket, target.key, endpoint=endpoint_url, timeout_s=timeout_s)
+    if not token:
+        raise InvalidArgument("--token", "the bundle server needs a bearer token to accept uploads")
+    return HttpPublisher(url, token, timeout_s=timeout_s)
+
+
+def bundle_from_file(path: Path) -> BuiltBundle:
+    """Describe an existing bundle archive (revision from its ``.manifest``) for publishing.
+
+    Nothing is verified here: OPA checks the signature when it downloads; run ``bundle verify``
+    first to catch a bad bundle before it reaches the store.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {path}: {exc}") from exc
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
+            members = [m for m in archive.getmembers() if m.isfile()]
+            files = tuple(sorted(m.name.lstrip("/") for m in members))
+            revision = ""
+            for member in members:
+                if member.name.lstrip("/") == ".manifest":
+                    handle = archive.extractfile(member)
+                    manifest = json.load(handle) if handle is not None else {}
+                    if isinstance(manifest, dict):
+                        revision = str(manifest.get("revision", ""))
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        raise BundleError(f"{path} is not a readable bundle archive: {exc}") from exc
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    return BuiltBundle(path, revision, digest, len(raw), files)
