@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
 from sidecar._config_legacy import SyncConfig, load_sync_config, parse_rules
@@ -18,6 +19,7 @@ from sidecar._config_registry import RegistryConfig
 from sidecar._config_replication import parse_replication
 from sidecar._config_settings import (
     BUNDLE_OUTPUT,
+    DEFAULT_LAST_KNOWN_ENTRIES,
     DEFAULT_LISTEN,
     DEFAULT_METRICS_LISTEN,
     FAIL_MODES,
@@ -76,7 +78,21 @@ def _opa(node: Node, base: Path) -> OpaSettings:
         ),
         port=f["port"].integer(minimum=0, maximum=65535) if "port" in f else d.port,
         extra_args=f["extra_args"].string_list() if "extra_args" in f else (),
+        **_opa_resilience(f, d),
     )
+
+
+def _opa_resilience(f: Mapping[str, Node], d: OpaSettings) -> dict[str, Any]:
+    """The deadline, retry and circuit-breaker keys of ``policy.opa``."""
+    ints = ("deadline_ms", "attempts", "backoff_base_ms", "backoff_max_ms", "breaker_threshold")
+    out: dict[str, Any] = {k: f[k].integer(minimum=1) for k in ints if k in f}
+    if "breaker_cooldown_s" in f:
+        out["breaker_cooldown_s"] = f["breaker_cooldown_s"].number(minimum=0.001)
+    base = out.get("backoff_base_ms", d.backoff_base_ms)
+    if out.get("backoff_max_ms", d.backoff_max_ms) < base:
+        node = f.get("backoff_max_ms") or f["backoff_base_ms"]
+        raise node.error(f"backoff_max_ms must be at least backoff_base_ms ({base})")
+    return out
 
 
 def _bundle(node: Node, base: Path) -> BundleSettings:
@@ -230,6 +246,11 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
             resolve_path(state.string(allow_empty=False), base) if state else default_state_dir()
         ),
         fail_mode=f["fail_mode"].choice(FAIL_MODES) if "fail_mode" in f else FAIL_MODES[0],
+        last_known_entries=(
+            f["last_known_entries"].integer(minimum=1)
+            if "last_known_entries" in f
+            else DEFAULT_LAST_KNOWN_ENTRIES
+        ),
         replication=parse_replication(
             section("replication"), base, frozenset(r.name for r in registries)
         ),

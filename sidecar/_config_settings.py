@@ -13,6 +13,7 @@ from sidecar.model import TenantUsage
 
 __all__ = [
     "BUNDLE_OUTPUT",
+    "DEFAULT_LAST_KNOWN_ENTRIES",
     "DEFAULT_LISTEN",
     "DEFAULT_METRICS_LISTEN",
     "DEFAULT_SERVICE_NAME",
@@ -33,6 +34,7 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 DEFAULT_SERVICE_NAME = "policy-sidecar"
 FAIL_MODES = ("closed", "legacy", "last-known")
+DEFAULT_LAST_KNOWN_ENTRIES = 10_000  # last-known fail mode: decisions cached (LRU)
 BUNDLE_OUTPUT = Path("bundles") / "build" / "bundle.tar.gz"
 
 
@@ -57,6 +59,14 @@ class OpaSettings:
     startup_timeout_s: float = 30.0
     port: int = 0
     extra_args: tuple[str, ...] = ()
+    # Outage handling (DESIGN §6): one decision waits at most deadline_ms for OPA over all
+    # attempts; then the fail mode answers.
+    deadline_ms: int = 2000
+    attempts: int = 3
+    backoff_base_ms: int = 50
+    backoff_max_ms: int = 500
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,4 +140,5 @@ class PolicySettings:
     decision_records: DecisionRecordSettings = field(default_factory=DecisionRecordSettings)
     state_dir: str = field(default_factory=default_state_dir)
     fail_mode: str = "closed"
+    last_known_entries: int = DEFAULT_LAST_KNOWN_ENTRIES
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)

@@ -69,17 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "--server", metavar="HOST:PORT", help="ask a running sidecar over gRPC instead"
     )
 
-    bundle = sub.add_parser("bundle", help="build, sign and verify policy bundles")
-    bsub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
-    build = bsub.add_parser("build", help="build and sign the bundle from rego/ and bundles/")
-    build.add_argument("--output", "-o", required=True, help="bundle .tar.gz to write")
-    build.add_argument("--revision", help="bundle revision (default: timestamp + content hash)")
-    build.add_argument("--signing-key", help="RS256 private key PEM (default: config or dev key)")
-    verify = bsub.add_parser("verify", help="verify a bundle's signature with the real OPA")
-    verify.add_argument("bundle_path", metavar="BUNDLE")
-    verify.add_argument("--verification-key", help="public key PEM (default: config or dev key)")
-    keygen = bsub.add_parser("keygen", help="generate an RS256 signing key pair")
-    keygen.add_argument("directory")
+    from sidecar._cli_bundle import add_parser as add_bundle_parser  # noqa: PLC0415
+
+    add_bundle_parser(sub)
 
     from sidecar._cli_replicate import add_parsers  # noqa: PLC0415 - keeps startup light
 

@@ -1,7 +1,9 @@
 """The decision path: validate → enrich → ask the policy engine → record, with one span per decision.
 
 Nothing here imports gRPC: the servicers translate messages and call :class:`DecisionService`, and
-the CLI calls it directly, so both paths behave identically.
+the CLI calls it directly, so both paths behave identically. When the engine reports OPA
+unavailable (never for a PolicyError), the configured :class:`~sidecar.policy.fallback.Fallback`
+answers and the result is marked ``degraded`` (DESIGN §6).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from sidecar.errors import PolicyError, SidecarError
-from sidecar.model import DecideRequest, Decision, DecisionResult
+from sidecar.errors import PolicyError, PolicyUnavailable, SidecarError
+from sidecar.model import DecideRequest, Decision, DecisionResult, PolicyInput
+from sidecar.policy.fallback import Fallback
 from sidecar.telemetry import Telemetry, get_logger
 from sidecar.typing import DecisionStore, Enricher, PolicyEngine
 
@@ -41,6 +44,8 @@ class DecisionService:
         records: DecisionStore,
         validate: Callable[[DecideRequest], None],
         engine_url: str = "",
+        fallback: Fallback | None = None,
+        bundle_revision: str = "",
     ) -> None:
         self._enricher = enricher
         self._engine = engine
@@ -48,6 +53,9 @@ class DecisionService:
         self._records = records
         self._validate = validate
         self._engine_url = engine_url
+        self._fallback = fallback
+        # The revision OPA last reported: what a degraded answer says it rests on.
+        self._last_revision = bundle_revision
 
     async def decide(
         self, request: DecideRequest, *, parent: Context | None = None
@@ -70,8 +78,18 @@ class DecisionService:
                 with tracer.start_as_current_span("policy.enrich"):
                     policy_input = await self._enricher.enrich(request)
                 doc = policy_input.to_json()
-                answer_result, revision, eval_ns = await self._query(doc)
-                decision = _parse_decision(answer_result)
+                try:
+                    answer_result, revision, eval_ns = await self._query(doc)
+                except PolicyUnavailable as exc:
+                    if self._fallback is None:
+                        raise
+                    decision, revision = self._degrade(policy_input, exc, decision_id, span)
+                    eval_ns, degraded = 0, True
+                else:
+                    decision, degraded = _parse_decision(answer_result), False
+                    self._last_revision = revision
+                    if self._fallback is not None:
+                        self._fallback.remember(doc, revision, decision)
             except SidecarError as exc:
                 elapsed = time.perf_counter() - started
                 span.record_exception(exc)
@@ -92,7 +110,7 @@ class DecisionService:
                 decision_id=decision_id,
                 bundle_revision=revision,
                 trace_id=trace_id,
-                degraded=False,
+                degraded=degraded,
                 eval_ns=eval_ns,
                 input=policy_input,
                 decided_at=_utc_now(),
@@ -103,10 +121,10 @@ class DecisionService:
             span.set_attribute("policy.route_count", len(decision.routes))
             span.set_attribute("policy.denied_count", len(decision.denied))
             span.set_attribute("policy.deferred_count", len(decision.deferred))
-            span.set_attribute("policy.degraded", False)
+            span.set_attribute("policy.degraded", degraded)
         self._records.put(result)
         elapsed = time.perf_counter() - started
-        metrics.observe_decision("allow" if decision.allow else "deny", False, elapsed)
+        metrics.observe_decision("allow" if decision.allow else "deny", degraded, elapsed)
         _log.info(
             "decision",
             decision_id=decision_id,
@@ -117,9 +135,40 @@ class DecisionService:
             routes=[r.registry for r in decision.routes],
             deferred=[d.registry for d in decision.deferred],
             priority=decision.priority,
+            degraded=degraded,
             duration_ms=round(elapsed * 1000, 3),
         )
         return result
+
+    def _degrade(
+        self,
+        policy_input: PolicyInput,
+        error: PolicyUnavailable,
+        decision_id: str,
+        span: trace.Span,
+    ) -> tuple[Decision, str]:
+        """Answer from the fail mode; metric, span attributes and a warning say so."""
+        if self._fallback is None:  # decide() checks first; kept for type narrowing
+            raise error
+        mode = self._fallback.mode
+        with self._telemetry.tracer.start_as_current_span("policy.fallback") as fb_span:
+            decision, revision, how = self._fallback.decide(policy_input, self._last_revision)
+            fb_span.set_attribute("policy.fail_mode", mode)
+            fb_span.set_attribute("policy.fallback.result", how)
+        self._telemetry.metrics.observe_fallback(mode)
+        span.set_attribute("policy.degraded", True)
+        span.set_attribute("policy.fail_mode", mode)
+        span.add_event("policy unavailable; fail mode answered", {"error": error.message})
+        _log.warning(
+            "decision degraded: OPA unavailable, answered by the fail mode",
+            decision_id=decision_id,
+            fail_mode=mode,
+            fallback_result=how,
+            bundle_revision=revision,
+            error=error.message,
+            image=str(policy_input.image.ref),
+        )
+        return decision, revision
 
     async def evaluate_raw(self, policy_input: Mapping[str, Any]) -> tuple[Decision, str]:
         """Evaluate a raw DESIGN §3.1 input (no enrichment); return the decision and revision."""

@@ -9,9 +9,7 @@ __all__ = ["format_rfc3339", "parse_rfc3339"]
 
 # Go's time.RFC3339 wants an upper-case "T" and a "Z" or ±hh:mm offset; Python's fromisoformat is
 # laxer (spaces, no offset), so the shape is checked first and the calendar by fromisoformat.
-_SHAPE = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
-)
+_SHAPE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 
 
 def parse_rfc3339(text: str) -> datetime | None:

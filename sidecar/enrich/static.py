@@ -100,12 +100,16 @@ class StaticEnricher:
                 )
         for finding in report.warnings:
             _log.warning(
-                "enrichment warning", source=finding.source, problem=finding.message,
+                "enrichment warning",
+                source=finding.source,
+                problem=finding.message,
                 image=str(request.image),
             )
         for finding in report.failures:
             _log.error(
-                "enrichment source failed", source=finding.source, problem=finding.message,
+                "enrichment source failed",
+                source=finding.source,
+                problem=finding.message,
                 image=str(request.image),
             )
         return policy_input

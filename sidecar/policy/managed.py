@@ -143,8 +143,9 @@ class ManagedOpa:
                 raise
             self._port, self._child, self._ready = port, child, True
             self._supervisor = asyncio.create_task(self._supervise(), name=f"opa-supervisor-{port}")
-        self._log.info("managed OPA ready at %s (pid %d, bundle %s)", self.url, child.process.pid,
-                       self._bundle)
+        self._log.info(
+            "managed OPA ready at %s (pid %d, bundle %s)", self.url, child.process.pid, self._bundle
+        )
 
     async def reload(self, bundle_path: Path) -> None:
         """Serve ``bundle_path`` instead, on the same port, only once OPA has accepted it.
@@ -217,7 +218,10 @@ class ManagedOpa:
                 await self._drain(child)
                 self._log.warning(
                     "managed OPA (pid %d) exited with %s; restarting on port %d in %.1fs\n%s",
-                    child.process.pid, child.process.returncode, self._port, backoff,
+                    child.process.pid,
+                    child.process.returncode,
+                    self._port,
+                    backoff,
                     self._tail_of(child.process.pid),
                 )
             while True:
@@ -233,8 +237,12 @@ class ManagedOpa:
                         continue
                     self._restarts += 1
                     self._ready = True
-                    self._log.info("managed OPA restarted at %s (pid %d, restart #%d)",
-                                   self.url, self._child.process.pid, self._restarts)
+                    self._log.info(
+                        "managed OPA restarted at %s (pid %d, restart #%d)",
+                        self.url,
+                        self._child.process.pid,
+                        self._restarts,
+                    )
                     break
 
     async def _first_launch(self) -> tuple[int, _Child]:
@@ -270,11 +278,27 @@ class ManagedOpa:
         )
 
     async def _spawn(self, bundle: Path, port: int) -> _Child:
-        args = [str(self._binary), "run", "--server", "--addr", f"{_HOST}:{port}",
-                "--skip-version-check", "--log-level", self._log_level, "--log-format", "text"]
+        args = [
+            str(self._binary),
+            "run",
+            "--server",
+            "--addr",
+            f"{_HOST}:{port}",
+            "--skip-version-check",
+            "--log-level",
+            self._log_level,
+            "--log-format",
+            "text",
+        ]
         if self._key is not None:
-            args += ["--verification-key", str(self._key), "--verification-key-id", "default",
-                     "--signing-alg", "RS256"]
+            args += [
+                "--verification-key",
+                str(self._key),
+                "--verification-key-id",
+                "default",
+                "--signing-alg",
+                "RS256",
+            ]
         else:
             args.append("--skip-verify")  # no key configured: dev mode, signatures not checked
         args += [*self._extra_args, "--bundle", str(bundle)]

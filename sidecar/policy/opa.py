@@ -80,9 +80,7 @@ class OpaEngine:
             raise PolicyError(f"{_UNDEFINED} (data.{self._dotted} at {self.base_url})")
         result = doc["result"]
         if not isinstance(result, dict):
-            raise PolicyError(
-                f"data.{self._dotted} is a {type(result).__name__}, not an object"
-            )
+            raise PolicyError(f"data.{self._dotted} is a {type(result).__name__}, not an object")
         metrics = doc.get("metrics")
         eval_ns = metrics.get("timer_rego_query_eval_ns", 0) if isinstance(metrics, dict) else 0
         return EngineAnswer(
@@ -182,7 +180,8 @@ def _revision(provenance: Any) -> str:
     bundles = provenance.get("bundles")
     if isinstance(bundles, dict) and bundles:
         return ",".join(
-            str(info.get("revision", "")) for _, info in sorted(bundles.items())
+            str(info.get("revision", ""))
+            for _, info in sorted(bundles.items())
             if isinstance(info, dict)
         )
     return str(provenance.get("revision", ""))

@@ -31,6 +31,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 Outcome = Literal["allow", "deny", "error"]
 _OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "error")
+# Mirrors sidecar._config_settings.FAIL_MODES (not imported: config imports telemetry).
+_FAIL_MODES = ("closed", "legacy", "last-known")
+# policy_sidecar_opa_circuit_state values: a number so alerts can say "> 0" (not closed).
+_CIRCUIT_STATES = ("closed", "half_open", "open")  # value = position
 
 
 class Metrics:
@@ -81,7 +85,20 @@ class Metrics:
             ["method", "code"],
             registry=registry,
         )
+        self._circuit_state = Gauge(
+            f"{p}opa_circuit_state",
+            "OPA circuit breaker state: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+            registry=registry,
+        )
+        self._fallback = Counter(
+            f"{p}fallback_decisions",
+            "Decisions answered by the fail mode because OPA was unavailable, by mode.",
+            ["mode"],
+            registry=registry,
+        )
         # Zero-valued series from the start let rate() and alerts work before the first event.
+        for mode in _FAIL_MODES:
+            self._fallback.labels(mode=mode)
         for outcome in _OUTCOMES:
             for degraded in ("false", "true"):
                 self._decisions.labels(outcome=outcome, degraded=degraded)
@@ -121,6 +138,16 @@ class Metrics:
     def active_revision(self) -> str | None:
         """The revision last passed to set_active_revision, or None."""
         return self._active_revision
+
+    def set_circuit_state(self, state: str) -> None:
+        """Record the OPA circuit breaker state: ``closed``, ``half_open`` or ``open``."""
+        self._circuit_state.set(_CIRCUIT_STATES.index(state))
+
+    def observe_fallback(self, mode: str) -> None:
+        """Count one decision served by fail mode ``mode`` (closed|legacy|last-known)."""
+        if mode not in _FAIL_MODES:
+            raise ValueError(f"mode must be one of {_FAIL_MODES}, not {mode!r}")
+        self._fallback.labels(mode=mode).inc()
 
     def track_in_flight(self) -> AbstractContextManager[object]:
         """Return a context manager counting one request in flight while it is open."""

@@ -34,23 +34,47 @@ __all__ = ["main"]
 def policy_input() -> dict[str, Any]:
     """Return a DESIGN §3.1 input about as large as production ones."""
     registries: list[dict[str, Any]] = [
-        {"name": f"{env}-{region}", "region": region, "environment": env,
-         "gdpr": region.startswith("eu"), "role": "primary", "backs": None, "healthy": True,
-         "tenants": [], "egress_cost_per_gb": 0.09}
+        {
+            "name": f"{env}-{region}",
+            "region": region,
+            "environment": env,
+            "gdpr": region.startswith("eu"),
+            "role": "primary",
+            "backs": None,
+            "healthy": True,
+            "tenants": [],
+            "egress_cost_per_gb": 0.09,
+        }
         for env in ("prod", "dev", "sandbox", "ci")
         for region in ("us-east-1", "eu-west-1", "ap-south-1")
     ]
     return {
-        "now": "2026-11-28T12:00:00Z", "event": "push",
-        "image": {"registry": "ci-us-east-1", "repository": "team/app", "tag": "prod-1.2.3",
-                  "digest": "sha256:" + "ab" * 32,
-                  "labels": {"security.scan.status": "passed", "criticality": "high",
-                             "tenant": "acme", "org.opencontainers.image.source": "git"},
-                  "annotations": {}, "created_at": "2026-11-27T10:00:00Z",
-                  "size_bytes": 123_456_789, "platforms": ["linux/amd64", "linux/arm64"],
-                  "scan": {"status": "passed", "completed_at": "2026-11-27T11:00:00Z",
-                           "critical": 0, "high": 1, "source": "label"},
-                  "tenant": "acme"},
+        "now": "2026-11-28T12:00:00Z",
+        "event": "push",
+        "image": {
+            "registry": "ci-us-east-1",
+            "repository": "team/app",
+            "tag": "prod-1.2.3",
+            "digest": "sha256:" + "ab" * 32,
+            "labels": {
+                "security.scan.status": "passed",
+                "criticality": "high",
+                "tenant": "acme",
+                "org.opencontainers.image.source": "git",
+            },
+            "annotations": {},
+            "created_at": "2026-11-27T10:00:00Z",
+            "size_bytes": 123_456_789,
+            "platforms": ["linux/amd64", "linux/arm64"],
+            "scan": {
+                "status": "passed",
+                "completed_at": "2026-11-27T11:00:00Z",
+                "critical": 0,
+                "high": 1,
+                "source": "label",
+            },
+            "tenant": "acme",
+        },
         "registries": registries,
         "access": {"us-east-1": 120, "eu-west-1": 40},
         "tenant": {"id": "acme", "storage_used_bytes": 10, "storage_limit_bytes": 100},
@@ -72,8 +96,10 @@ async def _time(call: Callable[[], Awaitable[Any]], queries: int) -> list[float]
 def _row(name: str, samples: list[float]) -> str:
     ordered = sorted(samples)
     p99 = ordered[int(len(ordered) * 0.99) - 1]
-    return (f"{name:<44} total {sum(samples):6.3f}s  mean {statistics.fmean(samples) * 1e6:6.0f}µs"
-            f"  p50 {statistics.median(samples) * 1e6:6.0f}µs  p99 {p99 * 1e6:6.0f}µs")
+    return (
+        f"{name:<44} total {sum(samples):6.3f}s  mean {statistics.fmean(samples) * 1e6:6.0f}µs"
+        f"  p50 {statistics.median(samples) * 1e6:6.0f}µs  p99 {p99 * 1e6:6.0f}µs"
+    )
 
 
 async def _compare(url: str, queries: int, rounds: int) -> None:
@@ -82,8 +108,10 @@ async def _compare(url: str, queries: int, rounds: int) -> None:
     engine = OpaEngine(url, timeout_s=5.0)
     engine_no_metrics = OpaEngine(url, timeout_s=5.0, metrics=False)
     query_url = f"{url}/v1/data/replication/decision?provenance=true"
-    async with AsyncOpaClient(host=host, port=int(port), timeout=5.0) as client, \
-            aiohttp.ClientSession() as session:
+    async with (
+        AsyncOpaClient(host=host, port=int(port), timeout=5.0) as client,
+        aiohttp.ClientSession() as session,
+    ):
 
         async def stdlib_json() -> Any:
             async with session.post(query_url, json={"input": doc}) as resp:
@@ -91,7 +119,8 @@ async def _compare(url: str, queries: int, rounds: int) -> None:
 
         variants: dict[str, Callable[[], Awaitable[Any]]] = {
             "opa-python-client AsyncOpaClient.query_rule": lambda: client.query_rule(
-                doc, "replication", "decision", {"provenance": True}),
+                doc, "replication", "decision", {"provenance": True}
+            ),
             "aiohttp POST, stdlib json": stdlib_json,
             "OpaEngine.evaluate (orjson, metrics=false)": lambda: engine_no_metrics.evaluate(doc),
             "OpaEngine.evaluate (orjson, metrics=true)": lambda: engine.evaluate(doc),

@@ -162,7 +162,11 @@ async def test_health_reflection_and_grpcurl(sidecar: RunningSidecar) -> None:
     assert "freightliner.policy.v1.PolicyService" in listed
     body = json.dumps({"image": {"registry": "ci", "repository": "team/app", "tag": "dev-1"}})
     called = await _run(
-        grpcurl, "-plaintext", "-d", body, sidecar.address,
+        grpcurl,
+        "-plaintext",
+        "-d",
+        body,
+        sidecar.address,
         "freightliner.policy.v1.PolicyService/Decide",
     )
     answer = json.loads(called)

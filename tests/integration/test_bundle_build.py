@@ -40,14 +40,19 @@ def test_bundle_is_signed_and_ships_only_policies_and_data(
     raw = opa_bundle.path.read_bytes()
 
     assert opa_bundle.files == (
-        ".manifest", ".signatures.json", "data.json",
-        "replication/decision.rego", "system/authz.rego",
+        ".manifest",
+        ".signatures.json",
+        "data.json",
+        "replication/decision.rego",
+        "system/authz.rego",
     )  # no *_test.rego, nothing from rego/inventory
     assert opa_bundle.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
     assert opa_bundle.size == len(raw)
     info = verify_bundle(opa_bundle.path, opa_keys.public, opa_binary=opa_binary)
     assert (info.revision, info.digest, info.files) == (
-        opa_bundle.revision, opa_bundle.digest, opa_bundle.files,
+        opa_bundle.revision,
+        opa_bundle.digest,
+        opa_bundle.files,
     )
     assert info.roots == ("replication", "system")
 
@@ -80,7 +85,9 @@ async def test_data_dirs_and_extra_data_merge_over_the_defaults(
     legacy = {"rules": [{"id": "legacy-0", "destination_registry": "gcr"}]}
 
     built = build_test_bundle(
-        source, opa_keys, tmp_path / "b.tar.gz",
+        source,
+        opa_keys,
+        tmp_path / "b.tar.gz",
         data_dirs=[tmp_path / "site", tmp_path / "team"],
         extra_data={"replication/legacy": legacy},
     )
@@ -145,8 +152,9 @@ def test_opa_compile_errors_are_surfaced(opa_keys: SigningKeys, tmp_path: Path) 
 
 def test_a_source_without_policies_is_rejected(opa_keys: SigningKeys, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no policies found"):
-        build_bundle(source_dir=tmp_path, output=tmp_path / "b.tar.gz",
-                     signing_key=opa_keys.private)
+        build_bundle(
+            source_dir=tmp_path, output=tmp_path / "b.tar.gz", signing_key=opa_keys.private
+        )
 
 
 @pytest.mark.parametrize("damage", ["tampered", "unsigned", "extra file", "wrong key"])

@@ -108,19 +108,18 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value))
 
 
-def build_test_bundle(
-    source: Path, keys: SigningKeys, output: Path, **kwargs: Any
-) -> BuiltBundle:
+def build_test_bundle(source: Path, keys: SigningKeys, output: Path, **kwargs: Any) -> BuiltBundle:
     """Build and sign ``source`` into ``output`` with the real ``opa build``."""
     return build_bundle(
-        source_dir=source, output=output, signing_key=keys.private, opa_binary=find_tool("opa"),
+        source_dir=source,
+        output=output,
+        signing_key=keys.private,
+        opa_binary=find_tool("opa"),
         **kwargs,
     )
 
 
-def rewrite_bundle(
-    source: Path, output: Path, edit: Callable[[dict[str, bytes]], object]
-) -> Path:
+def rewrite_bundle(source: Path, output: Path, edit: Callable[[dict[str, bytes]], object]) -> Path:
     """Copy a bundle archive; ``edit`` may change its {name: content} files (signatures kept)."""
     with tarfile.open(source, "r:gz") as archive:
         files: dict[str, bytes] = {}

@@ -18,7 +18,9 @@ def test_no_config_means_every_documented_default(monkeypatch: pytest.MonkeyPatc
     policy = config.policy
     assert config.inventory() == ()
     assert (policy.listen, policy.metrics_listen, policy.fail_mode) == (
-        "127.0.0.1:50051", "127.0.0.1:9464", "closed",
+        "127.0.0.1:50051",
+        "127.0.0.1:9464",
+        "closed",
     )
     assert (policy.opa.address, policy.opa.binary, policy.opa.port) == (None, None, 0)
     assert (policy.opa.timeout_ms, policy.opa.startup_timeout_s) == (500, 30.0)
@@ -38,9 +40,7 @@ def test_no_config_means_every_documented_default(monkeypatch: pytest.MonkeyPatc
     assert Path(policy.state_dir) == Path.home() / ".local" / "state" / "policy-sidecar"
 
 
-def test_state_dir_follows_xdg_state_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_state_dir_follows_xdg_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert load_config(None).policy.state_dir == str(tmp_path / "policy-sidecar")
 

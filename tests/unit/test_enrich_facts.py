@@ -45,9 +45,13 @@ async def _enrich(config: Config, request: DecideRequest) -> PolicyInput:
 
 async def test_input_carries_request_facts_inventory_and_the_clock(config: Config) -> None:
     request = _request(
-        labels={"team": "web"}, annotations={"org.opencontainers.image.source": "git"},
-        created_at="2026-11-01T00:00:00Z", size_bytes=123, platforms=("linux/amd64",),
-        event="reconcile", access={"eu-west-1": 7},
+        labels={"team": "web"},
+        annotations={"org.opencontainers.image.source": "git"},
+        created_at="2026-11-01T00:00:00Z",
+        size_bytes=123,
+        platforms=("linux/amd64",),
+        event="reconcile",
+        access={"eu-west-1": 7},
         caller=Caller("ci-bot", tenant="", roles=("replicator",)),
     )
     doc = (await _enrich(config, request)).to_json()
@@ -171,8 +175,12 @@ async def test_failing_or_slow_sources_are_isolated_and_reported(config: Config)
         "registry.referrers": "ConnectionError: registry unreachable",
         "registry.health": "timed out after 0.05 s",
     }
-    assert report.applied == ("request.registry_health", "labels.scan", "tenancy.tenant",
-                              "tenancy.usage")
+    assert report.applied == (
+        "request.registry_health",
+        "labels.scan",
+        "tenancy.tenant",
+        "tenancy.usage",
+    )
     # enrich() (typing.Enricher) still answers: a missing fact degrades, never blocks.
     assert (await enricher.enrich(_request())).image.scan is None
 

@@ -32,10 +32,15 @@ def _request(image: dict[str, str] | None = None, **fields: object) -> DecideReq
         _request({"tag": ""}),
         _request({"digest": SHA512, "repository": "a0/b.c/d__e/f--g"}),
         _request({"tag": "_v1.2-rc.3", "repository": "x" * 255}),
-        _request(labels={"a": "x" * 16, "b": "", "ü": "1"}, event="failover",
-                 created_at="2026-11-28T12:00:00.123456789+02:00", now="2026-11-28T12:00:00Z",
-                 registry_health={"prod-us": False}, access={"us-east-1": 0},
-                 tenant_usage=TenantUsage("acme", 0, 0)),
+        _request(
+            labels={"a": "x" * 16, "b": "", "ü": "1"},
+            event="failover",
+            created_at="2026-11-28T12:00:00.123456789+02:00",
+            now="2026-11-28T12:00:00Z",
+            registry_health={"prod-us": False},
+            access={"us-east-1": 0},
+            tenant_usage=TenantUsage("acme", 0, 0),
+        ),
     ],
 )
 def test_well_formed_requests_pass(request_: DecideRequest) -> None:
@@ -73,10 +78,16 @@ def test_well_formed_requests_pass(request_: DecideRequest) -> None:
         (_request(now="2026-02-30T00:00:00Z"), "now", "RFC 3339"),
         (_request(registry_health={"prod-ap": False}), "registry_health", "prod-ap"),
         (_request(access={"us-east-1": -3}), "access", "negative"),
-        (_request(tenant_usage=TenantUsage("acme", -1, 0)),
-         "tenant_usage.storage_used_bytes", "negative"),
-        (_request(tenant_usage=TenantUsage("acme", 0, -1)),
-         "tenant_usage.storage_limit_bytes", "negative"),
+        (
+            _request(tenant_usage=TenantUsage("acme", -1, 0)),
+            "tenant_usage.storage_used_bytes",
+            "negative",
+        ),
+        (
+            _request(tenant_usage=TenantUsage("acme", 0, -1)),
+            "tenant_usage.storage_limit_bytes",
+            "negative",
+        ),
     ],
 )
 def test_each_bad_field_is_named(request_: DecideRequest, field: str, problem: str) -> None:

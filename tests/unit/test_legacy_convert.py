@@ -99,7 +99,8 @@ def test_sync_config_hosts_map_to_inventory_names_by_endpoint_host(tmp_path: Pat
     assert (library["destination_repository"], library["tag_regex"]) == ("base/$1", r"^3\.")
     # destination_prefix/suffix apply to tags: "Tags will be: pg-latest".
     assert (postgres["destination_tag_prefix"], postgres["destination_tag_suffix"]) == (
-        "pg-", "-mirror",
+        "pg-",
+        "-mirror",
     )
     assert postgres["tags"] == []
     assert postgres["tag_regex"] == ""
@@ -108,7 +109,8 @@ def test_sync_config_hosts_map_to_inventory_names_by_endpoint_host(tmp_path: Pat
 def test_unmatched_hosts_stay_as_the_registry_name(tmp_path: Path) -> None:
     sync = load_sync_config(_config_dir(tmp_path) / "sync.yaml")
     assert (sync.source_registry, sync.destination_registry) == (
-        "registry-1.docker.io", "harbor.example.com:8443",
+        "registry-1.docker.io",
+        "harbor.example.com:8443",
     )
     rules = legacy_rules_data((), [tmp_path / "sync.yaml"])["rules"]
     assert rules[0]["destination_registry"] == "harbor.example.com:8443"

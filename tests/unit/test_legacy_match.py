@@ -20,7 +20,9 @@ LEGACY_REGO = ROOT / "rego" / "replication" / "legacy.rego"
 
 def _rule(source: str, destination: str = "", **fields: Any) -> LegacyRule:
     rule = ReplicationRule(
-        source_repository=source, destination_registry="prod", destination_repository=destination,
+        source_repository=source,
+        destination_registry="prod",
+        destination_repository=destination,
         **fields,
     )
     return convert_rules([rule], ())[0]
@@ -45,10 +47,16 @@ def _rule(source: str, destination: str = "", **fields: Any) -> LegacyRule:
         (_rule("team/*", tag_filter="v*"), "ci/team/a:v2", ("team/a", "v2")),
         (_rule("team/*", tag_filter="v*"), "ci/team/a:latest", None),
         (_rule("team/*", tag_filter="latest"), "ci/team/a:latest", ("team/a", "latest")),
-        (_rule("team/*", include_tags=("rel-*",), exclude_tags=("*-rc*",)), "ci/team/a:rel-1",
-         ("team/a", "rel-1")),
-        (_rule("team/*", include_tags=("rel-*",), exclude_tags=("*-rc*",)), "ci/team/a:rel-1-rc2",
-         None),
+        (
+            _rule("team/*", include_tags=("rel-*",), exclude_tags=("*-rc*",)),
+            "ci/team/a:rel-1",
+            ("team/a", "rel-1"),
+        ),
+        (
+            _rule("team/*", include_tags=("rel-*",), exclude_tags=("*-rc*",)),
+            "ci/team/a:rel-1-rc2",
+            None,
+        ),
         (_rule("team/*", include_tags=("rel-*",)), "ci/team/a:dev", None),
         (_rule("team/*", source_registry="ci"), "ci/team/a:t", ("team/a", "t")),
         (_rule("team/*", source_registry="ci"), "dev/team/a:t", None),
@@ -94,33 +102,70 @@ def test_substitute(template: str, captures: tuple[str, ...], expected: str) -> 
 
 # The same rules and images, evaluated by the real policy in a real OPA and natively.
 PARITY_RULES = [
-    ReplicationRule(source_repository="team/*", destination_registry="prod",
-                    destination_repository="mirror/$1", source_registry="ci", tag_filter="v*"),
-    ReplicationRule(source_repository="apps/*/*", destination_registry="dev",
-                    destination_repository="m/$2-$1", include_tags=("rel-*",),
-                    exclude_tags=("*-rc*",)),
-    ReplicationRule(source_repository="keep/*", destination_registry="sandbox",
-                    destination_repository="keep/*"),
-    ReplicationRule(source_repository="team/app", destination_registry="dev",
-                    destination_repository="exact"),
-    ReplicationRule(source_repository="team/ap?/*", destination_registry="sandbox",
-                    destination_repository="q/$1"),
-    ReplicationRule(source_repository="team/*", destination_registry="prod",
-                    destination_repository="second/$1"),
-    ReplicationRule(source_repository="svc[0-9]/*", destination_registry="dev",
-                    destination_repository="c/$1"),
+    ReplicationRule(
+        source_repository="team/*",
+        destination_registry="prod",
+        destination_repository="mirror/$1",
+        source_registry="ci",
+        tag_filter="v*",
+    ),
+    ReplicationRule(
+        source_repository="apps/*/*",
+        destination_registry="dev",
+        destination_repository="m/$2-$1",
+        include_tags=("rel-*",),
+        exclude_tags=("*-rc*",),
+    ),
+    ReplicationRule(
+        source_repository="keep/*", destination_registry="sandbox", destination_repository="keep/*"
+    ),
+    ReplicationRule(
+        source_repository="team/app", destination_registry="dev", destination_repository="exact"
+    ),
+    ReplicationRule(
+        source_repository="team/ap?/*",
+        destination_registry="sandbox",
+        destination_repository="q/$1",
+    ),
+    ReplicationRule(
+        source_repository="team/*", destination_registry="prod", destination_repository="second/$1"
+    ),
+    ReplicationRule(
+        source_repository="svc[0-9]/*", destination_registry="dev", destination_repository="c/$1"
+    ),
     ReplicationRule(source_repository="*", destination_registry="elsewhere"),
 ]
-PARITY_SYNC = SyncConfig("s.yaml", "ci.io", "sandbox.io", "ci", "sandbox", (
-    SyncImage("library/*", tag_regex=r"^3\.", destination_repository="base/$1",
-              destination_prefix="p-", destination_suffix="-s"),
-    SyncImage("team/app", tags=("v1", "latest")),
-))
+PARITY_SYNC = SyncConfig(
+    "s.yaml",
+    "ci.io",
+    "sandbox.io",
+    "ci",
+    "sandbox",
+    (
+        SyncImage(
+            "library/*",
+            tag_regex=r"^3\.",
+            destination_repository="base/$1",
+            destination_prefix="p-",
+            destination_suffix="-s",
+        ),
+        SyncImage("team/app", tags=("v1", "latest")),
+    ),
+)
 PARITY_IMAGES = [
     ImageRef(registry, repository, tag)
     for registry in ("ci", "dev")
-    for repository in ("team/app", "team/app/sub", "apps/x/y", "keep/me", "team/apz/q",
-                       "svc1/a", "svcx/a", "library/alpine", "solo")
+    for repository in (
+        "team/app",
+        "team/app/sub",
+        "apps/x/y",
+        "keep/me",
+        "team/apz/q",
+        "svc1/a",
+        "svcx/a",
+        "library/alpine",
+        "solo",
+    )
     for tag in ("v1", "latest", "rel-2", "rel-2-rc1", "3.19", "")
 ]
 REGISTRIES = [{"name": n} for n in ("ci", "dev", "prod", "sandbox")]
@@ -133,7 +178,9 @@ def _native_routes(rules: tuple[LegacyRule, ...], image: ImageRef) -> dict[str, 
         found = match_rule(rule, image)
         if found is not None and rule.destination_registry in inventory:
             routes[rule.destination_registry] = {
-                "registry": rule.destination_registry, "repository": found[0], "tag": found[1],
+                "registry": rule.destination_registry,
+                "repository": found[0],
+                "tag": found[1],
                 "rule": rule.id,
             }
     return routes
@@ -142,20 +189,36 @@ def _native_routes(rules: tuple[LegacyRule, ...], image: ImageRef) -> dict[str, 
 def test_match_rule_agrees_with_the_real_policy_in_opa(tmp_path: Path) -> None:
     rules = convert_rules(PARITY_RULES, [PARITY_SYNC])
     inputs = [
-        {"image": {"registry": i.registry, "repository": i.repository, "tag": i.tag},
-         "registries": REGISTRIES}
+        {
+            "image": {"registry": i.registry, "repository": i.repository, "tag": i.tag},
+            "registries": REGISTRIES,
+        }
         for i in PARITY_IMAGES
     ]
-    data = {"replication": {"legacy": {"rules": [r.to_json() for r in rules]}},
-            "parity_inputs": inputs}
+    data = {
+        "replication": {"legacy": {"rules": [r.to_json() for r in rules]}},
+        "parity_inputs": inputs,
+    }
     (tmp_path / "data.json").write_text(json.dumps(data), encoding="utf-8")
     query = (
         "[r | some c in data.parity_inputs; r := data.replication.legacy.routes with input as c]"
     )
     proc = subprocess.run(
-        [str(find_tool("opa")), "eval", "--format", "json", "-d", str(LEGACY_REGO),
-         "-d", str(tmp_path / "data.json"), query],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(find_tool("opa")),
+            "eval",
+            "--format",
+            "json",
+            "-d",
+            str(LEGACY_REGO),
+            "-d",
+            str(tmp_path / "data.json"),
+            query,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     from_opa = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
