@@ -52,6 +52,7 @@ class ReplicationSettings:
     lease_s: float = 30.0
     request_timeout_s: float = 30.0
     enrich_timeout_s: float = 2.0
+    registry_enrichment: bool = True
     retry: RetrySettings = field(default_factory=RetrySettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
 
@@ -145,6 +146,9 @@ def parse_replication(node: Node, base: Path, registries: Collection[str]) -> Re
         lease_s=_opt(f, "lease_s", lambda n: n.number(minimum=1.0), d.lease_s),
         request_timeout_s=_opt(f, "request_timeout_s", positive_number, d.request_timeout_s),
         enrich_timeout_s=_opt(f, "enrich_timeout_s", positive_number, d.enrich_timeout_s),
+        registry_enrichment=_opt(
+            f, "registry_enrichment", lambda n: n.boolean(), d.registry_enrichment
+        ),
         retry=_retry(f.get("retry") or node.child("retry", None)),
         webhook=_webhook(f.get("webhook") or node.child("webhook", None)),
     )

@@ -16,12 +16,17 @@ from sidecar.bundles.local import build_local_bundle
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
-from sidecar.model import DecideRequest
+from sidecar.model import DecideRequest, ImageRef
+from sidecar.policy.fallback import Fallback
 from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
+from sidecar.policy.resilient import resilient_engine
 from sidecar.records import DecisionRecords
+from sidecar.replicate.runtime import ReplicationParts, registry_sources, replication_parts
+from sidecar.replicate.service import ReplicationService
 from sidecar.telemetry import MetricsServer, Telemetry, get_logger
 from sidecar.tools import find_tool
+from sidecar.webhooks import WebhookServer
 
 __all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
 
@@ -78,7 +83,7 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
 
 
 class Sidecar:
-    """A running sidecar: policy runtime, decision service, gRPC server and metrics endpoint."""
+    """A running sidecar: policy runtime, decisions, replication, gRPC, webhooks and /metrics."""
 
     def __init__(self, config: Config, *, span_exporter: SpanExporter | None = None) -> None:
         self.config = config
@@ -91,40 +96,34 @@ class Sidecar:
         self._stack = contextlib.AsyncExitStack()
         self.runtime: PolicyRuntime | None = None
         self.decisions: DecisionService | None = None
+        self.replication: ReplicationService | None = None
+        self.parts: ReplicationParts | None = None
+        self.webhooks: WebhookServer | None = None
         self.grpc: GrpcServer | None = None
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
-        """Start OPA (or connect), the gRPC server and /metrics; return when ready to decide."""
+        """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
         settings = self.config.policy
         try:
             self.runtime = await self._stack.enter_async_context(policy_runtime(self.config))
-            limits = settings.limits
-            config = self.config
-
-            def validate(request: DecideRequest) -> None:
-                validate_request(request, limits, config.inventory())
-
-            self.decisions = DecisionService(
-                enricher=StaticEnricher(self.config),
-                engine=self.runtime.engine,
-                telemetry=self.telemetry,
-                records=DecisionRecords(
-                    settings.decision_records.max_entries, settings.decision_records.ttl_s
-                ),
-                validate=validate,
-                engine_url=self.runtime.url,
+            self.parts = await self._stack.enter_async_context(
+                replication_parts(self.config, self.telemetry)
             )
+            self.decisions = self._decision_service(self.runtime, self.parts)
             if self.runtime.bundle_revision:
                 self.telemetry.metrics.set_active_revision(self.runtime.bundle_revision)
-            if settings.metrics_listen:
-                host, _, port = settings.metrics_listen.rpartition(":")
-                self.metrics = MetricsServer(
-                    self.telemetry.metrics_registry, host, int(port), ready=self._readiness
-                )
-                await self.metrics.start()
-                self._stack.push_async_callback(self.metrics.stop)
-            self.grpc = GrpcServer(self.decisions, settings.listen)
+            await self._start_metrics()
+            self.replication = ReplicationService(
+                decisions=self.decisions,
+                store=self.parts.store,
+                resolve_digest=self.parts.resolve_digest,
+                wake=self.parts.pool.wake,
+            )
+            await self.parts.pool.start()
+            self._stack.push_async_callback(self.parts.pool.stop)
+            await self._start_webhooks(self.replication)
+            self.grpc = GrpcServer(self.decisions, settings.listen, replication=self.replication)
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)
             await self.grpc.set_serving(True)
@@ -135,10 +134,68 @@ class Sidecar:
             "sidecar ready",
             grpc_port=self.grpc.port,
             metrics_port=self.metrics.port if self.metrics else None,
+            webhook_port=self.webhooks.port if self.webhooks else None,
             opa_url=self.runtime.url,
             bundle_revision=self.runtime.bundle_revision,
             managed_opa=self.runtime.managed is not None,
+            fail_mode=settings.fail_mode,
         )
+
+    def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
+        settings = self.config.policy
+        limits = settings.limits
+        config = self.config
+
+        def validate(request: DecideRequest) -> None:
+            validate_request(request, limits, config.inventory())
+
+        return DecisionService(
+            enricher=StaticEnricher(
+                self.config, extra_sources=registry_sources(self.config, parts)
+            ),
+            engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
+            telemetry=self.telemetry,
+            records=DecisionRecords(
+                settings.decision_records.max_entries, settings.decision_records.ttl_s
+            ),
+            validate=validate,
+            engine_url=runtime.url,
+            fallback=Fallback.from_config(self.config),
+            bundle_revision=runtime.bundle_revision,
+        )
+
+    async def _start_metrics(self) -> None:
+        listen = self.config.policy.metrics_listen
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        self.metrics = MetricsServer(
+            self.telemetry.metrics_registry, host, int(port), ready=self._readiness
+        )
+        await self.metrics.start()
+        self._stack.push_async_callback(self.metrics.stop)
+
+    async def _start_webhooks(self, replication: ReplicationService) -> None:
+        webhook = self.config.policy.replication.webhook
+        if not webhook.listen or self.parts is None:
+            return
+
+        async def on_push(image: ImageRef) -> None:
+            # A push is replicated exactly like a Replicate call (decide, then durable jobs).
+            await replication.replicate(DecideRequest(image=image, event="push"))
+
+        host, _, port = webhook.listen.rpartition(":")
+        self.webhooks = WebhookServer(
+            self.parts.store,
+            self.config.registries,
+            secret=webhook.secret,
+            on_push=on_push,
+            host=host,
+            port=int(port),
+            metrics_registry=self.telemetry.metrics_registry,
+        )
+        await self.webhooks.start()
+        self._stack.push_async_callback(self.webhooks.stop)
 
     def _readiness(self) -> tuple[bool, str]:
         if self.runtime is None or not self.runtime.ready():

@@ -103,7 +103,13 @@ def _bench_config(workdir: Path, policies: int) -> dict[str, Any]:
             "state_dir": str(workdir / "state"),
             # Both paths get the same deadline, so saturation shows up as latency on both
             # instead of as 500 ms policy timeouts on the sidecar path only.
-            "opa": {"timeout_ms": int(_CALL_TIMEOUT_S * 1000)},
+            # The fail mode's deadline too: a degraded answer would not be a measurement.
+            "opa": {
+                "timeout_ms": int(_CALL_TIMEOUT_S * 1000),
+                "deadline_ms": int(_CALL_TIMEOUT_S * 1000),
+            },
+            # The bench images exist in no registry: measure policy, not connection refusals.
+            "replication": {"registry_enrichment": False},
             "bundle": {
                 "data_dirs": [str(workdir / "data")],
                 "output": str(workdir / "bundle.tar.gz"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from sidecar.model import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
@@ -78,8 +78,18 @@ class JobStore(Protocol):
         """Return jobs, newest first, optionally only those in ``state``."""
         ...
 
-    async def claim(self, worker_id: str, *, lease_s: float, limit: int = 1) -> list[Job]:
-        """Lease up to ``limit`` runnable jobs, highest priority first, never one leased elsewhere."""
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        lease_s: float,
+        limit: int = 1,
+        skip_registries: Collection[str] = (),
+    ) -> list[Job]:
+        """Lease up to ``limit`` runnable jobs, highest priority first, never one leased elsewhere.
+
+        Jobs whose destination is in ``skip_registries`` (at their concurrency limit) are left.
+        """
         ...
 
     async def heartbeat(self, job_id: str, worker_id: str, *, lease_s: float) -> bool:

@@ -100,9 +100,13 @@ class EcrScanSource:
                     profile_name=registry.auth.profile or None,
                     region_name=registry.region or None,
                 )
-                client = session.client(
-                    "ecr", endpoint_url=self._endpoint_url, config=self._boto_config
+                # Same override as the registry client's ECR auth (metadata.ecr_endpoint_url).
+                endpoint = (
+                    self._endpoint_url
+                    or str(registry.metadata.get("ecr_endpoint_url") or "")
+                    or None
                 )
+                client = session.client("ecr", endpoint_url=endpoint, config=self._boto_config)
                 self._clients[registry.name] = client
             return client
 

@@ -11,28 +11,27 @@ egress-cost estimate needs. Signature/attestation/SBOM presence travels as annot
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from opentelemetry import trace
 
+from sidecar.enrich.attestation import as_rfc3339, scan_from_layer
 from sidecar.enrich.pipeline import Contribution
-from sidecar.enrich.rfc3339 import format_rfc3339, parse_rfc3339
 from sidecar.errors import NotFound, RegistryError
 from sidecar.model import DecideRequest, PolicyInput, ScanFacts
+from sidecar.replicate.oci import Manifest, RegistryClient, RegistryClients
 
 __all__ = [
     "ANNOTATION_ATTESTED",
     "ANNOTATION_SBOM",
     "ANNOTATION_SIGNED",
     "RegistryFactSource",
-    "scan_from_statement",
 ]
 
 ANNOTATION_SIGNED = "policy-sidecar.io/signed"
@@ -44,38 +43,6 @@ _SBOM_TYPES = ("application/spdx", "text/spdx", "application/vnd.cyclonedx", "ap
 _MAX_CONFIG = 1 << 20  # configs are a few KB; a bigger one is not worth reading for labels
 _MAX_CHILDREN = 16  # bounds the fan-out of one lookup on huge indexes
 _T = TypeVar("_T")
-
-
-class _Descriptor(Protocol):
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str]
-    artifact_type: str
-    platform: Any
-
-
-class _Manifest(Protocol):
-    digest: str
-    media_type: str
-    is_index: bool
-    data: bytes
-
-    def children(self) -> Sequence[_Descriptor]: ...
-    def config(self) -> _Descriptor: ...
-    def layers(self) -> Sequence[_Descriptor]: ...
-    @property
-    def json(self) -> Mapping[str, Any]: ...
-
-
-class _Client(Protocol):
-    async def get_manifest(self, repo: str, ref: str) -> _Manifest: ...
-    async def read_blob(self, repo: str, digest: str, max_bytes: int) -> bytes: ...
-    async def referrers(self, repo: str, digest: str) -> Sequence[_Descriptor]: ...
-
-
-class _Clients(Protocol):
-    def get(self, name: str) -> _Client: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,59 +78,6 @@ def _platform(value: Any) -> str:
     return "/".join(p for p in parts if p)
 
 
-def _rfc3339(text: object) -> str | None:
-    moment = parse_rfc3339(text) if isinstance(text, str) else None
-    return format_rfc3339(moment) if moment else None
-
-
-def _counts(doc: Mapping[str, Any]) -> tuple[int, int] | None:
-    """CRITICAL/HIGH counts from a summary object, keys in any case; None when it has neither."""
-    lowered = {str(k).lower(): v for k, v in doc.items()}
-    if "critical" not in lowered and "high" not in lowered:
-        return None
-    return int(lowered.get("critical", 0)), int(lowered.get("high", 0))
-
-
-def scan_from_statement(statement: Mapping[str, Any]) -> ScanFacts | None:
-    """Return scan facts (source "attestation") from an in-toto vulnerability-scan statement.
-
-    Reads the predicate's own ``status``/``completed_at``/``critical``/``high`` when present, else
-    cosign's vuln predicate (``metadata.scanFinishedOn``, counts in ``summary`` or Trivy-style
-    ``scanner.result.Results[].Vulnerabilities[].Severity``). No completion time → None.
-    """
-    predicate = statement.get("predicate")
-    if not isinstance(predicate, Mapping):
-        return None
-    metadata = predicate.get("metadata") or {}
-    completed = _rfc3339(predicate.get("completed_at")) or _rfc3339(
-        metadata.get("scanFinishedOn") if isinstance(metadata, Mapping) else None
-    )
-    if completed is None:
-        return None
-    counts = _counts(predicate) or _counts(predicate.get("summary") or {})
-    if counts is None:
-        result = (predicate.get("scanner") or {}).get("result") or {}
-        severities = [
-            str(v.get("Severity", "")).upper()
-            for r in result.get("Results") or []
-            for v in r.get("Vulnerabilities") or []
-        ]
-        counts = severities.count("CRITICAL"), severities.count("HIGH")
-    stated = str(predicate.get("status", "")).lower()
-    status: Literal["passed", "failed"] = (
-        "failed" if stated == "failed" or (stated != "passed" and counts[0] > 0) else "passed"
-    )
-    return ScanFacts(status, completed, counts[0], counts[1], "attestation")
-
-
-def _statement(blob: bytes) -> Mapping[str, Any]:
-    """Return the in-toto statement of a layer: bare, or wrapped in a DSSE envelope."""
-    doc = orjson.loads(blob)
-    if isinstance(doc, dict) and "payload" in doc and "payloadType" in doc:
-        doc = orjson.loads(base64.b64decode(doc["payload"]))
-    return doc if isinstance(doc, dict) else {}
-
-
 class RegistryFactSource:
     """A FactSource reading image facts from the source registry through ``clients.get(name)``."""
 
@@ -171,7 +85,7 @@ class RegistryFactSource:
 
     def __init__(
         self,
-        clients: _Clients,
+        clients: RegistryClients,
         *,
         timeout_s: float = 2.0,
         cache_size: int = 1024,
@@ -227,7 +141,9 @@ class RegistryFactSource:
                 )
         return Contribution(_merge(draft, digest, content, referrers), tuple(warnings))
 
-    async def _read_content(self, client: _Client, repo: str, manifest: _Manifest) -> _ContentFacts:
+    async def _read_content(
+        self, client: RegistryClient, repo: str, manifest: Manifest
+    ) -> _ContentFacts:
         annotations = manifest.json.get("annotations") or {}
         if not manifest.is_index:
             size, labels, created, platform = await self._image(client, repo, manifest)
@@ -252,30 +168,34 @@ class RegistryFactSource:
         )
 
     async def _child(
-        self, client: _Client, repo: str, digest: str
+        self, client: RegistryClient, repo: str, digest: str
     ) -> tuple[int, dict[str, str], str | None, str]:
         child = await self._call(f"manifest {repo}@{digest}", client.get_manifest(repo, digest))
         return await self._image(client, repo, child)
 
     async def _image(
-        self, client: _Client, repo: str, manifest: _Manifest
+        self, client: RegistryClient, repo: str, manifest: Manifest
     ) -> tuple[int, dict[str, str], str | None, str]:
         """Return (size, labels, created, platform) of one image manifest."""
+        layers = sum(layer.size for layer in manifest.layers())
         config = manifest.config()
+        if config is None:  # an artifact without a config: no labels, no platform
+            return len(manifest.data) + layers, {}, None, ""
         blob = await self._call(
             f"config {repo}@{config.digest}", client.read_blob(repo, config.digest, _MAX_CONFIG)
         )
         doc = orjson.loads(blob)
         labels = (doc.get("config") or {}).get("Labels") or {}
-        size = len(manifest.data) + config.size + sum(layer.size for layer in manifest.layers())
         return (
-            size,
+            len(manifest.data) + config.size + layers,
             {str(k): str(v) for k, v in labels.items()},
-            _rfc3339(doc.get("created")),
+            as_rfc3339(doc.get("created")),
             _platform(doc),
         )
 
-    async def _read_referrers(self, client: _Client, repo: str, digest: str) -> _ReferrerFacts:
+    async def _read_referrers(
+        self, client: RegistryClient, repo: str, digest: str
+    ) -> _ReferrerFacts:
         found = await self._call(f"referrers {repo}@{digest}", client.referrers(repo, digest))
         kinds = [d.artifact_type or d.media_type for d in found]
         signed = any(k.startswith(_SIGNATURE_TYPES) for k in kinds) or await self._has_sig_tag(
@@ -295,7 +215,7 @@ class RegistryFactSource:
             fetched=time.monotonic(),
         )
 
-    async def _has_sig_tag(self, client: _Client, repo: str, digest: str) -> bool:
+    async def _has_sig_tag(self, client: RegistryClient, repo: str, digest: str) -> bool:
         """True when cosign's tag-scheme signature (``sha256-<hex>.sig``) exists."""
         tag = digest.replace(":", "-") + ".sig"
         try:
@@ -308,7 +228,9 @@ class RegistryFactSource:
             raise
         return True
 
-    async def _attested_scan(self, client: _Client, repo: str, digest: str) -> ScanFacts | None:
+    async def _attested_scan(
+        self, client: RegistryClient, repo: str, digest: str
+    ) -> ScanFacts | None:
         manifest = await self._call(
             f"attestation {repo}@{digest}", client.get_manifest(repo, digest)
         )
@@ -317,7 +239,7 @@ class RegistryFactSource:
                 f"attestation layer {repo}@{layer.digest}",
                 client.read_blob(repo, layer.digest, _MAX_CONFIG),
             )
-            scan = scan_from_statement(_statement(blob))
+            scan = scan_from_layer(blob)
             if scan is not None:
                 return scan
         return None

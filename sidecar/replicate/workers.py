@@ -20,9 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sidecar.errors import ErrorCode, RegistryError, SidecarError
 from sidecar.replicate.model import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
-from sidecar.replicate.store import ClaimingStore
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import Copier
+from sidecar.typing import Copier, JobStore
 
 __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
 
@@ -83,7 +82,7 @@ class WorkerPool:
 
     def __init__(
         self,
-        store: ClaimingStore,
+        store: JobStore,
         copier: Copier,
         *,
         worker_id: str,

@@ -9,13 +9,11 @@ from __future__ import annotations
 from sidecar.errors import ConfigError
 from sidecar.replicate.store._core import SqlJobStore
 from sidecar.replicate.store._postgres import PostgresJobStore
-from sidecar.replicate.store._protocols import ClaimingStore
 from sidecar.replicate.store._sql import SCHEMA_VERSION
 from sidecar.replicate.store._sqlite import SqliteJobStore
 
 __all__ = [
     "SCHEMA_VERSION",
-    "ClaimingStore",
     "PostgresJobStore",
     "SqlJobStore",
     "SqliteJobStore",

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from sidecar.replicate.model import Job
 from sidecar.replicate.store._sql import Dialect
-from sidecar.typing import JobStore
 
-__all__ = ["Backend", "ClaimingStore", "Tx"]
+__all__ = ["Backend", "Tx"]
 
 
 class Tx(Protocol):
@@ -40,19 +38,4 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Close connections."""
-        ...
-
-
-class ClaimingStore(JobStore, Protocol):
-    """A job store whose ``claim`` can leave out registries at their concurrency limit."""
-
-    async def claim(
-        self,
-        worker_id: str,
-        *,
-        lease_s: float,
-        limit: int = 1,
-        skip_registries: Collection[str] = (),
-    ) -> list[Job]:
-        """Lease up to ``limit`` runnable jobs whose destination is not in ``skip_registries``."""
         ...
