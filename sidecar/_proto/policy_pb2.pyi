@@ -243,7 +243,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id", "blobs_total", "blobs_done", "attempts", "error_code", "created_at", "updated_at", "dry_run", "bundle_revision")
+    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id", "blobs_total", "blobs_done", "attempts", "error_code", "created_at", "updated_at", "dry_run", "bundle_revision", "bytes_moved", "blobs_copied", "blobs_skipped", "blobs_mounted", "referrers_copied", "requests")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +262,12 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MOVED_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_COPIED_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_MOUNTED_FIELD_NUMBER: _ClassVar[int]
+    REFERRERS_COPIED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     source: str
@@ -280,7 +286,13 @@ class Job(_message.Message):
     updated_at: str
     dry_run: bool
     bundle_revision: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ..., blobs_total: _Optional[int] = ..., blobs_done: _Optional[int] = ..., attempts: _Optional[int] = ..., error_code: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., dry_run: _Optional[bool] = ..., bundle_revision: _Optional[str] = ...) -> None: ...
+    bytes_moved: int
+    blobs_copied: int
+    blobs_skipped: int
+    blobs_mounted: int
+    referrers_copied: int
+    requests: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ..., blobs_total: _Optional[int] = ..., blobs_done: _Optional[int] = ..., attempts: _Optional[int] = ..., error_code: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., dry_run: _Optional[bool] = ..., bundle_revision: _Optional[str] = ..., bytes_moved: _Optional[int] = ..., blobs_copied: _Optional[int] = ..., blobs_skipped: _Optional[int] = ..., blobs_mounted: _Optional[int] = ..., referrers_copied: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "limit")

@@ -23,6 +23,19 @@ _MAX_LIMIT = 10_000
 
 def job_to_proto(job: Job) -> pb.Job:
     """Return the gRPC message for a job."""
+    result = job.result
+    done = (
+        {
+            "bytes_moved": result.bytes_moved,
+            "blobs_copied": result.blobs_copied,
+            "blobs_skipped": result.blobs_skipped,
+            "blobs_mounted": result.blobs_mounted,
+            "referrers_copied": result.referrers_copied,
+            "requests": result.requests,
+        }
+        if result is not None
+        else {}
+    )
     return pb.Job(
         job_id=job.job_id,
         state=job.state.value,
@@ -42,6 +55,7 @@ def job_to_proto(job: Job) -> pb.Job:
         created_at=job.created_at,
         updated_at=job.updated_at,
         dry_run=job.spec.dry_run,
+        **done,
     )
 
 

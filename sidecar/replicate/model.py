@@ -71,6 +71,7 @@ class Job:
     created_at: str = ""
     updated_at: str = ""
     not_before: str = ""
+    result: CopyResult | None = None  # what the copy did, once it succeeded
 
     @property
     def source(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import trace
@@ -25,6 +26,8 @@ from sidecar.webhooks.metrics import ProcessOutcome, WebhookMetrics
 __all__ = ["OnPush", "WebhookProcessor"]
 
 OnPush = Callable[[ImageRef], Awaitable[None]]
+
+_REFERRER_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.[a-z]+)?")
 
 _log = get_logger("sidecar.webhooks")
 _tracer = trace.get_tracer("sidecar.webhooks")
@@ -132,8 +135,9 @@ class WebhookProcessor:
         return "ignored"
 
     async def _push(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
-        if not event.tag:
-            # Pushes by digest are index children or referrers; the tagged parent carries them.
+        if not event.tag or _REFERRER_TAG.fullmatch(event.tag):
+            # Pushes by digest are index children or referrers, and cosign-style tags
+            # (sha256-<hex>.sig|.att|.sbom) are referrers too: the tagged parent's copy carries them.
             return "ignored"
         ref = ImageRef(registry.name, event.repository, event.tag, event.digest)
         _log.info("registry push", image=str(ref), event_id=event.id)

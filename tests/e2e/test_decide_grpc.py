@@ -194,13 +194,14 @@ async def test_managed_opa_is_restarted_after_it_dies(sidecar: RunningSidecar) -
     deadline = time.monotonic() + 60
     while True:
         # While OPA is down the fail mode (closed) answers, marked degraded; never an error.
+        # Retries within the decision deadline often ride out the restart: no degraded answer.
         answer = await sidecar.stub.Decide(_request(), timeout=10)
-        if not answer.degraded:
+        if not answer.degraded and runtime.managed.restarts >= 1:
             break
         assert not answer.decision.allow, "a degraded closed-mode answer must deny"
         assert time.monotonic() < deadline, "managed OPA was not restarted"
         await asyncio.sleep(0.2)
-    assert answer.decision_id and runtime.managed.restarts >= 1
+    assert answer.decision_id and answer.decision.allow
 
 
 async def test_opa_down_answers_degraded_deny_within_the_deadline(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from sidecar.replicate.model import (
 from sidecar.replicate.store._protocols import Backend, Tx
 from sidecar.replicate.store._sql import (
     JOB_COLUMNS,
+    READ_COLUMNS,
     SCHEMA_VERSION,
     job_from_row,
     result_json,
@@ -42,6 +43,7 @@ __all__ = ["SqlJobStore"]
 _log = get_logger("sidecar.replicate.store")
 
 _COLS = ", ".join(JOB_COLUMNS)
+_READ = ", ".join(READ_COLUMNS)
 _KEY = "digest = ? AND destination_registry = ? AND destination_repository = ? AND tag = ?"
 _OWNED = "job_id = ? AND lease_owner = ? AND state = 'running'"
 _INSERT = (
@@ -139,7 +141,7 @@ class SqlJobStore:
                         *key,
                     ],
                 )
-                rows = await tx.fetch(f"SELECT {_COLS} FROM jobs WHERE {_KEY}", key)
+                rows = await tx.fetch(f"SELECT {_READ} FROM jobs WHERE {_KEY}", key)
                 jobs.append(job_from_row(rows[0]))
         return jobs
 
@@ -147,7 +149,7 @@ class SqlJobStore:
         """Return one job; raise NotFound when unknown."""
         await self.open()
         async with self._tx() as tx:
-            rows = await tx.fetch(f"SELECT {_COLS} FROM jobs WHERE job_id = ?", [job_id])
+            rows = await tx.fetch(f"SELECT {_READ} FROM jobs WHERE job_id = ?", [job_id])
         if not rows:
             raise NotFound(f"job {job_id!r} does not exist")
         return job_from_row(rows[0])
@@ -156,7 +158,7 @@ class SqlJobStore:
         """Return jobs, newest first, optionally only those in ``state``."""
         await self.open()
         where, params = ("WHERE state = ?", [state.value]) if state is not None else ("", [])
-        sql = f"SELECT {_COLS} FROM jobs {where} ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        sql = f"SELECT {_READ} FROM jobs {where} ORDER BY created_at DESC, job_id DESC LIMIT ?"
         async with self._tx() as tx:
             rows = await tx.fetch(sql, [*params, limit])
         return [job_from_row(r) for r in rows]
@@ -185,7 +187,7 @@ class SqlJobStore:
             "WHERE ((state = 'queued' AND not_before <= ?) OR "
             f"(state = 'running' AND lease_expires <= ?)) {skip_sql} "
             f"ORDER BY priority DESC, created_at, job_id LIMIT ? {self._backend.dialect.lock_clause})"
-            f" RETURNING {_COLS}"
+            f" RETURNING {_READ}"
         )
         params = [worker_id, timestamp(plus_s=lease_s), now, now, now, *skip, limit]
         async with self._tx() as tx:

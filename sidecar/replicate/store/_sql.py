@@ -19,6 +19,7 @@ from sidecar.replicate.model import CopyResult, Job, JobSpec, JobState
 
 __all__ = [
     "JOB_COLUMNS",
+    "READ_COLUMNS",
     "SCHEMA_VERSION",
     "Dialect",
     "job_from_row",
@@ -56,6 +57,8 @@ _STATE_COLUMNS = (
     "not_before",
 )
 JOB_COLUMNS = ("job_id", *_SPEC_COLUMNS, *_STATE_COLUMNS)
+#: What a read selects: the inserted columns plus the finished copy's result.
+READ_COLUMNS = (*JOB_COLUMNS, "result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +136,24 @@ def spec_params(spec: JobSpec) -> list[Any]:
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
-    """Build a :class:`Job` from a row selected as ``JOB_COLUMNS``."""
-    values = dict(zip(JOB_COLUMNS, row, strict=True))
+    """Build a :class:`Job` from a row selected as ``READ_COLUMNS``."""
+    values = dict(zip(READ_COLUMNS, row, strict=True))
     spec_values = {c: values[c] for c in _SPEC_COLUMNS}
     spec_values["dry_run"] = bool(spec_values["dry_run"])
     spec_values["priority"] = int(spec_values["priority"])
     state_values = {c: values[c] for c in _STATE_COLUMNS}
     state_values["state"] = JobState(state_values["state"])
-    return Job(job_id=str(values["job_id"]), spec=JobSpec(**spec_values), **state_values)
+    return Job(
+        job_id=str(values["job_id"]),
+        spec=JobSpec(**spec_values),
+        result=result_from_json(str(values["result"] or "")),
+        **state_values,
+    )
+
+
+def result_from_json(text: str) -> CopyResult | None:
+    """Return the finished copy's result stored by :func:`result_json` (None when empty)."""
+    return CopyResult(**json.loads(text)) if text else None
 
 
 def result_json(result: CopyResult | None) -> str:
