@@ -1,0 +1,172 @@
+"""A fleet of real CNCF Distribution registries and a sidecar config that routes between them.
+
+Five registries on loopback: ``ci`` (the source, sending push/pull notifications to the
+sidecar's webhook), ``prod-eu`` (GDPR, behind basic auth), ``prod-us``, ``dev-us`` and
+``sandbox``. Used by the end-to-end replication tests and by the README walkthrough::
+
+    .venv/bin/python -m tests.support.fleet --dir /tmp/fleet   # then follow what it prints
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import secrets
+import signal
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.registry import RegistryServer, registry_server
+
+__all__ = ["FLEET", "Fleet", "free_port", "registry_fleet"]
+
+#: name → (region, environment, gdpr, egress cost per GB); ``ci`` is where images are pushed.
+FLEET: Mapping[str, tuple[str, str, bool, float]] = {
+    "ci": ("us-east-1", "ci", False, 0.01),
+    "prod-eu": ("eu-west-1", "prod", True, 0.09),
+    "prod-us": ("us-east-1", "prod", False, 0.05),
+    "dev-us": ("us-east-1", "dev", False, 0.02),
+    "sandbox": ("us-west-2", "sandbox", False, 0.01),
+}
+_AUTHENTICATED = "prod-eu"
+_NOTIFYING = "ci"
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Running registries plus the sidecar config (a Freightliner ``registries:`` list) for them."""
+
+    servers: Mapping[str, RegistryServer]
+    config_path: Path
+    grpc_address: str
+    webhook_url: str
+    state_dir: Path
+
+    def url(self, name: str) -> str:
+        """The base URL of registry ``name``."""
+        return self.servers[name].url
+
+
+def _registry_entry(name: str, server: RegistryServer) -> dict[str, Any]:
+    region, environment, gdpr, cost = FLEET[name]
+    auth: dict[str, str] = {"type": "anonymous"}
+    if server.username:
+        auth = {"type": "basic", "username": server.username, "password": server.password}
+    return {
+        "name": name,
+        "type": "generic",
+        "endpoint": server.url,
+        "region": region,
+        "auth": auth,
+        "metadata": {
+            "environment": environment,
+            "gdpr": gdpr,
+            "role": "primary",
+            "egress_cost_per_gb": cost,
+        },
+    }
+
+
+def _write_config(
+    root: Path,
+    servers: Mapping[str, RegistryServer],
+    *,
+    grpc_port: int,
+    webhook_port: int,
+    secret: str,
+    replication: Mapping[str, Any],
+) -> Path:
+    doc = {
+        "registries": [_registry_entry(name, server) for name, server in servers.items()],
+        "policy": {
+            "listen": f"127.0.0.1:{grpc_port}",
+            "metrics_listen": f"127.0.0.1:{free_port()}",
+            "state_dir": str(root / "state"),
+            "bundle": {"output": str(root / "state" / "bundle.tar.gz")},
+            "replication": {
+                "webhook": {"listen": f"127.0.0.1:{webhook_port}", "secret": secret},
+                **replication,
+            },
+        },
+    }
+    path = root / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def registry_fleet(
+    root: Path,
+    *,
+    replication: Mapping[str, Any] | None = None,
+    ports: Mapping[str, int] | None = None,
+    grpc_port: int = 0,
+    webhook_port: int = 0,
+) -> Iterator[Fleet]:
+    """Start the five registries under ``root`` and write ``root/sidecar.yaml`` for them.
+
+    ``replication`` is merged into ``policy.replication`` (e.g. a short ``lease_s``); the
+    webhook port is chosen first because ``ci`` must know where to send its notifications.
+    """
+    grpc_port = grpc_port or free_port()
+    webhook_port = webhook_port or free_port()
+    secret = secrets.token_urlsafe(16)
+    webhook_url = f"http://127.0.0.1:{webhook_port}/v1/registry/events"
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, RegistryServer] = {}
+        for name in FLEET:
+            auth = name == _AUTHENTICATED
+            notify = name == _NOTIFYING
+            servers[name] = stack.enter_context(
+                registry_server(
+                    root / "registries" / name,
+                    username="replicator" if auth else "",
+                    password=secrets.token_urlsafe(12) if auth else "",
+                    notify_url=webhook_url if notify else None,
+                    notify_secret=secret if notify else None,
+                    port=(ports or {}).get(name),
+                )
+            )
+        config_path = _write_config(
+            root,
+            servers,
+            grpc_port=grpc_port,
+            webhook_port=webhook_port,
+            secret=secret,
+            replication=replication or {},
+        )
+        yield Fleet(servers, config_path, f"127.0.0.1:{grpc_port}", webhook_url, root / "state")
+
+
+def main() -> None:
+    """Run the fleet on fixed ports until Ctrl-C (the README walkthrough starts it this way)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, required=True, help="where registries keep data")
+    parser.add_argument("--base-port", type=int, default=5001, help="first registry port")
+    args = parser.parse_args()
+    ports = {name: args.base_port + i for i, name in enumerate(FLEET)}
+    with registry_fleet(args.dir.resolve(), ports=ports, grpc_port=50051) as fleet:
+        for name, server in fleet.servers.items():
+            creds = f"  (basic auth {server.username}:{server.password})" if server.username else ""
+            print(f"{name:<8} {server.url}{creds}")
+        print(f"\nsidecar config: {fleet.config_path}")
+        print(f"  .venv/bin/policy-sidecar --config {fleet.config_path} serve")
+        print("Ctrl-C stops the registries.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()
