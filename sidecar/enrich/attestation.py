@@ -61,10 +61,13 @@ def scan_from_statement(statement: Mapping[str, Any]) -> ScanFacts | None:
 
 
 def statement_of(blob: bytes) -> Mapping[str, Any]:
-    """Return the in-toto statement of a layer: bare, or wrapped in a DSSE envelope."""
-    doc = orjson.loads(blob)
-    if isinstance(doc, dict) and "payload" in doc and "payloadType" in doc:
-        doc = orjson.loads(base64.b64decode(doc["payload"]))
+    """Return the in-toto statement of a layer: bare, or wrapped in a DSSE envelope; {} if neither."""
+    try:
+        doc = orjson.loads(blob)
+        if isinstance(doc, dict) and "payload" in doc and "payloadType" in doc:
+            doc = orjson.loads(base64.b64decode(str(doc["payload"])))
+    except ValueError:  # not JSON, or a payload that is not base64 JSON: no statement
+        return {}
     return doc if isinstance(doc, dict) else {}
 
 

@@ -39,7 +39,13 @@ ANNOTATION_ATTESTED = "policy-sidecar.io/attested"
 ANNOTATION_SBOM = "policy-sidecar.io/sbom"
 _SIGNATURE_TYPES = ("application/vnd.dev.cosign.artifact.sig", "application/vnd.cncf.notary.")
 _ATTESTATION_TYPES = ("application/vnd.in-toto", "application/vnd.dev.cosign.attestation")
-_SBOM_TYPES = ("application/spdx", "text/spdx", "application/vnd.cyclonedx", "application/vnd.syft")
+_SBOM_TYPES = (
+    "application/spdx",
+    "text/spdx",
+    "application/vnd.cyclonedx",
+    "application/vnd.syft",
+    "application/vnd.dev.cosign.artifact.sbom",  # cosign's tag scheme (sha256-<hex>.sbom)
+)
 _MAX_CONFIG = 1 << 20  # configs are a few KB; a bigger one is not worth reading for labels
 _MAX_CHILDREN = 16  # bounds the fan-out of one lookup on huge indexes
 _T = TypeVar("_T")
@@ -202,11 +208,8 @@ class RegistryFactSource:
             client, repo, digest
         )
         attestations = [d for d in found if (d.artifact_type or "").startswith(_ATTESTATION_TYPES)]
-        scan = None
-        for attestation in attestations:
-            scan = await self._attested_scan(client, repo, attestation.digest)
-            if scan is not None:
-                break
+        # Every scan is read: a rescan adds an attestation, and the newest one is the scan that holds.
+        scan = _newest([await self._attested_scan(client, repo, a.digest) for a in attestations])
         return _ReferrerFacts(
             signed=signed,
             attested=bool(attestations),
@@ -234,15 +237,23 @@ class RegistryFactSource:
         manifest = await self._call(
             f"attestation {repo}@{digest}", client.get_manifest(repo, digest)
         )
-        for layer in manifest.layers():
+        scans = []
+        for layer in manifest.layers():  # cosign's .att manifest gains a layer per attestation
+            if layer.size > _MAX_CONFIG:
+                # An SBOM attestation, typically: too big to read, and failing on it would hide
+                # the signature and SBOM facts too (a scan too big to read is missing either way).
+                continue
             blob = await self._call(
                 f"attestation layer {repo}@{layer.digest}",
                 client.read_blob(repo, layer.digest, _MAX_CONFIG),
             )
-            scan = scan_from_layer(blob)
-            if scan is not None:
-                return scan
-        return None
+            scans.append(scan_from_layer(blob))
+        return _newest(scans)
+
+
+def _newest(scans: list[ScanFacts | None]) -> ScanFacts | None:
+    """The scan completed last (canonical RFC 3339 UTC text sorts in time order), if any."""
+    return max((s for s in scans if s is not None), key=lambda s: s.completed_at, default=None)
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:

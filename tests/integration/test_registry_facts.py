@@ -1,319 +1,272 @@
-"""Image facts from the source registry: in-toto scan statements (pure) and a real registry.
+"""Image facts read from a real Distribution registry through the real OCI client.
 
-``MiniClient`` is a stand-in for sidecar.replicate.oci.RegistryClient (not yet in the tree) with
-the same method shapes; it reads referrers through the OCI fallback tag (``sha256-<hex>``) since
-Distribution 2.8 has no referrers API.
+Images, signatures, SBOMs and scan attestations are pushed with tests.support.images; Distribution
+2.8 has no referrers API, so the client finds referrers through the OCI fallback tag.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from sidecar.enrich.pipeline import apply_sources
-from sidecar.enrich.registry import RegistryFactSource, scan_from_statement
-from sidecar.errors import NotFound, RegistryUnavailable
+from sidecar.enrich.pipeline import EnrichmentReport, apply_sources
+from sidecar.enrich.registry import RegistryFactSource
 from sidecar.model import DecideRequest, ImageFacts, ImageRef, PolicyInput, ScanFacts
-from tests.support.registry import registry_server
-from tests.support.webhooks import OCI_MANIFEST, push_blob, push_manifest, push_tiny_image
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}"
-INTOTO = "application/vnd.in-toto+json"
-
-
-@dataclass(frozen=True)
-class Desc:
-    """An OCI descriptor as the OCI client exposes it."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    artifact_type: str = ""
-    platform: Any = None
-
-    @classmethod
-    def of(cls, d: Mapping[str, Any]) -> Desc:
-        """Build from descriptor JSON."""
-        return cls(
-            d["mediaType"],
-            d["digest"],
-            d["size"],
-            d.get("annotations") or {},
-            d.get("artifactType", ""),
-            d.get("platform"),
-        )
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A fetched manifest."""
-
-    data: bytes
-    digest: str
-    media_type: str
-
-    @property
-    def json(self) -> Mapping[str, Any]:
-        """The parsed document."""
-        return dict(json.loads(self.data))
-
-    @property
-    def is_index(self) -> bool:
-        """True for an image index."""
-        return self.media_type == OCI_INDEX
-
-    def children(self) -> tuple[Desc, ...]:
-        """Index children."""
-        return tuple(Desc.of(d) for d in self.json.get("manifests", []))
-
-    def config(self) -> Desc:
-        """The config descriptor."""
-        return Desc.of(self.json["config"])
-
-    def layers(self) -> tuple[Desc, ...]:
-        """Layer descriptors."""
-        return tuple(Desc.of(d) for d in self.json.get("layers", []))
-
-
-@dataclass
-class MiniClient:
-    """Reads one registry over the distribution API."""
-
-    base: str
-
-    async def _get(self, path: str, accept: str = ACCEPT) -> tuple[bytes, str, str]:
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(self.base + path, headers={"Accept": accept}) as resp,
-            ):
-                if resp.status == 404:
-                    raise NotFound(path)
-                resp.raise_for_status()
-                digest = resp.headers.get("Docker-Content-Digest", "")
-                return await resp.read(), resp.content_type, digest
-        except aiohttp.ClientConnectionError as exc:
-            raise RegistryUnavailable(f"{self.base}: {exc}") from exc
-
-    async def get_manifest(self, repo: str, ref: str) -> Manifest:
-        """GET a manifest by tag or digest."""
-        data, media_type, digest = await self._get(f"/v2/{repo}/manifests/{ref}")
-        return Manifest(data, digest, media_type)
-
-    async def read_blob(self, repo: str, digest: str, max_bytes: int) -> bytes:
-        """GET a blob."""
-        data, _, _ = await self._get(f"/v2/{repo}/blobs/{digest}", "*/*")
-        assert len(data) <= max_bytes
-        return data
-
-    async def referrers(self, repo: str, digest: str) -> tuple[Desc, ...]:
-        """Referrers through the OCI fallback tag."""
-        try:
-            index = await self.get_manifest(repo, digest.replace(":", "-"))
-        except NotFound:
-            return ()
-        return index.children()
-
-
-@dataclass
-class Clients:
-    """RegistryClients stand-in: inventory name → client."""
-
-    by_name: dict[str, MiniClient]
-
-    def get(self, name: str) -> MiniClient:
-        """Return the client of registry ``name``."""
-        return self.by_name[name]
-
-
-def _statement(predicate: Any) -> dict[str, Any]:
-    return {
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": "img", "digest": {"sha256": "ab" * 32}}],
-        "predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1",
-        "predicate": predicate,
-    }
-
-
-@pytest.mark.parametrize(
-    ("predicate", "expected"),
-    [
-        (
-            {"status": "passed", "completed_at": "2026-01-02T03:04:05Z", "critical": 0, "high": 2},
-            ScanFacts("passed", "2026-01-02T03:04:05Z", 0, 2, "attestation"),
-        ),
-        (
-            {
-                "metadata": {"scanFinishedOn": "2026-01-02T03:04:05.123456789Z"},
-                "summary": {"CRITICAL": 1, "HIGH": 0},
-            },
-            ScanFacts("failed", "2026-01-02T03:04:05Z", 1, 0, "attestation"),
-        ),
-        (
-            {
-                "metadata": {"scanFinishedOn": "2026-01-02T03:04:05+02:00"},
-                "scanner": {
-                    "result": {
-                        "Results": [
-                            {"Vulnerabilities": [{"Severity": "HIGH"}, {"Severity": "LOW"}]},
-                            {"Vulnerabilities": [{"Severity": "HIGH"}]},
-                        ]
-                    }
-                },
-            },
-            ScanFacts("passed", "2026-01-02T01:04:05Z", 0, 2, "attestation"),
-        ),
-    ],
+from sidecar.replicate.oci import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryClients
+from sidecar.replicate.oci import fallback_tag as fallback
+from tests.support.images import (
+    SPDX,
+    layer_bytes,
+    push_bytes,
+    push_cosign_signature,
+    push_image,
+    push_manifest,
+    push_sbom,
+    push_scan_attestation,
+    registry_config,
 )
-def test_scan_statements_become_attestation_scan_facts(
-    predicate: dict[str, Any], expected: ScanFacts
+from tests.support.registry import RegistryServer, registry_server
+
+pytestmark = pytest.mark.integration
+
+DSSE = "application/vnd.dsse.envelope.v1+json"
+SIGNED, ATTESTED, SBOM = (f"policy-sidecar.io/{k}" for k in ("signed", "attested", "sbom"))
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A real docker-registry for one test."""
+    with registry_server(tmp_path / "reg") as server:
+        yield server
+
+
+@pytest.fixture
+async def clients(registry: RegistryServer) -> AsyncIterator[RegistryClients]:
+    """The inventory's clients; the test registry is named "src"."""
+    clients = RegistryClients([registry_config("src", registry.url)])
+    yield clients
+    await clients.close()
+
+
+@pytest.fixture
+def src(clients: RegistryClients) -> RegistryClient:
+    """The client of registry "src" (the one the fact source uses, so its request count is shared)."""
+    return clients.get("src")
+
+
+def _draft(request: DecideRequest) -> PolicyInput:
+    """The draft policy input holding only what the request states."""
+    image = ImageFacts(ref=request.image, labels=dict(request.labels))
+    return PolicyInput("2026-03-01T00:00:00Z", "push", image, ())
+
+
+async def _lookup(
+    source: RegistryFactSource, ref: ImageRef, labels: Mapping[str, str] | None = None
+) -> tuple[PolicyInput, EnrichmentReport]:
+    """Run ``source`` alone over a request for ``ref``."""
+    request = DecideRequest(ref, labels=labels or {})
+    return await apply_sources([source], request, _draft(request), timeout_s=5)
+
+
+def _flags(image: ImageFacts) -> tuple[str | None, ...]:
+    """The signed, attested and sbom annotations of ``image`` (None when not set)."""
+    return tuple(image.annotations.get(k) for k in (SIGNED, ATTESTED, SBOM))
+
+
+async def _manifest_size(client: RegistryClient, repo: str, digest: str) -> int:
+    """The stored byte size of a manifest."""
+    head = await client.head_manifest(repo, digest)
+    assert head is not None
+    return head.size
+
+
+async def test_image_facts_come_from_the_registry_under_the_request(
+    clients: RegistryClients, src: RegistryClient
 ) -> None:
-    assert scan_from_statement(_statement(predicate)) == expected
+    labels = {"team": "payments", "tenant": "acme", "criticality": "high"}
+    image = await push_image(src, "team/app", tag="prod-1", labels=labels)
+    ref = ImageRef("src", "team/app", "prod-1")
+    result, report = await _lookup(RegistryFactSource(clients), ref, {"team": "checkout"})
+    assert report == EnrichmentReport(applied=("registry.image",))
+    facts = result.image
+    # Request labels win over config labels; the tag resolved to the manifest digest.
+    assert facts.labels == {"team": "checkout", "tenant": "acme", "criticality": "high"}
+    assert facts.ref == ImageRef("src", "team/app", "prod-1", image.digest)
+    assert (facts.created_at, facts.platforms) == ("2026-01-02T03:04:05Z", ("linux/amd64",))
+    manifest_size = await _manifest_size(src, "team/app", image.digest)
+    assert facts.size_bytes == manifest_size + image.blob_bytes
+    assert _flags(facts) == ("false", "false", "false")
+    assert facts.scan is None
 
 
-@pytest.mark.parametrize(
-    "predicate",
-    [None, {}, {"critical": 0}, {"completed_at": "yesterday", "critical": 0}],
-)
-def test_statements_without_a_completion_time_are_no_scan(predicate: Any) -> None:
-    assert scan_from_statement(_statement(predicate)) is None
+async def test_signatures_sboms_and_scans_pushed_later_show_on_the_next_lookup(
+    clients: RegistryClients, src: RegistryClient
+) -> None:
+    app = await push_image(src, "team/app", tag="prod-1")
+    source = RegistryFactSource(clients, referrers_ttl_s=0)  # re-read referrers on every lookup
+    ref = ImageRef("src", "team/app", digest=app.digest)
+    before, _ = await _lookup(source, ref)
+    assert (_flags(before.image), before.image.scan) == (("false", "false", "false"), None)
 
-
-def _draft(ref: ImageRef, **facts: Any) -> PolicyInput:
-    return PolicyInput("2026-03-01T00:00:00Z", "push", ImageFacts(ref=ref, **facts), ())
-
-
-async def _attest(base: str, repo: str, subject: str, predicate: dict[str, Any]) -> None:
-    """Push an in-toto scan attestation for ``subject`` and list it in the fallback tag."""
-    statement = json.dumps(_statement(predicate)).encode()
-    empty = {**await push_blob(base, repo, b"{}"), "mediaType": "application/vnd.oci.empty.v1+json"}
-    layer = {**await push_blob(base, repo, statement), "mediaType": INTOTO}
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": INTOTO,
-        "config": empty,
-        "layers": [layer],
-    }
-    digest = await push_manifest(base, repo, "", doc)
-    size = len(json.dumps(doc).encode())
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": digest, "size": size, "artifactType": INTOTO}
-        ],
-    }
-    await push_manifest(base, repo, subject.replace(":", "-"), index)
-
-
-@pytest.mark.integration
-async def test_image_facts_come_from_the_registry_under_the_request(tmp_path: Path) -> None:
-    with registry_server(tmp_path / "reg") as reg:
-        labels = {"team": "payments", "tenant": "acme", "criticality": "high"}
-        digest = await push_tiny_image(reg.url, "team/app", "prod-1", labels=labels)
-        source = RegistryFactSource(Clients({"src": MiniClient(reg.url)}))
-        ref = ImageRef("src", "team/app", "prod-1")
-        request = DecideRequest(ref, labels={"team": "checkout"})
-        unsigned, report = await apply_sources(
-            [source], request, _draft(ref, labels={"team": "checkout"})
-        )
-        assert report.failures == ()
-        image = unsigned.image
-        # Request labels win over config labels; the tag resolved to the manifest digest.
-        assert image.labels == {"team": "checkout", "tenant": "acme", "criticality": "high"}
-        assert (image.ref.digest, image.created_at, image.platforms) == (
-            digest,
-            "2026-01-02T03:04:05Z",
-            ("linux/amd64",),
-        )
-        manifest = await MiniClient(reg.url).get_manifest("team/app", digest)
-        expected_size = len(manifest.data) + manifest.config().size + manifest.layers()[0].size
-        assert image.size_bytes == expected_size
-        assert image.annotations["policy-sidecar.io/signed"] == "false"
-        assert image.scan is None
-
-        # cosign's tag-scheme signature and an in-toto scan attestation appear on the next lookup.
-        await push_tiny_image(reg.url, "team/app", digest.replace(":", "-") + ".sig")
-        await _attest(
-            reg.url,
-            "team/app",
-            digest,
-            {
-                "metadata": {"scanFinishedOn": "2026-02-01T00:00:00Z"},
-                "summary": {"critical": 0, "high": 3},
-            },
-        )
-        fresh = RegistryFactSource(Clients({"src": MiniClient(reg.url)}))
-        signed, _ = await apply_sources([fresh], request, _draft(ref))
-    assert signed.image.annotations["policy-sidecar.io/signed"] == "true"
-    assert signed.image.annotations["policy-sidecar.io/attested"] == "true"
-    assert signed.image.scan == ScanFacts("passed", "2026-02-01T00:00:00Z", 0, 3, "attestation")
-
-
-@pytest.mark.integration
-async def test_an_index_reports_every_platform_and_the_sum_of_its_children(tmp_path: Path) -> None:
-    with registry_server(tmp_path / "reg") as reg:
-        children = []
-        for arch, created in (("amd64", "2026-01-01T00:00:00Z"), ("arm64", "2026-01-05T00:00:00Z")):
-            digest = await push_tiny_image(
-                reg.url, "team/multi", "", created=created, platform=("linux", arch)
-            )
-            child = await MiniClient(reg.url).get_manifest("team/multi", digest)
-            children.append((child, arch))
-        index = {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": c.digest,
-                    "size": len(c.data),
-                    "platform": {"os": "linux", "architecture": arch},
-                }
-                for c, arch in children
-            ],
-        }
-        await push_manifest(reg.url, "team/multi", "prod-2", index)
-        source = RegistryFactSource(Clients({"src": MiniClient(reg.url)}))
-        ref = ImageRef("src", "team/multi", "prod-2")
-        result, report = await apply_sources([source], DecideRequest(ref), _draft(ref))
-    assert report.failures == ()
-    image = result.image
-    assert image.platforms == ("linux/amd64", "linux/arm64")
-    assert image.created_at == "2026-01-05T00:00:00Z"  # the newest child
-    child_sizes = sum(
-        len(c.data) + c.config().size + sum(layer.size for layer in c.layers()) for c, _ in children
+    await push_cosign_signature(src, "team/app", app.digest)
+    await push_sbom(src, "team/app", app.digest)
+    await push_scan_attestation(
+        src, "team/app", app.digest, high=3, completed_at="2026-02-01T00:00:00Z"
     )
-    assert image.size_bytes == len(json.dumps(index).encode()) + child_sizes
+    after, report = await _lookup(source, ref)
+    assert report.failures == report.warnings == ()
+    assert _flags(after.image) == ("true", "true", "true")
+    assert after.image.scan == ScanFacts("passed", "2026-02-01T00:00:00Z", 0, 3, "attestation")
+
+    # An SBOM attached with cosign's tag scheme (sha256-<hex>.sbom) counts as an SBOM too.
+    other = await push_image(src, "team/other", tag="v1", seed=7)
+    layer = await push_bytes(src, "team/other", json.dumps({"spdxVersion": "2.3"}).encode(), SPDX)
+    config = await push_bytes(src, "team/other", b"{}", "application/vnd.oci.empty.v1+json")
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]}
+    await push_manifest(src, "team/other", doc, fallback(other.digest) + ".sbom")
+    tagged, _ = await _lookup(source, ImageRef("src", "team/other", "v1"))
+    assert _flags(tagged.image) == ("false", "false", "true")
 
 
-@pytest.mark.integration
-async def test_a_down_registry_leaves_facts_null_and_is_reported_quickly(tmp_path: Path) -> None:
-    with registry_server(tmp_path / "reg") as reg:
-        digest = await push_tiny_image(reg.url, "team/app", "prod-1")
-        source = RegistryFactSource(Clients({"src": MiniClient(reg.url)}), timeout_s=1.0)
-        cached_ref = ImageRef("src", "team/app", "prod-1", digest)
-        await apply_sources([source], DecideRequest(cached_ref), _draft(cached_ref))
-        reg.stop()
-        # A digest already looked up is answered from the cache while the registry is down.
-        cached, cached_report = await apply_sources(
-            [source], DecideRequest(cached_ref), _draft(cached_ref)
+async def test_a_rescan_replaces_the_older_scan(
+    clients: RegistryClients, src: RegistryClient
+) -> None:
+    app = await push_image(src, "team/app", tag="prod-1")
+    for completed_at, critical in (
+        ("2026-01-02T00:00:00Z", 2),
+        ("2026-03-01T00:00:00Z", 0),  # the newest scan, pushed second of three
+        ("2026-02-01T00:00:00Z", 1),
+    ):
+        await push_scan_attestation(
+            src,
+            "team/app",
+            app.digest,
+            critical=critical,
+            status="failed" if critical else "passed",
+            completed_at=completed_at,
         )
-        started = time.monotonic()
-        ref = ImageRef("src", "team/app", "prod-9")
-        result, report = await apply_sources([source], DecideRequest(ref), _draft(ref), timeout_s=3)
+    result, _ = await _lookup(RegistryFactSource(clients), ImageRef("src", "team/app", "prod-1"))
+    assert result.image.scan == ScanFacts("passed", "2026-03-01T00:00:00Z", 0, 0, "attestation")
+
+
+async def test_cosign_attestations_are_read_past_a_layer_too_big_to_read(
+    clients: RegistryClients, src: RegistryClient
+) -> None:
+    app = await push_image(src, "team/app", tag="prod-1")
+    await push_cosign_signature(src, "team/app", app.digest)
+    predicate = {"status": "failed", "completed_at": "2026-02-01T00:00:00Z", "critical": 4}
+    statement = {"_type": "https://in-toto.io/Statement/v1", "predicate": predicate}
+    envelope = {
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
+        "signatures": [{"keyid": "", "sig": "MEUCIQ-test"}],
+    }
+    layers = [  # cosign's .att manifest: one DSSE layer per attestation, here a 2 MB SBOM first
+        await push_bytes(src, "team/app", layer_bytes(1, 2 << 20), DSSE),
+        await push_bytes(src, "team/app", json.dumps(envelope).encode(), DSSE),
+    ]
+    config = await push_bytes(src, "team/app", b"{}", "application/vnd.oci.empty.v1+json")
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers}
+    await push_manifest(src, "team/app", doc, fallback(app.digest) + ".att")
+    result, report = await _lookup(
+        RegistryFactSource(clients), ImageRef("src", "team/app", "prod-1")
+    )
+    assert report.warnings == ()
+    assert _flags(result.image) == ("true", "true", "false")
+    assert result.image.scan == ScanFacts("failed", "2026-02-01T00:00:00Z", 4, 0, "attestation")
+
+
+async def test_an_index_reports_every_platform_and_the_sum_of_its_children(
+    clients: RegistryClients, src: RegistryClient
+) -> None:
+    entries, child_bytes = [], 0
+    for seed, (platform, created, labels) in enumerate(
+        (
+            ("linux/amd64", "2026-01-01T00:00:00Z", {"team": "a", "arch": "amd64"}),
+            ("linux/arm64", "2026-01-05T00:00:00Z", {"team": "b", "extra": "yes"}),
+        )
+    ):
+        child = await push_image(
+            src, "team/multi", seed=seed, platform=platform, created=created, labels=labels
+        )
+        os_name, arch = platform.split("/")
+        size = await _manifest_size(src, "team/multi", child.digest)
+        child_bytes += size + child.blob_bytes
+        entries.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": child.digest,
+                "size": size,
+                "platform": {"os": os_name, "architecture": arch},
+            }
+        )
+    index_doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    index = await push_manifest(src, "team/multi", index_doc, "prod-2")
+    source = RegistryFactSource(clients)
+    result, report = await _lookup(source, ImageRef("src", "team/multi", "prod-2"))
+    assert report.failures == ()
+    facts = result.image
+    assert facts.ref.digest == index.digest
+    assert facts.platforms == ("linux/amd64", "linux/arm64")
+    assert facts.created_at == "2026-01-05T00:00:00Z"  # the newest child
+    assert facts.labels == {"team": "a", "arch": "amd64", "extra": "yes"}  # first child wins
+    # Replicating an index copies every platform: its size is its own bytes plus each child's.
+    assert facts.size_bytes == len(index.data) + child_bytes
+
+
+async def test_facts_are_cached_by_digest_while_tags_are_resolved_again(
+    clients: RegistryClients, src: RegistryClient
+) -> None:
+    first = await push_image(src, "team/app", tag="prod-1", labels={"build": "1"})
+    source = RegistryFactSource(clients)
+    by_tag = ImageRef("src", "team/app", "prod-1")
+    cold, _ = await _lookup(source, by_tag)
+    sent = src.requests
+    warm, _ = await _lookup(source, ImageRef("src", "team/app", digest=first.digest))
+    assert src.requests == sent  # answered from the cache: no manifest, config or referrers read
+    assert warm.image == dataclasses.replace(cold.image, ref=warm.image.ref)
+    retagged, _ = await _lookup(source, by_tag)
+    assert src.requests == sent + 1  # only the tag's manifest: a tag may have moved
+    assert retagged.image == cold.image
+
+    moved = await push_image(src, "team/app", tag="prod-1", seed=1, labels={"build": "2"})
+    now, _ = await _lookup(source, by_tag)
+    assert (now.image.ref.digest, now.image.labels) == (moved.digest, {"build": "2"})
+
+
+async def test_a_down_registry_leaves_facts_null_and_reports_why(
+    registry: RegistryServer, clients: RegistryClients, src: RegistryClient
+) -> None:
+    app = await push_image(src, "team/app", tag="prod-1")
+    cached = RegistryFactSource(clients, timeout_s=1.0)
+    refreshing = RegistryFactSource(clients, timeout_s=1.0, referrers_ttl_s=0)
+    known = ImageRef("src", "team/app", digest=app.digest)
+    up, _ = await _lookup(cached, known)
+    await _lookup(refreshing, known)
+    registry.stop()
+
+    # A digest already looked up is answered from the cache while the registry is down...
+    still, still_report = await _lookup(cached, known)
+    assert (still.image, still_report.failures, still_report.warnings) == (up.image, (), ())
+    # ...and when its referrers are due for a re-read, the content facts stay and a warning says why.
+    stale, stale_report = await _lookup(refreshing, known)
+    assert (stale.image.platforms, stale_report.failures) == (("linux/amd64",), ())
+    [warning] = stale_report.warnings
+    assert warning.source == "registry.image" and "referrers of team/app" in warning.message
+    assert "RegistryUnavailable" in warning.message
+
+    # An image never seen gets no registry facts, yet the decision input is still produced.
+    started = time.monotonic()
+    missing = ImageRef("src", "team/app", "prod-9")
+    result, report = await _lookup(cached, missing)
     assert time.monotonic() - started < 1.5
-    assert cached_report.failures == () and cached.image.platforms == ("linux/amd64",)
-    assert result == _draft(ref)  # facts stay null; the decision input is still produced
-    assert [f.source for f in report.failures] == ["registry.image"]
-    assert "RegistryUnavailable" in report.failures[0].message
+    assert result == _draft(DecideRequest(missing))
+    assert report.applied == () and [f.source for f in report.failures] == ["registry.image"]
+    assert report.failures[0].message.startswith("RegistryUnavailable: ")
+    assert f"{registry.url} unreachable" in report.failures[0].message
