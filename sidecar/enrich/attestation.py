@@ -72,5 +72,10 @@ def statement_of(blob: bytes) -> Mapping[str, Any]:
 
 
 def scan_from_layer(blob: bytes) -> ScanFacts | None:
-    """Return scan facts from one attestation layer, or None when it holds no scan result."""
-    return scan_from_statement(statement_of(blob))
+    """Return scan facts from one attestation layer, or None when it holds no usable scan result."""
+    try:
+        return scan_from_statement(statement_of(blob))
+    except (ValueError, TypeError, AttributeError):
+        # A malformed predicate ("critical": "many", a list where an object belongs) is no
+        # scan; it must not take the image's signature/SBOM facts down with it.
+        return None

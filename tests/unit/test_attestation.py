@@ -111,3 +111,16 @@ def test_a_layer_without_a_scan_statement_is_no_scan(blob: bytes) -> None:
 )
 def test_timestamps_become_canonical_utc_or_none(text: object, expected: str | None) -> None:
     assert as_rfc3339(text) == expected
+
+
+@pytest.mark.parametrize(
+    "predicate",
+    [
+        {"status": "passed", "completed_at": "2026-01-02T03:04:05Z", "critical": "many"},
+        {"completed_at": "2026-01-02T03:04:05Z", "summary": ["not", "an", "object"]},
+        {"completed_at": "2026-01-02T03:04:05Z", "scanner": {"result": {"Results": [1]}}},
+    ],
+)
+def test_a_malformed_scan_predicate_is_no_scan(predicate: dict[str, object]) -> None:
+    statement = {"_type": "https://in-toto.io/Statement/v1", "predicate": predicate}
+    assert scan_from_layer(json.dumps(statement).encode()) is None
