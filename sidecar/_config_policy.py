@@ -13,10 +13,13 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from sidecar._config_bundle import parse_bundle_serve, parse_bundle_service
+from sidecar._config_health import parse_health
 from sidecar._config_legacy import SyncConfig, load_sync_config, parse_rules
 from sidecar._config_read import Node, resolve_path
 from sidecar._config_registry import RegistryConfig
 from sidecar._config_replication import parse_replication
+from sidecar._config_sensitive import parse_sensitive_data
 from sidecar._config_settings import (
     BUNDLE_OUTPUT,
     DEFAULT_LAST_KNOWN_ENTRIES,
@@ -34,6 +37,7 @@ from sidecar._config_settings import (
     default_source_dir,
     default_state_dir,
 )
+from sidecar.masking import parse_mask_path
 from sidecar.model import TenantUsage
 from sidecar.telemetry import LOG_FORMATS, LOG_LEVELS
 
@@ -100,7 +104,7 @@ def _bundle(node: Node, base: Path) -> BundleSettings:
     source = _given(f, "source_dir")
     source_dir = resolve_path(source.string(allow_empty=False), base) if source else None
     source_dir = source_dir or default_source_dir()
-    output, revision = _given(f, "output"), _given(f, "revision")
+    output, revision, service = _given(f, "output"), _given(f, "revision"), _given(f, "service")
     data_dirs = f["data_dirs"].string_list() if "data_dirs" in f else ()
 
     def path(key: str) -> str | None:
@@ -118,6 +122,12 @@ def _bundle(node: Node, base: Path) -> BundleSettings:
         signing_key=path("signing_key"),
         verification_key=path("verification_key"),
         revision=revision.string(allow_empty=False) if revision else None,
+        service=(
+            parse_bundle_service(service, verification_key=path("verification_key"))
+            if service
+            else None
+        ),
+        serve=parse_bundle_serve(f.get("serve") or node.child("serve", None), base),
     )
 
 
@@ -213,9 +223,16 @@ def _limits(node: Node) -> Limits:
 def _records(node: Node) -> DecisionRecordSettings:
     f = node.fields(DecisionRecordSettings.__dataclass_fields__, strict=True)
     d = DecisionRecordSettings()
+    mask = f["mask"].string_list() if "mask" in f else ()
+    for item in f["mask"].items() if "mask" in f else ():
+        try:
+            parse_mask_path(item.string())
+        except ValueError as exc:
+            raise item.error(str(exc)) from None
     return DecisionRecordSettings(
         max_entries=f["max_entries"].integer(minimum=1) if "max_entries" in f else d.max_entries,
         ttl_s=f["ttl_s"].number(minimum=0.001) if "ttl_s" in f else d.ttl_s,
+        mask=mask,
     )
 
 
@@ -228,6 +245,13 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
 
     metrics = f.get("metrics_listen")
     state = _given(f, "state_dir")
+    opa, bundle = _opa(section("opa"), base), _bundle(section("bundle"), base)
+    if opa.address and bundle.service:
+        where = section("bundle").child("service", None)
+        raise where.error(
+            "configures the managed OPA, but policy.opa.address names an external one: "
+            "configure that OPA to pull bundles itself (deploy/opa/*.yaml)"
+        )
     return PolicySettings(
         listen=_listen(f["listen"], allow_empty=False) if "listen" in f else DEFAULT_LISTEN,
         metrics_listen=(
@@ -235,8 +259,8 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
             if metrics and not metrics.is_null
             else ("" if metrics else DEFAULT_METRICS_LISTEN)
         ),
-        opa=_opa(section("opa"), base),
-        bundle=_bundle(section("bundle"), base),
+        opa=opa,
+        bundle=bundle,
         tenancy=_tenancy(section("tenancy")),
         legacy=_legacy(section("legacy"), base, registries),
         telemetry=_telemetry(section("telemetry")),
@@ -254,4 +278,6 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
         replication=parse_replication(
             section("replication"), base, frozenset(r.name for r in registries)
         ),
+        health=parse_health(section("health")),
+        sensitive_data=parse_sensitive_data(section("sensitive_data"), base),
     )

@@ -7,8 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar._config_bundle import BundleServeSettings, BundleServiceSettings
+from sidecar._config_health import HealthSettings
 from sidecar._config_legacy import ReplicationRule, SyncConfig
 from sidecar._config_replication import ReplicationSettings
+from sidecar._config_sensitive import SensitiveDataSettings
 from sidecar.model import TenantUsage
 
 __all__ = [
@@ -71,7 +74,7 @@ class OpaSettings:
 
 @dataclass(frozen=True, slots=True)
 class BundleSettings:
-    """``policy.bundle``: where the local bundle is built from and to, and how it is signed."""
+    """``policy.bundle``: how the bundle is built and signed, or pulled from a store; serving it."""
 
     source_dir: str = field(default_factory=default_source_dir)
     data_dirs: tuple[str, ...] = ()
@@ -79,6 +82,9 @@ class BundleSettings:
     signing_key: str | None = None
     verification_key: str | None = None
     revision: str | None = None
+    # Set: the managed OPA pulls signed bundles from this store instead of the local build.
+    service: BundleServiceSettings | None = None
+    serve: BundleServeSettings = field(default_factory=BundleServeSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +125,11 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class DecisionRecordSettings:
-    """``policy.decision_records``: how many decisions Explain can return, and for how long."""
+    """``policy.decision_records``: how many decisions Explain can return, for how long, masked how."""
 
     max_entries: int = 10_000
     ttl_s: float = 3600.0
+    mask: tuple[str, ...] = ()  # input paths shown as "***" (sidecar/masking.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +149,5 @@ class PolicySettings:
     fail_mode: str = "closed"
     last_known_entries: int = DEFAULT_LAST_KNOWN_ENTRIES
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    sensitive_data: SensitiveDataSettings = field(default_factory=SensitiveDataSettings)

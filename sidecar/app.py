@@ -12,20 +12,33 @@ from pathlib import Path
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from sidecar.api.server import GrpcServer
-from sidecar.bundles.local import build_local_bundle
+from sidecar.bundles.hosted import hosted_bundle_server
+from sidecar.bundles.local import LocalBundle, build_local_bundle
+from sidecar.bundles.pull import PullSource, prepare_pull
+from sidecar.bundles.server import BundleServer
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.health.runtime import HealthRuntime, health_runtime, health_sources
+from sidecar.masking import RecordMask
 from sidecar.model import DecideRequest, ImageRef
 from sidecar.policy.fallback import Fallback
 from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import resilient_engine
+from sidecar.policy.revisions import watch_revisions
 from sidecar.records import DecisionRecords
 from sidecar.replicate.runtime import ReplicationParts, registry_sources, replication_parts
 from sidecar.replicate.service import ReplicationService
+from sidecar.sensitive.runtime import (
+    SensitiveRuntime,
+    gated,
+    keep_in_opa,
+    load_sensitive_runtime,
+)
 from sidecar.telemetry import MetricsServer, Telemetry, get_logger
 from sidecar.tools import find_tool
+from sidecar.typing import PolicyEngine
 from sidecar.webhooks import WebhookServer
 
 __all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
@@ -37,14 +50,16 @@ _log = get_logger("sidecar.app")
 class PolicyRuntime:
     """A ready policy engine plus what it runs on (the managed OPA, when the sidecar owns one)."""
 
-    engine: OpaEngine
+    engine: PolicyEngine
     url: str
     managed: ManagedOpa | None
     bundle_revision: str
+    sensitive: SensitiveRuntime | None = None
 
     def ready(self) -> bool:
-        """Return whether decisions can be served now."""
-        return self.managed.ready if self.managed is not None else True
+        """Return whether decisions can be served now (with the sensitive data, if configured)."""
+        opa_ready = self.managed.ready if self.managed is not None else True
+        return opa_ready and (self.sensitive is None or self.sensitive.loader.loaded)
 
 
 @contextlib.asynccontextmanager
@@ -52,13 +67,54 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
     """Yield an engine on the configured OPA, or on a managed OPA running the freshly built bundle."""
     opa = config.policy.opa
     timeout_s = opa.timeout_ms / 1000
+    # Decrypted first: a wrong key or a tampered file stops the startup before OPA runs.
+    sensitive = await load_sensitive_runtime(config.policy.sensitive_data)
     if opa.address:
-        engine = OpaEngine(opa.address, timeout_s=timeout_s)
+        address = opa.address
+        engine = OpaEngine(address, timeout_s=timeout_s)
         try:
-            yield PolicyRuntime(engine, opa.address, None, "")
+            async with keep_in_opa(sensitive, lambda: address, load_now=True):
+                yield PolicyRuntime(
+                    gated(engine, sensitive, lambda: True), address, None, "", sensitive
+                )
         finally:
             await engine.close()
         return
+    pull, local = _bundle_source(config)
+    managed = ManagedOpa(
+        find_tool("opa", opa.binary),
+        Path(local.bundle.path) if local else None,
+        verification_key=local.verification_key if local else None,
+        config_file=pull.config_file if pull else None,
+        env=pull.env if pull else None,
+        port=opa.port,
+        startup_timeout_s=opa.startup_timeout_s,
+        extra_args=tuple(opa.extra_args),
+        on_launch=sensitive.loader.put if sensitive else None,
+    )
+    async with managed:
+        engine = OpaEngine(managed.url, timeout_s=timeout_s)
+        try:
+            # Pulled: whatever OPA activated first (the store's bundle, or its persisted copy).
+            revision = local.bundle.revision if local else await engine.active_revision()
+            async with keep_in_opa(sensitive, lambda: managed.url, load_now=False):
+                yield PolicyRuntime(
+                    gated(engine, sensitive, lambda: managed.ready),
+                    managed.url,
+                    managed,
+                    revision,
+                    sensitive,
+                )
+        finally:
+            await engine.close()
+
+
+def _bundle_source(config: Config) -> tuple[PullSource | None, LocalBundle | None]:
+    """Return the store the managed OPA pulls from (policy.bundle.service), else build locally."""
+    if config.policy.bundle.service is not None:
+        pull = prepare_pull(config.policy.bundle, Path(config.policy.state_dir))
+        _log.info("managed OPA pulls bundles", url=pull.url, opa_config=str(pull.config_file))
+        return pull, None
     local = build_local_bundle(config)
     _log.info(
         "bundle built",
@@ -66,20 +122,7 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
         path=str(local.bundle.path),
         digest=local.bundle.digest,
     )
-    managed = ManagedOpa(
-        find_tool("opa", opa.binary),
-        Path(local.bundle.path),
-        verification_key=local.verification_key,
-        port=opa.port,
-        startup_timeout_s=opa.startup_timeout_s,
-        extra_args=tuple(opa.extra_args),
-    )
-    async with managed:
-        engine = OpaEngine(managed.url, timeout_s=timeout_s)
-        try:
-            yield PolicyRuntime(engine, managed.url, managed, local.bundle.revision)
-        finally:
-            await engine.close()
+    return None, local
 
 
 class Sidecar:
@@ -94,10 +137,12 @@ class Sidecar:
             span_exporter=span_exporter,
         )
         self._stack = contextlib.AsyncExitStack()
+        self.bundle_server: BundleServer | None = None
         self.runtime: PolicyRuntime | None = None
         self.decisions: DecisionService | None = None
         self.replication: ReplicationService | None = None
         self.parts: ReplicationParts | None = None
+        self.health: HealthRuntime | None = None
         self.webhooks: WebhookServer | None = None
         self.grpc: GrpcServer | None = None
         self.metrics: MetricsServer | None = None
@@ -106,6 +151,10 @@ class Sidecar:
         """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
         settings = self.config.policy
         try:
+            # Before OPA: this sidecar's own OPA may pull from the bundle server it hosts.
+            self.bundle_server = await self._stack.enter_async_context(
+                hosted_bundle_server(settings.bundle.serve, Path(settings.state_dir))
+            )
             self.runtime = await self._stack.enter_async_context(policy_runtime(self.config))
             self.parts = await self._stack.enter_async_context(
                 replication_parts(self.config, self.telemetry)
@@ -113,6 +162,14 @@ class Sidecar:
             self.decisions = self._decision_service(self.runtime, self.parts)
             if self.runtime.bundle_revision:
                 self.telemetry.metrics.set_active_revision(self.runtime.bundle_revision)
+            await self._stack.enter_async_context(
+                watch_revisions(
+                    self.runtime.url,
+                    self.telemetry.metrics,
+                    timeout_s=settings.opa.timeout_ms / 1000,
+                    initial=self.runtime.bundle_revision,
+                )
+            )
             await self._start_metrics()
             self.replication = ReplicationService(
                 decisions=self.decisions,
@@ -120,10 +177,18 @@ class Sidecar:
                 resolve_digest=self.parts.resolve_digest,
                 wake=self.parts.pool.wake,
             )
+            self.health = await self._stack.enter_async_context(
+                self._health(self.parts, self.decisions, self.replication)
+            )
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
             await self._start_webhooks(self.replication)
-            self.grpc = GrpcServer(self.decisions, settings.listen, replication=self.replication)
+            self.grpc = GrpcServer(
+                self.decisions,
+                settings.listen,
+                replication=self.replication,
+                resolver=self.health.resolver,
+            )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)
             await self.grpc.set_serving(True)
@@ -141,6 +206,19 @@ class Sidecar:
             fail_mode=settings.fail_mode,
         )
 
+    def _health(
+        self, parts: ReplicationParts, decisions: DecisionService, replication: ReplicationService
+    ) -> contextlib.AbstractAsyncContextManager[HealthRuntime]:
+        return health_runtime(
+            self.config,
+            monitor=parts.health,
+            store=parts.store,
+            clients=parts.clients,
+            decisions=decisions,
+            replication=replication,
+            wake=parts.pool.wake,
+        )
+
     def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
         settings = self.config.policy
         limits = settings.limits
@@ -151,16 +229,29 @@ class Sidecar:
 
         return DecisionService(
             enricher=StaticEnricher(
-                self.config, extra_sources=registry_sources(self.config, parts)
+                self.config,
+                # Probed health first: the request's registry_health (a static source) still wins.
+                extra_sources=(
+                    *health_sources(parts.health),
+                    *registry_sources(self.config, parts),
+                ),
             ),
             engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
             telemetry=self.telemetry,
             records=DecisionRecords(
-                settings.decision_records.max_entries, settings.decision_records.ttl_s
+                settings.decision_records.max_entries,
+                settings.decision_records.ttl_s,
+                mask=RecordMask(
+                    settings.decision_records.mask,
+                    runtime.sensitive.data.secrets if runtime.sensitive else (),
+                ),
             ),
             validate=validate,
             engine_url=runtime.url,
-            fallback=Fallback.from_config(self.config),
+            fallback=Fallback.from_config(
+                self.config,
+                sensitive=runtime.sensitive.data.document() if runtime.sensitive else None,
+            ),
             bundle_revision=runtime.bundle_revision,
         )
 

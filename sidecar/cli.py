@@ -1,4 +1,4 @@
-"""The ``policy-sidecar`` command line (DESIGN §5): serve, decide, replicate, jobs, bundle, bench."""
+"""The ``policy-sidecar`` command line (DESIGN §5): serve, decide, replicate, jobs, bundle, data, bench."""
 
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
+    from sidecar._cli_data import add_parser as add_data_parser  # noqa: PLC0415
+
+    add_data_parser(sub)
+
     bench = sub.add_parser("bench", help="benchmark Decide against direct OPA REST calls")
     bench.add_argument(
         "--concurrency", default="1,100,1000", help="comma-separated concurrent callers"
@@ -132,10 +136,11 @@ def _run(args: argparse.Namespace, config: Config) -> int:
             )
             _print_json(asyncio.run(_cli_decide.decide_image(config, request, args.server)))
         return EXIT_OK
-    if args.command == "bundle":
-        from sidecar import _cli_bundle  # noqa: PLC0415
+    if args.command in ("bundle", "data"):
+        from sidecar import _cli_bundle, _cli_data  # noqa: PLC0415
 
-        _print_json(_cli_bundle.run(args, config))
+        action = _cli_bundle.run if args.command == "bundle" else _cli_data.run
+        _print_json(action(args, config))
         return EXIT_OK
     if args.command in ("replicate", "jobs"):
         from sidecar import _cli_replicate  # noqa: PLC0415

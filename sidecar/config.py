@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar._config_health import HealthSettings
 from sidecar._config_legacy import (
     ReplicationRule,
     SyncConfig,
@@ -56,6 +57,7 @@ __all__ = [
     "BundleSettings",
     "Config",
     "DecisionRecordSettings",
+    "HealthSettings",
     "LegacySettings",
     "Limits",
     "OpaSettings",

@@ -20,6 +20,7 @@ from opentelemetry.context import Context
 from sidecar.errors import PolicyError, PolicyUnavailable, SidecarError
 from sidecar.model import DecideRequest, Decision, DecisionResult, PolicyInput
 from sidecar.policy.fallback import Fallback
+from sidecar.records import DecisionRecord
 from sidecar.telemetry import Telemetry, get_logger
 from sidecar.typing import DecisionStore, Enricher, PolicyEngine
 
@@ -56,6 +57,10 @@ class DecisionService:
         self._fallback = fallback
         # The revision OPA last reported: what a degraded answer says it rests on.
         self._last_revision = bundle_revision
+
+    def validate(self, request: DecideRequest) -> None:
+        """Raise InvalidArgument naming the first malformed field of ``request``; no side effects."""
+        self._validate(request)
 
     async def decide(
         self, request: DecideRequest, *, parent: Context | None = None
@@ -175,8 +180,8 @@ class DecisionService:
         result, revision, _ = await self._query(policy_input)
         return _parse_decision(result), revision
 
-    def explain(self, decision_id: str) -> DecisionResult | None:
-        """Return the stored record of an earlier decision, or None."""
+    def explain(self, decision_id: str) -> DecisionRecord | None:
+        """Return the stored (masked) record of an earlier decision, or None."""
         return self._records.get(decision_id)
 
     async def _query(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, int]:

@@ -6,17 +6,22 @@ from enum import StrEnum
 
 __all__ = [
     "BundleError",
+    "BundleRejected",
     "ConfigError",
     "DigestMismatch",
     "ErrorCode",
     "InvalidArgument",
+    "KeyServiceUnavailable",
     "NotFound",
+    "PermissionDenied",
     "PolicyError",
     "PolicyUnavailable",
     "RegistryError",
     "RegistryUnavailable",
+    "SensitiveDataError",
     "SidecarError",
     "ToolMissing",
+    "Unauthenticated",
     "WebhookRejected",
 ]
 
@@ -29,12 +34,15 @@ class ErrorCode(StrEnum):
     POLICY_UNAVAILABLE = "policy_unavailable"
     POLICY_ERROR = "policy_error"
     BUNDLE_INVALID = "bundle_invalid"
+    BUNDLE_REJECTED = "bundle_rejected"
     CONFIG_INVALID = "config_invalid"
     TOOL_MISSING = "tool_missing"
     REGISTRY_ERROR = "registry_error"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
     DIGEST_MISMATCH = "digest_mismatch"
     UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    KEY_SERVICE_UNAVAILABLE = "key_service_unavailable"
     INTERNAL = "internal"
 
 
@@ -69,6 +77,20 @@ class ConfigError(SidecarError):
         self.key = key
 
 
+class SensitiveDataError(ConfigError):
+    """Sensitive policy data cannot be encrypted or decrypted: wrong key, tampering, bad file."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(where, problem)
+        self.problem = problem
+
+
+class KeyServiceUnavailable(SidecarError):
+    """The key service (AWS KMS) could not be reached; retrying later can succeed."""
+
+    code = ErrorCode.KEY_SERVICE_UNAVAILABLE
+
+
 class NotFound(SidecarError):
     """A looked-up object (decision id, job, revision) does not exist."""
 
@@ -96,6 +118,24 @@ class BundleError(SidecarError):
         detail = "".join(f"\n  - {p}" for p in problems)
         super().__init__(message + detail)
         self.problems = problems
+
+
+class BundleRejected(BundleError):
+    """A submitted bundle failed validation; ``problems`` lists every finding (file/rule named)."""
+
+    code = ErrorCode.BUNDLE_REJECTED
+
+
+class Unauthenticated(SidecarError):
+    """An admin caller could not be identified: no, unknown or expired token, or a bad certificate."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SidecarError):
+    """OPA (``data.system.authz``) refused an identified caller the requested admin action."""
+
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class ToolMissing(SidecarError):

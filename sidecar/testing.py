@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sidecar.model import DecisionResult
+from sidecar.records import DecisionRecord
 from sidecar.telemetry import configure_logging
 from sidecar.telemetry._logging import LoggingSnapshot, snapshot_logging
 
@@ -135,12 +136,12 @@ class CapturingDecisionLog:
         with self._lock:
             self._results.append(result)
 
-    def get(self, decision_id: str) -> DecisionResult | None:
-        """The latest record with ``decision_id``, or None."""
+    def get(self, decision_id: str) -> DecisionRecord | None:
+        """The latest record with ``decision_id`` (unmasked), or None."""
         with self._lock:
             for result in reversed(self._results):
                 if result.decision_id == decision_id:
-                    return result
+                    return DecisionRecord.of(result)
         return None
 
     @property

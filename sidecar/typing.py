@@ -6,17 +6,27 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from sidecar.model import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
+from sidecar.records import DecisionRecord
 from sidecar.replicate.model import (
     CopyPlan,
     CopyProgress,
     CopyResult,
+    DeferredWork,
     Job,
     JobSpec,
     JobState,
     ProgressCallback,
 )
 
-__all__ = ["Copier", "DecisionStore", "Enricher", "JobStore", "PolicyEngine"]
+__all__ = [
+    "Copier",
+    "DecisionStore",
+    "Enricher",
+    "JobStore",
+    "KeyEncryptionKey",
+    "PolicyEngine",
+    "RegistryHealthView",
+]
 
 
 class PolicyEngine(Protocol):
@@ -46,8 +56,24 @@ class DecisionStore(Protocol):
         """Store a decision record."""
         ...
 
-    def get(self, decision_id: str) -> DecisionResult | None:
-        """Return the record for ``decision_id``, or None when unknown or expired."""
+    def get(self, decision_id: str) -> DecisionRecord | None:
+        """Return the (masked) record for ``decision_id``, or None when unknown or expired."""
+        ...
+
+
+class KeyEncryptionKey(Protocol):
+    """Wraps and unwraps the AES-GCM data keys of sensitive policy data (AWS KMS or a key file)."""
+
+    def descriptor(self) -> dict[str, str]:
+        """Return what identifies this key in an envelope header (never secret)."""
+        ...
+
+    def new_data_key(self) -> tuple[bytes, bytes]:
+        """Return a fresh 256-bit data key and the same key wrapped by this key."""
+        ...
+
+    def unwrap(self, wrapped: bytes, descriptor: Mapping[str, str]) -> bytes:
+        """Return the data key; SensitiveDataError for a wrong key or a tampered wrapped key."""
         ...
 
 
@@ -123,6 +149,46 @@ class JobStore(Protocol):
         """Requeue every parked job for ``registry``; return how many."""
         ...
 
+    async def requeue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Like ``enqueue``, but also requeue succeeded and parked jobs (the copy is missing)."""
+        ...
+
+    async def park(self, registry: str, *, error: str) -> int:
+        """Park every queued job for ``registry`` (it is unavailable); return how many."""
+        ...
+
+    async def requeue_parked(
+        self, registries: Collection[str], *, parked_for_s: float = 0.0
+    ) -> dict[str, int]:
+        """Requeue parked jobs whose source and destination are in ``registries``; per registry."""
+        ...
+
+    async def defer(self, works: Sequence[DeferredWork]) -> None:
+        """Record deferred destinations durably (refreshing ones already pending)."""
+        ...
+
+    async def pending_deferrals(
+        self, registries: Collection[str], *, limit: int = 1000
+    ) -> list[DeferredWork]:
+        """Return unresolved deferred work for ``registries``, highest priority first."""
+        ...
+
+    async def resolve_deferral(self, work: DeferredWork) -> bool:
+        """Mark ``work`` done unless it was deferred again since it was read."""
+        ...
+
+    async def placements(self, digest: str) -> list[tuple[str, str]]:
+        """Return (registry, repository) pairs a real copy of ``digest`` succeeded to."""
+        ...
+
+    async def health_states(self) -> dict[str, bool]:
+        """Return the remembered health of every registry ever reached."""
+        ...
+
+    async def record_health(self, registry: str, healthy: bool) -> None:
+        """Remember ``registry``'s probed health."""
+        ...
+
     async def record_event(self, event_id: str, payload: bytes) -> bool:
         """Persist a webhook event; return False when the id was already recorded (duplicate)."""
         ...
@@ -145,4 +211,16 @@ class JobStore(Protocol):
 
     async def close(self) -> None:
         """Close connections."""
+        ...
+
+
+class RegistryHealthView(Protocol):
+    """What the worker pool asks the registry prober before and after a copy."""
+
+    def healthy(self, registry: str) -> bool:
+        """Whether ``registry`` is up (a copy to it is worth attempting)."""
+        ...
+
+    def blocked(self) -> frozenset[str]:
+        """Registries whose jobs must not be claimed now (recovery is queueing their work)."""
         ...

@@ -13,6 +13,7 @@ package replication
 import rego.v1
 
 import data.replication.compliance
+import data.replication.customers
 import data.replication.dr
 import data.replication.environment
 import data.replication.legacy
@@ -25,6 +26,7 @@ import data.replication.tenancy
 _messages := {
 	"COST_CONSOLIDATED": "estimated replication cost exceeds the threshold; routes consolidated",
 	"CROSS_TENANT": "the caller acts for a different tenant than the image's",
+	"CUSTOMER_NOT_ALLOWED": "registry accepts only images of its allowlisted customers",
 	"ENV_MISMATCH": "registry environment differs from the image's environment",
 	"FAILOVER_SECONDARY": "primary registry is unhealthy; its secondary receives the image",
 	"LEGACY_RULE": "routed by a legacy Freightliner replication rule",
@@ -42,6 +44,7 @@ _messages := {
 _owners := {
 	"COST_CONSOLIDATED": "replication.placement",
 	"CROSS_TENANT": "replication.tenancy",
+	"CUSTOMER_NOT_ALLOWED": "replication.customers",
 	"ENV_MISMATCH": "replication.environment",
 	"FAILOVER_SECONDARY": "replication.dr",
 	"LEGACY_RULE": "replication.legacy",
@@ -74,7 +77,7 @@ _others[registry.name] := registry if {
 	registry.name != _source
 }
 
-_denials := (((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny
+_denials := ((((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny) | customers.deny
 
 _codes[denial.registry] contains denial.code if {
 	some denial in (_denials | ruleset.deny)

@@ -243,3 +243,23 @@ test_missing_source_registry_keeps_rule_denials if {
 		with data.replication.rules as rules
 	_denied(decision)["prod-us"] == ["ENV_MISMATCH", "RULE_DENIED", "SCAN_MISSING"]
 }
+
+_customer_allowlist := {"customers": {"allowlist": {"prod-us": ["secret-customer-7"]}}}
+
+test_customer_allowlist_denies_other_customers_without_quoting_it if {
+	image := fx.image({"labels": {"customer-id": "cust-z"}})
+	decision := replication.decision with input as image with data.sensitive as _customer_allowlist
+	_names(decision.routes) == ["prod-eu", "prod-ap"]
+	_denied(decision)["prod-us"] == ["CUSTOMER_NOT_ALLOWED"]
+	"CUSTOMER_NOT_ALLOWED" in _codes(decision)
+	"replication.customers" in decision.policies
+	_exactly_once(decision, "ci")
+	not contains(json.marshal(decision), "secret-customer-7")
+}
+
+test_customer_allowlist_routes_its_customer if {
+	image := fx.image({"labels": {"customer-id": "secret-customer-7"}})
+	decision := replication.decision with input as image with data.sensitive as _customer_allowlist
+	_names(decision.routes) == ["prod-us", "prod-eu", "prod-ap"]
+	not "CUSTOMER_NOT_ALLOWED" in _codes(decision)
+}

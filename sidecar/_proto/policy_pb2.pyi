@@ -317,16 +317,46 @@ class ResolvePullRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., client_region: _Optional[str] = ...) -> None: ...
 
 class ResolvePullResponse(_message.Message):
-    __slots__ = ("registry", "repository", "reference", "alternatives")
+    __slots__ = ("registry", "repository", "reference", "alternatives", "digest", "region", "proximity", "pull_ref", "candidates")
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PROXIMITY_FIELD_NUMBER: _ClassVar[int]
+    PULL_REF_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     registry: str
     repository: str
     reference: str
     alternatives: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ..., alternatives: _Optional[_Iterable[str]] = ...) -> None: ...
+    digest: str
+    region: str
+    proximity: str
+    pull_ref: str
+    candidates: _containers.RepeatedCompositeFieldContainer[PullCandidate]
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., reference: _Optional[str] = ..., alternatives: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., region: _Optional[str] = ..., proximity: _Optional[str] = ..., pull_ref: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[PullCandidate, _Mapping]]] = ...) -> None: ...
+
+class PullCandidate(_message.Message):
+    __slots__ = ("registry", "repository", "region", "proximity", "healthy", "holds", "problem", "pull_ref")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PROXIMITY_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    PULL_REF_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    repository: str
+    region: str
+    proximity: str
+    healthy: bool
+    holds: bool
+    problem: str
+    pull_ref: str
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., region: _Optional[str] = ..., proximity: _Optional[str] = ..., healthy: _Optional[bool] = ..., holds: _Optional[bool] = ..., problem: _Optional[str] = ..., pull_ref: _Optional[str] = ...) -> None: ...
 
 class PublishBundleRequest(_message.Message):
     __slots__ = ("bundle", "revision")
@@ -337,30 +367,52 @@ class PublishBundleRequest(_message.Message):
     def __init__(self, bundle: _Optional[bytes] = ..., revision: _Optional[str] = ...) -> None: ...
 
 class PublishBundleResponse(_message.Message):
-    __slots__ = ("revision", "digest")
+    __slots__ = ("revision", "digest", "previous_revision", "location", "changed_files", "tenants", "signed_by_sidecar", "audit_seq")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_REVISION_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FILES_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_BY_SIDECAR_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     revision: str
     digest: str
-    def __init__(self, revision: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+    previous_revision: str
+    location: str
+    changed_files: _containers.RepeatedScalarFieldContainer[str]
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    signed_by_sidecar: bool
+    audit_seq: int
+    def __init__(self, revision: _Optional[str] = ..., digest: _Optional[str] = ..., previous_revision: _Optional[str] = ..., location: _Optional[str] = ..., changed_files: _Optional[_Iterable[str]] = ..., tenants: _Optional[_Iterable[str]] = ..., signed_by_sidecar: _Optional[bool] = ..., audit_seq: _Optional[int] = ...) -> None: ...
 
 class ListRevisionsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class Revision(_message.Message):
-    __slots__ = ("revision", "digest", "published_at", "published_by", "active")
+    __slots__ = ("revision", "digest", "published_at", "published_by", "active", "size_bytes", "changed_files", "tenants")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_BY_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FILES_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     revision: str
     digest: str
     published_at: str
     published_by: str
     active: bool
-    def __init__(self, revision: _Optional[str] = ..., digest: _Optional[str] = ..., published_at: _Optional[str] = ..., published_by: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+    size_bytes: int
+    changed_files: _containers.RepeatedScalarFieldContainer[str]
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision: _Optional[str] = ..., digest: _Optional[str] = ..., published_at: _Optional[str] = ..., published_by: _Optional[str] = ..., active: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., changed_files: _Optional[_Iterable[str]] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListRevisionsResponse(_message.Message):
     __slots__ = ("revisions",)
@@ -375,19 +427,29 @@ class RollbackRequest(_message.Message):
     def __init__(self, revision: _Optional[str] = ...) -> None: ...
 
 class RollbackResponse(_message.Message):
-    __slots__ = ("revision",)
+    __slots__ = ("revision", "previous_revision", "digest", "audit_seq")
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
     revision: str
-    def __init__(self, revision: _Optional[str] = ...) -> None: ...
+    previous_revision: str
+    digest: str
+    audit_seq: int
+    def __init__(self, revision: _Optional[str] = ..., previous_revision: _Optional[str] = ..., digest: _Optional[str] = ..., audit_seq: _Optional[int] = ...) -> None: ...
 
 class GetAuditLogRequest(_message.Message):
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "tenant", "before_seq")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_SEQ_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+    tenant: str
+    before_seq: int
+    def __init__(self, limit: _Optional[int] = ..., tenant: _Optional[str] = ..., before_seq: _Optional[int] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("seq", "at", "actor", "action", "old_revision", "new_revision", "digest", "hash")
+    __slots__ = ("seq", "at", "actor", "action", "old_revision", "new_revision", "digest", "hash", "outcome", "changed_files", "detail", "prev_hash", "tenants")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -396,6 +458,11 @@ class AuditEvent(_message.Message):
     NEW_REVISION_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FILES_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     at: str
     actor: str
@@ -404,7 +471,12 @@ class AuditEvent(_message.Message):
     new_revision: str
     digest: str
     hash: str
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., old_revision: _Optional[str] = ..., new_revision: _Optional[str] = ..., digest: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+    outcome: str
+    changed_files: _containers.RepeatedScalarFieldContainer[str]
+    detail: str
+    prev_hash: str
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., old_revision: _Optional[str] = ..., new_revision: _Optional[str] = ..., digest: _Optional[str] = ..., hash: _Optional[str] = ..., outcome: _Optional[str] = ..., changed_files: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., prev_hash: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetAuditLogResponse(_message.Message):
     __slots__ = ("events",)
@@ -418,10 +490,32 @@ class ValidateBundleRequest(_message.Message):
     bundle: bytes
     def __init__(self, bundle: _Optional[bytes] = ...) -> None: ...
 
+class BundleProblem(_message.Message):
+    __slots__ = ("check", "location", "message")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    check: str
+    location: str
+    message: str
+    def __init__(self, check: _Optional[str] = ..., location: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ValidateBundleResponse(_message.Message):
-    __slots__ = ("valid", "problems")
+    __slots__ = ("valid", "problems", "revision", "digest", "details", "files", "signed", "tests_run")
     VALID_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
+    TESTS_RUN_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    revision: str
+    digest: str
+    details: _containers.RepeatedCompositeFieldContainer[BundleProblem]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    signed: bool
+    tests_run: int
+    def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., revision: _Optional[str] = ..., digest: _Optional[str] = ..., details: _Optional[_Iterable[_Union[BundleProblem, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., signed: _Optional[bool] = ..., tests_run: _Optional[int] = ...) -> None: ...

@@ -18,6 +18,7 @@ from sidecar.model import (
     ImageRef,
     TenantUsage,
 )
+from sidecar.records import DecisionRecord
 
 __all__ = [
     "decide_request_from_proto",
@@ -106,16 +107,15 @@ def error_detail_to_proto(error: SidecarError) -> pb.ErrorDetail:
     )
 
 
-def explain_response_to_proto(result: DecisionResult) -> pb.ExplainResponse:
-    """Return the gRPC ExplainResponse for a stored decision record."""
-    policy_input = result.input.to_json() if result.input is not None else None
+def explain_response_to_proto(record: DecisionRecord) -> pb.ExplainResponse:
+    """Return the gRPC ExplainResponse for a stored (already masked) decision record."""
     return pb.ExplainResponse(
-        decision_id=result.decision_id,
-        input_json=json.dumps(policy_input, sort_keys=True),
-        result_json=json.dumps(result.decision.to_json(), sort_keys=True),
-        decision=decision_to_proto(result.decision),
-        bundle_revision=result.bundle_revision,
-        trace_id=result.trace_id,
-        degraded=result.degraded,
-        decided_at=result.decided_at,
+        decision_id=record.decision_id,
+        input_json=json.dumps(record.input, sort_keys=True),
+        result_json=json.dumps(record.decision.to_json(), sort_keys=True),
+        decision=decision_to_proto(record.decision),
+        bundle_revision=record.bundle_revision,
+        trace_id=record.trace_id,
+        degraded=record.degraded,
+        decided_at=record.decided_at,
     )

@@ -11,6 +11,7 @@ import grpc
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api._replication_rpcs import ReplicationRpcs
+from sidecar.api._resolve_rpc import ResolvePullRpc
 from sidecar.api.convert import (
     decide_request_from_proto,
     decide_response_to_proto,
@@ -20,6 +21,7 @@ from sidecar.api.convert import (
 from sidecar.api.status import grpc_status
 from sidecar.decide import DecisionService
 from sidecar.errors import SidecarError
+from sidecar.health.resolve import PullResolver
 from sidecar.replicate.service import ReplicationService
 from sidecar.telemetry import extract_context
 
@@ -30,14 +32,18 @@ __all__ = ["PolicyServicer"]
 _STREAM_WINDOW = 64
 
 
-class PolicyServicer(ReplicationRpcs, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
-    """Implements freightliner.policy.v1.PolicyService (replication RPCs from ReplicationRpcs)."""
+class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
+    """Implements freightliner.policy.v1.PolicyService (replication RPCs and ResolvePull mixed in)."""
 
     def __init__(
-        self, decisions: DecisionService, replication: ReplicationService | None = None
+        self,
+        decisions: DecisionService,
+        replication: ReplicationService | None = None,
+        resolver: PullResolver | None = None,
     ) -> None:
         self._decisions = decisions
         self._replication = replication
+        self._resolver = resolver
 
     async def Decide(
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]

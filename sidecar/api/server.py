@@ -11,6 +11,7 @@ from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api.policy_service import PolicyServicer
 from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
+from sidecar.health.resolve import PullResolver
 from sidecar.replicate.service import ReplicationService
 
 __all__ = ["GrpcServer"]
@@ -31,6 +32,7 @@ class GrpcServer:
         decisions: DecisionService,
         listen: str,
         replication: ReplicationService | None = None,
+        resolver: PullResolver | None = None,
     ) -> None:
         self._listen = listen
         self._server = grpc.aio.server(
@@ -41,7 +43,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_PolicyServiceServicer_to_server(
-            PolicyServicer(decisions, replication), self._server
+            PolicyServicer(decisions, replication, resolver), self._server
         )
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack aio
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -15,12 +15,16 @@ _STATUS: dict[ErrorCode, grpc.StatusCode] = {
     # OPA answered but the decision is unusable: retrying will not help until the bundle changes.
     ErrorCode.POLICY_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.BUNDLE_INVALID: grpc.StatusCode.FAILED_PRECONDITION,
+    # A bundle someone submitted is bad input: the caller must fix the bundle.
+    ErrorCode.BUNDLE_REJECTED: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.CONFIG_INVALID: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.TOOL_MISSING: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.REGISTRY_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.REGISTRY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.DIGEST_MISMATCH: grpc.StatusCode.DATA_LOSS,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorCode.KEY_SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 

@@ -33,6 +33,7 @@ def opa_config(
     min_delay_s: int = 2,
     max_delay_s: int = 4,
     long_poll_timeout_s: int = 60,
+    persistence_directory: str | None = None,
 ) -> dict[str, Any]:
     """Return an OPA config dict polling the bundle published at ``store_url``.
 
@@ -41,6 +42,8 @@ def opa_config(
     ``"gcp_metadata"`` (workload identity / GCE metadata server) or None for an emulator or a
     public bucket. The HTTP store long-polls (``long_poll_timeout_s``) and sends ``token`` as a
     bearer token when given; the polling delays apply to object stores and as OPA's fallback.
+    With ``persistence_directory`` OPA keeps the last activated bundle there and a restarted OPA
+    activates it (verified again) before the store answers.
     """
     if min_delay_s < 1 or max_delay_s < min_delay_s:
         raise InvalidArgument("polling", "need 1 <= min_delay_s <= max_delay_s")
@@ -74,17 +77,20 @@ def opa_config(
             service["credentials"] = {"bearer": {"token": token}}
         resource = f"bundles/{target.key}"
         polling["long_polling_timeout_seconds"] = long_poll_timeout_s
-    return {
+    config: dict[str, Any] = {
         "services": {"bundles": service},
         "bundles": {
             bundle_name: {
                 "service": "bundles",
                 "resource": resource,
-                # Not persisted: a restarted OPA downloads (and verifies) the current bundle again.
-                "persist": False,
+                # Not persisted by default: a restarted OPA downloads (and verifies) it again.
+                "persist": persistence_directory is not None,
                 "polling": polling,
                 "signing": {"keyid": key_id},
             }
         },
         "keys": {key_id: {"algorithm": "RS256", "key": verification_key_pem}},
     }
+    if persistence_directory is not None:
+        config["persistence_directory"] = persistence_directory
+    return config

@@ -17,7 +17,7 @@ from sidecar.bundles.build import _load_data_dir, _merge
 from sidecar.config import Config
 from sidecar.policy.legacy import LegacyRule, convert_rules
 
-__all__ = ["EnvPattern", "FallbackData", "load_fallback_data"]
+__all__ = ["EnvPattern", "FallbackData", "customer_allowlist", "load_fallback_data"]
 
 _DEFAULT_PATTERNS = (("prod-*", "prod"), ("dev-*", "dev"))
 _DEFAULT_CRITICALITY = MappingProxyType({"critical": 60, "high": 45, "normal": 30, "low": 15})
@@ -52,6 +52,11 @@ class FallbackData:
     rules: tuple[Mapping[str, Any], ...] = ()
     tenants: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     legacy_rules: tuple[LegacyRule, ...] = ()
+    # data.sensitive.customers.allowlist (registry → customer ids), from the decrypted
+    # sensitive data the sidecar holds, never from bundle files (customers.rego).
+    customer_allowlist: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @classmethod
     def from_data(
@@ -99,6 +104,20 @@ class FallbackData:
             return ()
         rules = _get(self.tenants.get(tenant), "rules", [])
         return tuple(r for r in rules if isinstance(r, Mapping)) if isinstance(rules, list) else ()
+
+
+def customer_allowlist(sensitive: Mapping[str, Any]) -> Mapping[str, frozenset[str]]:
+    """Read ``data.sensitive.customers.allowlist`` as customers.rego does (malformed → empty)."""
+    allowlist = _get(_get(sensitive, "customers", {}), "allowlist", {})
+    if not isinstance(allowlist, Mapping):
+        return MappingProxyType({})
+    return MappingProxyType(
+        {
+            str(name): frozenset(c for c in ids if isinstance(c, str))
+            for name, ids in allowlist.items()
+            if isinstance(ids, list)
+        }
+    )
 
 
 def load_fallback_data(config: Config) -> FallbackData:

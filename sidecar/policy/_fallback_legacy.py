@@ -27,6 +27,7 @@ REASON_MESSAGES = MappingProxyType(
     {
         "COST_CONSOLIDATED": "estimated replication cost exceeds the threshold; routes consolidated",
         "CROSS_TENANT": "the caller acts for a different tenant than the image's",
+        "CUSTOMER_NOT_ALLOWED": "registry accepts only images of its allowlisted customers",
         "FAILOVER_SECONDARY": "primary registry is unhealthy; its secondary receives the image",
         "LEGACY_RULE": "routed by a legacy Freightliner replication rule",
         "NOT_GDPR": "compliance-required image may only go to GDPR registries",
@@ -40,6 +41,7 @@ REASON_MESSAGES = MappingProxyType(
     }
 )
 POLICY_ID = "sidecar.fallback.legacy"
+_CUSTOMER_LABEL = "customer-id"  # as rego/replication/customers.rego
 
 
 def _tenant(value: str | None) -> str | None:
@@ -83,6 +85,9 @@ def _safety_codes(
         codes.add("TENANT_ISOLATION")
     if registry.role == "secondary" and registry.name not in failover:
         codes.add("SECONDARY_STANDBY")
+    allowed = data.customer_allowlist.get(registry.name)
+    if allowed is not None and image.labels.get(_CUSTOMER_LABEL) not in allowed:
+        codes.add("CUSTOMER_NOT_ALLOWED")
     return codes
 
 

@@ -11,6 +11,7 @@ Only :class:`~sidecar.errors.PolicyUnavailable` may lead here; the caller marks 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ import orjson
 
 from sidecar.config import Config
 from sidecar.model import Decision, Denial, PolicyInput, Reason
-from sidecar.policy._fallback_data import FallbackData, load_fallback_data
+from sidecar.policy._fallback_data import FallbackData, customer_allowlist, load_fallback_data
 from sidecar.policy._fallback_legacy import (
     POLICY_UNAVAILABLE,
     REASON_MESSAGES,
@@ -112,11 +113,17 @@ class Fallback:
         self._cache = cache if cache is not None else LastKnownCache()
 
     @classmethod
-    def from_config(cls, config: Config) -> Fallback:
-        """Build the fail mode of ``policy.fail_mode`` (legacy reads the bundle data files now)."""
+    def from_config(cls, config: Config, *, sensitive: Mapping[str, Any] | None = None) -> Fallback:
+        """Build the fail mode of ``policy.fail_mode`` (legacy reads the bundle data files now).
+
+        ``sensitive`` is the decrypted ``data.sensitive`` document, so the legacy mode applies
+        the customer allowlists like the policy does.
+        """
         policy = config.policy
         mode = policy.fail_mode
         data = load_fallback_data(config) if mode == "legacy" else None
+        if data is not None and sensitive:
+            data = dataclasses.replace(data, customer_allowlist=customer_allowlist(sensitive))
         return cls(mode, data=data, cache=LastKnownCache(policy.last_known_entries))
 
     def remember(self, policy_input: Mapping[str, Any], revision: str, decision: Decision) -> None:

@@ -1,5 +1,8 @@
 """Runs a local OPA server on a signed bundle and keeps it running (restart on death, same port).
 
+The bundle is a local file (``--bundle``), or OPA pulls it from a bundle store as its
+``config_file`` says (pull mode: OPA verifies and activates each published revision itself).
+
 OPA's output goes to a bounded tail quoted by errors and logs, never to our stdout. Decision logs
 are off (no ``decision_logs`` config); ``--skip-version-check`` is OPA 1.x's spelling of "no
 telemetry" (there is no ``--disable-telemetry`` flag), so OPA never calls out of the pod.
@@ -12,17 +15,18 @@ import collections
 import contextlib
 import errno
 import logging
+import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import aiohttp
 
-from sidecar.errors import BundleError, PolicyUnavailable
+from sidecar.errors import BundleError, PolicyUnavailable, SidecarError
 
 __all__ = ["ManagedOpa"]
 
@@ -60,9 +64,11 @@ class ManagedOpa:
     def __init__(
         self,
         opa_binary: Path,
-        bundle_path: Path,
+        bundle_path: Path | None,
         *,
         verification_key: Path | None,
+        config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
         port: int = 0,
         startup_timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
@@ -72,10 +78,16 @@ class ManagedOpa:
         tail_lines: int = 200,
         backoff_s: tuple[float, float] = (0.2, 5.0),
         healthy_reset_s: float = 60.0,
+        on_launch: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._binary = opa_binary
+        if (bundle_path is None) == (config_file is None):
+            raise ValueError("give a bundle_path or a config_file (pull mode), not both")
         self._bundle = bundle_path
         self._key = verification_key
+        # Pull mode: OPA's config names the store and embeds the verification key.
+        self._config_file = config_file
+        self._env = {**os.environ, **env} if env else None
         self._requested_port = port
         self._port = port
         self._startup_timeout_s = startup_timeout_s
@@ -87,6 +99,10 @@ class ManagedOpa:
         self._tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=tail_lines)
         self._backoff_min, self._backoff_max = backoff_s
         self._healthy_reset_s = healthy_reset_s
+        # Runs against every OPA we start (first start, restart, reload and its probe) once it
+        # serves the bundle and before it counts as ready: state OPA keeps only in memory
+        # (Data API writes such as the sensitive data) is put back here.
+        self._on_launch = on_launch
         self._lock = asyncio.Lock()
         self._child: _Child | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -120,8 +136,8 @@ class ManagedOpa:
         return child.process.pid if child and child.process.returncode is None else None
 
     @property
-    def bundle_path(self) -> Path:
-        """Return the bundle OPA serves (the last one that started successfully)."""
+    def bundle_path(self) -> Path | None:
+        """Return the bundle OPA serves (the last one that started successfully); None: pull mode."""
         return self._bundle
 
     def output_tail(self, lines: int = 30) -> str:
@@ -144,7 +160,10 @@ class ManagedOpa:
             self._port, self._child, self._ready = port, child, True
             self._supervisor = asyncio.create_task(self._supervise(), name=f"opa-supervisor-{port}")
         self._log.info(
-            "managed OPA ready at %s (pid %d, bundle %s)", self.url, child.process.pid, self._bundle
+            "managed OPA ready at %s (pid %d, bundle %s)",
+            self.url,
+            child.process.pid,
+            self._bundle or f"pulled as {self._config_file} says",
         )
 
     async def reload(self, bundle_path: Path) -> None:
@@ -153,6 +172,10 @@ class ManagedOpa:
         The new bundle is first started on a spare port (signature, compilation, activation); if
         that fails, BundleError is raised and the current bundle keeps serving untouched.
         """
+        if self._config_file is not None:
+            raise BundleError(
+                "the managed OPA pulls its bundles from a bundle store: publish the bundle there"
+            )
         async with self._lock:
             current = self._child
             if current is None or self._stopping:
@@ -257,11 +280,16 @@ class ManagedOpa:
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _launch(self, bundle: Path, port: int) -> _Child:
+    async def _launch(self, bundle: Path | None, port: int) -> _Child:
         """Start OPA on ``bundle`` and ``port``; return once it is ready, or clean up and raise."""
         child = await self._spawn(bundle, port)
         try:
             problem = await self._wait_ready(child, port)
+            if problem is None and self._on_launch is not None:
+                try:
+                    await self._on_launch(f"http://{_HOST}:{port}")
+                except SidecarError as exc:
+                    problem = f"started, but its launch hook failed: {exc.message}"
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 child.process.kill()  # cancelled mid-start: never leave an orphan behind
@@ -273,11 +301,13 @@ class ManagedOpa:
             # OPA reports this as a JSON dump of the bind error ("Err": 98); say it plainly.
             problem += f": {_HOST}:{port} is already in use by another process"
         raise PolicyUnavailable(
-            f"OPA on {_HOST}:{port} with bundle {bundle} {problem}; its output:\n"
+            f"OPA on {_HOST}:{port} with "
+            + (f"bundle {bundle}" if bundle else f"config {self._config_file} (pull mode)")
+            + f" {problem}; its output:\n"
             + (self._tail_of(child.process.pid) or "(nothing)")
         )
 
-    async def _spawn(self, bundle: Path, port: int) -> _Child:
+    async def _spawn(self, bundle: Path | None, port: int) -> _Child:
         args = [
             str(self._binary),
             "run",
@@ -290,7 +320,10 @@ class ManagedOpa:
             "--log-format",
             "text",
         ]
-        if self._key is not None:
+        if self._config_file is not None:
+            # The config's `keys` verify pulled bundles; --skip-verify covers only --bundle paths.
+            args += ["--config-file", str(self._config_file)]
+        elif self._key is not None:
             args += [
                 "--verification-key",
                 str(self._key),
@@ -301,7 +334,7 @@ class ManagedOpa:
             ]
         else:
             args.append("--skip-verify")  # no key configured: dev mode, signatures not checked
-        args += [*self._extra_args, "--bundle", str(bundle)]
+        args += [*self._extra_args, *(("--bundle", str(bundle)) if bundle else ())]
         setpriv = shutil.which("setpriv")
         if setpriv:
             # If the sidecar dies without stop() (SIGKILL, OOM), the kernel kills OPA too
@@ -313,6 +346,7 @@ class ManagedOpa:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                env=self._env,
             )
         except OSError as exc:
             raise PolicyUnavailable(f"cannot start {self._binary}: {exc}") from exc
@@ -341,7 +375,11 @@ class ManagedOpa:
             if child.process.returncode is not None:
                 return f"exited with code {child.process.returncode} during startup"
             if time.monotonic() >= deadline:
-                return f"was not ready within {self._startup_timeout_s:g}s"
+                return f"was not ready within {self._startup_timeout_s:g}s" + (
+                    ": no bundle activated (is one published? can OPA reach the store?)"
+                    if self._config_file
+                    else ""
+                )
             try:
                 async with self._http.get(url) as response:
                     if response.status == 200 and child.process.returncode is None:

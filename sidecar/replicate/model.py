@@ -11,6 +11,7 @@ __all__ = [
     "CopyPlan",
     "CopyProgress",
     "CopyResult",
+    "DeferredWork",
     "Job",
     "JobSpec",
     "JobState",
@@ -83,6 +84,25 @@ class Job:
         """The destination as ``REGISTRY/REPOSITORY[:TAG]``."""
         tag = f":{self.spec.tag}" if self.spec.tag else ""
         return f"{self.spec.destination_registry}/{self.spec.destination_repository}{tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredWork:
+    """A destination a decision wanted but could not reach; replayed when the registry recovers.
+
+    Keyed by (source registry, source repository, digest, deferred registry): deferring the
+    same image to the same registry again refreshes the record instead of adding one.
+    """
+
+    source_registry: str
+    source_repository: str
+    digest: str
+    registry: str
+    tag: str = ""
+    priority: int = 0
+    decision_id: str = ""
+    request: str = ""  # the DecideRequest to decide again, as JSON (sidecar.replicate.deferred)
+    updated_at: str = ""
 
 
 @dataclass(frozen=True, slots=True)

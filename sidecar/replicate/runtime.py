@@ -20,6 +20,8 @@ from sidecar.enrich.ecr_scan import EcrScanSource
 from sidecar.enrich.pipeline import FactSource
 from sidecar.enrich.registry import RegistryFactSource
 from sidecar.errors import NotFound
+from sidecar.health.monitor import HealthMonitor
+from sidecar.health.runtime import open_monitor
 from sidecar.model import ImageRef
 from sidecar.replicate.copy import ImageCopier
 from sidecar.replicate.oci import RegistryClients
@@ -43,6 +45,8 @@ class ReplicationParts:
     copier: ImageCopier
     pool: WorkerPool
     store_url: str
+    # The registry prober (not started; sidecar.health.runtime starts it), None when off.
+    health: HealthMonitor | None = None
 
     async def resolve_digest(self, image: ImageRef) -> str:
         """Return the digest ``image``'s tag points at now in its source registry (HEAD)."""
@@ -89,6 +93,9 @@ async def replication_parts(
             config.registries, rate_limit_rps=rates, timeout_s=settings.request_timeout_s
         )
         stack.push_async_callback(clients.close)
+        health = await stack.enter_async_context(
+            open_monitor(config, store, telemetry.metrics_registry)
+        )
         copier = ImageCopier(
             clients, blob_concurrency=settings.blob_concurrency, tracer=telemetry.tracer
         )
@@ -105,9 +112,10 @@ async def replication_parts(
             ),
             lease_s=settings.lease_s,
             metrics_registry=telemetry.metrics_registry,
+            health=health,
         )
         _log.info("job store open", store=_redacted(url), worker_id=pool.worker_id)
-        yield ReplicationParts(store, clients, copier, pool, url)
+        yield ReplicationParts(store, clients, copier, pool, url, health)
 
 
 def registry_sources(config: Config, parts: ReplicationParts) -> tuple[FactSource, ...]:

@@ -17,6 +17,7 @@ from opentelemetry.context import Context
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument
 from sidecar.model import DecideRequest, DecisionResult, ImageRef
+from sidecar.replicate.deferred import deferred_work
 from sidecar.replicate.model import TERMINAL_STATES, Job, JobSpec, JobState
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore
@@ -83,6 +84,9 @@ class ReplicationService:
         """Decide for ``request`` and persist its jobs before returning (durable before acknowledged)."""
         image = request.image
         if not image.digest:
+            # Validated before the registry is asked: an unknown registry or a malformed
+            # repository/tag must be INVALID_ARGUMENT, never a request built from it.
+            self._decisions.validate(request)
             if not image.tag:
                 raise InvalidArgument("image.tag", "a tag or a digest is required to replicate")
             # Jobs are keyed by digest: a tag can move while the copy runs, a digest cannot.
@@ -90,10 +94,15 @@ class ReplicationService:
             request = dataclasses.replace(request, image=image)
         result = await self._decisions.decide(request, parent=parent)
         specs = job_specs(result, image, dry_run=dry_run)
+        # Deferred destinations are kept, durably, to be decided again when they recover.
+        deferred = [] if dry_run else deferred_work(result, request)
         with _tracer.start_as_current_span("replicate.enqueue") as span:
             span.set_attribute("policy.decision_id", result.decision_id)
             span.set_attribute("replicate.jobs", len(specs))
+            span.set_attribute("replicate.deferred", len(deferred))
             span.set_attribute("replicate.dry_run", dry_run)
+            if deferred:
+                await self._store.defer(deferred)
             jobs = await self._store.enqueue(specs) if specs else []
         if jobs:
             self._wake()
@@ -103,6 +112,7 @@ class ReplicationService:
             bundle_revision=result.bundle_revision,
             image=str(image),
             jobs=[j.job_id for j in jobs],
+            deferred=[d.registry for d in deferred],
             dry_run=dry_run,
         )
         return ReplicationOutcome(result, tuple(jobs))

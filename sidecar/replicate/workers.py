@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Mapping
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sidecar.errors import ErrorCode, RegistryError, SidecarError
+from sidecar.errors import ErrorCode, RegistryError, RegistryUnavailable, SidecarError
 from sidecar.replicate.model import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import Copier, JobStore
+from sidecar.typing import Copier, JobStore, RegistryHealthView
 
 __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
 
@@ -94,8 +94,13 @@ class WorkerPool:
         poll_interval_s: float = 0.5,
         progress_interval_s: float = 1.0,
         metrics_registry: CollectorRegistry | None = None,
+        health: RegistryHealthView | None = None,
     ) -> None:
-        """Configure the pool; nothing runs until :meth:`start`."""
+        """Configure the pool; nothing runs until :meth:`start`.
+
+        With ``health`` (the registry prober), jobs for a registry known to be down are parked
+        without an attempt, and registries being recovered are not claimed from.
+        """
         self.store, self.worker_id = store, worker_id
         self.progress_interval_s = progress_interval_s
         self._copier, self._workers = copier, workers
@@ -104,6 +109,7 @@ class WorkerPool:
         self._retry = retry or RetryPolicy()
         self._lease_s, self._poll_s = lease_s, poll_interval_s
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
+        self._health = health
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -167,6 +173,8 @@ class WorkerPool:
     async def _fill(self) -> None:
         while len(self._tasks) < self._workers:
             full = {r for r, n in self._active.items() if n >= self._limit(r)}
+            if self._health is not None:
+                full |= self._health.blocked()
             try:
                 # One at a time, so a batch can never exceed a registry's limit.
                 jobs = await self.store.claim(
@@ -244,7 +252,10 @@ class WorkerPool:
         }
         with _tracer.start_as_current_span(SPAN_REPLICATE_JOB, attributes=attributes) as span:
             try:
-                outcome = await (self._plan(job) if spec.dry_run else self._copy(job))
+                if self._down(spec.destination_registry):
+                    outcome = await self._park_unavailable(job)
+                else:
+                    outcome = await (self._plan(job) if spec.dry_run else self._copy(job))
             except asyncio.CancelledError:
                 span.set_attribute("replicate.outcome", "cancelled")
                 raise
@@ -260,6 +271,22 @@ class WorkerPool:
             destination=job.destination, attempt=job.attempts, outcome=outcome,
             duration_s=round(duration, 4),
         )  # fmt: skip
+
+    def _down(self, registry: str) -> bool:
+        return self._health is not None and not self._health.healthy(registry)
+
+    async def _park_unavailable(self, job: Job) -> str:
+        # An attempt against a registry the prober knows is down only burns the retry budget.
+        registry = job.spec.destination_registry
+        message = f"registry {registry} is unavailable (health probe); parked until it recovers"
+        code = ErrorCode.REGISTRY_UNAVAILABLE.value
+        await self._write(
+            self.store.finish(
+                job.job_id, self.worker_id, JobState.PARKED, error=message, error_code=code
+            )
+        )
+        self._metrics.finished.labels(JobState.PARKED.value).inc()
+        return JobState.PARKED.value
 
     async def _plan(self, job: Job) -> str:
         plan = await self._copier.plan(job.spec)
@@ -286,6 +313,8 @@ class WorkerPool:
 
     async def _failed(self, job: Job, exc: Exception) -> str:
         decision = self._retry.classify(exc, job.attempts)
+        if isinstance(exc, RegistryUnavailable) and self._down(job.spec.destination_registry):
+            decision = "park"  # the prober agrees it is down: wait for recovery, not a timer
         code = exc.code.value if isinstance(exc, SidecarError) else ErrorCode.INTERNAL.value
         message = str(exc) or type(exc).__name__
         if not isinstance(exc, SidecarError):

@@ -24,7 +24,7 @@ import yaml
 
 from tests.support.registry import RegistryServer, registry_server
 
-__all__ = ["FLEET", "Fleet", "free_port", "registry_fleet"]
+__all__ = ["DR_SECONDARY", "FLEET", "Fleet", "free_port", "registry_fleet", "restarted"]
 
 #: name → (region, environment, gdpr, egress cost per GB); ``ci`` is where images are pushed.
 FLEET: Mapping[str, tuple[str, str, bool, float]] = {
@@ -34,6 +34,12 @@ FLEET: Mapping[str, tuple[str, str, bool, float]] = {
     "dev-us": ("us-east-1", "dev", False, 0.02),
     "sandbox": ("us-west-2", "sandbox", False, 0.01),
 }
+#: The optional disaster-recovery secondary (``registry_fleet(dr_secondary=True)``) and the
+#: primary it stands in for.
+DR_SECONDARY: Mapping[str, tuple[str, str, bool, float]] = {
+    "prod-us-dr": ("us-west-2", "prod", False, 0.03),
+}
+_BACKS = {"prod-us-dr": "prod-us"}
 _AUTHENTICATED = "prod-eu"
 _NOTIFYING = "ci"
 
@@ -61,7 +67,7 @@ class Fleet:
 
 
 def _registry_entry(name: str, server: RegistryServer) -> dict[str, Any]:
-    region, environment, gdpr, cost = FLEET[name]
+    region, environment, gdpr, cost = {**FLEET, **DR_SECONDARY}[name]
     auth: dict[str, str] = {"type": "anonymous"}
     if server.username:
         auth = {"type": "basic", "username": server.username, "password": server.password}
@@ -74,7 +80,8 @@ def _registry_entry(name: str, server: RegistryServer) -> dict[str, Any]:
         "metadata": {
             "environment": environment,
             "gdpr": gdpr,
-            "role": "primary",
+            "role": "secondary" if name in _BACKS else "primary",
+            **({"backs": _BACKS[name]} if name in _BACKS else {}),
             "egress_cost_per_gb": cost,
         },
     }
@@ -88,6 +95,7 @@ def _write_config(
     webhook_port: int,
     secret: str,
     replication: Mapping[str, Any],
+    health: Mapping[str, Any],
 ) -> Path:
     doc = {
         "registries": [_registry_entry(name, server) for name, server in servers.items()],
@@ -100,6 +108,7 @@ def _write_config(
                 "webhook": {"listen": f"127.0.0.1:{webhook_port}", "secret": secret},
                 **replication,
             },
+            **({"health": dict(health)} if health else {}),
         },
     }
     path = root / "sidecar.yaml"
@@ -115,11 +124,15 @@ def registry_fleet(
     ports: Mapping[str, int] | None = None,
     grpc_port: int = 0,
     webhook_port: int = 0,
+    dr_secondary: bool = False,
+    health: Mapping[str, Any] | None = None,
 ) -> Iterator[Fleet]:
     """Start the five registries under ``root`` and write ``root/sidecar.yaml`` for them.
 
-    ``replication`` is merged into ``policy.replication`` (e.g. a short ``lease_s``); the
-    webhook port is chosen first because ``ci`` must know where to send its notifications.
+    ``replication`` is merged into ``policy.replication`` (e.g. a short ``lease_s``) and
+    ``health`` becomes ``policy.health``; ``dr_secondary`` adds ``prod-us-dr``, the secondary
+    backing ``prod-us``. The webhook port is chosen first because ``ci`` must know where to
+    send its notifications.
     """
     grpc_port = grpc_port or free_port()
     webhook_port = webhook_port or free_port()
@@ -127,7 +140,7 @@ def registry_fleet(
     webhook_url = f"http://127.0.0.1:{webhook_port}/v1/registry/events"
     with contextlib.ExitStack() as stack:
         servers: dict[str, RegistryServer] = {}
-        for name in FLEET:
+        for name in (*FLEET, *(DR_SECONDARY if dr_secondary else ())):
             auth = name == _AUTHENTICATED
             notify = name == _NOTIFYING
             servers[name] = stack.enter_context(
@@ -147,8 +160,22 @@ def registry_fleet(
             webhook_port=webhook_port,
             secret=secret,
             replication=replication or {},
+            health=health or {},
         )
         yield Fleet(servers, config_path, f"127.0.0.1:{grpc_port}", webhook_url, root / "state")
+
+
+@contextlib.contextmanager
+def restarted(server: RegistryServer, *, root: Path | None = None) -> Iterator[RegistryServer]:
+    """Start a stopped registry again on its port: same data, or an empty ``root`` (a wipe).
+
+    Notifications are not re-enabled, so restart only registries that do not send them.
+    """
+    port = int(server.host.rpartition(":")[2])
+    with registry_server(
+        root or server.root, username=server.username, password=server.password, port=port
+    ) as again:
+        yield again
 
 
 def main() -> None:

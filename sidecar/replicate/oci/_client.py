@@ -175,11 +175,26 @@ class RegistryClient:
             raise DigestMismatch(f"{what}: blob content hashes to {actual}")
 
     async def push_blob(
-        self, repository: str, digest: str, size: int, chunks: AsyncIterable[bytes]
-    ) -> None:
-        """Upload a blob as a stream (POST, one chunked PATCH, PUT ?digest); verify what was sent."""
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        mount_from: str = "",
+        verified_source: bool = False,
+    ) -> bool:
+        """Upload a blob as a stream (POST, one chunked PATCH, PUT ?digest); verify what was sent.
+
+        With ``mount_from`` (a repository of this registry) the blob is mounted from there when
+        the registry can, without reading ``chunks``: True then. ``verified_source``: ``chunks``
+        come from :meth:`stream_blob` (they fail on a wrong digest), so they are not hashed again.
+        """
         what = self._what(repository, digest)
-        await push_blob(self._t, what, repository, digest, size=size, chunks=chunks)
+        return await push_blob(
+            self._t, what, repository, digest, size=size, chunks=chunks,
+            mount_from=mount_from, verified_source=verified_source,
+        )  # fmt: skip
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Mount a blob from another repository of this registry; False when it was not mounted."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -18,9 +19,26 @@ from sidecar.errors import RegistryError, RegistryUnavailable
 from sidecar.replicate.oci._auth import Authenticator, credentials_for
 from sidecar.replicate.ratelimit import TokenBucket
 
-__all__ = ["Transport", "base_url", "retry_after_seconds", "ssl_context"]
+__all__ = ["Transport", "base_url", "count_requests", "retry_after_seconds", "ssl_context"]
 
 _DEFAULT_HOSTS = {"dockerhub": "registry-1.docker.io", "docker": "registry-1.docker.io"}
+# The request tally of the current task and the tasks it starts (see count_requests).
+_TALLY: ContextVar[list[int] | None] = ContextVar("oci_request_tally", default=None)
+
+
+@contextmanager
+def count_requests() -> Iterator[list[int]]:
+    """Count the HTTP requests sent inside the block, by this task and every task it starts.
+
+    Yields a one-element list holding the count. Unlike the clients' own counters, it counts only
+    this block's requests when other copies share the clients at the same time.
+    """
+    tally = [0]
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
 
 
 def base_url(registry: RegistryConfig) -> str:
@@ -139,6 +157,9 @@ class Transport:
         if self._bucket is not None:
             await self._bucket.acquire()
         self.requests += 1
+        tally = _TALLY.get()
+        if tally is not None:
+            tally[0] += 1
         started = False
         try:
             async with self._session_now().request(

@@ -31,19 +31,24 @@ def _with_digest(location: str, digest: str) -> str:
 
 
 class _Hashing:
-    """Wraps an upload body: hashes and counts what is sent and keeps the source's failure."""
+    """Wraps an upload body: counts (and unless told not to, hashes) what is sent.
 
-    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+    It also keeps the source's failure: aiohttp wraps body errors in a connection error.
+    """
+
+    def __init__(self, chunks: AsyncIterable[bytes], *, hash_body: bool = True) -> None:
         self._chunks = chunks
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hash_body else None
         self.size = 0
         self.failure: BaseException | None = None
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """Yield the source's chunks, hashing them on the way."""
+        """Yield the source's chunks, counting (and hashing) them on the way."""
+        sha = self.sha
         try:
             async for chunk in self._chunks:
-                self.sha.update(chunk)
+                if sha is not None:
+                    sha.update(chunk)
                 self.size += len(chunk)
                 yield chunk
         except Exception as exc:
@@ -95,11 +100,26 @@ async def push_blob(
     *,
     size: int,
     chunks: AsyncIterable[bytes],
-) -> None:
-    """Upload a blob as a stream (POST, one chunked PATCH, PUT ?digest); verify what was sent."""
+    mount_from: str = "",
+    verified_source: bool = False,
+) -> bool:
+    """Upload a blob as a stream (POST, one chunked PATCH, PUT ?digest); verify what was sent.
+
+    With ``mount_from`` the POST first asks the registry to mount the blob from that repository:
+    True when it did (``chunks`` is then never read), else the upload goes on in the session the
+    registry opened instead. ``verified_source`` tells that ``chunks`` raise
+    :class:`DigestMismatch` themselves before they end when their bytes do not hash to ``digest``
+    (as :meth:`RegistryClient.stream_blob` does): they are then counted but not hashed twice.
+    Either way the upload is only completed once every byte is known to match.
+    """
     check_digest(digest, what)
-    _, location = await _start(transport, what, repository)
-    body = _Hashing(chunks)
+    status, location = await _start(transport, what, repository, mount_from, digest)
+    if status == 201:
+        closing = getattr(chunks, "aclose", None)
+        if closing is not None:
+            await closing()
+        return True
+    body = _Hashing(chunks, hash_body=not verified_source)
     try:
         async with transport.request(
             "PATCH",
@@ -117,7 +137,7 @@ async def push_blob(
         if body.failure is not None:
             raise body.failure from None
         raise
-    sent = "sha256:" + body.sha.hexdigest()
+    sent = digest if body.sha is None else "sha256:" + body.sha.hexdigest()
     if sent != digest or (size >= 0 and body.size != size):
         # Never finish the upload: the registry must not hold bytes under the wrong name.
         await _cancel(transport, what, repository, location)
@@ -131,6 +151,7 @@ async def push_blob(
         ok=(201, 204),
     ):
         pass
+    return False
 
 
 async def mount_blob(

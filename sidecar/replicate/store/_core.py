@@ -21,10 +21,12 @@ from sidecar.replicate.model import (
     TERMINAL_STATES,
     CopyProgress,
     CopyResult,
+    DeferredWork,
     Job,
     JobSpec,
     JobState,
 )
+from sidecar.replicate.store import _recovery as recovery
 from sidecar.replicate.store._protocols import Backend, Tx
 from sidecar.replicate.store._sql import (
     JOB_COLUMNS,
@@ -58,6 +60,11 @@ _REQUEUE = (
     "bytes_done = 0, blobs_done = 0, not_before = ?, updated_at = ?, lease_owner = '', "
     f"lease_expires = '' WHERE {_KEY} AND state IN ('failed', 'skipped')"
 )
+# A resync (the destination was checked and lacks the image) also requeues finished and parked
+# jobs, with a fresh attempt budget: the earlier success no longer holds.
+_RESYNC = _REQUEUE.replace(
+    "state = 'queued',", "state = 'queued', attempts = 0, result = '',", 1
+).replace("('failed', 'skipped')", "('failed', 'skipped', 'succeeded', 'parked')")
 _RELEASE = "lease_owner = '', lease_expires = ''"
 
 
@@ -95,7 +102,7 @@ class SqlJobStore:
         if dialect.migrate_lock:
             # Replicas starting together must not race on CREATE TABLE IF NOT EXISTS.
             await tx.fetch(dialect.migrate_lock)
-        for statement in schema_statements(dialect):
+        for statement in (*schema_statements(dialect), *recovery.RECOVERY_SCHEMA):
             await tx.execute(statement)
         rows = await tx.fetch("SELECT version FROM schema_version")
         if not rows:
@@ -113,6 +120,16 @@ class SqlJobStore:
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Persist jobs (idempotent by digest and destination) and return them, existing or new."""
+        return await self._upsert(specs, _REQUEUE)
+
+    async def requeue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Like :meth:`enqueue`, but also requeue succeeded and parked jobs of these specs.
+
+        For destinations found lacking the image (reconcile): the earlier copy no longer holds.
+        """
+        return await self._upsert(specs, _RESYNC)
+
+    async def _upsert(self, specs: Sequence[JobSpec], requeue_sql: str) -> list[Job]:
         await self.open()
         now = timestamp()
         jobs: list[Job] = []
@@ -128,7 +145,7 @@ class SqlJobStore:
                 fresh += [0, 0, 0, 0, 0, "", "", now, now, now]
                 await tx.execute(_INSERT, fresh)
                 await tx.execute(
-                    _REQUEUE,
+                    requeue_sql,
                     [
                         spec.source_registry,
                         spec.source_repository,
@@ -262,6 +279,64 @@ class SqlJobStore:
                 f"{_RELEASE} WHERE destination_registry = ? AND state = 'parked'",
                 [now, now, registry],
             )
+
+    async def park(self, registry: str, *, error: str) -> int:
+        """Park every queued job for ``registry`` (it is unavailable); return how many."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.park(tx, registry, error=error, now=timestamp())
+
+    async def requeue_parked(
+        self, registries: Collection[str], *, parked_for_s: float = 0.0
+    ) -> dict[str, int]:
+        """Requeue jobs parked at least ``parked_for_s`` whose source and destination are in
+        ``registries`` (healthy now); return how many per destination."""
+        await self.open()
+        before = timestamp(plus_s=-parked_for_s)
+        async with self._tx() as tx:
+            return await recovery.requeue_parked(
+                tx, registries, parked_before=before, now=timestamp()
+            )
+
+    async def defer(self, works: Sequence[DeferredWork]) -> None:
+        """Record deferred destinations durably (refreshing ones already pending)."""
+        if not works:
+            return
+        await self.open()
+        async with self._tx() as tx:
+            await recovery.defer(tx, works, now=timestamp())
+
+    async def pending_deferrals(
+        self, registries: Collection[str], *, limit: int = 1000
+    ) -> list[DeferredWork]:
+        """Return unresolved deferred work for ``registries``, highest priority first."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.pending_deferrals(tx, registries, limit=limit)
+
+    async def resolve_deferral(self, work: DeferredWork) -> bool:
+        """Mark ``work`` done unless it was deferred again since it was read."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.resolve_deferral(tx, work, now=timestamp())
+
+    async def placements(self, digest: str) -> list[tuple[str, str]]:
+        """Return (registry, repository) pairs a real copy of ``digest`` succeeded to."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.placements(tx, digest)
+
+    async def health_states(self) -> dict[str, bool]:
+        """Return the remembered health of every registry ever reached."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.health_states(tx)
+
+    async def record_health(self, registry: str, healthy: bool) -> None:
+        """Remember ``registry``'s probed health (restored when the sidecar restarts)."""
+        await self.open()
+        async with self._tx() as tx:
+            await recovery.record_health(tx, registry, healthy, now=timestamp())
 
     async def record_event(self, event_id: str, payload: bytes) -> bool:
         """Persist a webhook event; return False when the id was already recorded (duplicate)."""

@@ -1,0 +1,56 @@
+# METADATA
+# title: Customer allowlists
+# description: >-
+#   A registry named in the sensitive customer allowlist (data.sensitive.customers.allowlist,
+#   registry name to customer ids) receives only images whose customer-id label names one of its
+#   customers; every other image is denied CUSTOMER_NOT_ALLOWED there. The allowlist is sensitive
+#   data: the sidecar decrypts it and loads it through OPA's Data API, it never ships in a
+#   bundle, and no output quotes it (only the code). Without it no registry is restricted.
+# scope: package
+# custom:
+#   id: replication.customers
+package replication.customers
+
+import rego.v1
+
+_label := "customer-id"
+
+default _allowlist := {}
+
+_allowlist := list if {
+	list := data.sensitive.customers.allowlist
+	is_object(list)
+}
+
+# Only a list of customer ids restricts a registry; anything else is ignored (as the fail mode does).
+_restricted[name] := ids if {
+	some name, ids in _allowlist
+	is_array(ids)
+}
+
+# Without a source registry every inventory registry is a destination; checks still apply.
+default _source := ""
+
+_source := input.image.registry
+
+default _customer := null
+
+_customer := id if {
+	id := input.image.labels[_label]
+	is_string(id)
+	id != ""
+}
+
+_allowed(registry_name) if {
+	some id in _restricted[registry_name]
+	id == _customer
+}
+
+# METADATA
+# description: One CUSTOMER_NOT_ALLOWED denial per allowlisted registry the image's customer is not on.
+deny contains {"registry": registry.name, "code": "CUSTOMER_NOT_ALLOWED"} if {
+	some registry in input.registries
+	registry.name != _source
+	_restricted[registry.name]
+	not _allowed(registry.name)
+}

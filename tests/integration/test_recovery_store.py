@@ -1,0 +1,105 @@
+"""The job store's recovery records on SQLite and PostgreSQL: parking, deferrals, placements."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.replicate.model import CopyResult, DeferredWork, JobSpec, JobState
+from sidecar.replicate.store import SqlJobStore, open_job_store
+
+pytest_plugins = ["tests.support.postgres"]
+pytestmark = pytest.mark.integration
+
+
+def spec(n: int, dest: str = "eu", *, source: str = "ci", priority: int = 0) -> JobSpec:
+    """Image ``n`` from ``source`` to ``dest``."""
+    return JobSpec(source, "team/app", f"sha256:{n:064x}", dest, "team/app", "v1", priority)
+
+
+def work(n: int, registry: str, priority: int) -> DeferredWork:
+    """Image ``n`` deferred at ``registry``."""
+    return DeferredWork("ci", "team/app", f"sha256:{n:064x}", registry, "v1", priority, "d", "{}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlJobStore]:
+    """An open store of each backend."""
+    url = (
+        f"sqlite://{tmp_path}/jobs.db"
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("postgres_dsn"))
+    )
+    opened = await open_job_store(url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _run(store: SqlJobStore, job_id: str, state: JobState) -> None:
+    """Claim the only runnable job and finish it in ``state``."""
+    [claimed] = await store.claim("w", lease_s=30)
+    assert claimed.job_id == job_id
+    result = CopyResult(claimed.spec.digest, 1, 1, 0, 0, 1, 0, 3)
+    await store.finish(job_id, "w", state, result=result if state is JobState.SUCCEEDED else None)
+
+
+async def test_parking_and_requeueing_follow_registry_health(store: SqlJobStore) -> None:
+    jobs = await store.enqueue([spec(1, "eu"), spec(2, "eu", source="us"), spec(3, "us")])
+    assert await store.park("eu", error="eu is down") == 2
+    parked = await store.list_jobs(state=JobState.PARKED)
+    assert {j.job_id for j in parked} == {jobs[0].job_id, jobs[1].job_id}
+    assert {j.error_code for j in parked} == {"registry_unavailable"}
+    # Only jobs whose source and destination are both healthy move; "us" (a source) is not.
+    assert await store.requeue_parked({"eu", "ci"}) == {"eu": 1}
+    # Parked only a moment ago: a sweep that waits a minute leaves it alone.
+    assert await store.requeue_parked({"eu", "ci", "us"}, parked_for_s=60) == {}
+    assert await store.requeue_parked({"eu", "ci", "us"}) == {"eu": 1}
+    assert [j.state for j in await store.list_jobs()] == [JobState.QUEUED] * 3
+
+
+async def test_deferred_work_is_kept_once_refreshed_and_resolved(store: SqlJobStore) -> None:
+    await store.defer([work(1, "eu", 45), work(2, "eu", 90), work(3, "us", 60)])
+    await store.defer([work(1, "eu", 75)])  # deferred again: one record, the new priority
+    pending = await store.pending_deferrals({"eu", "us"})
+    assert [(w.digest[-1], w.registry, w.priority) for w in pending] == [
+        ("2", "eu", 90), ("1", "eu", 75), ("3", "us", 60),
+    ]  # fmt: skip
+    first = pending[0]
+    assert await store.resolve_deferral(first)
+    assert not await store.resolve_deferral(first)  # already done
+    # A record deferred again after it was read is not resolved by the stale read.
+    stale = pending[1]
+    await asyncio.sleep(0.01)
+    await store.defer([work(1, "eu", 75)])
+    assert not await store.resolve_deferral(stale)
+    assert [w.digest[-1] for w in await store.pending_deferrals({"eu"})] == ["1"]
+
+
+async def test_requeue_resyncs_finished_jobs_and_placements_list_real_copies(
+    store: SqlJobStore,
+) -> None:
+    [done] = await store.enqueue([spec(1, "eu")])
+    await _run(store, done.job_id, JobState.SUCCEEDED)
+    assert await store.placements(done.spec.digest) == [("eu", "team/app")]
+    # enqueue leaves a success alone; requeue (the copy was found missing) runs it again.
+    assert [j.state for j in await store.enqueue([spec(1, "eu")])] == [JobState.SUCCEEDED]
+    [again] = await store.requeue([spec(1, "eu", priority=7)])
+    assert (again.job_id, again.state, again.attempts, again.result) == (
+        done.job_id, JobState.QUEUED, 0, None,
+    )  # fmt: skip
+    assert again.spec.priority == 7
+    assert await store.placements(done.spec.digest) == []
+
+
+async def test_registry_health_is_remembered(store: SqlJobStore) -> None:
+    assert await store.health_states() == {}
+    await store.record_health("eu", False)
+    await store.record_health("us", True)
+    await store.record_health("eu", True)
+    await store.record_health("eu", False)
+    assert await store.health_states() == {"eu": False, "us": True}

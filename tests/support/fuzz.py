@@ -1,0 +1,154 @@
+"""Property-based (fuzz) test support: hypothesis profiles, example budgets and the §3.2 contract check.
+
+Profiles, chosen with ``HYPOTHESIS_PROFILE`` (default ``ci``):
+
+- ``ci`` — small, derandomized example counts, so every run tries the same inputs and a failure
+  reproduces exactly; the whole fuzz suite stays well under a minute on two cores;
+- ``storm`` — :data:`STORM_FACTOR` times the examples, random seeds, and the example database kept in
+  ``.hypothesis/`` so a failure found once is replayed first next time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+__all__ = [
+    "PROFILE_ENV",
+    "ROOT",
+    "STORM_FACTOR",
+    "active_profile",
+    "contract_violations",
+    "examples",
+    "nasty_text",
+    "near_rfc3339",
+    "register_profiles",
+]
+
+PROFILE_ENV = "HYPOTHESIS_PROFILE"
+STORM_FACTOR = 25
+ROOT = Path(__file__).resolve().parents[2]
+_DEFAULT_PROFILE = "ci"
+
+# Any Unicode text a UTF-8 wire format can carry (control characters and NUL included; lone
+# surrogates cannot be encoded at all), plus hand-picked strings that break naive parsers.
+nasty_text: st.SearchStrategy[str] = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+    st.sampled_from(
+        ["", " ", "\n", "\x00", "é", "İ", "🚀", "\u202e", "a" * 300, "${HOME}", "$1", "*", "../..",
+         "null", "true", "0", "-1", "1e400", "NaN", "[", "{", "%s", "'", '"']
+    ),  # fmt: skip
+)
+
+
+def _rfc3339(moment: datetime, fraction: str, offset: str) -> str:
+    return moment.isoformat(timespec="seconds") + fraction + offset
+
+
+# Valid RFC 3339 times and near misses: lower-case t, missing offset, 24:00, Unicode digits,
+# too many fraction digits, out-of-range offsets, a trailing newline.
+near_rfc3339: st.SearchStrategy[str] = st.one_of(
+    st.builds(
+        _rfc3339,
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+        st.sampled_from(["", ".5", ".123456789", ".1234567890"]),
+        st.sampled_from(["Z", "+00:00", "-23:59", "+24:00", "z", "", "+0100"]),
+    ),
+    st.builds(
+        lambda t, junk: t[: len(t) // 2] + junk + t[len(t) // 2 :],
+        st.just((datetime(2026, 1, 1, tzinfo=UTC) - timedelta(days=1)).isoformat()),
+        st.sampled_from(["\n", "٣", "T", " ", "x"]),
+    ),
+    st.sampled_from(
+        ["2026-01-01t00:00:00Z", "2026-01-01T24:00:00Z", "2026-02-30T00:00:00Z",
+         "２０２６-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n", "0000-01-01T00:00:00Z"]
+    ),  # fmt: skip
+)
+
+
+def register_profiles() -> None:
+    """Register the ``ci`` and ``storm`` profiles (deadline off: examples talk to real processes)."""
+    # A real OPA, gRPC server or subprocess takes as long as it takes on a loaded machine; the
+    # properties are about answers, not timing, so neither the deadline nor too_slow applies.
+    common: dict[str, Any] = {
+        "deadline": None,
+        "print_blob": True,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    }
+    settings.register_profile("ci", max_examples=30, derandomize=True, database=None, **common)
+    settings.register_profile("storm", max_examples=30 * STORM_FACTOR, **common)
+
+
+def active_profile() -> str:
+    """Return the profile named by ``HYPOTHESIS_PROFILE`` (default ``ci``)."""
+    return os.environ.get(PROFILE_ENV, _DEFAULT_PROFILE) or _DEFAULT_PROFILE
+
+
+def examples(ci: int) -> int:
+    """Return the example budget of a test that tries ``ci`` examples in the ``ci`` profile."""
+    return ci * STORM_FACTOR if active_profile() == "storm" else ci
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shape_problems(decision: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if not isinstance(decision.get("allow"), bool):
+        problems.append(f"allow is not a bool: {decision.get('allow')!r}")
+    priority = decision.get("priority")
+    if not _is_int(priority) or not 0 <= priority <= 100:
+        problems.append(f"priority is not an int in 0..100: {priority!r}")
+    for key in ("routes", "denied", "deferred", "actions", "reasons", "policies"):
+        if not isinstance(decision.get(key, []), list):
+            problems.append(f"{key} is not a list")
+    return problems
+
+
+def contract_violations(
+    decision: Mapping[str, Any], registries: Sequence[str], source: str
+) -> list[str]:
+    """Return how ``decision`` breaks DESIGN §3.2 for an inventory of ``registries`` (empty: none).
+
+    Checked: field types; every non-source registry in exactly one of routes/denied/deferred and
+    the source (and unknown names) in none; ranks 1..n in order; ``allow: false`` → no routes and
+    no deferrals; every denial carries at least one reason.
+    """
+    problems = _shape_problems(decision)
+    if problems:
+        return problems
+    routes = decision.get("routes", [])
+    denied = decision.get("denied", [])
+    deferred = decision.get("deferred", [])
+    placed: dict[str, list[str]] = {}
+    for key, entries in (("routes", routes), ("denied", denied), ("deferred", deferred)):
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("registry"), str):
+                problems.append(f"{key} entry without a registry name: {entry!r}")
+                continue
+            placed.setdefault(entry["registry"], []).append(key)
+    for entry in denied:
+        reasons = entry.get("reasons") if isinstance(entry, Mapping) else None
+        if not isinstance(reasons, list) or not reasons:
+            problems.append(f"denial without reasons: {entry!r}")
+    expected = {name for name in registries if name != source}
+    for name in sorted(expected):
+        lists = placed.get(name, [])
+        if len(lists) != 1:
+            problems.append(f"registry {name!r} is in {lists or 'no list'}, want exactly one")
+    for name in sorted(set(placed) - expected):
+        what = "the source" if name == source else "not in the inventory"
+        problems.append(f"registry {name!r} ({what}) appears in {placed[name]}")
+    ranks = [r.get("rank") for r in routes if isinstance(r, Mapping)]
+    if ranks != list(range(1, len(routes) + 1)):
+        problems.append(f"route ranks are {ranks}, want 1..{len(routes)} in order")
+    if decision.get("allow") is False and (routes or deferred):
+        problems.append("allow is false but routes or deferred are not empty")
+    return problems
