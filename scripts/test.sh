@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up (idempotent) and run the whole test suite: lint, types, Rego toolchain, pytest.
+# Set everything up (idempotent) and run the whole test suite: lint, types, Rego toolchain, pytest,
+# then the full fault storm.
 # This is the README's test command and exactly what CI (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,9 @@ echo "== policy-check (opa fmt/check --strict, regal lint, opa test --coverage, 
 make --no-print-directory policy-check
 echo "== pytest" >&2
 pytest "$@"
+# The full resilience storm (issue 5; a few minutes): every fault class at full size, with its
+# figures table in build/resilience/. FAULT_STORM=0 skips it locally; CI always runs it.
+if [[ "${FAULT_STORM:-1}" != 0 || "${CI:-}" == true ]]; then
+  echo "== fault storm (python -m tests.fault.storm)" >&2
+  python -m tests.fault.storm --out build/resilience
+fi

@@ -7,14 +7,17 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sidecar.bundles.build import BuiltBundle, verify_bundle
+from sidecar.bundles.build import BuiltBundle
 from sidecar.bundles.keys import generate_keypair
 from sidecar.bundles.local import build_local_bundle, signing_keys
 from sidecar.config import Config
-from sidecar.errors import InvalidArgument
+from sidecar.errors import BundleError, InvalidArgument
 from sidecar.tools import find_tool
+
+if TYPE_CHECKING:
+    from sidecar.bundles.validate import ValidationReport
 
 __all__ = ["TOKEN_ENV", "add_parser", "run"]
 
@@ -31,7 +34,11 @@ def add_parser(sub: Any) -> None:
     build.add_argument("--output", "-o", required=True, help="bundle .tar.gz to write")
     build.add_argument("--revision", help="bundle revision (default: timestamp + content hash)")
     build.add_argument("--signing-key", help="RS256 private key PEM (default: config or dev key)")
-    verify = bsub.add_parser("verify", help="verify a bundle's signature with the real OPA")
+    verify = bsub.add_parser(
+        "verify",
+        help="validate a bundle: signature, opa check --strict, opa test, data schema, rule "
+        "chains, inventory references, conftest inventory checks",
+    )
     verify.add_argument("bundle_path", metavar="BUNDLE")
     verify.add_argument("--verification-key", help="public key PEM (default: config or dev key)")
     keygen = bsub.add_parser("keygen", help="generate an RS256 signing key pair")
@@ -55,10 +62,10 @@ def add_parser(sub: Any) -> None:
     publish.add_argument("--endpoint-url", help="S3/GCS endpoint (MinIO, emulators, gateways)")
     publish.add_argument("--region", help="S3 region (default: the AWS SDK's)")
     publish.add_argument(
-        "--verification-key", help="check --bundle's signature with this key before uploading"
+        "--verification-key", help="validate with this public key before uploading"
     )
     publish.add_argument(
-        "--skip-verify", action="store_true", help="upload --bundle without checking it first"
+        "--skip-verify", action="store_true", help="upload without validating it first"
     )
     serve_bundles = bsub.add_parser("serve", help="run the built-in HTTP bundle server")
     serve_bundles.add_argument("--state-dir", required=True, help="where bundles are kept")
@@ -93,15 +100,7 @@ def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         }
     if action == "verify":
         key = Path(args.verification_key) if args.verification_key else signing_keys(config)[1]
-        info = verify_bundle(
-            Path(args.bundle_path), key, opa_binary=find_tool("opa", config.policy.opa.binary)
-        )
-        return {
-            "valid": True,
-            "revision": info.revision,
-            "digest": info.digest,
-            "files": list(info.files),
-        }
+        return _validate(Path(args.bundle_path), key, config).to_json()
     if action == "sign":
         return _sign(args, config)
     if action == "publish":
@@ -138,19 +137,37 @@ def _publish(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         raise InvalidArgument(
             "--token", f"the bundle server needs a token (--token or ${TOKEN_ENV})"
         )
-    bundle: BuiltBundle
-    if args.bundle:
-        bundle = bundle_from_file(Path(args.bundle))
-        if not args.skip_verify:
-            # Refuse to ship what OPA would refuse: catch a bad signature before the store has it.
-            key = Path(args.verification_key) if args.verification_key else signing_keys(config)[1]
-            verify_bundle(bundle.path, key, opa_binary=find_tool("opa", config.policy.opa.binary))
-    else:
-        bundle = build_local_bundle(config).bundle
+    bundle: BuiltBundle = (
+        bundle_from_file(Path(args.bundle)) if args.bundle else build_local_bundle(config).bundle
+    )
+    if not args.skip_verify:
+        # Refuse to ship what OPA would refuse, or what would do harm once active.
+        key = Path(args.verification_key) if args.verification_key else signing_keys(config)[1]
+        _validate(bundle.path, key, config)
     publisher = publisher_for(
         args.to, token=token, endpoint_url=args.endpoint_url, region=args.region
     )
     return publisher.publish(bundle).to_json()
+
+
+def _validate(path: Path, key: Path, config: Config) -> ValidationReport:
+    """Run every validation check; BundleRejected lists every problem found."""
+    from sidecar.bundles.validate import validator_for  # noqa: PLC0415
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {path}: {exc}") from exc
+    limits = config.policy.admin
+    validator = validator_for(
+        config,
+        key,
+        max_bytes=limits.max_bundle_bytes,
+        max_unpacked_bytes=limits.max_unpacked_bytes,
+    )
+    report = validator.validate(raw, require_signature=True)
+    report.raise_if_invalid(f"bundle {path}")
+    return report
 
 
 async def _serve(args: argparse.Namespace) -> None:

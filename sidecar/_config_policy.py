@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from sidecar._config_admin import parse_admin
 from sidecar._config_bundle import parse_bundle_serve, parse_bundle_service
 from sidecar._config_health import parse_health
 from sidecar._config_legacy import SyncConfig, load_sync_config, parse_rules
@@ -61,8 +62,11 @@ def _listen(node: Node, *, allow_empty: bool) -> str:
 
 def _url(node: Node) -> str:
     text = node.string(allow_empty=False)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. "http://[x": an unbalanced IPv6 bracket
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise node.error(f"expected an http(s)://host:port URL, got {text!r}")
     return text.rstrip("/")
 
@@ -280,4 +284,5 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
         ),
         health=parse_health(section("health")),
         sensitive_data=parse_sensitive_data(section("sensitive_data"), base),
+        admin=parse_admin(section("admin"), base),
     )

@@ -7,6 +7,7 @@ true or false, got 'perhaps'`` without threading paths around by hand.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -157,6 +158,9 @@ class Node:
         text = str(value)
         if not allow_empty and not text:
             raise self.error("must not be empty")
+        if "\x00" in text:
+            # No name, URL or path may hold one; a path with it makes the OS calls raise ValueError.
+            raise self.error("must not contain a NUL character")
         return text
 
     def optional_string(self) -> str | None:
@@ -230,5 +234,8 @@ class Node:
 
 def resolve_path(text: str, base: Path) -> str:
     """Return ``text`` with ``~`` expanded, made absolute against ``base`` when relative."""
-    path = Path(text).expanduser()
+    path = Path(text)
+    # "~user" of no known user (or no home) raises RuntimeError: kept as written, as a shell does.
+    with contextlib.suppress(RuntimeError):
+        path = path.expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())

@@ -45,7 +45,11 @@ def endpoint_host(endpoint: str) -> str:
     text = endpoint.strip()
     if "://" not in text:
         text = "//" + text
-    return urlsplit(text).netloc.lower()
+    try:
+        return urlsplit(text).netloc.lower()
+    except ValueError:
+        # urllib refuses an unbalanced IPv6 bracket ("[::1"); such a host matches only itself.
+        return text.split("://", 1)[-1].lstrip("/").split("/", 1)[0].lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar._config_admin import AdminSettings
 from sidecar._config_bundle import BundleServeSettings, BundleServiceSettings
 from sidecar._config_health import HealthSettings
 from sidecar._config_legacy import ReplicationRule, SyncConfig
@@ -151,3 +152,4 @@ class PolicySettings:
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     sensitive_data: SensitiveDataSettings = field(default_factory=SensitiveDataSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from sidecar.api.admin_service import AdminServicer
 from sidecar.api.server import GrpcServer
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.local import LocalBundle, build_local_bundle
@@ -19,6 +20,9 @@ from sidecar.bundles.server import BundleServer
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.errors import PolicyUnavailable
+from sidecar.governance.runtime import AdminRuntime, admin_runtime, tls_listener
+from sidecar.governance.tls_front import TlsFront
 from sidecar.health.runtime import HealthRuntime, health_runtime, health_sources
 from sidecar.masking import RecordMask
 from sidecar.model import DecideRequest, ImageRef
@@ -64,7 +68,7 @@ class PolicyRuntime:
 
 @contextlib.asynccontextmanager
 async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
-    """Yield an engine on the configured OPA, or on a managed OPA running the freshly built bundle."""
+    """Yield an engine on the configured OPA, or a managed OPA (local bundle, or pulled: service)."""
     opa = config.policy.opa
     timeout_s = opa.timeout_ms / 1000
     # Decrypted first: a wrong key or a tampered file stops the startup before OPA runs.
@@ -145,6 +149,8 @@ class Sidecar:
         self.health: HealthRuntime | None = None
         self.webhooks: WebhookServer | None = None
         self.grpc: GrpcServer | None = None
+        self.admin: AdminRuntime | None = None
+        self.admin_tls: TlsFront | None = None
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
@@ -183,14 +189,28 @@ class Sidecar:
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
             await self._start_webhooks(self.replication)
+            self.admin = await self._stack.enter_async_context(
+                admin_runtime(
+                    self.config,
+                    opa_url=self.runtime.url,
+                    managed=self.runtime.managed,
+                    registry=self.telemetry.metrics_registry,
+                )
+            )
             self.grpc = GrpcServer(
                 self.decisions,
                 settings.listen,
                 replication=self.replication,
                 resolver=self.health.resolver,
+                admin=AdminServicer(self.admin.service),
+                max_message_bytes=self.admin.max_message_bytes,
+                relay_port=self.admin.wants_relay,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)
+            self.admin_tls = await self._stack.enter_async_context(
+                tls_listener(self.config, self.admin, self.grpc.internal_port)
+            )
             await self.grpc.set_serving(True)
         except BaseException:
             await self.stop()
@@ -273,7 +293,15 @@ class Sidecar:
 
         async def on_push(image: ImageRef) -> None:
             # A push is replicated exactly like a Replicate call (decide, then durable jobs).
-            await replication.replicate(DecideRequest(image=image, event="push"))
+            outcome = await replication.replicate(DecideRequest(image=image, event="push"))
+            if outcome.result.degraded:
+                # A fail-mode answer is no verdict on the image (closed denies everything): the
+                # event stays pending and is decided again once OPA answers, so a push during an
+                # outage still gets the routes OPA wants. Jobs the fail mode queued are kept.
+                raise PolicyUnavailable(
+                    f"{image}: decided by fail mode {self.config.policy.fail_mode!r} "
+                    "while OPA is unavailable; the push is decided again when OPA answers"
+                )
 
         host, _, port = webhook.listen.rpartition(":")
         self.webhooks = WebhookServer(

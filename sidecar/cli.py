@@ -1,4 +1,4 @@
-"""The ``policy-sidecar`` command line (DESIGN §5): serve, decide, replicate, jobs, bundle, data, bench."""
+"""The ``policy-sidecar`` command line (DESIGN §5): serve, decide, replicate, jobs, bundle, audit, …"""
 
 from __future__ import annotations
 
@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     from sidecar._cli_data import add_parser as add_data_parser  # noqa: PLC0415
 
     add_data_parser(sub)
+
+    from sidecar import _cli_admin, _cli_audit  # noqa: PLC0415
+
+    _cli_audit.add_parser(sub)
+    _cli_admin.add_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmark Decide against direct OPA REST calls")
     bench.add_argument(
@@ -164,6 +169,17 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 
+def _governance(args: argparse.Namespace, config: Config) -> int:
+    from sidecar import _cli_admin, _cli_audit  # noqa: PLC0415
+
+    if args.command == "admin":
+        _print_json(asyncio.run(_cli_admin.run(args, config)))
+        return EXIT_OK
+    report, intact = asyncio.run(_cli_audit.run(args, config))
+    _print_json(report)
+    return EXIT_OK if intact else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status (2 for bad config or arguments)."""
     args = _parser().parse_args(argv)
@@ -175,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry = config.policy.telemetry
     configure_logging(args.log_level or telemetry.log_level, telemetry.log_format)
     try:
-        return _run(args, config)
+        runner = _governance if args.command in ("audit", "admin") else _run
+        return runner(args, config)
     except (ConfigError, InvalidArgument) as exc:
         print(f"policy-sidecar: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

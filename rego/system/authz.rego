@@ -1,9 +1,12 @@
 # METADATA
 # title: Admin API authorisation
 # description: >-
-#   Authorises PolicyAdmin and Explain calls: allowed when one of the caller's roles is granted the
-#   action (or "*") in data.system.roles. A tenant-scoped role (tenant-admin) grants its actions
-#   only on targets of the caller's own tenant.
+#   Authorises PolicyAdmin (and Explain) calls. The sidecar authenticates the caller (client
+#   certificate or bearer token) and asks with input {caller: {subject, names, method}, action,
+#   target}. Roles come only from bundle data: data.system.bindings maps a caller name (certificate
+#   subject DN, a SAN as "DNS:…"/"URI:…"/"email:…", or "token:<name>") to {roles, tenant}, and
+#   data.system.roles maps a role to the actions it grants ("*" = all). A tenant-scoped role
+#   (tenant-admin) acts only when the target touches its own tenant and nothing global.
 # scope: package
 # custom:
 #   id: system.authz
@@ -18,28 +21,56 @@ default _roles := {}
 
 _roles := data.system.roles
 
-_caller_roles := [role | some role in input.caller.roles; is_string(role)]
+default _bindings := {}
+
+_bindings := data.system.bindings
+
+_names := [name | some name in input.caller.names; is_string(name)]
+
+# Each binding of one of the caller's names; the same caller may hold several.
+_caller_bindings contains binding if {
+	some name in _names
+	binding := _bindings[name]
+	is_object(binding)
+}
+
+_binding_roles(binding) := {role | some role in binding.roles; is_string(role)}
+
+# METADATA
+# scope: document
+# description: Every role the caller holds through its bindings (reported in audit and errors).
+roles contains role if {
+	some binding in _caller_bindings
+	some role in _binding_roles(binding)
+}
 
 _grants(role) if {
 	some granted in _roles[role]
 	granted in {"*", input.action}
 }
 
-_same_tenant if {
-	is_string(input.caller.tenant)
-	input.caller.tenant != ""
-	input.target.tenant == input.caller.tenant
+# Targets list the tenants whose data they touch and whether anything global changes.
+_in_tenant_scope(binding) if {
+	is_string(binding.tenant)
+	binding.tenant != ""
+	not input.target.global
+	count(input.target.tenants) > 0
+	every tenant in input.target.tenants {
+		tenant == binding.tenant
+	}
 }
 
-_role_allows(role) if {
+_binding_allows(binding) if {
+	some role in _binding_roles(binding)
 	not role in _tenant_scoped
 	_grants(role)
 }
 
-_role_allows(role) if {
+_binding_allows(binding) if {
+	_in_tenant_scope(binding)
+	some role in _binding_roles(binding)
 	role in _tenant_scoped
 	_grants(role)
-	_same_tenant
 }
 
 # METADATA
@@ -48,6 +79,6 @@ _role_allows(role) if {
 default allow := false
 
 allow if {
-	some role in _caller_roles
-	_role_allows(role)
+	some binding in _caller_bindings
+	_binding_allows(binding)
 }

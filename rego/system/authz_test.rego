@@ -4,76 +4,89 @@ import rego.v1
 
 import data.system.authz
 
-_call(roles, action) := {
-	"caller": {"subject": "someone", "tenant": null, "roles": roles},
-	"action": action,
-	"target": {},
+_roles := {
+	"viewer": ["ListRevisions", "GetAuditLog", "Explain"],
+	"policy-author": ["ListRevisions", "GetAuditLog", "Explain", "ValidateBundle", "PublishBundle"],
+	"policy-admin": ["*"],
+	"tenant-admin": ["ListRevisions", "GetAuditLog", "Explain", "ValidateBundle", "PublishBundle"],
 }
 
-_tenant_call(caller_tenant, target_tenant, action) := {
-	"caller": {"subject": "acme-admin", "tenant": caller_tenant, "roles": ["tenant-admin"]},
-	"action": action,
-	"target": {"tenant": target_tenant},
+_bindings := {
+	"CN=viewer": {"roles": ["viewer"]},
+	"token:author": {"roles": ["policy-author"]},
+	"URI:spiffe://corp/admin": {"roles": ["policy-admin"]},
+	"token:acme-admin": {"roles": ["tenant-admin"], "tenant": "acme"},
+	"token:no-tenant": {"roles": ["tenant-admin"]},
+	"token:odd": {"roles": [7, null, "viewer"]},
+	"token:junk": "not a binding",
+}
+
+_global := {"tenants": [], "global": true}
+
+_allowed(names, action, target) if {
+	authz.allow with input as {"caller": {"subject": names[0], "names": names}, "action": action, "target": target}
+		with data.system.roles as _roles
+		with data.system.bindings as _bindings
 }
 
 test_default_denies if {
 	not authz.allow with input as {}
-	not authz.allow with input as _call([], "ListRevisions")
+	not _allowed(["CN=nobody"], "ListRevisions", _global)
 }
 
-test_viewer_reads if {
-	authz.allow with input as _call(["viewer"], "ListRevisions")
-	authz.allow with input as _call(["viewer"], "GetAuditLog")
-	authz.allow with input as _call(["viewer"], "Explain")
+test_viewer_reads_only if {
+	_allowed(["CN=viewer"], "ListRevisions", _global)
+	_allowed(["CN=viewer"], "GetAuditLog", _global)
+	not _allowed(["CN=viewer"], "PublishBundle", _global)
+	not _allowed(["CN=viewer"], "Rollback", _global)
+	not _allowed(["CN=viewer"], "ValidateBundle", _global)
 }
 
-test_viewer_cannot_publish if {
-	not authz.allow with input as _call(["viewer"], "PublishBundle")
-	not authz.allow with input as _call(["viewer"], "Rollback")
+test_policy_author_publishes_but_cannot_roll_back if {
+	_allowed(["token:author"], "PublishBundle", _global)
+	_allowed(["token:author"], "ValidateBundle", _global)
+	not _allowed(["token:author"], "Rollback", _global)
 }
 
-test_policy_author_publishes_and_validates if {
-	authz.allow with input as _call(["policy-author"], "PublishBundle")
-	authz.allow with input as _call(["policy-author"], "ValidateBundle")
-	not authz.allow with input as _call(["policy-author"], "Rollback")
+test_policy_admin_does_everything_through_a_san if {
+	_allowed(["CN=admin", "URI:spiffe://corp/admin"], "Rollback", _global)
+	_allowed(["CN=admin", "URI:spiffe://corp/admin"], "AnythingNew", _global)
+	not _allowed(["CN=admin"], "Rollback", _global)
 }
 
-test_policy_admin_does_everything if {
-	authz.allow with input as _call(["policy-admin"], "Rollback")
-	authz.allow with input as _call(["policy-admin"], "AnythingNew")
+test_tenant_admin_publishes_its_own_tenant_only if {
+	_allowed(["token:acme-admin"], "PublishBundle", {"tenants": ["acme"], "global": false})
+	not _allowed(["token:acme-admin"], "PublishBundle", {"tenants": ["globex"], "global": false})
+	not _allowed(["token:acme-admin"], "PublishBundle", {"tenants": ["acme", "globex"], "global": false})
+	not _allowed(["token:acme-admin"], "PublishBundle", {"tenants": ["acme"], "global": true})
+	not _allowed(["token:acme-admin"], "PublishBundle", _global)
+	not _allowed(["token:acme-admin"], "Rollback", {"tenants": ["acme"], "global": false})
 }
 
-test_any_granting_role_suffices if {
-	authz.allow with input as _call(["unknown", "viewer"], "Explain")
-}
-
-test_unknown_role_denied if {
-	not authz.allow with input as _call(["root"], "Explain")
-}
-
-test_non_string_roles_ignored if {
-	not authz.allow with input as _call([7, null], "Explain")
-}
-
-test_tenant_admin_acts_on_own_tenant if {
-	authz.allow with input as _tenant_call("acme", "acme", "GetAuditLog")
-}
-
-test_tenant_admin_denied_on_other_tenant if {
-	not authz.allow with input as _tenant_call("acme", "globex", "GetAuditLog")
-	not authz.allow with input as _tenant_call("acme", null, "GetAuditLog")
+test_tenant_admin_reads_its_own_tenant if {
+	_allowed(["token:acme-admin"], "GetAuditLog", {"tenants": ["acme"], "global": false})
+	not _allowed(["token:acme-admin"], "GetAuditLog", _global)
+	not _allowed(["token:acme-admin"], "GetAuditLog", {})
 }
 
 test_tenant_admin_without_tenant_denied if {
-	not authz.allow with input as _tenant_call(null, null, "GetAuditLog")
-	not authz.allow with input as _tenant_call("", "", "GetAuditLog")
+	not _allowed(["token:no-tenant"], "GetAuditLog", {"tenants": ["acme"], "global": false})
 }
 
-test_tenant_admin_limited_to_granted_actions if {
-	not authz.allow with input as _tenant_call("acme", "acme", "PublishBundle")
+test_malformed_bindings_and_roles_ignored if {
+	_allowed(["token:odd"], "ListRevisions", _global)
+	not _allowed(["token:junk"], "ListRevisions", _global)
+	not _allowed([7], "ListRevisions", _global)
 }
 
-test_role_map_from_data if {
-	authz.allow with input as _call(["auditor"], "GetAuditLog") with data.system.roles as {"auditor": ["GetAuditLog"]}
-	not authz.allow with input as _call(["viewer"], "Explain") with data.system.roles as {"auditor": ["GetAuditLog"]}
+test_roles_reports_the_callers_roles if {
+	got := authz.roles with input as {"caller": {"names": ["CN=viewer", "token:author"]}}
+		with data.system.bindings as _bindings
+	got == {"viewer", "policy-author"}
+}
+
+test_roles_come_from_data_not_input if {
+	not authz.allow with input as {"caller": {"names": ["CN=x"], "roles": ["policy-admin"]}, "action": "Rollback"}
+		with data.system.roles as _roles
+		with data.system.bindings as _bindings
 }

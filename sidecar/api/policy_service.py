@@ -78,17 +78,24 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
                 window.release()
 
         async def pump() -> None:
-            async with asyncio.TaskGroup() as group:
-                async for msg in request_iterator:
-                    await window.acquire()
-                    group.create_task(answer(msg))
-            await answers.put(None)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    async for msg in request_iterator:
+                        await window.acquire()
+                        group.create_task(answer(msg))
+            finally:
+                # Also when the request stream fails (e.g. a malformed message): the answer loop
+                # below must end and report it, not wait for the caller's deadline.
+                await answers.put(None)
 
         pumper = asyncio.create_task(pump())
         try:
             while (item := await answers.get()) is not None:
                 yield item
-            await pumper
+            try:
+                await pumper
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None  # the stream's own error, not the group
         finally:
             pumper.cancel()
 

@@ -1,4 +1,4 @@
-"""Builds the gRPC server: PolicyService, standard health checking and server reflection."""
+"""Builds the gRPC server: PolicyService, PolicyAdmin, health checking and server reflection."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from grpc_reflection.v1alpha import reflection
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api._decode import DecodeErrorInterceptor
+from sidecar.api.admin_service import AdminServicer
 from sidecar.api.policy_service import PolicyServicer
 from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
@@ -17,8 +19,10 @@ from sidecar.replicate.service import ReplicationService
 __all__ = ["GrpcServer"]
 
 _POLICY_SERVICE = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+_ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["PolicyAdmin"].full_name
 _SERVICES = (
     _POLICY_SERVICE,
+    _ADMIN_SERVICE,
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
 )
@@ -32,19 +36,36 @@ class GrpcServer:
         decisions: DecisionService,
         listen: str,
         replication: ReplicationService | None = None,
+        *,
         resolver: PullResolver | None = None,
+        admin: AdminServicer | None = None,
+        max_message_bytes: int | None = None,
+        relay_port: bool = False,
     ) -> None:
         self._listen = listen
+        # The TLS admin listener relays to a loopback port of its own (governance/tls_front.py).
+        self._relay_port = relay_port
+        self.internal_port = 0
+        # Bundles travel in one message: gRPC's 4 MiB default would refuse them before the
+        # admin API could check (and audit) the configured size limit.
+        sizes = (
+            [("grpc.max_receive_message_length", max_message_bytes)] if max_message_bytes else []
+        )
         self._server = grpc.aio.server(
+            # A request that does not parse is INVALID_ARGUMENT, like any other bad input.
+            interceptors=[DecodeErrorInterceptor()],
             options=[
                 # Callers multiplex many decisions over one connection (DESIGN: high throughput).
                 ("grpc.max_concurrent_streams", 4096),
                 ("grpc.so_reuseport", 0),
-            ]
+                *sizes,
+            ],
         )
         pb_grpc.add_PolicyServiceServicer_to_server(
             PolicyServicer(decisions, replication, resolver), self._server
         )
+        if admin is not None:
+            pb_grpc.add_PolicyAdminServicer_to_server(admin, self._server)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack aio
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(_SERVICES, self._server)
@@ -56,6 +77,8 @@ class GrpcServer:
             self.port = self._server.add_insecure_port(self._listen)
         except RuntimeError as exc:
             raise ConfigError("policy.listen", f"cannot listen on {self._listen}: {exc}") from exc
+        if self._relay_port:
+            self.internal_port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
         await self.set_serving(False)
 

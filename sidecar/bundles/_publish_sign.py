@@ -12,6 +12,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from sidecar.bundles.build import BuiltBundle
@@ -49,8 +50,15 @@ def sign_bundle(
         if revision:
             args += ["--revision", revision]
         try:
+            # errors="replace": OPA quotes the offending source, which need not be UTF-8.
             done = subprocess.run(
-                args, cwd=stage, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+                args,
+                cwd=stage,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=_TIMEOUT_S,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BundleError(f"cannot run {opa_binary} to sign {source}: {exc}") from exc
@@ -87,5 +95,5 @@ def _unpack(archive_path: Path, stage: Path) -> None:
                 target = stage.joinpath(*name.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(handle.read() if handle is not None else b"")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise BundleError(f"{archive_path} is not a readable bundle archive: {exc}") from exc

@@ -174,4 +174,3 @@ def write_files(files: Mapping[str, bytes], root: Path) -> None:
             raise ValueError(f"{name!r} escapes {root}")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
-

@@ -16,6 +16,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -251,8 +252,15 @@ def _merge(base: Any, over: Any) -> Any:
 
 def _run_opa(args: list[str], *, cwd: Path, failure: str) -> None:
     try:
+        # errors="replace": OPA quotes the offending source, which need not be UTF-8.
         done = subprocess.run(
-            args, cwd=cwd, capture_output=True, text=True, timeout=_OPA_TIMEOUT_S, check=False
+            args,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=_OPA_TIMEOUT_S,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise BundleError(f"{failure}: opa did not finish within {_OPA_TIMEOUT_S:.0f}s") from exc
@@ -275,7 +283,9 @@ def _read_archive(raw: bytes, path: Path) -> tuple[dict[str, Any], tuple[str, ..
                     handle = archive.extractfile(member)
                     loaded = json.load(handle) if handle is not None else {}
                     manifest = loaded if isinstance(loaded, dict) else {}
-    except (tarfile.TarError, OSError, ValueError) as exc:
+    # EOFError: truncated gzip; zlib.error: corrupt deflate data; RecursionError: a manifest
+    # nested deeper than the JSON parser goes (ValueError covers the rest of bad JSON).
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
         raise BundleError(f"{path} is not a readable bundle archive: {exc}") from exc
     return manifest, files
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,7 +70,10 @@ class PublishTarget:
 
 def parse_target(url: str) -> PublishTarget:
     """Parse a ``--to`` URL; InvalidArgument naming what is wrong with it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise InvalidArgument("--to", f"{url!r} is not a URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme in ("s3", "gs"):
         store = "s3" if scheme == "s3" else "gcs"
@@ -140,7 +144,9 @@ def bundle_from_file(path: Path) -> BuiltBundle:
                     manifest = json.load(handle) if handle is not None else {}
                     if isinstance(manifest, dict):
                         revision = str(manifest.get("revision", ""))
-    except (tarfile.TarError, OSError, ValueError) as exc:
+    # EOFError: truncated gzip; zlib.error: corrupt deflate data; RecursionError: a manifest
+    # nested deeper than the JSON parser goes (ValueError covers the rest of bad JSON).
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
         raise BundleError(f"{path} is not a readable bundle archive: {exc}") from exc
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     return BuiltBundle(path, revision, digest, len(raw), files)

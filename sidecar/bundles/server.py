@@ -20,6 +20,7 @@ import json
 import os
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -272,6 +273,7 @@ def _revision_of(data: bytes) -> str:
                     handle = archive.extractfile(member)
                     manifest = json.load(handle) if handle is not None else {}
                     return str(manifest.get("revision", "")) if isinstance(manifest, dict) else ""
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    # RecursionError: a manifest nested deeper than the JSON parser goes (a 500 otherwise).
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
         raise InvalidArgument("body", f"not a gzipped tar bundle: {exc}") from exc
     return ""

@@ -119,12 +119,14 @@ class Recovery:
             ):  # fmt: skip
                 for registry, n in counts.items():
                     self._metrics.recovered.labels(registry, kind).inc(n)
-            _log.info(
+            # First contact at startup usually finds nothing to do: not worth an info line.
+            log = _log.info if replayed or reconciled or requeued or reconcile else _log.debug
+            log(
                 "registry_recovered",
                 registries=sorted(registries),
-                deferred_jobs=replayed,
-                reconciled_jobs=reconciled,
-                requeued_jobs=requeued,
+                requeued=requeued,
+                deferred=replayed,
+                reconciled=reconciled,
             )
         finally:
             self._monitor.release(registries)
@@ -156,6 +158,10 @@ class Recovery:
                         "deferred_replay_failed", image=f"{key[0]}/{key[1]}@{key[2]}",
                         registry=work.registry, error=f"{type(exc).__name__}: {exc}",
                     )  # fmt: skip
+                    skipped.add(key)
+                    continue
+                if outcome.result.degraded:
+                    # A fail-mode answer (OPA down) is no verdict on this image: keep the record.
                     skipped.add(key)
                     continue
                 still = {d.registry for d in outcome.result.decision.deferred}
@@ -195,6 +201,8 @@ class Recovery:
             async with gate:
                 try:
                     result = await self._decisions.decide(DecideRequest(image, event="reconcile"))
+                    if result.degraded:
+                        return  # OPA is down: no intent to compare against
                     for spec in job_specs(result, image):
                         key = (digest, spec.destination_registry, spec.destination_repository)
                         if spec.destination_registry not in registries or key in queued:
@@ -232,7 +240,7 @@ class Recovery:
             for kind, counts in (("deferred", replayed), ("requeued", requeued)):
                 for registry, n in counts.items():
                     self._metrics.recovered.labels(registry, kind).inc(n)
-            _log.info("recovery_sweep", deferred_jobs=replayed, requeued_jobs=requeued)
+            _log.info("recovery_sweep", requeued=requeued, deferred=replayed)
             self._wake()
 
     async def _sweep_forever(self) -> None:

@@ -4,15 +4,23 @@ Order is what makes a copy safe to interrupt: blobs first (HEAD-skipped, mounted
 registry, else streamed source → destination and verified), then child and referrer manifests by
 digest, then the referrers fallback tags, and the top manifest last — under the tag when there is
 one — so the destination tag never points at a partial image.
+
+Shared layers move once per destination registry. The copier remembers which repository of each
+destination it last saw holding a blob, and mounts from there (one request, no bytes) when another
+repository needs it; concurrent copies needing the same blob at the same registry take turns, so
+the second one mounts what the first uploaded instead of uploading it again. A mount the registry
+refuses (202) turns into the upload itself, in the session it opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, TypeVar
 
 import orjson
 from opentelemetry import trace
@@ -26,6 +34,7 @@ from sidecar.replicate.oci import (
     Manifest,
     RegistryClient,
     RegistryClients,
+    count_requests,
     digest_of,
     fallback_tag,
 )
@@ -34,7 +43,9 @@ from sidecar.telemetry import get_logger
 __all__ = ["SPAN_COPY", "ImageCopier"]
 
 SPAN_COPY = "oci.copy"
+_T = TypeVar("_T")
 _PROGRESS_INTERVAL_S = 0.2  # at most ~5 progress reports a second: each may be a database write
+_KNOWN_BLOBS = 50_000  # blob locations remembered per destination registry (least recent go first)
 _log = get_logger(__name__)
 
 
@@ -80,6 +91,25 @@ class _Run:
             await self.report()
 
 
+class _Locations:
+    """Where blobs were last seen at one registry: digest → repository, least recent dropped."""
+
+    def __init__(self, limit: int = _KNOWN_BLOBS) -> None:
+        self._limit = limit
+        self._where: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, digest: str) -> str:
+        """The repository last known to hold ``digest`` ("" when none is)."""
+        return self._where.get(digest, "")
+
+    def add(self, digest: str, repository: str) -> None:
+        """Remember that ``repository`` holds ``digest``."""
+        self._where[digest] = repository
+        self._where.move_to_end(digest)
+        if len(self._where) > self._limit:
+            self._where.popitem(last=False)
+
+
 async def _bounded(jobs: Iterable[Callable[[], Awaitable[None]]], limit: int) -> None:
     """Run ``jobs`` at most ``limit`` at a time; the first failure cancels the rest and is raised."""
     semaphore = asyncio.Semaphore(limit)
@@ -94,6 +124,16 @@ async def _bounded(jobs: Iterable[Callable[[], Awaitable[None]]], limit: int) ->
                 group.create_task(run(job))
     except BaseExceptionGroup as failures:
         raise _first(failures) from None
+
+
+async def _all(aws: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Await every coroutine at once; results in order. The first failure cancels the rest."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(aw) for aw in aws]
+    except BaseExceptionGroup as failures:
+        raise _first(failures) from None
+    return [task.result() for task in tasks]
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -121,6 +161,9 @@ class ImageCopier:
         self._clients = clients
         self._concurrency = max(1, blob_concurrency)
         self._tracer = tracer or trace.get_tracer(__name__)
+        self._locations: dict[str, _Locations] = {}  # per destination registry
+        # (registry, digest) → done when the blob operation in flight there ends.
+        self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def _ends(self, spec: JobSpec) -> tuple[RegistryClient, RegistryClient]:
         return self._clients.get(spec.source_registry), self._clients.get(spec.destination_registry)
@@ -140,8 +183,9 @@ class ImageCopier:
         """Add the blobs of an image, or the children (pushed before it) of an index."""
         for blob in manifest.blobs():
             tree.blobs.setdefault(blob.digest, blob)
-        for child in manifest.children():
-            sub = await src.get_manifest(repo, child.digest)
+        children = manifest.children()
+        subs = await _all([src.get_manifest(repo, child.digest) for child in children])
+        for sub in subs:
             await self._add(src, repo, sub, tree)
             tree.manifests.append((sub, sub.digest))
 
@@ -150,8 +194,10 @@ class ImageCopier:
         tree = _Tree()
         await self._add(src, repo, top, tree)
         seen = {top.digest} | {m.digest for m, _ in tree.manifests}
-        for subject in [top.digest, *(c.digest for c in top.children())]:
-            for ref in await src.referrers(repo, subject):
+        subjects = [top.digest, *(c.digest for c in top.children())]
+        listed = await _all([src.referrers(repo, subject) for subject in subjects])
+        for subject, refs in zip(subjects, listed, strict=True):
+            for ref in refs:
                 if ref.digest in seen:
                     continue
                 seen.add(ref.digest)
@@ -191,11 +237,9 @@ class ImageCopier:
     async def copy(self, spec: JobSpec, progress: ProgressCallback | None = None) -> CopyResult:
         """Copy ``spec``: blobs, then child and referrer manifests, then the top manifest."""
         src, dst = self._ends(spec)
-        clients = {id(c): c for c in (src, dst)}.values()
-        before = sum(c.requests for c in clients)
         source = f"{spec.source_registry}/{spec.source_repository}@{spec.digest}"
         destination = f"{spec.destination_registry}/{spec.destination_repository}"
-        with self._tracer.start_as_current_span(SPAN_COPY) as span:
+        with self._tracer.start_as_current_span(SPAN_COPY) as span, count_requests() as requests:
             span.set_attributes(
                 {"source": source, "destination": destination, "digest": spec.digest}
             )
@@ -210,7 +254,7 @@ class ImageCopier:
                 blobs_mounted=run.mounted,
                 manifests_pushed=pushed,
                 referrers_copied=referrers,
-                requests=sum(c.requests for c in clients) - before,
+                requests=requests[0],
             )
         _log.info("image copied", source=source, destination=destination, tag=spec.tag,
                   bytes=result.bytes_moved, blobs_copied=result.blobs_copied,
@@ -238,30 +282,53 @@ class ImageCopier:
         run.blobs_total = len(tree.blobs)
         run.bytes_total = sum(b.size for b in tree.blobs.values())
         await run.report(force=True)
-        same_registry = spec.source_registry == spec.destination_registry
-
-        async def blob(desc: Descriptor) -> None:
-            if await dst.blob_exists(dst_repo, desc.digest):
-                run.skipped += 1
-            elif same_registry and await dst.mount_blob(
-                dst_repo, desc.digest, spec.source_repository
-            ):
-                run.mounted += 1
-            else:
-                chunks = run.counting(src.stream_blob(spec.source_repository, desc.digest))
-                await dst.push_blob(dst_repo, desc.digest, desc.size, chunks)
-                run.copied += 1
-                run.bytes_done -= desc.size  # counted while streaming; added back below
-            run.bytes_done += desc.size
-            await run.report()
-
-        await _bounded([partial(blob, d) for d in tree.blobs.values()], self._concurrency)
+        blob = partial(self._blob, spec, src, dst, run)
+        # Largest first: the big layer that would otherwise start last no longer ends the copy alone.
+        largest_first = sorted(tree.blobs.values(), key=lambda d: d.size, reverse=True)
+        await _bounded([partial(blob, d) for d in largest_first], self._concurrency)
         for manifest, reference in tree.manifests:
             await dst.put_manifest(dst_repo, reference, manifest)
         listed = await self._list_referrers(dst, dst_repo, tree.listings)
         await dst.put_manifest(dst_repo, spec.tag or top.digest, top)
         await run.report(force=True)
         return len(tree.manifests) + listed + 1, tree.referrers
+
+    async def _blob(
+        self, spec: JobSpec, src: RegistryClient, dst: RegistryClient, run: _Run, desc: Descriptor
+    ) -> None:
+        """Make one blob present at the destination: skip, mount, or stream it from the source."""
+        registry, repo = spec.destination_registry, spec.destination_repository
+        key = (registry, desc.digest)
+        # One operation per blob and registry at a time: the next one then finds it there, or
+        # mounts it from the repository it just went to, instead of moving the bytes again.
+        while (flight := self._in_flight.get(key)) is not None:
+            await asyncio.wait([flight])
+        flight = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = flight
+        known = self._locations.setdefault(registry, _Locations())
+        try:
+            if await dst.blob_exists(repo, desc.digest):
+                run.skipped += 1
+            else:
+                # Within one registry, from the source; else from wherever we last saw it there.
+                same = spec.source_registry == registry
+                mount_from = spec.source_repository if same else known.get(desc.digest)
+                mount_from = "" if mount_from == repo else mount_from
+                chunks = run.counting(src.stream_blob(spec.source_repository, desc.digest))
+                if await dst.push_blob(
+                    repo, desc.digest, desc.size, chunks, mount_from=mount_from,
+                    verified_source=True,
+                ):  # fmt: skip
+                    run.mounted += 1
+                else:
+                    run.copied += 1
+                    run.bytes_done -= desc.size  # counted while streaming; added back below
+            known.add(desc.digest, repo)
+        finally:
+            del self._in_flight[key]
+            flight.set_result(None)
+        run.bytes_done += desc.size
+        await run.report()
 
     async def _list_referrers(
         self, dst: RegistryClient, repo: str, listings: dict[str, list[Descriptor]]

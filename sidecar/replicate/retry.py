@@ -12,13 +12,17 @@ __all__ = ["Outcome", "RetryPolicy"]
 
 Outcome = Literal["retry", "park", "fail"]
 
+# Statuses meaning "not now" rather than "not this request": throttled, bad gateway, unavailable.
+_UNAVAILABLE = frozenset({429, 502, 503, 504})
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, capped; ``rng`` is injectable for deterministic tests.
 
-    ``attempt`` counts from 1 (the attempt that just failed). After ``max_attempts`` attempts a
-    transient error fails the job, while an unreachable registry parks it until it recovers.
+    ``attempt`` counts from 1 (the attempt that just failed). After ``max_attempts`` attempts an
+    unreachable, throttling or unavailable registry (429/502/503/504) parks the job until
+    recovery requeues it; any other transient error (a 500, a transfer cut short) fails it.
     """
 
     max_attempts: int = 5
@@ -45,5 +49,10 @@ class RetryPolicy:
             # Corrupt content does not heal by retrying; a person has to look.
             return "fail"
         if isinstance(exc, RegistryError) and exc.transient:
-            return "fail" if exhausted else "retry"
+            if not exhausted:
+                return "retry"
+            # Throttled or overloaded: the registry cannot take the copy *now*. Failing would
+            # lose the job for good (nothing retries a failed job), so it parks and the
+            # recovery sweep queues it again later.
+            return "park" if exc.status in _UNAVAILABLE else "fail"
         return "fail"

@@ -11,7 +11,7 @@ from sidecar.telemetry import METRIC_PREFIX
 __all__ = ["ProcessOutcome", "ReceiveOutcome", "WebhookMetrics"]
 
 ReceiveOutcome = Literal["recorded", "duplicate", "unauthorized", "invalid", "error"]
-ProcessOutcome = Literal["pushed", "pulled", "ignored", "failed"]
+ProcessOutcome = Literal["pushed", "pulled", "ignored", "deferred", "failed"]
 
 
 class WebhookMetrics:
@@ -29,7 +29,7 @@ class WebhookMetrics:
         self._processed = Counter(
             f"{METRIC_PREFIX}webhook_events_processed",
             "Recorded registry events processed, by action and outcome "
-            "(pushed, pulled, ignored, failed).",
+            "(pushed, pulled, ignored, deferred: waiting for OPA, failed).",
             ["action", "outcome"],
             registry=registry,
         )

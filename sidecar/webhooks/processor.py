@@ -3,7 +3,8 @@
 The endpoint records every event before acknowledging it; this processor is the only consumer.
 An event is completed only after its effect is persisted (``on_push`` returned, or the pull count
 was added), so a crash in between replays it on restart: at-least-once, which is safe because the
-lead's ``on_push`` enqueues jobs idempotently by digest and destination.
+lead's ``on_push`` enqueues jobs idempotently by digest and destination. ``on_push`` raising
+:class:`PolicyUnavailable` (the decision came from the fail mode) leaves the event pending too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from opentelemetry import trace
 
 from sidecar._config_registry import RegistryConfig
-from sidecar.errors import WebhookRejected
+from sidecar.errors import InvalidArgument, PolicyUnavailable, WebhookRejected
 from sidecar.model import ImageRef
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore
@@ -102,6 +103,23 @@ class WebhookProcessor:
                 # A stored event we cannot read will never become readable: drop it, loudly.
                 _log.error("unreadable webhook event dropped", event_id=event_id, problem=str(exc))
                 outcome = "ignored"
+            except InvalidArgument as exc:
+                # The image it names is malformed (a tag or repository the registry allowed but
+                # the sidecar refuses): no retry can change that, so it must not stay pending.
+                _log.error(
+                    "invalid webhook event dropped",
+                    event_id=event_id,
+                    action=action,
+                    problem=str(exc),
+                )
+                outcome = "ignored"
+            except PolicyUnavailable as exc:
+                # OPA is down: the event waits (pending) and is decided again on the next drain.
+                _log.warning(
+                    "webhook event waits for the policy engine", event_id=event_id, problem=str(exc)
+                )
+                self._count(action, "deferred")
+                return False
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))

@@ -1,13 +1,15 @@
 """Copy benchmark: the sidecar's image copier against ``skopeo copy --all`` and ``crane copy``.
 
-Run:  .venv/bin/python -m tests.bench.copy [--images 20] [--max-mb 200] [--seed 1] [--rounds 3]
+Run:  .venv/bin/python -m tests.bench.copy [--images 20] [--max-mb 200] [--seed 1] [--rounds 5]
                                            [--parallel 2] [--output report.json]
+(figures and how to read them: docs/benchmarks.md, "Image copy")
 
 One image set, generated once from ``--seed`` into a source docker-registry: ``--images`` images
 whose blob sizes spread evenly from ``--min-mb`` to ``--max-mb`` MiB, in ``images / 4``
 repositories (versions of one app share a dependency layer), all built on a few shared base layers
 (an OS layer, a runtime layer, a small base for small images), and every eighth image (from the
-third) a two-platform OCI index. Layers are random bytes (incompressible, like real layers).
+third) a two-platform OCI index. Layers are gzip streams (stored) of random bytes: incompressible
+like real layers, and recognised as compressed so that no tool recompresses them.
 
 Each tool then copies every image by digest from the source to the same repository and tag of a
 *fresh* destination registry: cold (the destination empty), then warm (everything already there).
@@ -20,7 +22,9 @@ requests and bytes are counted the same way for every tool; bytes moved are the 
 destination received. After each cold copy every destination tag must resolve to the source digest.
 
 ``--rounds`` repeats the whole comparison (tool order rotated, fresh destinations): the table gives
-the median wall time and the counts of the last round.
+the median wall time and CPU seconds, and the counts of the last round. The CPU seconds are the
+copying tool's (this process for the sidecar, the finished children for the peers) and the two
+registries'; the load average before and after goes in the report, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,12 +47,16 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from sidecar.replicate.copy import ImageCopier
 from sidecar.replicate.model import JobSpec
 from sidecar.replicate.oci import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryClients
+from sidecar.telemetry import configure_logging
+from sidecar.telemetry._logging import snapshot_logging
 from sidecar.tools import find_tool
 from tests.support.counting_proxy import CountingProxy, counting_proxy
 from tests.support.images import (
@@ -59,7 +68,7 @@ from tests.support.images import (
     push_manifest,
     registry_config,
 )
-from tests.support.registry import docker_registry_binary, registry_server
+from tests.support.registry import RegistryServer, docker_registry_binary, registry_server
 
 __all__ = ["BenchImage", "generate_images", "main", "run_benchmark"]
 
@@ -115,7 +124,7 @@ def _layers(rng: random.Random, target: int, arch: str, repo: int, max_bytes: in
     cuts = sorted(rng.sample(range(1, rest), parts - 1)) if parts > 1 else []
     bounds = [0, *cuts, rest]
     unique = f"u{rng.getrandbits(48):012x}"
-    chosen += [_Layer(f"{unique}-{i}", b - a) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    chosen += [_Layer(f"{unique}-{i}", b - a) for i, (a, b) in enumerate(pairwise(bounds))]
     return chosen
 
 
@@ -259,7 +268,7 @@ async def _run_sidecar(
         totals["blobs_mounted"] += result.blobs_mounted
 
     try:
-        await _bounded([lambda i=image: copy(i) for image in images], parallel)
+        await _bounded([partial(copy, image) for image in images], parallel)
     finally:
         await clients.close()
     return totals
@@ -281,7 +290,7 @@ def _peer_argv(tool: str, binary: str, image: BenchImage, src: str, dst: str) ->
 
 
 async def _run_peer(
-    tool: str, binary: str, images: Sequence[BenchImage], src: str, dst: str, parallel: int
+    tool: str, binary: str, images: Sequence[BenchImage], src: str, dst: str, *, parallel: int
 ) -> dict[str, int]:
     async def copy(image: BenchImage) -> None:
         argv = _peer_argv(tool, binary, image, src, dst)
@@ -292,7 +301,7 @@ async def _run_peer(
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}: {err.decode()}")
 
-    await _bounded([lambda i=image: copy(i) for image in images], parallel)
+    await _bounded([partial(copy, image) for image in images], parallel)
     return {}
 
 
@@ -311,6 +320,48 @@ async def _verify(dst: str, images: Sequence[BenchImage], tool: str) -> None:
         await client.close()
 
 
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far; 0 where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU seconds of the copying tool, the registries and the proxies over one phase.
+
+    The tool is this process for the sidecar (the copier runs in it) and the finished child
+    processes for the peers (each copy is one child, waited for before the phase ends).
+    """
+
+    def __init__(self, tool: str, registries: Sequence[int | None], proxies: Sequence[int]):
+        self._tool, self._registries, self._proxies = tool, registries, proxies
+        self._start = self._now()
+
+    def _own(self) -> float:
+        if self._tool == "sidecar":
+            return time.process_time()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def _now(self) -> tuple[float, float, float]:
+        return (
+            self._own(),
+            sum(_cpu_s(pid) for pid in self._registries),
+            sum(_cpu_s(pid) for pid in self._proxies),
+        )
+
+    def read(self) -> dict[str, float]:
+        """CPU seconds since the meter was made: ``tool``, ``registries`` and ``proxies``."""
+        now = self._now()
+        return {
+            name: round(now[i] - self._start[i], 3)
+            for i, name in enumerate(("tool", "registries", "proxies"))
+        }
+
+
 @dataclass
 class _Measure:
     tool: str
@@ -320,6 +371,7 @@ class _Measure:
     src: dict[str, Any]
     dst: dict[str, Any]
     copier: dict[str, int]
+    cpu_s: dict[str, float]
 
     @property
     def bytes_moved(self) -> int:
@@ -338,7 +390,8 @@ async def _measure_tool(
     tool: str,
     round_no: int,
     images: Sequence[BenchImage],
-    src_proxy: CountingProxy,
+    *,
+    source: tuple[RegistryServer, CountingProxy],
     work: Path,
     args: argparse.Namespace,
     binaries: dict[str, str],
@@ -347,9 +400,15 @@ async def _measure_tool(
     measures: list[_Measure] = []
     try:
         with registry_server(root) as dst_registry, counting_proxy(dst_registry.url) as dst_proxy:
+            src_registry, src_proxy = source
+            registries = [
+                p.process.pid if p.process else None for p in (src_registry, dst_registry)
+            ]
+            proxies = [src_proxy.process.pid, dst_proxy.process.pid]
             for phase in PHASES:
                 src_proxy.reset()
                 dst_proxy.reset()
+                meter = _CpuMeter(tool, registries, proxies)
                 started = time.perf_counter()
                 if tool == "sidecar":
                     copier = await _run_sidecar(
@@ -357,16 +416,20 @@ async def _measure_tool(
                     )
                 else:
                     copier = await _run_peer(
-                        tool, binaries[tool], images, src_proxy.url, dst_proxy.url, args.parallel
-                    )
+                        tool, binaries[tool], images, src_proxy.url, dst_proxy.url,
+                        parallel=args.parallel,
+                    )  # fmt: skip
                 wall = time.perf_counter() - started
+                cpu = meter.read()
                 measure = _Measure(
-                    tool, phase, round_no, wall, src_proxy.counts(), dst_proxy.counts(), copier
-                )
+                    tool, phase, round_no, wall, src_proxy.counts(), dst_proxy.counts(), copier,
+                    cpu,
+                )  # fmt: skip
                 measures.append(measure)
                 print(
                     f"  round {round_no} {tool:8} {phase}: {wall:7.2f} s  "
-                    f"{measure.bytes_moved / _MIB:9.1f} MiB  {measure.requests:6d} requests",
+                    f"{measure.bytes_moved / _MIB:9.1f} MiB  {measure.requests:6d} requests  "
+                    f"CPU s: {cpu}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -415,6 +478,10 @@ def _summary(measures: list[_Measure], tools: Sequence[str]) -> list[dict[str, A
                     "blob_bytes_moved": last.blob_bytes_moved,
                     "bytes_read_from_source": sum(last.src["bytes_out"].values()),
                     "requests": last.requests,
+                    "cpu_s": {
+                        part: statistics.median(m.cpu_s[part] for m in mine)
+                        for part in ("tool", "registries", "proxies")
+                    },
                     "source_requests": last.src["requests"],
                     "destination_requests": last.dst["requests"],
                     "source": last.src,
@@ -457,11 +524,13 @@ def _print_table(report: dict[str, Any]) -> None:
         f" each; {facts['image_bytes'] / _MIB:.0f} MiB in all, "
         f"{facts['repository_blob_bytes'] / _MIB:.0f} MiB distinct per repository, "
         f"{facts['distinct_blob_bytes'] / _MIB:.0f} MiB distinct), "
-        f"{report['parallel']} images at a time, median of {report['rounds']} round(s)\n"
+        f"{report['parallel']} images at a time, median of {report['rounds']} round(s)"
     )
-    print("| tool | phase | wall (s) | × fastest peer | bytes moved (MiB) | blob bytes (MiB) "
-          "| read from source (MiB) | requests (src + dst) |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    load = report["machine"]["load_average_1_5_15_min"]
+    print(f"load average before {load['before'][0]:.1f}, after {load['after'][0]:.1f}\n")
+    print("| tool | phase | wall (s) | x fastest peer | bytes moved (MiB) | blob bytes (MiB) "
+          "| read from source (MiB) | requests (src + dst) | CPU s: tool / registries |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in report["results"]:
         ratio = row.get("ratio_to_fastest_peer")
         print(
@@ -469,7 +538,8 @@ def _print_table(report: dict[str, Any]) -> None:
             f"| {f'{ratio:.2f}' if ratio is not None else '-'} "
             f"| {row['bytes_moved'] / _MIB:.1f} | {row['blob_bytes_moved'] / _MIB:.1f} "
             f"| {row['bytes_read_from_source'] / _MIB:.1f} "
-            f"| {row['requests']} ({row['source_requests']} + {row['destination_requests']}) |"
+            f"| {row['requests']} ({row['source_requests']} + {row['destination_requests']}) "
+            f"| {row['cpu_s']['tool']:.2f} / {row['cpu_s']['registries']:.2f} |"
         )
     for phase, verdict in report["targets"].items():
         print(
@@ -485,6 +555,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown tools {unknown}; known: {', '.join(TOOLS)}")
     binaries = _binaries(tools)
+    load_before = os.getloadavg()
     measures: list[_Measure] = []
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-copy-")))
@@ -507,8 +578,9 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             shift = (round_no - 1) % len(tools)
             for tool in tools[shift:] + tools[:shift]:
                 measures += await _measure_tool(
-                    tool, round_no, images, src_proxy, work, args, binaries
-                )
+                    tool, round_no, images, source=(source, src_proxy), work=work, args=args,
+                    binaries=binaries,
+                )  # fmt: skip
     rows = _summary(measures, tools)
     report: dict[str, Any] = {
         "benchmark": "image copy (issue 3)",
@@ -518,10 +590,15 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            # Other work on the machine shows here: wall times are only comparable when low.
+            "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
         },
         "versions": {
             "docker-registry": _version([docker_registry_binary(), "--version"]),
-            **{tool: _version([path, "version"]) for tool, path in binaries.items()},
+            **{
+                tool: _version([path, "--version" if tool == "skopeo" else "version"])
+                for tool, path in binaries.items()
+            },
         },
         "seed": args.seed,
         "parallel": args.parallel,
@@ -555,7 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = " ".join([".venv/bin/python", "-m", "tests.bench.copy", *given])
     if args.images < 1 or args.rounds < 1 or args.parallel < 1 or args.min_mb > args.max_mb:
         parser.error("need --images, --rounds, --parallel >= 1 and --min-mb <= --max-mb")
-    report = asyncio.run(run_benchmark(args))
+    saved = snapshot_logging()
+    configure_logging("warning")  # the copier's line per image would bury the progress lines
+    try:
+        report = asyncio.run(run_benchmark(args))
+    finally:
+        saved.restore()
     _print_table(report)
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,8 +1,24 @@
-"""Loads the hypothesis profile for the fuzz suite: ``ci`` by default, ``HYPOTHESIS_PROFILE=storm`` for the long run."""
+"""The fuzz suite's hypothesis profile (``ci``, or ``HYPOTHESIS_PROFILE=storm``) and its sidecar."""
 
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
 from hypothesis import settings
 
-from tests.support.fuzz import active_profile, register_profiles
+from sidecar.config import load_config
+from tests.support.fuzz import CASES_CONFIG, active_profile, register_profiles
+from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
 register_profiles()
 settings.load_profile(active_profile())
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sidecar(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSidecar]:
+    """One real sidecar per module: the cases inventory, a managed OPA, SQLite jobs."""
+    config = isolated_config(load_config(CASES_CONFIG), tmp_path_factory.mktemp("fuzz-sidecar"))
+    async with running_sidecar(config) as running:
+        yield running

@@ -14,19 +14,17 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf.json_format import MessageToDict
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
-from tests.support.fuzz import ROOT, contract_violations, examples, nasty_text, near_rfc3339
-from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
+from tests.support.fuzz import CASES_CONFIG, contract_violations, examples, nasty_text, near_rfc3339
+from tests.support.sidecar import RunningSidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-CONFIG = ROOT / "tests" / "cases" / "sidecar.yaml"
 DIGEST = "sha256:" + "c" * 64
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 # gRPC's default receive limit; a bigger request is refused by the transport, not by us.
@@ -111,7 +109,7 @@ def fuzzed_requests(draw: st.DrawFn) -> Fuzzed:
 
 
 def _inventory() -> tuple[str, ...]:
-    return tuple(r.name for r in load_config(CONFIG).registries)
+    return tuple(r.name for r in load_config(CASES_CONFIG).registries)
 
 
 def _decision_ok(decision: pb.Decision, source: str) -> None:
@@ -138,14 +136,6 @@ def _check_refusal(err: grpc.aio.AioRpcError, fuzzed: Fuzzed) -> None:
 async def _still_serving(running: RunningSidecar) -> None:
     answer = await running.stub.Decide(_valid(), timeout=30)
     assert answer.decision_id and not answer.degraded
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def sidecar(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSidecar]:
-    """One real sidecar (cases inventory, managed OPA, SQLite jobs) for the whole module."""
-    config = isolated_config(load_config(CONFIG), tmp_path_factory.mktemp("fuzz-grpc"))
-    async with running_sidecar(config) as running:
-        yield running
 
 
 @settings(max_examples=examples(40))

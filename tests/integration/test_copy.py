@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,49 @@ async def test_same_registry_copy_mounts_blobs(setup: Setup) -> None:
     assert tagged is not None and tagged.digest == image.digest
 
 
+async def test_shared_layers_move_once_per_destination_registry(setup: Setup) -> None:
+    src, dst = setup.clients.get("src"), setup.clients.get("dst")
+    sizes = (200_000, 50_000)  # same seed and sizes: the same two layers, each config its own
+    one = await push_image(src, "team/one", tag="v1", seed=5, layer_sizes=sizes, labels={"a": "1"})
+    two = await push_image(src, "team/two", tag="v1", seed=5, layer_sizes=sizes, labels={"b": "2"})
+    assert one.layers == two.layers and one.config != two.config
+    layers = sum(sizes)
+
+    first = await setup.copier.copy(_spec(one.digest, source_repository="team/one"))
+    second = await setup.copier.copy(
+        _spec(two.digest, source_repository="team/two", destination_repository="mirror/two")
+    )
+    assert (first.blobs_copied, first.blobs_mounted, first.bytes_moved) == (3, 0, one.blob_bytes)
+    # The layers are mounted from mirror/app, where the first copy put them: only the config moves.
+    assert (second.blobs_copied, second.blobs_mounted) == (1, 2)
+    assert second.bytes_moved == two.blob_bytes - layers
+    for repo, image in (("mirror/app", one), ("mirror/two", two)):
+        tagged = await dst.head_manifest(repo, "v1")
+        assert tagged is not None and tagged.digest == image.digest
+        assert await dst.read_blob(repo, image.layers[0]) == await src.read_blob(
+            "team/one", one.layers[0]
+        )
+
+    # Two copies at once into new repositories: each shared layer still moves once, and each
+    # copy reports only its own requests.
+    copier = ImageCopier(setup.clients, blob_concurrency=3)
+    before = src.requests + dst.requests
+    both = await asyncio.gather(
+        copier.copy(
+            _spec(one.digest, source_repository="team/one", destination_repository="x/one")
+        ),
+        copier.copy(
+            _spec(two.digest, source_repository="team/two", destination_repository="x/two")
+        ),
+    )
+    assert sum(r.bytes_moved for r in both) == one.blob_bytes + two.blob_bytes - layers
+    assert sum(r.blobs_mounted for r in both) == 2
+    assert sum(r.requests for r in both) == src.requests + dst.requests - before
+    for repo, image in (("x/one", one), ("x/two", two)):
+        tagged = await dst.head_manifest(repo, "v1")
+        assert tagged is not None and tagged.digest == image.digest
+
+
 async def test_corrupt_manifest_is_refused_and_nothing_tagged(setup: Setup) -> None:
     image = await push_image(setup.clients.get("src"), "team/app", tag="v1")
     setup.proxy.faults.corrupt_manifests = True
@@ -176,6 +220,22 @@ async def test_truncated_blob_fails_the_copy_and_nothing_tagged(setup: Setup) ->
     dst = setup.clients.get("dst")
     assert await dst.head_manifest("mirror/app", "v1") is None
     assert await dst.head_manifest("mirror/app", index.digest) is None
+
+
+async def test_blob_rotten_on_the_source_disk_is_refused_and_never_lands(
+    tmp_path: Path, setup: Setup
+) -> None:
+    image = await push_image(setup.clients.get("src"), "team/app", tag="v1", layer_sizes=(90_000,))
+    hex_digest = image.layers[0].removeprefix("sha256:")
+    stored = tmp_path / "src/data/docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest
+    data = bytearray((stored / "data").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one bit pattern flipped: served as if intact
+    (stored / "data").write_bytes(bytes(data))
+    with pytest.raises(DigestMismatch, match=image.layers[0]):
+        await setup.copier.copy(_spec(image.digest))
+    dst = setup.clients.get("dst")
+    assert not await dst.blob_exists("mirror/app", image.layers[0])
+    assert await dst.head_manifest("mirror/app", "v1") is None
 
 
 async def test_auth_failure_is_a_clear_permanent_error(tmp_path: Path, setup: Setup) -> None:

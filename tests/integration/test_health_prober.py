@@ -11,12 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import Config, HealthSettings
 from sidecar.enrich import StaticEnricher
-from sidecar.health import HealthMonitor, HealthState, ProbedHealth
+from sidecar.errors import RegistryUnavailable
+from sidecar.health import HealthMonitor, HealthState, ProbedHealth, PullResolver
 from sidecar.model import DecideRequest, ImageRef
 from sidecar.replicate.oci import RegistryClients
 from sidecar.replicate.store import SqlJobStore, open_job_store
 from sidecar.testing import CapturedLogs
-from tests.support.images import registry_config
+from tests.support.images import push_image, registry_config
 from tests.support.registry import RegistryServer, registry_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -197,3 +198,28 @@ async def test_a_flapping_registry_does_not_thrash_decisions(
             {"registry": "eu", "state": "unhealthy"},
         )
         assert flips == 1
+
+
+async def test_resolve_pull_says_unavailable_when_only_a_down_registry_holds_it(
+    registries: tuple[Outage, RegistryServer], store: SqlJobStore
+) -> None:
+    eu, us = registries
+    async with prober(eu.server, us, store) as (monitor, config, _):
+        await monitor.probe_round()
+        clients = RegistryClients(config.registries)
+        try:
+            pushed = await push_image(clients.get("eu"), "team/app", seed=7)
+            resolver = PullResolver(config.registries, clients, health=monitor, store=store)
+            image = ImageRef("eu", "team/app", digest=pushed.digest)
+            answer = await resolver.resolve(image, "us-east-1")
+            assert (answer.chosen.registry, answer.chosen.proximity) == ("eu", "remote")
+            assert answer.chosen.pull_ref == f"{eu.server.host}/team/app@{pushed.digest}"
+            eu.stop()
+            await monitor.probe_round()
+            await monitor.probe_round()
+            with pytest.raises(RegistryUnavailable) as err:
+                await resolver.resolve(image, "us-east-1")
+        finally:
+            await clients.close()
+    assert "eu/team/app: registry is unhealthy" in err.value.message
+    assert "us/team/app: does not hold the digest" in err.value.message

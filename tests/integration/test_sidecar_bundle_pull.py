@@ -19,6 +19,7 @@ from sidecar._config_bundle import BundleServeSettings
 from sidecar._proto import policy_pb2 as pb
 from sidecar.app import Sidecar
 from sidecar.bundles.keys import generate_keypair
+from sidecar.errors import PolicyUnavailable
 from sidecar.testing import InMemorySpans
 from tests.support.bundle_stores import STORE_KINDS, BundleStore, bundle_store
 from tests.support.fleet import free_port
@@ -155,3 +156,16 @@ async def test_a_sidecar_hosts_the_bundle_server_and_waits_for_the_first_bundle(
         await _until_metric(hub, "rev-b")  # the hub's own OPA pulls from itself too
     finally:
         await hub.stop()
+
+
+async def test_with_nothing_published_the_startup_fails_naming_the_cause(tmp_path: Path) -> None:
+    config = signed_config(_keys(tmp_path))
+    async with bundle_store("http", tmp_path / "http") as store:
+        pulling = pulling_config(config, store, tmp_path / "sidecar")
+        opa = dataclasses.replace(pulling.policy.opa, startup_timeout_s=2.0)
+        pulling = dataclasses.replace(pulling, policy=dataclasses.replace(pulling.policy, opa=opa))
+        with pytest.raises(PolicyUnavailable) as err:
+            async with running_sidecar(pulling):
+                pass
+    assert "no bundle activated (is one published? can OPA reach the store?)" in err.value.message
+    assert "Bundle load failed: server replied with Not Found" in err.value.message  # OPA, quoted

@@ -27,6 +27,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -178,6 +179,7 @@ def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
         [sys.executable, "-m", "tests.support.counting_proxy", upstream],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=Path(__file__).resolve().parents[2],  # the repository, whatever the caller's cwd
     )
     try:
         assert process.stdout is not None

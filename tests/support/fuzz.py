@@ -20,30 +20,61 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 __all__ = [
+    "CASES_CONFIG",
     "PROFILE_ENV",
     "ROOT",
     "STORM_FACTOR",
     "active_profile",
     "contract_violations",
     "examples",
+    "json_values",
     "nasty_text",
     "near_rfc3339",
     "register_profiles",
+    "urlish",
 ]
 
 PROFILE_ENV = "HYPOTHESIS_PROFILE"
 STORM_FACTOR = 25
 ROOT = Path(__file__).resolve().parents[2]
+# The data-driven cases' inventory: nine registries across environments, GDPR, DR and tenants.
+CASES_CONFIG = ROOT / "tests" / "cases" / "sidecar.yaml"
 _DEFAULT_PROFILE = "ci"
 
+# Hand-picked strings that break naive parsers: empty, whitespace, NUL, combining and
+# right-to-left characters, emoji, templates, globs, JSON-ish words, quotes.
+_NASTY = ("", " ", "\n", "\x00", "é", "İ", "🚀", "\u202e", "a" * 300, "${HOME}", "$1", "*",
+          "../..", "null", "true", "0", "-1", "1e400", "NaN", "[", "{", "%s", "'", '"')  # fmt: skip
 # Any Unicode text a UTF-8 wire format can carry (control characters and NUL included; lone
-# surrogates cannot be encoded at all), plus hand-picked strings that break naive parsers.
+# surrogates cannot be encoded at all), plus the strings above.
 nasty_text: st.SearchStrategy[str] = st.one_of(
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
-    st.sampled_from(
-        ["", " ", "\n", "\x00", "é", "İ", "🚀", "\u202e", "a" * 300, "${HOME}", "$1", "*", "../..",
-         "null", "true", "0", "-1", "1e400", "NaN", "[", "{", "%s", "'", '"']
-    ),  # fmt: skip
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40), st.sampled_from(_NASTY)
+)
+
+# Any JSON document (orjson-encodable: no NaN, integers within 64 bits), a few levels deep.
+json_values: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        nasty_text,
+    ),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(nasty_text, kids, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+# URL-shaped strings, most of them broken: bad IPv6 brackets, ports out of range or not numbers,
+# missing schemes or hosts — what urllib.parse raises ValueError on.
+urlish: st.SearchStrategy[str] = st.builds(
+    lambda scheme, userinfo, host, port, path: f"{scheme}{userinfo}{host}{port}{path}",
+    st.sampled_from(["http://", "https://", "s3://", "gs://", "postgresql://", "", "//", "http:/"]),
+    st.sampled_from(["", "u:p@", "u@", "@"]),
+    st.sampled_from(["127.0.0.1", "[::1]", "[x", "a]b", "[::1", "", "host", "ex ample", "é.com"]),
+    st.sampled_from(["", ":80", ":0", ":65536", ":99999999", ":xx", ":-1", ":"]),
+    st.sampled_from(["", "/", "/v2/x", "?q", "#f", "/bundles/name"]),
 )
 
 
@@ -51,8 +82,12 @@ def _rfc3339(moment: datetime, fraction: str, offset: str) -> str:
     return moment.isoformat(timespec="seconds") + fraction + offset
 
 
-# Valid RFC 3339 times and near misses: lower-case t, missing offset, 24:00, Unicode digits,
-# too many fraction digits, out-of-range offsets, a trailing newline.
+# Near misses of RFC 3339: lower-case t, 24:00, Feb 30, full-width digits, a trailing newline.
+_NOT_QUITE_RFC3339 = ("2026-01-01t00:00:00Z", "2026-01-01T24:00:00Z", "2026-02-30T00:00:00Z",
+                      "\uff12\uff10\uff12\uff16-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n",
+                      "0000-01-01T00:00:00Z")  # fmt: skip
+# Valid RFC 3339 times and near misses: missing or out-of-range offsets, too many fraction
+# digits, junk (a newline, an Arabic-Indic digit) spliced into a valid time.
 near_rfc3339: st.SearchStrategy[str] = st.one_of(
     st.builds(
         _rfc3339,
@@ -63,12 +98,9 @@ near_rfc3339: st.SearchStrategy[str] = st.one_of(
     st.builds(
         lambda t, junk: t[: len(t) // 2] + junk + t[len(t) // 2 :],
         st.just((datetime(2026, 1, 1, tzinfo=UTC) - timedelta(days=1)).isoformat()),
-        st.sampled_from(["\n", "٣", "T", " ", "x"]),
+        st.sampled_from(["\n", "\u0663", "T", " ", "x"]),
     ),
-    st.sampled_from(
-        ["2026-01-01t00:00:00Z", "2026-01-01T24:00:00Z", "2026-02-30T00:00:00Z",
-         "２０２６-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n", "0000-01-01T00:00:00Z"]
-    ),  # fmt: skip
+    st.sampled_from(_NOT_QUITE_RFC3339),
 )
 
 

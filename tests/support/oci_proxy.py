@@ -1,7 +1,11 @@
 """A tiny aiohttp reverse proxy in front of a real registry: faults and a bearer-token front door.
 
 Faults (set on ``OciProxy.faults`` while running) cut blob bodies mid-stream, corrupt manifests,
-or answer every request with a chosen status. With ``bearer=(user, password)`` the proxy acts
+answer every request (or only the next ``status_budget`` ones: a burst) with a chosen status and
+``Retry-After``, or partition uploads: every write (POST/PATCH/PUT/DELETE) is held unanswered
+until the client gives up or ``partition`` is cleared, while reads and the ``/v2/`` probe pass.
+What the faults answered is logged in ``OciProxy.answered`` and how long held writes waited in
+``OciProxy.held``. With ``bearer=(user, password)`` the proxy acts
 like Docker Hub's auth: 401 with a ``Bearer realm=…/token`` challenge, a token endpoint that
 checks basic credentials and hands out short-lived tokens per scope, and only requests carrying
 a valid token are forwarded.
@@ -9,9 +13,11 @@ a valid token are forwarded.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +39,10 @@ class Faults:
     corrupt_manifests: bool = False
     status: int | None = None
     retry_after: str = ""
+    # When set, ``status`` answers only this many more requests, then clears itself.
+    status_budget: int | None = None
+    # Writes are held unanswered (reads pass) while this is true.
+    partition: bool = False
 
 
 @dataclass
@@ -45,6 +55,12 @@ class OciProxy:
     token_requests: list[dict[str, list[str]]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     tokens: dict[str, list[str]] = field(default_factory=dict)
+    # (monotonic time, "METHOD path") of every request, in arrival order.
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    # (monotonic time, "METHOD path", status) of every answer a fault gave instead of upstream.
+    answered: list[tuple[float, str, int]] = field(default_factory=list)
+    # Seconds each partitioned write was held before its client gave up (or the partition ended).
+    held: list[float] = field(default_factory=list)
 
 
 def _unauthorized(proxy: OciProxy, scope: str) -> web.Response:
@@ -75,15 +91,26 @@ def _token_handler(proxy: OciProxy, user: str, password: str) -> _Handler:
 def _forward_handler(proxy: OciProxy, session: aiohttp.ClientSession, bearer: bool) -> _Handler:
     async def forward(request: web.Request) -> web.StreamResponse:
         proxy.requests.append(f"{request.method} {request.path_qs}")
+        proxy.timeline.append((time.monotonic(), f"{request.method} {request.path}"))
         if bearer:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if given not in proxy.tokens:
                 repo = request.path.split("/")[2] if request.path.count("/") > 2 else ""
                 return _unauthorized(proxy, f"repository:{repo}:pull" if repo else "")
         faults = proxy.faults
+        if faults.partition and request.method not in ("GET", "HEAD"):
+            await _hold(proxy, request)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=504)  # nobody is listening any more
         if faults.status is not None:
+            status = faults.status
+            if faults.status_budget is not None:
+                faults.status_budget -= 1
+                if faults.status_budget <= 0:
+                    faults.status, faults.status_budget = None, None
             headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
-            return web.json_response({"errors": []}, status=faults.status, headers=headers)
+            proxy.answered.append((time.monotonic(), f"{request.method} {request.path}", status))
+            return web.json_response({"errors": []}, status=status, headers=headers)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         body = await request.read()
         async with session.request(
@@ -112,6 +139,16 @@ def _forward_handler(proxy: OciProxy, session: aiohttp.ClientSession, bearer: bo
         return web.Response(body=data, status=status, headers=out)
 
     return forward
+
+
+async def _hold(proxy: OciProxy, request: web.Request) -> None:
+    """Wait while the partition lasts and the client is still connected; log how long."""
+    started = time.monotonic()
+    while proxy.faults.partition:
+        if request.transport is None or request.transport.is_closing():
+            break  # the client gave up
+        await asyncio.sleep(0.05)
+    proxy.held.append(time.monotonic() - started)
 
 
 @contextlib.asynccontextmanager

@@ -35,8 +35,10 @@ def test_retry_after_is_a_floor_never_a_ceiling() -> None:
 @pytest.mark.parametrize(
     ("exc", "early", "exhausted"),
     [
-        (RegistryError("503", status=503, transient=True), "retry", "fail"),
-        (RegistryError("429", status=429, transient=True, retry_after=3), "retry", "fail"),
+        # A registry that keeps throttling or is overloaded parks the job: it must not be lost.
+        (RegistryError("503", status=503, transient=True), "retry", "park"),
+        (RegistryError("429", status=429, transient=True, retry_after=3), "retry", "park"),
+        (RegistryError("500", status=500, transient=True), "retry", "fail"),
         (RegistryUnavailable("connection refused"), "retry", "park"),
         (RegistryError("denied", status=403), "fail", "fail"),
         (RegistryError("no such manifest", status=404), "fail", "fail"),

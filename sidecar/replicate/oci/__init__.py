@@ -1,13 +1,15 @@
 """Async OCI distribution client: one kept-alive session per registry, auth, TLS and rate limits.
 
 Public API: :class:`RegistryClient` (one registry), :class:`RegistryClients` (the inventory),
-the records :class:`Manifest` and :class:`Descriptor`, and the media-type constants.
+the records :class:`Manifest` and :class:`Descriptor`, the media-type constants, and
+:func:`count_requests` (the requests of one task and its subtasks, e.g. one copy).
 """
 
 from __future__ import annotations
 
 from sidecar.replicate.oci._auth import parse_challenge
 from sidecar.replicate.oci._client import COSIGN_TAG_TYPES, REF_NAME, RegistryClient
+from sidecar.replicate.oci._http import count_requests
 from sidecar.replicate.oci._media import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -31,6 +33,7 @@ __all__ = [
     "Manifest",
     "RegistryClient",
     "RegistryClients",
+    "count_requests",
     "digest_of",
     "fallback_tag",
     "parse_challenge",

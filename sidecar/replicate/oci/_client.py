@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Sequence
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,6 +27,8 @@ from sidecar.replicate.oci._upload import mount_blob, pull_scope, push_blob, pus
 
 __all__ = ["COSIGN_TAG_TYPES", "REF_NAME", "RegistryClient"]
 
+_T = TypeVar("_T")
+
 REF_NAME = "org.opencontainers.image.ref.name"
 # Cosign's tag scheme: suffix → the artifact type its referrer descriptor reports.
 COSIGN_TAG_TYPES = {
@@ -33,6 +37,19 @@ COSIGN_TAG_TYPES = {
     ".sbom": "application/vnd.dev.cosign.artifact.sbom.v1+json",
 }
 _CHUNK = 1 << 16
+_NO_REFERRERS_API_TTL_S = 300.0  # how long a 404 from the referrers API is believed
+
+
+async def _together(aws: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Await all at once; the first failure cancels the others and is raised as it is."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class RegistryClient:
@@ -54,6 +71,7 @@ class RegistryClient:
             burst=burst,
             timeout_s=registry.timeout_s or timeout_s,
         )
+        self._no_referrers_api_until = 0.0
 
     @property
     def requests(self) -> int:
@@ -202,7 +220,13 @@ class RegistryClient:
         return await mount_blob(self._t, what, repository, digest, from_repository)
 
     async def referrers_api(self, repository: str, digest: str) -> tuple[Descriptor, ...] | None:
-        """The OCI referrers API's answer, or None when the registry has no referrers API (404)."""
+        """The OCI referrers API's answer, or None when the registry has no referrers API (404).
+
+        A registry with the API never answers 404 (the distribution spec), so a 404 is remembered
+        for a few minutes: meanwhile None comes without asking again.
+        """
+        if time.monotonic() < self._no_referrers_api_until:
+            return None
         async with self._t.request(
             "GET",
             f"/v2/{repository}/referrers/{digest}",
@@ -212,25 +236,38 @@ class RegistryClient:
             ok=(200, 404),
         ) as resp:
             listed = await resp.read() if resp.status == 200 else None
-        return None if listed is None else Manifest(digest_of(listed), OCI_INDEX, listed).children()
+        if listed is None:
+            self._no_referrers_api_until = time.monotonic() + _NO_REFERRERS_API_TTL_S
+            return None
+        return Manifest(digest_of(listed), OCI_INDEX, listed).children()
 
     async def referrers(self, repository: str, digest: str) -> tuple[Descriptor, ...]:
-        """Manifests referring to ``digest``: referrers API, else its fallback tag; plus cosign tags."""
-        listed = await self.referrers_api(repository, digest)
-        found = list(listed or ())
-        if listed is None:
+        """Manifests referring to ``digest``: referrers API, else its fallback tag; plus cosign tags.
+
+        The lookups go out together: one round trip of latency, not five.
+        """
+
+        async def listed() -> tuple[Descriptor, ...]:
+            found = await self.referrers_api(repository, digest)
+            if found is not None:
+                return found
             tag = fallback_tag(digest)
-            if await self.head_manifest(repository, tag) is not None:
-                found.extend((await self.get_manifest(repository, tag)).children())
-        for suffix, artifact_type in COSIGN_TAG_TYPES.items():
+            if await self.head_manifest(repository, tag) is None:
+                return ()
+            return (await self.get_manifest(repository, tag)).children()
+
+        async def cosign(suffix: str, artifact_type: str) -> tuple[Descriptor, ...]:
             tag = fallback_tag(digest) + suffix
             head = await self.head_manifest(repository, tag)
-            if head is not None:
-                annotations = MappingProxyType({REF_NAME: tag})
-                found.append(
-                    Descriptor(head.media_type, head.digest, head.size, annotations, artifact_type)
-                )
-        return tuple(found)
+            if head is None:
+                return ()
+            annotations = MappingProxyType({REF_NAME: tag})
+            return (
+                Descriptor(head.media_type, head.digest, head.size, annotations, artifact_type),
+            )
+
+        answers = await _together([listed(), *(cosign(s, t) for s, t in COSIGN_TAG_TYPES.items())])
+        return tuple(d for answer in answers for d in answer)
 
     async def list_tags(self, repository: str) -> tuple[str, ...]:
         """Every tag of ``repository`` (following ``Link`` pagination)."""

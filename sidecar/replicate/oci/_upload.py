@@ -113,7 +113,15 @@ async def push_blob(
     Either way the upload is only completed once every byte is known to match.
     """
     check_digest(digest, what)
-    status, location = await _start(transport, what, repository, mount_from, digest)
+    try:
+        status, location = await _start(transport, what, repository, mount_from, digest)
+    except RegistryError as exc:
+        if not mount_from or exc.transient or exc.status is None or exc.status >= 500:
+            raise
+        # Refusing a mount should be a 202, but some registries answer 4xx (e.g. a token without
+        # pull on the other repository): the blob is then uploaded like any other.
+        _log.info("mount refused", registry=transport.name, what=what, error=str(exc))
+        status, location = await _start(transport, what, repository)
     if status == 201:
         closing = getattr(chunks, "aclose", None)
         if closing is not None:

@@ -9,15 +9,23 @@ from __future__ import annotations
 from sidecar.errors import ConfigError
 from sidecar.replicate.store._core import SqlJobStore
 from sidecar.replicate.store._postgres import PostgresJobStore
-from sidecar.replicate.store._sql import SCHEMA_VERSION
+from sidecar.replicate.store._postgres import _PostgresBackend as PostgresBackend
+from sidecar.replicate.store._protocols import Backend, Tx
+from sidecar.replicate.store._sql import SCHEMA_VERSION, Dialect, timestamp
 from sidecar.replicate.store._sqlite import SqliteJobStore
+from sidecar.replicate.store._sqlite import _SqliteBackend as SqliteBackend
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Backend",
+    "Dialect",
     "PostgresJobStore",
     "SqlJobStore",
     "SqliteJobStore",
+    "Tx",
     "open_job_store",
+    "store_backend",
+    "timestamp",
 ]
 
 
@@ -26,15 +34,26 @@ async def open_job_store(url: str) -> SqlJobStore:
     store: SqlJobStore
     if url.startswith(("postgresql://", "postgres://")):
         store = PostgresJobStore(url)
-    elif url.startswith("sqlite://"):
+    else:
+        store = SqliteJobStore(_sqlite_path(url))
+    return await store.open()
+
+
+def store_backend(url: str) -> Backend:
+    """Return an unconnected backend for ``url``, for tables kept beside the jobs (the audit log)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresBackend(url, 2)
+    return SqliteBackend(_sqlite_path(url))
+
+
+def _sqlite_path(url: str) -> str:
+    if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         if not path:
             raise ConfigError("replication.store", f"{url!r} names no database file")
-        store = SqliteJobStore(path)
-    elif "://" in url or not url:
+        return path
+    if "://" in url or not url:
         raise ConfigError(
             "replication.store", f"{url!r} is neither a sqlite:// path nor a postgresql:// DSN"
         )
-    else:
-        store = SqliteJobStore(url)
-    return await store.open()
+    return url

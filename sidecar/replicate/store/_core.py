@@ -62,9 +62,13 @@ _REQUEUE = (
 )
 # A resync (the destination was checked and lacks the image) also requeues finished and parked
 # jobs, with a fresh attempt budget: the earlier success no longer holds.
-_RESYNC = _REQUEUE.replace(
-    "state = 'queued',", "state = 'queued', attempts = 0, result = '',", 1
-).replace("('failed', 'skipped')", "('failed', 'skipped', 'succeeded', 'parked')")
+_RESYNC = (
+    "UPDATE jobs SET state = 'queued', attempts = 0, result = '', source_registry = ?, "
+    "source_repository = ?, priority = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, "
+    "error = '', error_code = '', bytes_done = 0, blobs_done = 0, not_before = ?, "
+    f"updated_at = ?, lease_owner = '', lease_expires = '' WHERE {_KEY} "
+    "AND state IN ('failed', 'skipped', 'succeeded', 'parked')"
+)
 _RELEASE = "lease_owner = '', lease_expires = ''"
 
 

@@ -78,10 +78,14 @@ class _SqliteBackend:
     async def transaction(self) -> AsyncIterator[Tx]:
         """Run one transaction; IMMEDIATE takes the write lock up front so claims never interleave."""
         async with self._lock:
-            await self.call(lambda c: c.execute("BEGIN IMMEDIATE"))
             try:
+                # Inside the try: a caller cancelled while BEGIN runs on the thread must still
+                # roll it back, or the shared connection stays in a transaction and every later
+                # BEGIN fails ("cannot start a transaction within a transaction") until restart.
+                await self.call(lambda c: c.execute("BEGIN IMMEDIATE"))
                 yield _SqliteTx(self)
             except BaseException:
+                # Queued behind whatever still runs on the (single, FIFO) thread, so it undoes it.
                 await self.call(_rollback)
                 raise
             await self.call(lambda c: c.execute("COMMIT"))

@@ -1,0 +1,132 @@
+"""A server interceptor that answers a request whose bytes are not a valid message with INVALID_ARGUMENT.
+
+Without it grpc parses requests before any servicer code runs and turns a ``DecodeError`` (corrupt
+wire format, a string field that is not UTF-8) into ``UNKNOWN: Unexpected DecodeError``: not the
+clear ``INVALID_ARGUMENT`` naming the problem that DESIGN §6 promises for bad input.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+__all__ = ["DecodeErrorInterceptor"]
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # generic only in the type stubs; subscripting them at run time fails
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """Stands in for a request that failed to parse, so the handler can abort with its status."""
+
+    problem: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    return parse
+
+
+class _MalformedInStream(Exception):
+    """A malformed message in a request stream; raised where the stream is read, aborted above."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+async def _abort(context: _Context, problem: str) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message: {problem}"
+    )
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    # No abort here: a servicer may read its requests in another task while answers are being
+    # written, and aborting there races the write; the handler's own task aborts instead.
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise _MalformedInStream(request.problem)
+        yield request
+
+
+async def _prepare(request: Any, context: _Context, streaming: bool) -> Any:
+    if streaming:
+        return _checked_stream(request)
+    if isinstance(request, _Malformed):
+        await _abort(context, request.problem)
+    return request
+
+
+def _behaviour(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., Any] | None:
+    """Return ``behaviour`` checking its request(s) first; None for a synchronous one (left as is)."""
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def generator(request: Any, context: _Context) -> AsyncIterator[Any]:
+            try:
+                async for answer in behaviour(await _prepare(request, context, streaming), context):
+                    yield answer
+            except _MalformedInStream as exc:
+                await _abort(context, exc.problem)
+
+        return generator
+    if inspect.iscoroutinefunction(behaviour):
+        # Also the server-streaming handlers that answer with context.write() (gRPC health).
+
+        async def coroutine(request: Any, context: _Context) -> Any:
+            try:
+                return await behaviour(await _prepare(request, context, streaming), context)
+            except _MalformedInStream as exc:
+                await _abort(context, exc.problem)
+
+        return coroutine
+    return None
+
+
+_FACTORIES = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+def _wrap(handler: _Handler) -> _Handler:
+    attr, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    wrapped = _behaviour(getattr(handler, attr), handler.request_streaming)
+    if wrapped is None or handler.request_deserializer is None:
+        return handler
+    parse = _lenient(handler.request_deserializer)
+    return factory(wrapped, parse, handler.response_serializer)
+
+
+class DecodeErrorInterceptor(_Interceptor):
+    """Makes every handler answer an unparsable request with INVALID_ARGUMENT instead of UNKNOWN."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        """Return the looked-up handler with a parse step that reports malformed requests."""
+        handler = await continuation(handler_call_details)
+        # None: no such method (grpc answers UNIMPLEMENTED); no deserializer: nothing to parse.
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return _wrap(handler)

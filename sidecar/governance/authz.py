@@ -1,0 +1,51 @@
+"""Asks OPA whether a caller may perform an admin action: ``data.system.authz`` (rego/system).
+
+The sidecar never decides an admin call itself: the bundle's role map and bindings do, evaluated
+by the same OPA that serves the replication decisions, so a published bundle changes who may do
+what exactly when it activates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.governance.identity import Caller
+from sidecar.policy.opa import OpaEngine
+
+__all__ = ["AuthzDecision", "OpaAuthorizer"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzDecision:
+    """OPA's answer: ``allow``, the caller's roles, and the bundle revision that decided."""
+
+    allow: bool
+    roles: tuple[str, ...]
+    bundle_revision: str
+
+
+class OpaAuthorizer:
+    """Evaluates ``data.system.authz`` on an OPA server (PolicyUnavailable when unreachable)."""
+
+    def __init__(self, opa_url: str, *, timeout_s: float) -> None:
+        self._engine = OpaEngine(opa_url, timeout_s=timeout_s, path="system/authz", metrics=False)
+
+    async def authorize(
+        self, caller: Caller, action: str, target: Mapping[str, Any]
+    ) -> AuthzDecision:
+        """Return whether ``caller`` may do ``action`` on ``target`` (fails closed)."""
+        answer = await self._engine.evaluate(
+            {"caller": caller.to_input(), "action": action, "target": dict(target)}
+        )
+        roles = answer.result.get("roles", [])
+        return AuthzDecision(
+            allow=answer.result.get("allow") is True,
+            roles=tuple(sorted(str(r) for r in roles)) if isinstance(roles, list) else (),
+            bundle_revision=answer.bundle_revision,
+        )
+
+    async def close(self) -> None:
+        """Release the connection to OPA."""
+        await self._engine.close()

@@ -1,0 +1,1 @@
+"""Fault injection: crash storms and outages against real processes on loopback (issue 5)."""
