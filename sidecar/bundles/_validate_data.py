@@ -69,7 +69,8 @@ def load_data(files: Mapping[str, bytes], problems: list[DataProblem]) -> Loaded
         try:
             text = files[name].decode("utf-8")
             value = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
-        except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        # RecursionError: a document nested deeper than the parsers go.
+        except (UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as exc:
             problems.append(DataProblem("data", name, f"not valid {_kind(name)}: {exc}"))
             continue
         parts = [p for p in name.split("/")[:-1] if p]

@@ -60,7 +60,7 @@ class BundleArchive:
         """Return the parsed ``.manifest`` ({} when absent or not a JSON object)."""
         try:
             loaded = json.loads(self.files.get(MANIFEST, b"{}"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
             return {}
         return loaded if isinstance(loaded, dict) else {}
 
