@@ -34,6 +34,7 @@ __all__ = [
     "list_jobs",
     "placement",
     "settle",
+    "wall_time",
 ]
 
 JobKey = tuple[str, str, str, str]
@@ -72,7 +73,7 @@ async def intent(stub: pb_grpc.PolicyServiceStub, pushed: Iterable[Pushed]) -> s
     return keys
 
 
-def _wall(stamp: str) -> float:
+def wall_time(stamp: str) -> float:
     """A job timestamp (RFC3339 UTC) as seconds since the epoch."""
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -93,7 +94,7 @@ async def converge(
             jobs = []
         done = {job_key(j): j for j in jobs if j.state == "succeeded"}
         if jobs and expected <= set(done) and not [j for j in jobs if j.state in _BUSY]:
-            last = max((_wall(done[k].updated_at) for k in expected), default=since)
+            last = max((wall_time(done[k].updated_at) for k in expected), default=since)
             return jobs, max(0.0, last - since)
         if time.monotonic() - started > timeout_s:
             return jobs, None

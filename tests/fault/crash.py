@@ -22,6 +22,7 @@ from tests.fault.check import (
     intent,
     list_jobs,
     placement,
+    wall_time,
 )
 from tests.fault.figures import FaultFigures, figures
 from tests.fault.load import decide_load
@@ -55,28 +56,37 @@ class CrashSize:
     converge_timeout_s: float = 180.0
 
 
-async def _push_paced(world: World, pushed: list[Pushed], size: CrashSize) -> None:
-    """Push the images in small bursts spread over the expected length of the kill phase."""
+async def _push_paced(world: World, pushed: list[Pushed], size: CrashSize) -> float:
+    """Push the images in small bursts spread over the expected length of the kill phase.
+
+    Returns when the last push ended (epoch seconds).
+    """
     rng = random.Random(size.seed + 1)  # noqa: S311 - reproducible, not secret
     gap = size.kills * _SECONDS_PER_KILL / max(1, size.images)
     for n in range(size.images):
         pushed.append(await push_one(world.ci, f"storm/app{n}", rng, layer_kib=size.layer_kib))
         if rng.random() < 0.3:  # bursts of about three images, then a pause as long
             await asyncio.sleep(rng.uniform(0, 6 * gap))
+    return time.time()
 
 
-async def _running_jobs(world: World) -> int:
+async def _running_jobs(world: World, since: float) -> set[str]:
+    """Ids of the jobs this incarnation (started at ``since``, epoch s) is copying now.
+
+    A job still ``running`` under a killed incarnation's lease was last written before ``since``.
+    """
     try:
-        return sum(j.state == "running" for j in await list_jobs(world.stub))
+        jobs = await list_jobs(world.stub)
     except Exception:  # not serving yet
-        return 0
+        return set()
+    return {j.job_id for j in jobs if j.state == "running" and wall_time(j.updated_at) >= since}
 
 
-async def _copy_in_flight(world: World, timeout_s: float) -> None:
-    """Return once a copy is running (or after ``timeout_s``)."""
+async def _copy_in_flight(world: World, since: float, timeout_s: float) -> None:
+    """Return once this incarnation copies something (or after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await _running_jobs(world):
+        if await _running_jobs(world, since):
             return
         await asyncio.sleep(0.05)
 
@@ -90,7 +100,7 @@ async def crash_storm(root: Path, size: CrashSize) -> FaultFigures:
     phases: Counter[str] = Counter()
     recover: list[float] = []
     broken: list[str] = []
-    interrupted = 0
+    interrupted: set[str] = set()
     with registry_fleet(root / "fleet") as fleet:
         async with fault_world(fleet, root, policy) as world:
             pushed: list[Pushed] = []
@@ -109,12 +119,12 @@ async def crash_storm(root: Path, size: CrashSize) -> FaultFigures:
                         await world.sidecar.wait_ready()
                         recover.append(time.monotonic() - restarted)
                         if roll < 0.75:  # aim at a copy in flight, at a random point of it
-                            await _copy_in_flight(world, timeout_s=4.0)
+                            await _copy_in_flight(world, restarted_wall, timeout_s=4.0)
                             await asyncio.sleep(rng.uniform(0.0, 0.4))
                         else:
                             await asyncio.sleep(rng.uniform(0.2, 2.5))
-                        running = await _running_jobs(world)
-                        interrupted += running
+                        running = await _running_jobs(world, restarted_wall)
+                        interrupted |= running
                         phase = "mid-copy" if running else "idle"
                     phases[phase] += 1
                     world.sidecar.kill()
@@ -124,10 +134,13 @@ async def crash_storm(root: Path, size: CrashSize) -> FaultFigures:
                     restarted, restarted_wall = time.monotonic(), time.time()
                 await world.sidecar.wait_ready()
                 recover.append(time.monotonic() - restarted)
-                await pusher
+                last_push = await pusher
                 expected = await intent(world.stub, pushed)
                 jobs, converge_s = await converge(
-                    world.stub, expected, size.converge_timeout_s, since=restarted_wall
+                    world.stub,
+                    expected,
+                    size.converge_timeout_s,
+                    since=max(restarted_wall, last_push),
                 )
             place = await placement(world.clients, pushed, expected)
             successes = succeeded_attempts(world.sidecar.log_path)
@@ -135,8 +148,9 @@ async def crash_storm(root: Path, size: CrashSize) -> FaultFigures:
     notes = (
         f"{size.images} images pushed through the webhook, {size.kills} SIGKILLs "
         f"({', '.join(f'{n} {p}' for p, n in sorted(phases.items()))}), "
-        f"{interrupted} copies running at a kill, {retried} jobs took over after a kill; "
-        "recover = restart until serving, converged = after the last restart"
+        f"{len(interrupted)} jobs were being copied at a kill, {retried} jobs ran more than "
+        "one attempt; "
+        "recover = restart until serving, converged = after the last restart and push"
     )
     return figures(
         "sidecar SIGKILL storm",
@@ -153,7 +167,7 @@ async def crash_storm(root: Path, size: CrashSize) -> FaultFigures:
             "images": len(pushed),
             "kills_mid_copy": phases["mid-copy"],
             "kills_at_startup": phases["startup"],
-            "copies_interrupted": interrupted,
+            "jobs_interrupted": len(interrupted),
             "jobs_taken_over": retried,
         },
     )

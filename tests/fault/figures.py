@@ -40,6 +40,8 @@ class FaultFigures:
     wall_s: float
     notes: str = ""
     violations: tuple[str, ...] = ()
+    # The most common errors of failed Decide calls, "n x CODE: details".
+    failures: tuple[str, ...] = ()
     # Scenario-specific counts (kills mid-copy, 429s answered, writes held, ...).
     details: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
@@ -97,6 +99,7 @@ def figures(
         notes=notes,
         violations=tuple(violations),
         details=dict(details or {}),
+        failures=tuple(f"{n} x {error}" for error, n in load.errors.most_common(3)),
     )
 
 
@@ -124,6 +127,7 @@ def markdown(rows: Sequence[FaultFigures]) -> str:
     lines.append("")
     for r in rows:
         lines.append(f"- **{r.fault}** ({r.wall_s:.0f} s): {r.notes}")
+        lines.extend(f"  - failed Decide calls: {f}" for f in r.failures)
         lines.extend(f"  - VIOLATION: {v}" for v in r.violations)
     return "\n".join(lines) + "\n"
 

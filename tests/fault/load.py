@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -42,6 +43,8 @@ class DecideLoad:
 
     deadline_s: float
     samples: list[Sample] = field(default_factory=list)
+    # "CODE: details" of every failed call, for the report.
+    errors: Counter[str] = field(default_factory=Counter)
 
     def count(self, outcome: Outcome) -> int:
         """Calls that ended with ``outcome``."""
@@ -85,8 +88,9 @@ async def _client(
         try:
             answer = await stub.Decide(pb.DecideRequest(image=ref), timeout=3 * load.deadline_s)
             outcome = "degraded" if answer.degraded else "served"
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
             outcome = "failed"
+            load.errors[f"{exc.code().name}: {(exc.details() or '')[:160]}"] += 1
         latency = time.monotonic() - started
         load.samples.append(Sample(started, outcome, latency))
         # A failed call (sidecar down) returns at once: pause so the load stays a trickle.

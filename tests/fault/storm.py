@@ -5,9 +5,9 @@
     .venv/bin/python -m tests.fault.storm --quick              # the sizes pytest uses
 
 Each fault class runs on its own fleet of real registries and its own sidecar process. The
-table is printed and written as ``resilience.json`` and ``resilience.md`` under ``--out``; the
-exit status is 1 when any class broke a promise (a job lost or duplicated, a stray or
-half-written image, a request past its deadline).
+table is printed and written as ``resilience.json`` and ``resilience.md`` under ``--out`` (with
+the sidecar's log of any class that failed); the exit status is 1 when any class broke a
+promise (a job lost or duplicated, a stray or half-written image, a request past its deadline).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -108,6 +109,9 @@ async def _main(args: argparse.Namespace) -> int:
             row = await run_fault(name, Path(tmp) / name, sizes)
             print(markdown([row]), file=sys.stderr, flush=True)
             rows.append(row)
+            if not row.ok:  # keep the evidence: the temporary directory goes away
+                args.out.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(tmp) / name / "sidecar.log", args.out / f"{name}-sidecar.log")
     meta = {
         "command": "python -m tests.fault.storm " + shlex.join(sys.argv[1:]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

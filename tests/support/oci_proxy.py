@@ -3,7 +3,8 @@
 Faults (set on ``OciProxy.faults`` while running) cut blob bodies mid-stream, corrupt manifests,
 answer every request (or only the next ``status_budget`` ones: a burst) with a chosen status and
 ``Retry-After``, or partition uploads: every write (POST/PATCH/PUT/DELETE) is held unanswered
-until the client gives up or ``partition`` is cleared, while reads and the ``/v2/`` probe pass.
+until the client gives up or ``partition`` is cleared, while reads and the ``/v2/`` probe pass,
+or lose the answers of upload-completing PUTs that did reach the registry.
 What the faults answered is logged in ``OciProxy.answered`` and how long held writes waited in
 ``OciProxy.held``. With ``bearer=(user, password)`` the proxy acts
 like Docker Hub's auth: 401 with a ``Bearer realm=…/token`` challenge, a token endpoint that
@@ -43,6 +44,9 @@ class Faults:
     status_budget: int | None = None
     # Writes are held unanswered (reads pass) while this is true.
     partition: bool = False
+    # The next N upload-completing PUTs reach the registry, but their answer is lost (the
+    # connection drops), like a link cut right after the request got through.
+    lose_upload_answers: int = 0
 
 
 @dataclass
@@ -125,6 +129,11 @@ def _forward_handler(proxy: OciProxy, session: aiohttp.ClientSession, bearer: bo
             if "Location" in out:
                 out["Location"] = out["Location"].replace(proxy.upstream, proxy.url)
             status = upstream.status
+        lose = request.method == "PUT" and "/blobs/uploads/" in request.path
+        if lose and faults.lose_upload_answers > 0 and request.transport is not None:
+            faults.lose_upload_answers -= 1
+            request.transport.close()
+            return web.Response(status=502)  # never sent: the connection is already gone
         is_get = request.method == "GET" and status == 200
         if is_get and faults.corrupt_manifests and "/manifests/" in request.path:
             data = data.replace(b'"size"', b'"size" ', 1)  # still JSON, different digest

@@ -150,16 +150,39 @@ async def push_blob(
         # Never finish the upload: the registry must not hold bytes under the wrong name.
         await _cancel(transport, what, repository, location)
         raise DigestMismatch(f"{what}: sent {body.size} bytes hashing to {sent} (expected {size})")
-    async with transport.request(
-        "PUT",
-        _with_digest(location, digest),
-        what=what,
-        scopes=push_scope(repository),
-        headers={"Content-Length": "0"},
-        ok=(201, 204),
-    ):
-        pass
+    try:
+        async with transport.request(
+            "PUT",
+            _with_digest(location, digest),
+            what=what,
+            scopes=push_scope(repository),
+            headers={"Content-Length": "0"},
+            ok=(201, 204),
+        ):
+            pass
+    except RegistryError as exc:
+        if exc.status != 404:
+            raise
+        # aiohttp resends an idempotent PUT once when its connection drops before the answer:
+        # the first PUT may have completed the upload, and the resend then finds no session
+        # (404 BLOB_UPLOAD_UNKNOWN). The blob is there: done. If not, the session is gone and
+        # a new attempt must upload again — transient, never a reason to fail the job.
+        if await _blob_there(transport, what, repository, digest):
+            return False
+        raise RegistryError(f"{exc.message} (upload session lost)", transient=True) from exc
     return False
+
+
+async def _blob_there(transport: Transport, what: str, repository: str, digest: str) -> bool:
+    """HEAD the blob in ``repository``."""
+    async with transport.request(
+        "HEAD",
+        f"/v2/{repository}/blobs/{digest}",
+        what=what,
+        scopes=pull_scope(repository),
+        ok=(200, 404),
+    ) as resp:
+        return resp.status == 200
 
 
 async def mount_blob(

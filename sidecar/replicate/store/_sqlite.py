@@ -49,12 +49,16 @@ class _SqliteBackend:
         # Several workers share the connection: one transaction at a time.
         self._lock = asyncio.Lock()
 
-    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(connection)`` on the backend's thread."""
+    def submit(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
+        """Queue ``fn(connection)`` on the backend's thread now; return its future."""
         if self._conn is None or self._executor is None:
             raise RuntimeError("SQLite job store is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, self._conn))
+        return loop.run_in_executor(self._executor, functools.partial(fn, self._conn))
+
+    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` on the backend's thread."""
+        return await self.submit(fn)
 
     async def connect(self) -> None:
         """Open the database file (creating its directory) in WAL mode."""
@@ -78,17 +82,18 @@ class _SqliteBackend:
     async def transaction(self) -> AsyncIterator[Tx]:
         """Run one transaction; IMMEDIATE takes the write lock up front so claims never interleave."""
         async with self._lock:
+            # BEGIN and COMMIT sit inside the try: a caller cancelled while either is queued or
+            # running must still end the transaction, or the shared connection stays in it and
+            # every later BEGIN fails ("cannot start a transaction within a transaction").
             try:
-                # Inside the try: a caller cancelled while BEGIN runs on the thread must still
-                # roll it back, or the shared connection stays in a transaction and every later
-                # BEGIN fails ("cannot start a transaction within a transaction") until restart.
                 await self.call(lambda c: c.execute("BEGIN IMMEDIATE"))
                 yield _SqliteTx(self)
+                await self.call(lambda c: c.execute("COMMIT"))
             except BaseException:
-                # Queued behind whatever still runs on the (single, FIFO) thread, so it undoes it.
-                await self.call(_rollback)
+                # Queued at once behind whatever still runs on the (single, FIFO) thread, and
+                # shielded: even a second cancellation cannot stop it or let a BEGIN overtake it.
+                await asyncio.shield(self.submit(_rollback))
                 raise
-            await self.call(lambda c: c.execute("COMMIT"))
 
     async def close(self) -> None:
         """Close the connection and stop the thread."""
