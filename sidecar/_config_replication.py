@@ -36,6 +36,8 @@ class WebhookSettings:
 
     listen: str = ""
     secret: str = field(default="", repr=False)
+    # Pace of retries for stored events whose processing failed (OPA down, store busy).
+    retry_interval_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,8 @@ def _webhook(node: Node) -> WebhookSettings:
             raise node.child("secret", None).error(
                 "required when webhook.listen is set: registries must authenticate their events"
             )
-    return WebhookSettings(listen=listen, secret=secret)
+    retry = _opt(f, "retry_interval_s", lambda n: n.seconds(minimum=0.05), 5.0)
+    return WebhookSettings(listen=listen, secret=secret, retry_interval_s=retry)
 
 
 def _store(node: Node, base: Path) -> str:

@@ -308,6 +308,7 @@ class Sidecar:
             self.parts.store,
             self.config.registries,
             secret=webhook.secret,
+            retry_interval_s=webhook.retry_interval_s,
             on_push=on_push,
             host=host,
             port=int(port),

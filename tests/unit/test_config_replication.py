@@ -34,7 +34,7 @@ def test_overrides_are_read_with_camel_case_tolerated(tmp_path: Path) -> None:
         "    registry_concurrency: {hub: 1}\n"
         "    registry_rate_limit_rps: {hub: 2.5}\n"
         "    retry: {max_attempts: 2, base_s: 0.1}\n"
-        "    webhook: {listen: '127.0.0.1:0', secret: s3cret}\n",
+        "    webhook: {listen: '127.0.0.1:0', secret: s3cret, retryIntervalS: 500ms}\n",
     )
     assert settings.store == f"sqlite:///{tmp_path / 'jobs' / 'queue.db'}"  # relative to the file
     assert (settings.workers, settings.per_registry_concurrency) == (8, 3)
@@ -46,6 +46,7 @@ def test_overrides_are_read_with_camel_case_tolerated(tmp_path: Path) -> None:
         60.0,
     )
     assert settings.webhook.secret == "s3cret"
+    assert settings.webhook.retry_interval_s == 0.5
     assert "s3cret" not in repr(settings)  # secrets stay out of logs
 
 
@@ -66,6 +67,11 @@ def test_postgres_store_url_is_kept_as_written(tmp_path: Path) -> None:
         ("store: mysql://x", "policy.replication.store", "sqlite:///PATH or postgresql://"),
         ("webhook: {listen: '127.0.0.1:9'}", "policy.replication.webhook.secret", "required"),
         ("webhook: {listen: nowhere, secret: s}", "policy.replication.webhook.listen", "HOST:PORT"),
+        (
+            "webhook: {retry_interval_s: 0}",
+            "policy.replication.webhook.retry_interval_s",
+            "at least 0.05",
+        ),
         ("retry: {max_attemps: 3}", "policy.replication.retry.max_attemps", "max_attempts"),
     ],
 )
