@@ -30,7 +30,7 @@ from sidecar.policy.fallback import Fallback
 from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import resilient_engine
-from sidecar.policy.revisions import watch_revisions
+from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.records import DecisionRecords
 from sidecar.replicate.runtime import ReplicationParts, registry_sources, replication_parts
 from sidecar.replicate.service import ReplicationService
@@ -129,6 +129,14 @@ def _bundle_source(config: Config) -> tuple[PullSource | None, LocalBundle | Non
     return None, local
 
 
+def _activation_actor(config: Config, opa_url: str) -> str:
+    """Name who served a revision activated outside PolicyAdmin (the audit event's actor)."""
+    service = config.policy.bundle.service
+    if service is not None:
+        return f"bundle-service:{service.url}"
+    return f"opa:{opa_url}"
+
+
 class Sidecar:
     """A running sidecar: policy runtime, decisions, replication, gRPC, webhooks and /metrics."""
 
@@ -151,6 +159,7 @@ class Sidecar:
         self.grpc: GrpcServer | None = None
         self.admin: AdminRuntime | None = None
         self.admin_tls: TlsFront | None = None
+        self.revisions: RevisionWatcher | None = None
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
@@ -168,12 +177,28 @@ class Sidecar:
             self.decisions = self._decision_service(self.runtime, self.parts)
             if self.runtime.bundle_revision:
                 self.telemetry.metrics.set_active_revision(self.runtime.bundle_revision)
-            await self._stack.enter_async_context(
+            # Before the watcher: every activation it sees outside PolicyAdmin is audited.
+            self.admin = await self._stack.enter_async_context(
+                admin_runtime(
+                    self.config,
+                    opa_url=self.runtime.url,
+                    managed=self.runtime.managed,
+                    registry=self.telemetry.metrics_registry,
+                )
+            )
+            source = _activation_actor(self.config, self.runtime.url)
+            admin_service = self.admin.service
+
+            async def audit_activation(previous: str, revision: str) -> None:
+                await admin_service.observe_activation(previous, revision, source)
+
+            self.revisions = await self._stack.enter_async_context(
                 watch_revisions(
                     self.runtime.url,
                     self.telemetry.metrics,
                     timeout_s=settings.opa.timeout_ms / 1000,
                     initial=self.runtime.bundle_revision,
+                    on_change=audit_activation,
                 )
             )
             await self._start_metrics()
@@ -189,14 +214,6 @@ class Sidecar:
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
             await self._start_webhooks(self.replication)
-            self.admin = await self._stack.enter_async_context(
-                admin_runtime(
-                    self.config,
-                    opa_url=self.runtime.url,
-                    managed=self.runtime.managed,
-                    registry=self.telemetry.metrics_registry,
-                )
-            )
             self.grpc = GrpcServer(
                 self.decisions,
                 settings.listen,

@@ -23,6 +23,9 @@ OUTCOMES = (
     "denied",  # data.system.authz refused the caller
     "unauthenticated",  # no, unknown or expired token; untrusted or expired certificate
     "failed",  # the store or OPA failed the operation; nothing changed
+    # OPA began serving a revision no PolicyAdmin call published (`bundle publish --to`, another
+    # replica's own store, an external OPA's operator): seen by the sidecar, never missed.
+    "activated",
 )
 
 

@@ -10,8 +10,16 @@ from sidecar.telemetry import METRIC_PREFIX, get_logger
 
 __all__ = ["ACTIONS", "AuditTrail"]
 
-# The PolicyAdmin RPCs (the metric's action label takes only these, or "other").
-ACTIONS = ("PublishBundle", "ListRevisions", "Rollback", "GetAuditLog", "ValidateBundle")
+# The PolicyAdmin RPCs, and OPA activating a revision published outside them (the metric's
+# action label takes only these, or "other").
+ACTIONS = (
+    "PublishBundle",
+    "ListRevisions",
+    "Rollback",
+    "GetAuditLog",
+    "ValidateBundle",
+    "ActivateBundle",
+)
 
 _log = get_logger("sidecar.audit")
 

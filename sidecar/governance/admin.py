@@ -231,6 +231,33 @@ class AdminService:
                 )
             )  # fmt: skip
 
+    async def observe_activation(self, previous: str, revision: str, source: str) -> None:
+        """Audit OPA activating ``revision`` unless PolicyAdmin published it (then it is audited).
+
+        A bundle published straight to the store (``bundle publish --to``) or by another
+        publisher is still a policy change: the audit log records who served it (``source``),
+        when, and the revisions before and after. OPA does not hand out the archive, so there
+        is no digest; the bundle's own manifest and signature name its contents.
+        """
+        async with self._changing:  # a publish in flight finishes (and records) first
+            if not revision:
+                return
+            try:
+                await self._revisions.get(revision)
+            except SidecarError:
+                pass  # never published through PolicyAdmin: audit it below
+            else:
+                # Published (or rolled back to) through PolicyAdmin, so audited already; OPA may
+                # activate it after a later revision was published, polling lags behind.
+                return
+            await self._record(
+                AuditEvent(
+                    source, "ActivateBundle", "activated", previous, revision,
+                    detail="OPA activated a revision that no PolicyAdmin call published "
+                    "(bundle publish --to, or another publisher of the bundle store)",
+                )
+            )  # fmt: skip
+
     async def _caller(self, credentials: Credentials, action: str) -> Caller:
         try:
             return self._authn.authenticate(credentials.peer, credentials.bearer)

@@ -33,9 +33,11 @@ class RevisionWatcher:
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         initial: str = "",
+        on_change: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self._probe = probe
         self._on_revision = on_revision
+        self._on_change = on_change
         self._interval_s = interval_s
         self._revision = initial
         self._task: asyncio.Task[None] | None = None
@@ -67,14 +69,20 @@ class RevisionWatcher:
             return ""
         if not revision:
             return ""
-        if revision != self._revision:
+        previous = self._revision
+        if revision != previous:
             _log.info(
                 "bundle revision activated",
                 bundle_revision=revision,
-                previous_revision=self._revision or None,
+                previous_revision=previous or None,
             )
             self._revision = revision
         self._on_revision(revision)
+        if revision != previous and self._on_change is not None:
+            try:
+                await self._on_change(previous, revision)
+            except Exception:  # a failed hook (the audit store down) must not stop the metric
+                _log.exception("bundle activation hook failed", bundle_revision=revision)
         return revision
 
     async def _run(self) -> None:
@@ -91,11 +99,19 @@ async def watch_revisions(
     timeout_s: float,
     initial: str = "",
     interval_s: float = DEFAULT_INTERVAL_S,
+    on_change: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[RevisionWatcher]:
-    """Keep ``policy_sidecar_bundle_revision_info`` on the revision the OPA at ``opa_url`` serves."""
+    """Keep ``policy_sidecar_bundle_revision_info`` on the revision the OPA at ``opa_url`` serves.
+
+    ``on_change(previous, revision)`` runs after each activation the watcher sees.
+    """
     engine = OpaEngine(opa_url, timeout_s=timeout_s, metrics=False)
     watcher = RevisionWatcher(
-        engine.active_revision, metrics.set_active_revision, interval_s=interval_s, initial=initial
+        engine.active_revision,
+        metrics.set_active_revision,
+        interval_s=interval_s,
+        initial=initial,
+        on_change=on_change,
     )
     watcher.start()
     try:

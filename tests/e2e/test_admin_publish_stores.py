@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -140,3 +140,44 @@ async def test_tampered_and_unsigned_bundles_never_replace_the_serving_revision(
 
 def _refusals(tail: str, reason: str) -> int:
     return sum(1 for line in tail.splitlines() if "Bundle load failed" in line and reason in line)
+
+
+async def test_a_revision_published_around_the_admin_api_is_audited_as_activated(
+    tmp_path: Path,
+) -> None:
+    async with _fleet_of_one("http", tmp_path) as (running, store):
+        stub, config = admin_stub(running.channel), running.sidecar.config
+        watcher = running.sidecar.revisions
+        assert watcher is not None
+        await stub.PublishBundle(
+            pb.PublishBundleRequest(bundle=_bundle(config, tmp_path, "r1", 4)), metadata=ADMIN
+        )
+        await _until_decisions_carry(running, "r1")
+        await _until_watched(watcher.check, "r1")
+        # Straight into the store, as `policy-sidecar bundle publish --to` does.
+        side = build_revision(config, tmp_path / "side", "side")
+        await store.publish(side)
+        await _until_decisions_carry(running, "side")
+        await _until_watched(watcher.check, "side")
+
+        log = await stub.GetAuditLog(pb.GetAuditLogRequest(limit=10), metadata=ADMIN)
+        seen = [(e.action, e.outcome, e.old_revision, e.new_revision) for e in log.events]
+        assert seen[:2] == [
+            ("ActivateBundle", "activated", "r1", "side"),
+            # "boot" came out of band, before this sidecar started: the admin never saw it.
+            ("PublishBundle", "published", "", "r1"),
+        ], "the admin publish must not be audited twice, the side publish must be audited"
+        service = config.policy.bundle.service
+        assert service is not None
+        assert log.events[0].actor == f"bundle-service:{service.url}"
+        admin = running.sidecar.admin
+        assert admin is not None
+        verification = await admin.audit.log.verify()
+        assert verification.ok, verification
+
+
+async def _until_watched(check: Callable[[], Awaitable[str]], revision: str) -> None:
+    deadline = time.monotonic() + _DEADLINE_S
+    while await check() != revision:
+        assert time.monotonic() < deadline, f"OPA never reported {revision!r}"
+        await asyncio.sleep(0.05)
