@@ -55,6 +55,8 @@ class ReplicationSettings:
     request_timeout_s: float = 30.0
     enrich_timeout_s: float = 2.0
     registry_enrichment: bool = True
+    # How often Replicate requests the fail mode answered are decided again (OPA back or not).
+    policy_retry_interval_s: float = 5.0
     retry: RetrySettings = field(default_factory=RetrySettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
 
@@ -151,6 +153,12 @@ def parse_replication(node: Node, base: Path, registries: Collection[str]) -> Re
         enrich_timeout_s=_opt(f, "enrich_timeout_s", positive_number, d.enrich_timeout_s),
         registry_enrichment=_opt(
             f, "registry_enrichment", lambda n: n.boolean(), d.registry_enrichment
+        ),
+        policy_retry_interval_s=_opt(
+            f,
+            "policy_retry_interval_s",
+            lambda n: n.seconds(minimum=0.05),
+            d.policy_retry_interval_s,
         ),
         retry=_retry(f.get("retry") or node.child("retry", None)),
         webhook=_webhook(f.get("webhook") or node.child("webhook", None)),

@@ -32,6 +32,7 @@ from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.records import DecisionRecords
+from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.runtime import ReplicationParts, registry_sources, replication_parts
 from sidecar.replicate.service import ReplicationService
 from sidecar.sensitive.runtime import (
@@ -160,6 +161,7 @@ class Sidecar:
         self.admin: AdminRuntime | None = None
         self.admin_tls: TlsFront | None = None
         self.revisions: RevisionWatcher | None = None
+        self.backlog: PolicyBacklog | None = None
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
@@ -210,6 +212,13 @@ class Sidecar:
             )
             self.health = await self._stack.enter_async_context(
                 self._health(self.parts, self.decisions, self.replication)
+            )
+            self.backlog = await self._stack.enter_async_context(
+                policy_backlog(
+                    self.parts.store,
+                    self.replication,
+                    interval_s=settings.replication.policy_retry_interval_s,
+                )
             )
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
@@ -310,7 +319,10 @@ class Sidecar:
 
         async def on_push(image: ImageRef) -> None:
             # A push is replicated exactly like a Replicate call (decide, then durable jobs).
-            outcome = await replication.replicate(DecideRequest(image=image, event="push"))
+            # await_policy=False: the inbox keeps the event itself (below), one record is enough.
+            outcome = await replication.replicate(
+                DecideRequest(image=image, event="push"), await_policy=False
+            )
             if outcome.result.degraded:
                 # A fail-mode answer is no verdict on the image (closed denies everything): the
                 # event stays pending and is decided again once OPA answers, so a push during an

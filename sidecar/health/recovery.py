@@ -152,7 +152,8 @@ class Recovery:
                     continue
                 try:
                     request = request_from_json(work.request, event="reconcile")
-                    outcome = await self._replication.replicate(request)
+                    # await_policy=False: a degraded answer keeps this very record (below).
+                    outcome = await self._replication.replicate(request, await_policy=False)
                 except Exception as exc:  # one image must not stop the others' recovery
                     _log.warning(
                         "deferred_replay_failed", image=f"{key[0]}/{key[1]}@{key[2]}",

@@ -14,7 +14,17 @@ import orjson
 from sidecar.model import Caller, DecideRequest, DecisionResult, ImageRef, TenantUsage
 from sidecar.replicate.model import DeferredWork
 
-__all__ = ["deferred_work", "request_from_json", "request_to_json"]
+__all__ = [
+    "AWAITING_POLICY",
+    "deferred_work",
+    "policy_deferral",
+    "request_from_json",
+    "request_to_json",
+]
+
+# The "registry" of a request the fail mode answered, followed by its tag: one record per
+# (image, tag), decided again once OPA answers. ``@`` cannot start a registry name.
+AWAITING_POLICY = "@policy:"
 
 
 def request_to_json(request: DecideRequest) -> str:
@@ -88,4 +98,27 @@ def deferred_work(result: DecisionResult, request: DecideRequest) -> list[Deferr
             request=stored,
         )
         for deferral in decision.deferred
+    ]
+
+
+def policy_deferral(result: DecisionResult, request: DecideRequest) -> list[DeferredWork]:
+    """Return the record that has a fail-mode answer decided again by OPA (none otherwise).
+
+    A degraded answer is no verdict on the image (``closed`` denies everything, ``legacy``
+    knows only the Freightliner rules): the request is kept until OPA decides it.
+    """
+    image = request.image
+    if not result.degraded or not image.digest:
+        return []
+    return [
+        DeferredWork(
+            source_registry=image.registry,
+            source_repository=image.repository,
+            digest=image.digest,
+            registry=AWAITING_POLICY + image.tag,
+            tag=image.tag,
+            priority=result.decision.priority,
+            decision_id=result.decision_id,
+            request=request_to_json(request),
+        )
     ]

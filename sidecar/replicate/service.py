@@ -17,7 +17,7 @@ from opentelemetry.context import Context
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument
 from sidecar.model import DecideRequest, DecisionResult, ImageRef
-from sidecar.replicate.deferred import deferred_work
+from sidecar.replicate.deferred import deferred_work, policy_deferral
 from sidecar.replicate.model import TERMINAL_STATES, Job, JobSpec, JobState
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore
@@ -79,9 +79,18 @@ class ReplicationService:
         self._watch_interval_s = watch_interval_s
 
     async def replicate(
-        self, request: DecideRequest, *, dry_run: bool = False, parent: Context | None = None
+        self,
+        request: DecideRequest,
+        *,
+        dry_run: bool = False,
+        parent: Context | None = None,
+        await_policy: bool = True,
     ) -> ReplicationOutcome:
-        """Decide for ``request`` and persist its jobs before returning (durable before acknowledged)."""
+        """Decide for ``request`` and persist its jobs before returning (durable before acknowledged).
+
+        A fail-mode answer (OPA unreachable) also records the request, with ``await_policy``, so
+        that :class:`~sidecar.replicate.backlog.PolicyBacklog` decides it again once OPA answers.
+        """
         image = request.image
         if not image.digest:
             # Validated before the registry is asked: an unknown registry or a malformed
@@ -96,6 +105,8 @@ class ReplicationService:
         specs = job_specs(result, image, dry_run=dry_run)
         # Deferred destinations are kept, durably, to be decided again when they recover.
         deferred = [] if dry_run else deferred_work(result, request)
+        if await_policy and not dry_run:
+            deferred += policy_deferral(result, request)
         with _tracer.start_as_current_span("replicate.enqueue") as span:
             span.set_attribute("policy.decision_id", result.decision_id)
             span.set_attribute("replicate.jobs", len(specs))

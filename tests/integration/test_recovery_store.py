@@ -80,6 +80,17 @@ async def test_deferred_work_is_kept_once_refreshed_and_resolved(store: SqlJobSt
     assert [w.digest[-1] for w in await store.pending_deferrals({"eu"})] == ["1"]
 
 
+async def test_requests_awaiting_the_policy_are_one_record_per_tag(store: SqlJobStore) -> None:
+    await store.defer([work(1, "@policy:v1", 45), work(1, "@policy:v2", 90), work(2, "eu", 99)])
+    awaiting = await store.pending_deferrals_under("@policy:")
+    assert [(w.registry, w.priority) for w in awaiting] == [("@policy:v2", 90), ("@policy:v1", 45)]
+    assert [w.registry for w in await store.pending_deferrals({"eu"})] == ["eu"]
+    assert await store.resolve_deferral(awaiting[0])
+    assert [w.registry for w in await store.pending_deferrals_under("@policy:")] == ["@policy:v1"]
+    with pytest.raises(ValueError, match="plain text"):
+        await store.pending_deferrals_under("%")  # a LIKE pattern would match every record
+
+
 async def test_requeue_resyncs_finished_jobs_and_placements_list_real_copies(
     store: SqlJobStore,
 ) -> None:

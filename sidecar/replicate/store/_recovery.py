@@ -21,6 +21,7 @@ __all__ = [
     "health_states",
     "park",
     "pending_deferrals",
+    "pending_deferrals_under",
     "placements",
     "record_health",
     "requeue_parked",
@@ -140,20 +141,34 @@ async def pending_deferrals(
         "ORDER BY priority DESC, created_at, digest, registry LIMIT ?",
         [*names, limit],
     )
-    return [
-        DeferredWork(
-            source_registry=str(r[0]),
-            source_repository=str(r[1]),
-            digest=str(r[2]),
-            registry=str(r[3]),
-            tag=str(r[4]),
-            priority=int(r[5]),
-            decision_id=str(r[6]),
-            request=str(r[7]),
-            updated_at=str(r[8]),
-        )
-        for r in rows
-    ]
+    return [_deferral(r) for r in rows]
+
+
+async def pending_deferrals_under(tx: Tx, prefix: str, *, limit: int) -> list[DeferredWork]:
+    """Return unresolved deferred work whose registry column starts with ``prefix``."""
+    if not prefix or any(c in prefix for c in "%_\\"):
+        raise ValueError(f"deferral prefix must be plain text, got {prefix!r}")
+    rows = await tx.fetch(
+        f"SELECT {_DEFERRAL_COLUMNS} FROM deferrals WHERE resolved_at = '' "
+        "AND registry LIKE ? "
+        "ORDER BY priority DESC, created_at, digest, registry LIMIT ?",
+        [prefix + "%", limit],
+    )
+    return [_deferral(r) for r in rows]
+
+
+def _deferral(r: Sequence[object]) -> DeferredWork:
+    return DeferredWork(
+        source_registry=str(r[0]),
+        source_repository=str(r[1]),
+        digest=str(r[2]),
+        registry=str(r[3]),
+        tag=str(r[4]),
+        priority=int(str(r[5])),
+        decision_id=str(r[6]),
+        request=str(r[7]),
+        updated_at=str(r[8]),
+    )
 
 
 async def resolve_deferral(tx: Tx, work: DeferredWork, *, now: str) -> bool:

@@ -1,0 +1,110 @@
+"""The policy backlog: ``Replicate`` requests the fail mode answered, decided again by OPA.
+
+While OPA is unreachable a request is answered by the configured fail mode and marked
+``degraded``; ``closed`` denies it and ``legacy`` knows only the Freightliner rules. Neither is
+the policy's verdict, so :meth:`ReplicationService.replicate` also records the request durably
+(``deferrals`` with registry ``@policy:<tag>``). This loop decides each one again, highest
+priority first, and once OPA answers (not degraded) the jobs the policy wants are queued and
+the record is resolved. Jobs the fail mode queued are kept: copies are idempotent, and one
+already made is not undone. Webhook pushes do not use it: their inbox event stays pending instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from sidecar.replicate.deferred import AWAITING_POLICY, request_from_json
+from sidecar.replicate.service import ReplicationService
+from sidecar.telemetry import get_logger
+from sidecar.typing import JobStore
+
+__all__ = ["PolicyBacklog", "policy_backlog"]
+
+_log = get_logger("sidecar.replicate.backlog")
+_BATCH = 200  # records decided per pass
+
+
+class PolicyBacklog:
+    """Decides fail-mode answers again every ``interval_s`` until OPA gives its own."""
+
+    def __init__(
+        self, store: JobStore, replication: ReplicationService, *, interval_s: float
+    ) -> None:
+        """Use ``store`` for the records and ``replication`` to decide and enqueue."""
+        self._store = store
+        self._replication = replication
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="policy-backlog")
+
+    async def stop(self) -> None:
+        """Stop the loop; safe to repeat."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def drain(self) -> int:
+        """Decide pending records once, highest priority first; return how many OPA decided.
+
+        Stops at the first answer that is still degraded: OPA is down, the rest can wait for
+        the next pass instead of each waiting out its deadline now.
+        """
+        decided = 0
+        for work in await self._store.pending_deferrals_under(AWAITING_POLICY, limit=_BATCH):
+            image = f"{work.source_registry}/{work.source_repository}@{work.digest}"
+            try:
+                outcome = await self._replication.replicate(
+                    request_from_json(work.request), await_policy=False
+                )
+            except Exception as exc:  # one bad record must not hold up the others
+                _log.warning(
+                    "policy_backlog_replay_failed",
+                    image=image,
+                    tag=work.tag,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            if outcome.result.degraded:
+                break
+            # False when the request came again (degraded) meanwhile: the next pass takes it.
+            if await self._store.resolve_deferral(work):
+                decided += 1
+                _log.info(
+                    "policy_backlog_decided",
+                    image=image,
+                    tag=work.tag,
+                    decision_id=outcome.result.decision_id,
+                    bundle_revision=outcome.result.bundle_revision,
+                    fail_mode_decision_id=work.decision_id,
+                    jobs=[j.job_id for j in outcome.jobs],
+                )
+        return decided
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except Exception:  # the store may be briefly unavailable: try again next pass
+                _log.exception("policy_backlog_pass_failed")
+            await asyncio.sleep(self._interval_s)
+
+
+@contextlib.asynccontextmanager
+async def policy_backlog(
+    store: JobStore, replication: ReplicationService, *, interval_s: float
+) -> AsyncIterator[PolicyBacklog]:
+    """Run a :class:`PolicyBacklog` for the duration of the context."""
+    backlog = PolicyBacklog(store, replication, interval_s=interval_s)
+    backlog.start()
+    try:
+        yield backlog
+    finally:
+        await backlog.stop()

@@ -1,0 +1,120 @@
+"""A Replicate call answered by the fail mode while OPA is down is decided again once OPA is back.
+
+Real registries (tests/support/fleet.py), a real sidecar with its managed OPA. OPA is frozen
+(SIGSTOP: it accepts connections and never answers), so ``closed`` denies the request as
+``degraded``; once OPA answers again, the image lands exactly where OPA routes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar._config_replication import WebhookSettings
+from sidecar._proto import policy_pb2 as pb
+from sidecar.config import Config, load_config
+from sidecar.replicate.deferred import AWAITING_POLICY
+from sidecar.replicate.oci import RegistryClients
+from tests.support.fleet import FLEET, Fleet, registry_fleet
+from tests.support.images import push_image
+from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
+
+pytestmark = pytest.mark.timeout(300)
+
+_SETTLE_S = 90.0
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """The five registries; the backlog is retried every 0.2 s."""
+    with registry_fleet(tmp_path, replication={"policy_retry_interval_s": 0.2}) as running:
+        yield running
+
+
+def _config(fleet: Fleet, state: Path) -> Config:
+    config = isolated_config(load_config(fleet.config_path), state, fail_mode="closed")
+    policy = config.policy
+    opa = dataclasses.replace(policy.opa, deadline_ms=1000, breaker_cooldown_s=0.5)
+    # No webhook: only the Replicate call may create jobs here.
+    replication = dataclasses.replace(policy.replication, webhook=WebhookSettings())
+    return dataclasses.replace(
+        config, policy=dataclasses.replace(policy, opa=opa, replication=replication)
+    )
+
+
+@contextlib.contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _scanned() -> dict[str, str]:
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    return {
+        "security.scan.status": "passed",
+        "security.scan.completed-at": at.isoformat().replace("+00:00", "Z"),
+        "security.scan.critical": "0",
+        "criticality": "high",
+    }
+
+
+async def _settled(running: RunningSidecar) -> list[pb.Job]:
+    deadline = time.monotonic() + _SETTLE_S
+    while True:
+        jobs = list((await running.stub.ListJobs(pb.ListJobsRequest(limit=100))).jobs)
+        if jobs and all(j.state in ("succeeded", "failed", "skipped") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, [(j.destination, j.state, j.error) for j in jobs]
+        await asyncio.sleep(0.2)
+
+
+async def test_a_replicate_denied_by_the_closed_fail_mode_lands_where_opa_routes_it(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    clients = RegistryClients(load_config(fleet.config_path).registries)
+    try:
+        image = await push_image(
+            clients.get("ci"), "web/app", tag="prod-2.0", seed=7, labels=_scanned()
+        )
+        request = pb.DecideRequest(
+            image=pb.Image(registry="ci", repository="web/app", tag="prod-2.0")
+        )
+        async with running_sidecar(_config(fleet, tmp_path / "state")) as running:
+            assert running.sidecar.runtime is not None and running.sidecar.parts is not None
+            managed = running.sidecar.runtime.managed
+            assert managed is not None and managed.pid is not None
+            with _frozen(managed.pid):
+                answer = await running.stub.Replicate(
+                    pb.ReplicateRequest(request=request), timeout=30
+                )
+                assert answer.decision.degraded and not answer.decision.decision.allow
+                assert list(answer.jobs) == []
+            jobs = await _settled(running)
+            verdict = await running.stub.Decide(request, timeout=30)
+            assert not verdict.degraded and verdict.decision.allow
+            routed = {r.registry for r in verdict.decision.routes}
+            assert routed == {"prod-eu", "prod-us"}  # what the policy wants for a scanned prod tag
+            assert {j.destination.split("/", 1)[0] for j in jobs} == routed
+            assert {j.state for j in jobs} == {"succeeded"}
+            store = running.sidecar.parts.store
+            assert await store.pending_deferrals_under(AWAITING_POLICY) == []
+        held = set()
+        for name in FLEET:
+            found = await clients.get(name).head_manifest("web/app", image.digest)
+            if name != "ci" and found is not None:
+                held.add(name)
+        assert held == routed
+    finally:
+        await clients.close()
