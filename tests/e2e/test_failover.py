@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -21,7 +20,7 @@ from sidecar.config import load_config
 from sidecar.health import HealthMonitor, HealthState
 from sidecar.replicate.oci import RegistryClients
 from tests.support.fleet import Fleet, registry_fleet, restarted
-from tests.support.images import push_image, push_manifest
+from tests.support.images import push_image, push_manifest, scanned_labels
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,20 +43,11 @@ REPLICATION = {
 }
 
 
-def scanned(criticality: str) -> dict[str, str]:
-    """Labels of a freshly scanned image of ``criticality``."""
-    at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-    return {
-        "security.scan.status": "passed",
-        "security.scan.completed-at": at.isoformat().replace("+00:00", "Z"),
-        "security.scan.critical": "0",
-        "criticality": criticality,
-    }
-
-
 async def push(ci: RegistryClients, repo: str, tag: str, seed: int, criticality: str) -> str:
     """Push an image to ``ci`` and tag it last (the tag push is what notifies the sidecar)."""
-    image = await push_image(ci.get("ci"), repo, seed=seed, labels=scanned(criticality))
+    image = await push_image(
+        ci.get("ci"), repo, seed=seed, labels=scanned_labels(criticality=criticality)
+    )
     client = ci.get("ci")
     await push_manifest(client, repo, (await client.get_manifest(repo, image.digest)).json, tag)
     return image.digest

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import signal
 import time
@@ -25,7 +24,7 @@ from sidecar.config import Config, load_config
 from sidecar.replicate.deferred import AWAITING_POLICY
 from sidecar.replicate.oci import RegistryClients
 from tests.support.fleet import FLEET, Fleet, registry_fleet
-from tests.support.images import push_image
+from tests.support.images import push_image, scanned_labels
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
 pytestmark = pytest.mark.timeout(300)
@@ -60,16 +59,6 @@ def _frozen(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def _scanned() -> dict[str, str]:
-    at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-    return {
-        "security.scan.status": "passed",
-        "security.scan.completed-at": at.isoformat().replace("+00:00", "Z"),
-        "security.scan.critical": "0",
-        "criticality": "high",
-    }
-
-
 async def _settled(running: RunningSidecar) -> list[pb.Job]:
     deadline = time.monotonic() + _SETTLE_S
     while True:
@@ -86,7 +75,11 @@ async def test_a_replicate_denied_by_the_closed_fail_mode_lands_where_opa_routes
     clients = RegistryClients(load_config(fleet.config_path).registries)
     try:
         image = await push_image(
-            clients.get("ci"), "web/app", tag="prod-2.0", seed=7, labels=_scanned()
+            clients.get("ci"),
+            "web/app",
+            tag="prod-2.0",
+            seed=7,
+            labels=scanned_labels(criticality="high"),
         )
         request = pb.DecideRequest(
             image=pb.Image(registry="ci", repository="web/app", tag="prod-2.0")

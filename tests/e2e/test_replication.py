@@ -7,7 +7,6 @@ notifies the sidecar). Every assertion is made by digest against the registries 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from tests.support.images import (
     push_index,
     push_manifest,
     push_sbom,
+    scanned_labels,
 )
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
@@ -42,16 +42,6 @@ class Pushed:
     children: tuple[str, ...] = ()
 
 
-def _scan_labels() -> dict[str, str]:
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-    return {
-        "security.scan.status": "passed",
-        "security.scan.completed-at": now.isoformat().replace("+00:00", "Z"),
-        "security.scan.critical": "0",
-        "security.scan.high": "1",
-    }
-
-
 async def _tag_last(client: RegistryClient, repo: str, digest: str, tag: str) -> None:
     """Tag an already pushed manifest: the tag push is the event that triggers replication."""
     await push_manifest(client, repo, (await client.get_manifest(repo, digest)).json, tag)
@@ -59,11 +49,19 @@ async def _tag_last(client: RegistryClient, repo: str, digest: str, tag: str) ->
 
 async def push_images(ci: RegistryClient) -> list[Pushed]:
     """Push the test set to ``ci``: referrers first, each tag last (so the webhook sees it all)."""
-    app = await push_image(ci, "web/app", seed=1, labels={**_scan_labels(), "criticality": "high"})
+    app = await push_image(
+        ci,
+        "web/app",
+        seed=1,
+        labels=scanned_labels(**{"security.scan.high": "1", "criticality": "high"}),
+    )
     await push_cosign_signature(ci, "web/app", app.digest)
     await push_sbom(ci, "web/app", app.digest)
     billing = await push_image(
-        ci, "eu/billing", seed=2, labels={**_scan_labels(), "compliance-required": "true"}
+        ci,
+        "eu/billing",
+        seed=2,
+        labels=scanned_labels(**{"security.scan.high": "1", "compliance-required": "true"}),
     )
     multi = await push_index(ci, "web/multi", seed=30, platforms=("linux/amd64", "linux/arm64"))
     tool = await push_image(ci, "misc/tool", seed=4, docker=True)

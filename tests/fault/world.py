@@ -9,7 +9,6 @@ digest first, the tag last, so the webhook event that triggers replication sees 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from sidecar.config import load_config
 from sidecar.replicate.oci import RegistryClient, RegistryClients
 from tests.fault.process import CHANNEL_OPTIONS, SidecarProcess
 from tests.support.fleet import Fleet
-from tests.support.images import push_image, push_manifest
+from tests.support.images import push_image, push_manifest, scanned_labels
 
 __all__ = [
     "DESTINATIONS",
@@ -138,15 +137,6 @@ async def fault_world(
         await clients.close()
 
 
-def _scanned() -> dict[str, str]:
-    at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-    return {
-        "security.scan.status": "passed",
-        "security.scan.completed-at": at.isoformat().replace("+00:00", "Z"),
-        "security.scan.critical": "0",
-    }
-
-
 async def push_one(
     ci: RegistryClient, name: str, rng: random.Random, *, layer_kib: int = 64, kind: str = ""
 ) -> Pushed:
@@ -156,7 +146,7 @@ async def push_one(
     """
     kind = kind or rng.choice(("prod", "prod", "dev", "plain"))
     seed = rng.randrange(1 << 30)
-    labels = {**_scanned(), "criticality": rng.choice(("low", "normal", "high"))}
+    labels = scanned_labels(criticality=rng.choice(("low", "normal", "high")))
     sizes = [layer_kib << 10, rng.randrange(4, 32) << 10]
     image = await push_image(ci, name, seed=seed, layer_sizes=sizes, labels=labels)
     tag = {"prod": "prod-1", "dev": "dev-1", "plain": "v1"}[kind]
