@@ -173,12 +173,6 @@ class JobStore(Protocol):
         """Return unresolved deferred work for ``registries``, highest priority first."""
         ...
 
-    async def pending_deferrals_under(
-        self, prefix: str, *, limit: int = 1000
-    ) -> list[DeferredWork]:
-        """Return unresolved deferred work whose registry starts with ``prefix`` (e.g. ``@policy:``)."""
-        ...
-
     async def resolve_deferral(self, work: DeferredWork) -> bool:
         """Mark ``work`` done unless it was deferred again since it was read."""
         ...

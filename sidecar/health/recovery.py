@@ -135,17 +135,21 @@ class Recovery:
     async def _replay(self, registries: Collection[str]) -> dict[str, int]:
         """Decide deferred images again, highest priority first; return replays per registry."""
         counts: dict[str, int] = {}
-        skipped: set[tuple[str, str, str, str]] = set()
+        skipped: set[tuple[str, str, str, str, str]] = set()
         while True:
             works = await self._store.pending_deferrals(registries, limit=_BATCH + len(skipped))
             works = [
                 w for w in works
-                if (w.source_registry, w.source_repository, w.digest, w.registry) not in skipped
+                if (w.source_registry, w.source_repository, w.digest, w.registry, w.tag)
+                not in skipped
             ]  # fmt: skip
             if not works:
                 return counts
             for work in works:
-                key = (work.source_registry, work.source_repository, work.digest, work.registry)
+                key = (
+                    work.source_registry, work.source_repository, work.digest, work.registry,
+                    work.tag,
+                )  # fmt: skip
                 if not self._monitor.healthy(work.source_registry):
                     # Facts read from a down source would be missing: wait for it instead.
                     skipped.add(key)

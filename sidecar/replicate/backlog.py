@@ -3,7 +3,7 @@
 While OPA is unreachable a request is answered by the configured fail mode and marked
 ``degraded``; ``closed`` denies it and ``legacy`` knows only the Freightliner rules. Neither is
 the policy's verdict, so :meth:`ReplicationService.replicate` also records the request durably
-(``deferrals`` with registry ``@policy:<tag>``). This loop decides each one again, highest
+(``deferred_routes`` with registry ``@policy``). This loop decides each one again, highest
 priority first, and once OPA answers (not degraded) the jobs the policy wants are queued and
 the record is resolved. Jobs the fail mode queued are kept: copies are idempotent, and one
 already made is not undone. Webhook pushes do not use it: their inbox event stays pending instead.
@@ -58,7 +58,7 @@ class PolicyBacklog:
         the next pass instead of each waiting out its deadline now.
         """
         decided = 0
-        for work in await self._store.pending_deferrals_under(AWAITING_POLICY, limit=_BATCH):
+        for work in await self._store.pending_deferrals({AWAITING_POLICY}, limit=_BATCH):
             image = f"{work.source_registry}/{work.source_repository}@{work.digest}"
             try:
                 outcome = await self._replication.replicate(

@@ -22,9 +22,9 @@ __all__ = [
     "request_to_json",
 ]
 
-# The "registry" of a request the fail mode answered, followed by its tag: one record per
-# (image, tag), decided again once OPA answers. ``@`` cannot start a registry name.
-AWAITING_POLICY = "@policy:"
+# The "registry" of a request the fail mode answered: one record per image and tag, decided
+# again once OPA answers. ``@`` cannot start a registry name.
+AWAITING_POLICY = "@policy"
 
 
 def request_to_json(request: DecideRequest) -> str:
@@ -115,7 +115,7 @@ def policy_deferral(result: DecisionResult, request: DecideRequest) -> list[Defe
             source_registry=image.registry,
             source_repository=image.repository,
             digest=image.digest,
-            registry=AWAITING_POLICY + image.tag,
+            registry=AWAITING_POLICY,
             tag=image.tag,
             priority=result.decision.priority,
             decision_id=result.decision_id,

@@ -90,8 +90,8 @@ class Job:
 class DeferredWork:
     """A destination a decision wanted but could not reach; replayed when the registry recovers.
 
-    Keyed by (source registry, source repository, digest, deferred registry): deferring the
-    same image to the same registry again refreshes the record instead of adding one.
+    Keyed by (source registry, source repository, digest, deferred registry, tag): deferring
+    the same image and tag to the same registry again refreshes the record instead of adding one.
     """
 
     source_registry: str

@@ -102,7 +102,7 @@ async def test_a_replicate_denied_by_the_closed_fail_mode_lands_where_opa_routes
             assert {j.destination.split("/", 1)[0] for j in jobs} == routed
             assert {j.state for j in jobs} == {"succeeded"}
             store = running.sidecar.parts.store
-            assert await store.pending_deferrals_under(AWAITING_POLICY) == []
+            assert await store.pending_deferrals({AWAITING_POLICY}) == []
         held = set()
         for name in FLEET:
             found = await clients.get(name).head_manifest("web/app", image.digest)

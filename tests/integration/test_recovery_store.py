@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,15 +83,16 @@ async def test_deferred_work_is_kept_once_refreshed_and_resolved(store: SqlJobSt
     assert [w.digest[-1] for w in await store.pending_deferrals({"eu"})] == ["1"]
 
 
-async def test_requests_awaiting_the_policy_are_one_record_per_tag(store: SqlJobStore) -> None:
-    await store.defer([work(1, "@policy:v1", 45), work(1, "@policy:v2", 90), work(2, "eu", 99)])
-    awaiting = await store.pending_deferrals_under("@policy:")
-    assert [(w.registry, w.priority) for w in awaiting] == [("@policy:v2", 90), ("@policy:v1", 45)]
-    assert [w.registry for w in await store.pending_deferrals({"eu"})] == ["eu"]
-    assert await store.resolve_deferral(awaiting[0])
-    assert [w.registry for w in await store.pending_deferrals_under("@policy:")] == ["@policy:v1"]
-    with pytest.raises(ValueError, match="plain text"):
-        await store.pending_deferrals_under("%")  # a LIKE pattern would match every record
+async def test_two_tags_of_one_digest_deferred_to_one_registry_are_two_records(
+    store: SqlJobStore,
+) -> None:
+    v2 = dataclasses.replace(work(1, "eu", 90), tag="v2")
+    await store.defer([work(1, "eu", 45), v2, work(1, "@policy", 10)])
+    pending = await store.pending_deferrals({"eu"})
+    assert [(w.tag, w.priority) for w in pending] == [("v2", 90), ("v1", 45)]
+    assert await store.resolve_deferral(pending[0])  # resolving one tag leaves the other
+    assert [w.tag for w in await store.pending_deferrals({"eu"})] == ["v1"]
+    assert [w.registry for w in await store.pending_deferrals({"@policy"})] == ["@policy"]
 
 
 async def test_requeue_resyncs_finished_jobs_and_placements_list_real_copies(
@@ -114,3 +118,29 @@ async def test_registry_health_is_remembered(store: SqlJobStore) -> None:
     await store.record_health("eu", True)
     await store.record_health("eu", False)
     assert await store.health_states() == {"eu": False, "us": True}
+
+
+async def test_pending_deferrals_of_the_first_layout_move_to_the_per_tag_table(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as old, old:
+        old.execute(
+            "CREATE TABLE deferrals (source_registry TEXT NOT NULL, source_repository TEXT NOT "
+            "NULL, digest TEXT NOT NULL, registry TEXT NOT NULL, tag TEXT NOT NULL, priority "
+            "BIGINT NOT NULL, decision_id TEXT NOT NULL, request TEXT NOT NULL, created_at TEXT "
+            "NOT NULL, updated_at TEXT NOT NULL, resolved_at TEXT NOT NULL DEFAULT '', PRIMARY KEY "
+            "(source_registry, source_repository, digest, registry))"
+        )
+        old.executemany(
+            "INSERT INTO deferrals VALUES ('ci', 'team/app', ?, 'eu', 'v1', 5, 'd', '{}', "
+            "'2026-01-01', '2026-01-01', ?)",
+            [(f"sha256:{1:064x}", ""), (f"sha256:{2:064x}", "2026-01-02")],  # pending, resolved
+        )
+    for _ in range(2):  # opening again moves nothing twice
+        store = await open_job_store(f"sqlite://{path}")
+        try:
+            pending = await store.pending_deferrals({"eu"})
+            assert [(w.digest[-1], w.tag, w.priority) for w in pending] == [("1", "v1", 5)]
+        finally:
+            await store.close()

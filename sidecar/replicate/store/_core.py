@@ -318,14 +318,6 @@ class SqlJobStore:
         async with self._tx() as tx:
             return await recovery.pending_deferrals(tx, registries, limit=limit)
 
-    async def pending_deferrals_under(
-        self, prefix: str, *, limit: int = 1000
-    ) -> list[DeferredWork]:
-        """Return unresolved deferred work whose registry starts with ``prefix`` (e.g. ``@policy:``)."""
-        await self.open()
-        async with self._tx() as tx:
-            return await recovery.pending_deferrals_under(tx, prefix, limit=limit)
-
     async def resolve_deferral(self, work: DeferredWork) -> bool:
         """Mark ``work`` done unless it was deferred again since it was read."""
         await self.open()

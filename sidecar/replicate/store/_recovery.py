@@ -21,15 +21,13 @@ __all__ = [
     "health_states",
     "park",
     "pending_deferrals",
-    "pending_deferrals_under",
     "placements",
     "record_health",
     "requeue_parked",
     "resolve_deferral",
 ]
 
-RECOVERY_SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS deferrals (
+_DEFERRAL_FIELDS = """
   source_registry TEXT NOT NULL,
   source_repository TEXT NOT NULL,
   digest TEXT NOT NULL,
@@ -40,10 +38,25 @@ RECOVERY_SCHEMA: tuple[str, ...] = (
   request TEXT NOT NULL,
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL,
-  resolved_at TEXT NOT NULL DEFAULT '',
+  resolved_at TEXT NOT NULL DEFAULT '',"""
+
+RECOVERY_SCHEMA: tuple[str, ...] = (
+    # One record per image, tag and deferred registry: two tags of one digest deferred to the
+    # same registry are two routes to replay, not one record the second overwrites.
+    f"""CREATE TABLE IF NOT EXISTS deferred_routes ({_DEFERRAL_FIELDS}
+  PRIMARY KEY (source_registry, source_repository, digest, registry, tag)
+)""",
+    "CREATE INDEX IF NOT EXISTS deferred_routes_pending "
+    "ON deferred_routes (resolved_at, registry, priority)",
+    # The first layout, keyed without the tag: created if absent so that the copy below runs
+    # on any store (no conditional DDL on both backends); pending rows move over, once.
+    f"""CREATE TABLE IF NOT EXISTS deferrals ({_DEFERRAL_FIELDS}
   PRIMARY KEY (source_registry, source_repository, digest, registry)
 )""",
-    "CREATE INDEX IF NOT EXISTS deferrals_pending ON deferrals (resolved_at, registry, priority)",
+    "INSERT INTO deferred_routes SELECT source_registry, source_repository, digest, registry, "
+    "tag, priority, decision_id, request, created_at, updated_at, resolved_at FROM deferrals "
+    "WHERE resolved_at = '' ON CONFLICT DO NOTHING",
+    "DELETE FROM deferrals",
     """CREATE TABLE IF NOT EXISTS registry_health (
   registry TEXT PRIMARY KEY,
   healthy BIGINT NOT NULL,
@@ -57,7 +70,9 @@ _DEFERRAL_COLUMNS = (
     "source_registry, source_repository, digest, registry, tag, priority, decision_id, request, "
     "updated_at"
 )
-_DEFERRAL_KEY = "source_registry = ? AND source_repository = ? AND digest = ? AND registry = ?"
+_DEFERRAL_KEY = (
+    "source_registry = ? AND source_repository = ? AND digest = ? AND registry = ? AND tag = ?"
+)
 
 
 def _marks(values: Collection[str]) -> str:
@@ -107,10 +122,10 @@ async def defer(tx: Tx, works: Sequence[DeferredWork], *, now: str) -> None:
     """Record (or refresh, as pending again) each deferred destination."""
     for w in works:
         await tx.execute(
-            f"INSERT INTO deferrals ({_DEFERRAL_COLUMNS}, created_at, resolved_at) "
+            f"INSERT INTO deferred_routes ({_DEFERRAL_COLUMNS}, created_at, resolved_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '') "
-            "ON CONFLICT (source_registry, source_repository, digest, registry) DO UPDATE SET "
-            "tag = excluded.tag, priority = excluded.priority, "
+            "ON CONFLICT (source_registry, source_repository, digest, registry, tag) DO UPDATE SET "
+            "priority = excluded.priority, "
             "decision_id = excluded.decision_id, request = excluded.request, "
             "updated_at = excluded.updated_at, resolved_at = ''",
             [
@@ -136,23 +151,10 @@ async def pending_deferrals(
         return []
     names = sorted(registries)
     rows = await tx.fetch(
-        f"SELECT {_DEFERRAL_COLUMNS} FROM deferrals WHERE resolved_at = '' "
+        f"SELECT {_DEFERRAL_COLUMNS} FROM deferred_routes WHERE resolved_at = '' "
         f"AND registry IN ({_marks(names)}) "
         "ORDER BY priority DESC, created_at, digest, registry LIMIT ?",
         [*names, limit],
-    )
-    return [_deferral(r) for r in rows]
-
-
-async def pending_deferrals_under(tx: Tx, prefix: str, *, limit: int) -> list[DeferredWork]:
-    """Return unresolved deferred work whose registry column starts with ``prefix``."""
-    if not prefix or any(c in prefix for c in "%_\\"):
-        raise ValueError(f"deferral prefix must be plain text, got {prefix!r}")
-    rows = await tx.fetch(
-        f"SELECT {_DEFERRAL_COLUMNS} FROM deferrals WHERE resolved_at = '' "
-        "AND registry LIKE ? "
-        "ORDER BY priority DESC, created_at, digest, registry LIMIT ?",
-        [prefix + "%", limit],
     )
     return [_deferral(r) for r in rows]
 
@@ -173,9 +175,9 @@ def _deferral(r: Sequence[object]) -> DeferredWork:
 
 async def resolve_deferral(tx: Tx, work: DeferredWork, *, now: str) -> bool:
     """Mark ``work`` done unless it was deferred again since it was read; True when marked."""
-    key = [work.source_registry, work.source_repository, work.digest, work.registry]
+    key = [work.source_registry, work.source_repository, work.digest, work.registry, work.tag]
     changed = await tx.execute(
-        f"UPDATE deferrals SET resolved_at = ? WHERE {_DEFERRAL_KEY} "
+        f"UPDATE deferred_routes SET resolved_at = ? WHERE {_DEFERRAL_KEY} "
         "AND resolved_at = '' AND updated_at = ?",
         [now, *key, work.updated_at],
     )
