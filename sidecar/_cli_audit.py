@@ -16,7 +16,18 @@ def add_parser(sub: Any) -> None:
         "audit", help="verify or list the hash-chained audit log (policy.replication.store)"
     )
     asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    asub.add_parser("verify", help="check every record's hash and link; exit 1 naming each break")
+    verify = asub.add_parser(
+        "verify", help="check every record's hash and link; exit 1 naming each break"
+    )
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="a record's hash kept outside the database (audit_seq and audit_hash of an "
+        "'audit event' log line); catches a rewritten log whose chain was recomputed; repeatable",
+    )
     listing = asub.add_parser("list", help="print audit records as JSON, newest first")
     listing.add_argument("--limit", type=int, default=50, help="records to print (default 50)")
     listing.add_argument("--tenant", help="only records touching this tenant")
@@ -31,7 +42,7 @@ async def run(args: argparse.Namespace, config: Config) -> tuple[dict[str, Any],
     log = await open_audit_log(url)
     try:
         if args.audit_command == "verify":
-            result = await log.verify()
+            result = await log.verify(dict(args.anchor))
             return result.to_json(), result.ok
         records = await log.list(
             limit=max(1, args.limit), tenant=args.tenant, before_seq=args.before_seq
@@ -39,3 +50,18 @@ async def run(args: argparse.Namespace, config: Config) -> tuple[dict[str, Any],
         return {"records": [r.to_json() for r in records]}, True
     finally:
         await log.close()
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, colon, digest = text.partition(":")
+    digest = digest.strip().lower()
+    if (
+        not colon
+        or not seq.strip().isdigit()
+        or len(digest) != 64
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected SEQ:HASH (a record number and its 64-hex sha256), got {text!r}"
+        )
+    return int(seq), digest

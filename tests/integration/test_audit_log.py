@@ -8,6 +8,7 @@ reorder and delete rows with plain SQL, as someone with database access would, a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 import yaml
 
-from sidecar.audit import AuditEvent, AuditLog, open_audit_log
+from sidecar.audit import AuditEvent, AuditLog, chain_hash, open_audit_log
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.support.postgres"]
@@ -101,6 +102,43 @@ async def test_edited_reordered_and_deleted_records_are_detected(
         await log.close()
 
 
+async def test_a_rewritten_and_rehashed_log_is_caught_by_an_anchor_kept_elsewhere(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "jobs.db"
+    log = await _log_with(f"sqlite:///{db}", 4)
+    try:
+        kept = {r.seq: r.hash for r in await log.list(limit=4)}  # as the log lines carried them
+        # Someone with write access rewrites record 2 and recomputes every hash after it.
+        prev = kept[1]
+        for record in sorted(await log.list(limit=4), key=lambda r: r.seq)[1:]:
+            event = record.event
+            if record.seq == 2:
+                event = dataclasses.replace(event, actor="token:someone-else")
+            digest = chain_hash(record.seq, record.at, event, prev)
+            with sqlite3.connect(db) as conn:
+                conn.execute(
+                    "UPDATE audit_log SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                    (event.actor, prev, digest, record.seq),
+                )
+            prev = digest
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE audit_head SET hash = ?", (prev,))
+        assert (await log.verify()).ok  # self-consistent: the chain alone cannot tell
+        rewritten = {r.seq: r.hash for r in await log.list(limit=4)}
+        result = await log.verify({3: kept[3], 1: kept[1]})  # record 1 was left alone
+        assert result.problems == (
+            f"record 3: hash {rewritten[3][:12]}… is not the anchored {kept[3][:12]}… "
+            "(the log was rewritten and its chain recomputed)",
+        )
+        deleted = await log.verify({9: kept[4]})
+        assert deleted.problems == (
+            f"record 9: anchored (hash {kept[4][:12]}…) but not in the log (deleted)",
+        )
+    finally:
+        await log.close()
+
+
 def test_cli_audit_verify_exits_1_naming_the_edited_record(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     config = tmp_path / "sidecar.yaml"
@@ -123,6 +161,14 @@ def test_cli_audit_verify_exits_1_naming_the_edited_record(tmp_path: Path) -> No
 
     intact = cli("verify")
     assert intact.returncode == 0, intact.stderr
+    head = json.loads(cli("list", "--limit", "1").stdout)["records"][0]
+    assert cli("verify", "--anchor", f"3:{head['hash']}").returncode == 0
+    wrong = cli("verify", "--anchor", f"3:{'0' * 64}")
+    assert wrong.returncode == 1
+    assert "is not the anchored 000000000000…" in json.loads(wrong.stdout)["problems"][0]
+    malformed = cli("verify", "--anchor", "three:abc")
+    assert malformed.returncode == 2
+    assert "expected SEQ:HASH" in malformed.stderr
     assert json.loads(intact.stdout) == {"ok": True, "records": 3, "head_seq": 3, "problems": []}
     listed = json.loads(cli("list", "--limit", "2").stdout)["records"]
     assert [(r["seq"], r["actor"], r["new_revision"]) for r in listed] == [
