@@ -15,7 +15,7 @@ from google.oauth2.credentials import Credentials
 from sidecar._config_registry import AuthConfig, RegistryConfig, TlsConfig
 from sidecar.errors import RegistryError
 from sidecar.model import RegistryFacts
-from sidecar.replicate.oci import parse_challenge
+from sidecar.replicate.oci import RegistryClient, parse_challenge
 from sidecar.replicate.oci._auth import (
     Authenticator,
     EcrCredentials,
@@ -162,8 +162,27 @@ def test_tls_settings(tmp_path: Path) -> None:
     assert isinstance(insecure, ssl.SSLContext) and insecure.verify_mode == ssl.CERT_NONE
     skip = ssl_context(_registry(tls=TlsConfig(insecure_skip_verify=True)))
     assert isinstance(skip, ssl.SSLContext) and not skip.check_hostname
-    with pytest.raises(FileNotFoundError):
-        ssl_context(_registry(tls=TlsConfig(ca_file=str(tmp_path / "missing.pem"))))
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(RegistryError, match=f"registry r: tls.ca_file {missing}: No such file"):
+        ssl_context(_registry(tls=TlsConfig(ca_file=missing)))
+
+
+async def test_unusable_tls_or_gcp_files_fail_that_registrys_requests_not_the_client(
+    tmp_path: Path,
+) -> None:
+    missing = str(tmp_path / "ca.pem")
+    # Built without error, as the sidecar builds every registry's client at startup.
+    client = RegistryClient(_registry(endpoint="127.0.0.1:9", tls=TlsConfig(ca_file=missing)))
+    try:
+        with pytest.raises(RegistryError, match=f"tls.ca_file {missing}: No such file"):
+            await client.blob_exists("app", "sha256:" + "0" * 64)
+    finally:
+        await client.close()
+    key = str(tmp_path / "sa.json")
+    gcp = credentials_for(_registry(type="gcr", auth=AuthConfig(credentials_file=key)))
+    assert isinstance(gcp, GcpCredentials)
+    with pytest.raises(RegistryError, match=f"registry r: auth: GCP credentials: .*{key}"):
+        await gcp.get()
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:

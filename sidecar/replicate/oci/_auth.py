@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar._config_registry import RegistryConfig
-from sidecar.errors import ConfigError, RegistryError
+from sidecar.errors import RegistryError
 
 __all__ = [
     "Authenticator",
@@ -152,46 +152,62 @@ class EcrCredentials:
 class GcpCredentials:
     """GCP: a google-auth access token presented as user ``oauth2accesstoken``."""
 
-    def __init__(self, registry_name: str, credentials: Any) -> None:
-        """Wrap a ``google.auth.credentials.Credentials`` object (refreshed when invalid)."""
+    def __init__(
+        self, registry_name: str, credentials: Any, *, load: Callable[[], Any] | None = None
+    ) -> None:
+        """Wrap a ``google.auth.credentials.Credentials`` object (refreshed when invalid).
+
+        With ``load`` instead, the credentials are loaded on first use: a missing service-account
+        file then fails that registry's requests, naming the file, not the sidecar's startup.
+        """
         self._name = registry_name
         self._credentials = credentials
+        self._load = load
         self._lock = asyncio.Lock()
 
     @classmethod
     def for_registry(cls, registry: RegistryConfig) -> GcpCredentials:
-        """Load the service-account file of ``auth.credentials_file``, else default credentials."""
-        import google.auth  # noqa: PLC0415 - only GCP registries need google-auth loaded
-        from google.oauth2 import service_account  # noqa: PLC0415
+        """Load, on first use, ``auth.credentials_file``'s service account, else default credentials."""
 
-        scopes = ["https://www.googleapis.com/auth/cloud-platform"]
-        try:
+        def load() -> Any:
+            import google.auth  # noqa: PLC0415 - only GCP registries need google-auth loaded
+            from google.oauth2 import service_account  # noqa: PLC0415
+
+            scopes = ["https://www.googleapis.com/auth/cloud-platform"]
             if registry.auth.credentials_file:
-                creds: Any = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
                     registry.auth.credentials_file, scopes=scopes
                 )
-            else:
-                creds, _ = google.auth.default(scopes=scopes)
-        except Exception as exc:  # google-auth raises DefaultCredentialsError, OSError, ValueError
-            raise ConfigError(
-                f"registries.{registry.name}.auth", f"GCP credentials: {exc}"
-            ) from exc
-        return cls(registry.name, creds)
+            creds, _ = google.auth.default(scopes=scopes)
+            return creds
+
+        return cls(registry.name, None, load=load)
+
+    async def _loaded(self) -> Any:
+        if self._credentials is None and self._load is not None:
+            try:
+                self._credentials = await asyncio.to_thread(self._load)
+            except Exception as exc:  # DefaultCredentialsError, OSError, ValueError
+                raise RegistryError(
+                    f"registry {self._name}: auth: GCP credentials: {exc}", status=401
+                ) from exc
+        return self._credentials
 
     async def get(self) -> tuple[str, str]:
         """Return ``("oauth2accesstoken", access_token)``, refreshing an expired token first."""
         async with self._lock:
-            if not self._credentials.valid or not self._credentials.token:
+            credentials = await self._loaded()
+            if not credentials.valid or not credentials.token:
                 from google.auth.transport.requests import Request  # noqa: PLC0415
 
                 try:
-                    await asyncio.to_thread(self._credentials.refresh, Request())
+                    await asyncio.to_thread(credentials.refresh, Request())
                 except Exception as exc:  # RefreshError, TransportError: no token either way
                     raise RegistryError(
                         f"registry {self._name}: GCP access token: {type(exc).__name__}: {exc}",
                         status=401,
                     ) from exc
-            return "oauth2accesstoken", str(self._credentials.token)
+            return "oauth2accesstoken", str(credentials.token)
 
 
 def credentials_for(registry: RegistryConfig) -> CredentialSource | None:

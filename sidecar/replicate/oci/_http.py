@@ -18,8 +18,11 @@ from sidecar._config_registry import RegistryConfig
 from sidecar.errors import RegistryError, RegistryUnavailable
 from sidecar.replicate.oci._auth import Authenticator, credentials_for
 from sidecar.replicate.ratelimit import TokenBucket
+from sidecar.telemetry import get_logger
 
 __all__ = ["Transport", "base_url", "count_requests", "retry_after_seconds", "ssl_context"]
+
+_log = get_logger("sidecar.replicate.oci")
 
 _DEFAULT_HOSTS = {"dockerhub": "registry-1.docker.io", "docker": "registry-1.docker.io"}
 # The request tally of the current task and the tasks it starts (see count_requests).
@@ -61,19 +64,37 @@ def base_url(registry: RegistryConfig) -> str:
 
 
 def ssl_context(registry: RegistryConfig) -> ssl.SSLContext | bool:
-    """Return the TLS settings of ``registry.tls``/``insecure`` (True: system defaults)."""
+    """Return the TLS settings of ``registry.tls``/``insecure`` (True: system defaults).
+
+    Raises RegistryError naming the setting when a CA, certificate or key cannot be loaded.
+    """
     tls = registry.tls
     skip = tls.insecure_skip_verify or registry.insecure
     if not (tls.ca_file or tls.cert_file or skip):
         return True
-    context = ssl.create_default_context(cafile=tls.ca_file or None)
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryError(
+            f"registry {registry.name}: tls.ca_file {tls.ca_file}: {_reason(exc)}"
+        ) from exc
     if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file or None)
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise RegistryError(
+                f"registry {registry.name}: tls.cert_file {tls.cert_file} / tls.key_file "
+                f"{tls.key_file or '(in the certificate file)'}: {_reason(exc)}"
+            ) from exc
     if skip:
         # Freightliner's insecure/insecure_skip_verify: self-signed registries in test setups.
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -105,7 +126,17 @@ class Transport:
         self.name = registry.name
         self.base = base_url(registry)
         self.requests = 0
-        self._ssl = ssl_context(registry)
+        # A registry whose TLS files are missing must not stop the sidecar (nor the other
+        # registries): every request to it fails with the reason, and the prober marks it down.
+        self._ssl: ssl.SSLContext | bool = True
+        self._tls_error: RegistryError | None = None
+        try:
+            self._ssl = ssl_context(registry)
+        except RegistryError as exc:
+            self._tls_error = exc
+            _log.warning(
+                "registry TLS settings unusable", registry=registry.name, error=exc.message
+            )
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
@@ -114,6 +145,8 @@ class Transport:
         self.auth = Authenticator(registry.name, credentials_for(registry), self._fetch_token)
 
     def _session_now(self) -> aiohttp.ClientSession:
+        if self._tls_error is not None:
+            raise self._tls_error
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
