@@ -13,13 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.replicate.oci import RegistryClient, RegistryClients
 from tests.fault.process import succeeded_attempts
-from tests.fault.world import DESTINATIONS, Pushed
+from tests.fault.world import DESTINATIONS, Pushed, World
 
 __all__ = [
     "JobKey",
@@ -236,20 +235,14 @@ class Outcome:
 
 
 async def settle(
-    stub: pb_grpc.PolicyServiceStub,
-    clients: RegistryClients,
-    pushed: Sequence[Pushed],
-    *,
-    timeout_s: float,
-    log_path: Path,
-    since: float,
+    world: World, pushed: Sequence[Pushed], *, timeout_s: float, since: float
 ) -> Outcome:
-    """Decide the intent now, wait for its jobs, then check the registries and the log.
+    """Decide the intent now, wait for its jobs, then check the registries and the sidecar's log.
 
     ``since`` (epoch seconds) is when the fault ended: convergence is timed from it.
     """
-    expected = await intent(stub, pushed)
-    jobs, converge_s = await converge(stub, expected, timeout_s, since)
-    place = await placement(clients, pushed, expected)
-    successes = succeeded_attempts(log_path)
+    expected = await intent(world.stub, pushed)
+    jobs, converge_s = await converge(world.stub, expected, timeout_s, since)
+    place = await placement(world.clients, pushed, expected)
+    successes = succeeded_attempts(world.sidecar.log_path)
     return Outcome(expected, jobs, converge_s, place, account(jobs, expected, successes))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.fault.check import Jobs, Placement
+from tests.fault.check import Jobs, Outcome, Placement
 from tests.fault.load import DecideLoad
 
-__all__ = ["FaultFigures", "figures", "markdown", "write_report"]
+__all__ = ["FaultFigures", "figures", "markdown", "settled_figures", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,36 @@ _HEADER = (
     "| jobs completed / expected | duplicated | lost | stray / half-written "
     "| time to recover (s) | converged after (s) |"
 )
+
+
+def settled_figures(
+    fault: str,
+    end: Outcome,
+    *,
+    injections: int,
+    load: DecideLoad,
+    began: float,
+    recover_s: float | None = None,
+    notes: str = "",
+    hung: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    details: Mapping[str, float] | None = None,
+) -> FaultFigures:
+    """:func:`figures` of a scenario that ended with :func:`settle` (``began``: its monotonic start)."""
+    return figures(
+        fault,
+        injections=injections,
+        load=load,
+        jobs=end.accounting,
+        place=end.place,
+        recover_s=recover_s,
+        converge_s=end.converge_s,
+        wall_s=time.monotonic() - began,
+        notes=notes,
+        hung=hung,
+        extra=extra,
+        details=details,
+    )
 
 
 def markdown(rows: Sequence[FaultFigures]) -> str:

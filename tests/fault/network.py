@@ -10,17 +10,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.fault.check import list_jobs, settle
-from tests.fault.figures import FaultFigures, figures
-from tests.fault.load import decide_load
-from tests.fault.world import Pushed, decide_deadline_s, fault_world, push_images, settings
-from tests.support.fleet import registry_fleet
+from tests.fault.figures import FaultFigures, settled_figures
+from tests.fault.load import DecideLoad, decide_load
+from tests.fault.world import (
+    Pushed,
+    World,
+    decide_deadline_s,
+    fault_world,
+    push_images,
+    settings,
+)
+from tests.support.fleet import Fleet, registry_fleet
 from tests.support.oci_proxy import oci_proxy
 from tests.support.tcp_proxy import LinkFaults, tcp_proxy
 
@@ -38,6 +47,18 @@ class NetworkSize:
     bursts: int = 3
     seed: int = 11
     converge_timeout_s: float = 120.0
+
+
+@contextlib.asynccontextmanager
+async def _proxied(
+    fleet: Fleet, root: Path, policy: Mapping[str, Any], url: str, pushed: list[Pushed]
+) -> AsyncIterator[tuple[World, DecideLoad]]:
+    """A sidecar reaching ``prod-us`` through the proxy at ``url``, under Decide load."""
+    async with (
+        fault_world(fleet, root, policy, endpoints={_TARGET: url}) as world,
+        decide_load(fleet.grpc_address, pushed, deadline_s=decide_deadline_s(policy)) as load,
+    ):
+        yield world, load
 
 
 def early_retries(
@@ -64,13 +85,7 @@ async def throttling(root: Path, size: NetworkSize) -> FaultFigures:
     pushed: list[Pushed] = []
     with registry_fleet(root / "fleet") as fleet:
         async with oci_proxy(fleet.url(_TARGET)) as proxy:
-            endpoints = {_TARGET: proxy.url}
-            async with (
-                fault_world(fleet, root, policy, endpoints=endpoints) as world,
-                decide_load(
-                    fleet.grpc_address, pushed, deadline_s=decide_deadline_s(policy)
-                ) as load,
-            ):
+            async with _proxied(fleet, root, policy, proxy.url, pushed) as (world, load):
                 proxy.faults.status, proxy.faults.retry_after = 429, "1"
                 pushed += await push_images(world.ci, "throttle/a", size.images, rng)
                 await asyncio.sleep(size.fault_s)
@@ -82,12 +97,7 @@ async def throttling(root: Path, size: NetworkSize) -> FaultFigures:
                     await asyncio.sleep(size.fault_s / size.bursts)
                 proxy.faults.status = None
                 end = await settle(
-                    world.stub,
-                    world.clients,
-                    pushed,
-                    timeout_s=size.converge_timeout_s,
-                    log_path=world.sidecar.log_path,
-                    since=unthrottled,
+                    world, pushed, timeout_s=size.converge_timeout_s, since=unthrottled
                 )
             statuses = [s for _, _, s in proxy.answered]
             early = early_retries(proxy.timeline, proxy.answered, 1.0)
@@ -96,15 +106,12 @@ async def throttling(root: Path, size: NetworkSize) -> FaultFigures:
         f"for {size.fault_s:g} s, then {statuses.count(503)} x 503 in {size.bursts} bursts; "
         "converged = after the 429s stopped"
     )
-    return figures(
+    return settled_figures(
         "429 + Retry-After, 503 bursts",
+        end,
         injections=1 + size.bursts,
         load=load,
-        jobs=end.accounting,
-        place=end.place,
-        recover_s=None,
-        converge_s=end.converge_s,
-        wall_s=time.monotonic() - began,
+        began=began,
         notes=notes,
         extra=early[:5],
         details={
@@ -125,22 +132,11 @@ async def slow_link(root: Path, size: NetworkSize) -> FaultFigures:
     with registry_fleet(root / "fleet") as fleet:
         host, _, port = fleet.servers[_TARGET].host.rpartition(":")
         async with tcp_proxy(host, int(port), seed=size.seed, faults=link) as proxy:
-            endpoints = {_TARGET: proxy.url}
-            async with (
-                fault_world(fleet, root, policy, endpoints=endpoints) as world,
-                decide_load(
-                    fleet.grpc_address, pushed, deadline_s=decide_deadline_s(policy)
-                ) as load,
-            ):
+            async with _proxied(fleet, root, policy, proxy.url, pushed) as (world, load):
                 pushed += await push_images(world.ci, "slow/app", size.images, rng, layer_kib=256)
                 last_push = time.time()
                 end = await settle(
-                    world.stub,
-                    world.clients,
-                    pushed,
-                    timeout_s=size.converge_timeout_s,
-                    log_path=world.sidecar.log_path,
-                    since=last_push,
+                    world, pushed, timeout_s=size.converge_timeout_s, since=last_push
                 )
             cuts, connections = proxy.cuts, proxy.connections
     notes = (
@@ -148,15 +144,12 @@ async def slow_link(root: Path, size: NetworkSize) -> FaultFigures:
         f"connection cut after 32-384 KiB: {cuts} of {connections} connections cut; "
         "the link stays bad throughout, converged = after the last push"
     )
-    return figures(
+    return settled_figures(
         "slow link, connections cut mid-blob",
+        end,
         injections=cuts,
         load=load,
-        jobs=end.accounting,
-        place=end.place,
-        recover_s=None,
-        converge_s=end.converge_s,
-        wall_s=time.monotonic() - began,
+        began=began,
         notes=notes,
         details={"images": len(pushed), "connections": connections, "cuts": cuts},
     )
@@ -172,13 +165,7 @@ async def partition(root: Path, size: NetworkSize) -> FaultFigures:
     parked = 0
     with registry_fleet(root / "fleet") as fleet:
         async with oci_proxy(fleet.url(_TARGET)) as proxy:
-            endpoints = {_TARGET: proxy.url}
-            async with (
-                fault_world(fleet, root, policy, endpoints=endpoints) as world,
-                decide_load(
-                    fleet.grpc_address, pushed, deadline_s=decide_deadline_s(policy)
-                ) as load,
-            ):
+            async with _proxied(fleet, root, policy, proxy.url, pushed) as (world, load):
                 proxy.faults.partition = True
                 pushed += await push_images(world.ci, "part/app", size.images, rng)
                 waited = time.monotonic()
@@ -188,14 +175,7 @@ async def partition(root: Path, size: NetworkSize) -> FaultFigures:
                     await asyncio.sleep(0.25)
                 proxy.faults.partition = False
                 healed = time.time()
-                end = await settle(
-                    world.stub,
-                    world.clients,
-                    pushed,
-                    timeout_s=size.converge_timeout_s,
-                    log_path=world.sidecar.log_path,
-                    since=healed,
-                )
+                end = await settle(world, pushed, timeout_s=size.converge_timeout_s, since=healed)
             held = list(proxy.held)
     hung = [f"a write held {h:.2f} s (request timeout {timeout_s:g} s)" for h in held]
     notes = (
@@ -204,15 +184,12 @@ async def partition(root: Path, size: NetworkSize) -> FaultFigures:
         f"{max(held, default=0):.2f} s); up to {parked} jobs parked at once; "
         "converged = after the partition healed"
     )
-    return figures(
+    return settled_figures(
         "partition: probe OK, uploads hang",
+        end,
         injections=1,
         load=load,
-        jobs=end.accounting,
-        place=end.place,
-        recover_s=None,
-        converge_s=end.converge_s,
-        wall_s=time.monotonic() - began,
+        began=began,
         notes=notes,
         hung=[h for h, s in zip(hung, held, strict=True) if s > timeout_s + 1.0][:5],
         details={"images": len(pushed), "writes_held": len(held), "parked_max": parked},

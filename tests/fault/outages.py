@@ -23,7 +23,7 @@ from pathlib import Path
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from tests.fault.check import list_jobs, settle
-from tests.fault.figures import FaultFigures, figures
+from tests.fault.figures import FaultFigures, settled_figures
 from tests.fault.load import decide_load
 from tests.fault.world import (
     Pushed,
@@ -78,28 +78,19 @@ async def opa_outage(root: Path, size: OutageSize) -> FaultFigures:
                     recover.append(back)
                     assert world.sidecar.opa_pid() not in (None, pid)
                     await asyncio.sleep(0.5)
-            end = await settle(
-                world.stub,
-                world.clients,
-                pushed,
-                timeout_s=size.converge_timeout_s,
-                log_path=world.sidecar.log_path,
-                since=killed_wall,
-            )
+            end = await settle(world, pushed, timeout_s=size.converge_timeout_s, since=killed_wall)
     notes = (
         f"{len(pushed)} images pushed, {size.images * 2} per outage while OPA was frozen "
         f"({size.outage_s:g} s) or dead; fail mode closed; recover = SIGKILL until OPA "
         "answers again, converged = after the last SIGKILL"
     )
-    return figures(
+    return settled_figures(
         "OPA frozen, then killed",
+        end,
         injections=size.outages,
         load=load,
-        jobs=end.accounting,
-        place=end.place,
+        began=began,
         recover_s=max(recover, default=None),
-        converge_s=end.converge_s,
-        wall_s=time.monotonic() - began,
         notes=notes,
         details={"images": len(pushed)},
     )
@@ -144,28 +135,19 @@ async def registry_outage(root: Path, size: OutageSize) -> FaultFigures:
                         await asyncio.sleep(0.1)
                     recover.append(time.monotonic() - up)
                     pushed += await push_images(world.ci, f"reg/up{k}", size.images, rng)
-            end = await settle(
-                world.stub,
-                world.clients,
-                pushed,
-                timeout_s=size.converge_timeout_s,
-                log_path=world.sidecar.log_path,
-                since=up_wall,
-            )
+            end = await settle(world, pushed, timeout_s=size.converge_timeout_s, since=up_wall)
     notes = (
         f"{len(pushed)} images pushed (before, during and after each {size.outage_s:g} s "
         f"outage of prod-us); {parked_seen} jobs seen parked during outages; recover = "
         "restart until decisions route to prod-us again, converged = after the last restart"
     )
-    return figures(
+    return settled_figures(
         "registry stopped and started",
+        end,
         injections=size.outages,
         load=load,
-        jobs=end.accounting,
-        place=end.place,
+        began=began,
         recover_s=max(recover, default=None),
-        converge_s=end.converge_s,
-        wall_s=time.monotonic() - began,
         notes=notes,
         details={"images": len(pushed), "parked_seen": parked_seen},
     )
