@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,6 @@ def spec(n: int = 1, *, priority: int = 0, tag: str = "v1", dry_run: bool = Fals
         "src", "team/app", f"sha256:{n:064x}", "eu", "team/app",
         tag=tag, priority=priority, dry_run=dry_run,
     )  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store URL for each backend (PostgreSQL: a fresh database on the session server)."""
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/state/jobs.db"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlJobStore]:
-    """An open store, closed after the test."""
-    opened = await open_job_store(store_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_jobs_and_events_survive_reopening(store: SqlJobStore, store_url: str) -> None:

@@ -9,32 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from sidecar.replicate.model import JobSpec, JobState
-from sidecar.replicate.store import SqlJobStore, open_job_store
+from sidecar.replicate.store import SqlJobStore
 
 # The session PostgreSQL and per-test databases (tests/support/postgres.py).
 pytest_plugins = ["tests.support.postgres"]
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlJobStore]:
-    """An open store on each backend, closed after the test."""
-    url = (
-        f"sqlite://{tmp_path}/state/jobs.db"
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("postgres_dsn"))
-    )
-    opened = await open_job_store(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def spec(n: int) -> JobSpec:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,21 +25,6 @@ def spec(n: int, dest: str = "eu", *, source: str = "ci", priority: int = 0) -> 
 def work(n: int, registry: str, priority: int) -> DeferredWork:
     """Image ``n`` deferred at ``registry``."""
     return DeferredWork("ci", "team/app", f"sha256:{n:064x}", registry, "v1", priority, "d", "{}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlJobStore]:
-    """An open store of each backend."""
-    url = (
-        f"sqlite://{tmp_path}/jobs.db"
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("postgres_dsn"))
-    )
-    opened = await open_job_store(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _run(store: SqlJobStore, job_id: str, state: JobState) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -30,6 +29,7 @@ from sidecar.bundles.server import BundleServer
 from sidecar.tools import find_tool
 from tests.support.gcs import fake_gcs_server
 from tests.support.moto import moto_server
+from tests.support.ports import free_port
 
 __all__ = ["STORE_KINDS", "BundleStore", "PollingOpa", "bundle_store", "polling_opa", "wait_for"]
 
@@ -131,19 +131,13 @@ class PollingOpa:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _spawn_opa(
     config: Mapping[str, Any], work: Path, env: Mapping[str, str] | None
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Write the config and start OPA on a free port; return (process, port, log path)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "opa.yaml").write_text(yaml.safe_dump(dict(config)))
-    port = _free_port()
+    port = free_port()
     args = [str(find_tool("opa")), "run", "--server", "--addr", f"127.0.0.1:{port}",
             "--config-file", str(work / "opa.yaml"), "--skip-version-check",
             "--log-level", "error", "--log-format", "text"]  # fmt: skip

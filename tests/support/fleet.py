@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from tests.support.ports import free_port
 from tests.support.registry import RegistryServer, registry_server
 
 __all__ = ["DR_SECONDARY", "FLEET", "Fleet", "free_port", "registry_fleet", "restarted"]
@@ -42,13 +42,6 @@ DR_SECONDARY: Mapping[str, tuple[str, str, bool, float]] = {
 _BACKS = {"prod-us-dr": "prod-us"}
 _AUTHENTICATED = "prod-eu"
 _NOTIFYING = "ci"
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

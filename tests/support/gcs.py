@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.tools import find_tool
+from tests.support.ports import free_port
 
 __all__ = ["FakeGcsServer", "fake_gcs_server"]
 
@@ -42,17 +42,11 @@ class FakeGcsServer:
             return bytes(response.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def fake_gcs_server(log_dir: Path) -> Iterator[FakeGcsServer]:
     """Run the pinned ``fake-gcs-server`` (memory backend) until the block exits."""
     binary = find_tool("fake-gcs-server")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / "fake-gcs.log").open("ab")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from sidecar.tools import find_tool
+from tests.support.ports import free_ports
 
 __all__ = [
     "JaegerPorts",
@@ -53,20 +53,6 @@ class JaegerPorts:
     query_http: int
     query_grpc: int
     health: int
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback ports that were free a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((_HOST, 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def jaeger_config(ports: JaegerPorts) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 __all__ = ["MotoServer", "moto_server"]
 
@@ -35,12 +36,6 @@ class MotoServer:
         }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def moto_server(log_dir: Path) -> Iterator[MotoServer]:
     """Run ``moto_server`` from the project's virtualenv until the block exits."""
@@ -49,7 +44,7 @@ def moto_server(log_dir: Path) -> Iterator[MotoServer]:
         raise RuntimeError(
             f"{binary} missing: run scripts/setup.sh (moto[server] is a dev dependency)"
         )
-    port = _free_port()
+    port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / "moto.log").open("ab")
     env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}

@@ -12,18 +12,27 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-__all__ = ["PostgresServer", "postgres_dsn", "postgres_server", "start_postgres"]
+from sidecar.replicate.store import SqlJobStore, open_job_store
+from tests.support.ports import free_port
+
+__all__ = [
+    "PostgresServer",
+    "postgres_dsn",
+    "postgres_server",
+    "start_postgres",
+    "store",
+    "store_url",
+]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
@@ -55,12 +64,6 @@ def _require_binaries() -> None:
         raise RuntimeError(f"system user {PG_USER!r} missing: install postgresql-15") from exc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
     command = ["runuser", "-u", PG_USER, "--", *args] if os.geteuid() == 0 else list(args)
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -84,7 +87,7 @@ def start_postgres() -> Iterator[PostgresServer]:
         )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
-        port = _free_port()
+        port = free_port()
         # Durability settings off: test data is thrown away and fsyncs would slow the suite.
         options = (
             f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sockets} "
@@ -124,3 +127,21 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A job store URL for each backend (PostgreSQL: a fresh database on the session server)."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/state/jobs.db"
+    return str(request.getfixturevalue("postgres_dsn"))
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlJobStore]:
+    """An open job store on each backend, closed after the test."""
+    opened = await open_job_store(store_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()

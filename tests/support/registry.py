@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import bcrypt
 import yaml
+
+from tests.support.ports import free_port
 
 __all__ = ["RegistryServer", "docker_registry_binary", "registry_server"]
 
@@ -55,12 +56,6 @@ def docker_registry_binary() -> str:
     if found is None:
         raise RuntimeError("docker-registry is not installed: run scripts/setup.sh (apt package)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(
@@ -138,7 +133,7 @@ def registry_server(
         htpasswd = root / "htpasswd"
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
         htpasswd.write_text(f"{username}:{hashed}\n")
-    port = port or _free_port()
+    port = port or free_port()
     config_path = root / "config.yml"
     config_path.write_text(
         yaml.safe_dump(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sidecar.model import ImageRef
+from tests.support.ports import free_port
 
 __all__ = ["PushRecorder", "free_port", "wait_for"]
 
@@ -23,13 +23,6 @@ class PushRecorder:
     async def __call__(self, ref: ImageRef) -> None:
         """Record ``ref``."""
         self.calls.append(ref)
-
-
-def free_port() -> int:
-    """Return a loopback port free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0) -> None:
