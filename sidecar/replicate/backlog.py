@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from sidecar.errors import InvalidArgument
 from sidecar.replicate.deferred import AWAITING_POLICY, request_from_json
 from sidecar.replicate.service import ReplicationService
 from sidecar.telemetry import get_logger
@@ -61,10 +62,21 @@ class PolicyBacklog:
         for work in await self._store.pending_deferrals({AWAITING_POLICY}, limit=_BATCH):
             image = f"{work.source_registry}/{work.source_repository}@{work.digest}"
             try:
-                outcome = await self._replication.replicate(
-                    request_from_json(work.request), await_policy=False
+                request = request_from_json(work.request)
+                outcome = await self._replication.replicate(request, await_policy=False)
+            except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
+                # Unreadable, or no longer valid (its registry left the inventory): it never
+                # will be, so it is dropped, loudly, instead of being retried every pass.
+                _log.error(
+                    "policy_backlog_record_dropped",
+                    image=image,
+                    tag=work.tag,
+                    fail_mode_decision_id=work.decision_id,
+                    error=f"{type(exc).__name__}: {exc}",
                 )
-            except Exception as exc:  # one bad record must not hold up the others
+                await self._store.resolve_deferral(work)
+                continue
+            except Exception as exc:  # a transient failure must not hold up the others
                 _log.warning(
                     "policy_backlog_replay_failed",
                     image=image,

@@ -21,7 +21,9 @@ import pytest
 from sidecar._config_replication import WebhookSettings
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import Config, load_config
-from sidecar.replicate.deferred import AWAITING_POLICY
+from sidecar.model import DecideRequest, ImageRef
+from sidecar.replicate.deferred import AWAITING_POLICY, request_to_json
+from sidecar.replicate.model import DeferredWork
 from sidecar.replicate.oci import RegistryClients
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, scanned_labels
@@ -111,3 +113,25 @@ async def test_a_replicate_denied_by_the_closed_fail_mode_lands_where_opa_routes
         assert held == routed
     finally:
         await clients.close()
+
+
+async def test_unreadable_or_no_longer_valid_backlog_records_are_dropped_not_retried(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    digest = "sha256:" + "ab" * 32
+    request = request_to_json(
+        DecideRequest(image=ImageRef("gone", "web/app", "prod-1", digest), event="manual")
+    )
+    records = [
+        DeferredWork("ci", "web/app", digest, AWAITING_POLICY, "broken", 50, "d1", "{not json"),
+        # Its source registry was removed from the inventory since the outage.
+        DeferredWork("gone", "web/app", digest, AWAITING_POLICY, "prod-1", 40, "d2", request),
+    ]
+    async with running_sidecar(_config(fleet, tmp_path / "state")) as running:
+        assert running.sidecar.parts is not None and running.sidecar.backlog is not None
+        store = running.sidecar.parts.store
+        await running.sidecar.backlog.stop()  # drained by hand below, once
+        await store.defer(records)
+        assert await running.sidecar.backlog.drain() == 0
+        assert await store.pending_deferrals({AWAITING_POLICY}) == []
+        assert list((await running.stub.ListJobs(pb.ListJobsRequest())).jobs) == []
