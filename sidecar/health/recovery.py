@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from sidecar._config_health import HealthSettings
 from sidecar.decide import DecisionService
+from sidecar.errors import InvalidArgument
 from sidecar.health.breaker import HealthState, Transition
 from sidecar.health.monitor import HealthMonitor
 from sidecar.model import DecideRequest, ImageRef
@@ -158,6 +159,14 @@ class Recovery:
                     request = request_from_json(work.request, event="reconcile")
                     # await_policy=False: a degraded answer keeps this very record (below).
                     outcome = await self._replication.replicate(request, await_policy=False)
+                except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
+                    # Unreadable, or no longer valid: never will be; dropped, loudly.
+                    _log.error(
+                        "deferred_record_dropped", image=f"{key[0]}/{key[1]}@{key[2]}",
+                        registry=work.registry, error=f"{type(exc).__name__}: {exc}",
+                    )  # fmt: skip
+                    await self._store.resolve_deferral(work)
+                    continue
                 except Exception as exc:  # one image must not stop the others' recovery
                     _log.warning(
                         "deferred_replay_failed", image=f"{key[0]}/{key[1]}@{key[2]}",

@@ -134,4 +134,10 @@ async def test_unreadable_or_no_longer_valid_backlog_records_are_dropped_not_ret
         await store.defer(records)
         assert await running.sidecar.backlog.drain() == 0
         assert await store.pending_deferrals({AWAITING_POLICY}) == []
+        # The same holds for destinations deferred while a registry was down.
+        health = running.sidecar.health
+        assert health is not None and health.recovery is not None
+        await store.defer([dataclasses.replace(records[0], registry="prod-us")])
+        await health.recovery.recover(["prod-us"])
+        assert await store.pending_deferrals({"prod-us"}) == []
         assert list((await running.stub.ListJobs(pb.ListJobsRequest())).jobs) == []
