@@ -105,7 +105,12 @@ near_rfc3339: st.SearchStrategy[str] = st.one_of(
 
 
 def register_profiles() -> None:
-    """Register the ``ci`` and ``storm`` profiles (deadline off: examples talk to real processes)."""
+    """Register the ``ci``, ``deep`` and ``storm`` profiles (no deadline: real processes answer).
+
+    ``ci`` (pytest, every run) and ``deep`` (25x the examples, after the fault storm in CI) are
+    derandomized, so they gate: the same examples every run. ``storm`` is the same budget with
+    random seeds and a failure database: a search for new bugs, run on demand.
+    """
     # A real OPA, gRPC server or subprocess takes as long as it takes on a loaded machine; the
     # properties are about answers, not timing, so neither the deadline nor too_slow applies.
     common: dict[str, Any] = {
@@ -114,6 +119,9 @@ def register_profiles() -> None:
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
     }
     settings.register_profile("ci", max_examples=30, derandomize=True, database=None, **common)
+    settings.register_profile(
+        "deep", max_examples=30 * STORM_FACTOR, derandomize=True, database=None, **common
+    )
     settings.register_profile("storm", max_examples=30 * STORM_FACTOR, **common)
 
 
@@ -124,7 +132,7 @@ def active_profile() -> str:
 
 def examples(ci: int) -> int:
     """Return the example budget of a test that tries ``ci`` examples in the ``ci`` profile."""
-    return ci * STORM_FACTOR if active_profile() == "storm" else ci
+    return ci * STORM_FACTOR if active_profile() in ("deep", "storm") else ci
 
 
 def _is_int(value: object) -> bool:
