@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-from sidecar._config_read import Node
+from sidecar._config_read import Node, optional
 
 __all__ = ["HealthSettings", "parse_health"]
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +29,6 @@ class HealthSettings:
     reconcile_limit: int = 500
 
 
-def _opt(f: Mapping[str, Node], key: str, read: Callable[[Node], _T], default: _T) -> _T:
-    node = f.get(key)
-    return default if node is None or node.is_null else read(node)
-
-
 def parse_health(node: Node) -> HealthSettings:
     """Parse ``policy.health``; durations take seconds or ``"30s"``-style strings."""
     f = node.fields(HealthSettings.__dataclass_fields__, strict=True)
@@ -49,15 +41,15 @@ def parse_health(node: Node) -> HealthSettings:
         return n.integer(minimum=1)
 
     return HealthSettings(
-        enabled=_opt(f, "enabled", lambda n: n.boolean(), d.enabled),
-        interval_s=_opt(f, "interval_s", seconds(0.05), d.interval_s),
-        timeout_s=_opt(f, "timeout_s", seconds(0.01), d.timeout_s),
-        failure_threshold=_opt(f, "failure_threshold", count, d.failure_threshold),
-        success_threshold=_opt(f, "success_threshold", count, d.success_threshold),
-        min_dwell_s=_opt(f, "min_dwell_s", seconds(0.0), d.min_dwell_s),
-        sweep_interval_s=_opt(f, "sweep_interval_s", seconds(0.1), d.sweep_interval_s),
-        reconcile_window_s=_opt(f, "reconcile_window_s", seconds(0.0), d.reconcile_window_s),
-        reconcile_limit=_opt(
+        enabled=optional(f, "enabled", lambda n: n.boolean(), d.enabled),
+        interval_s=optional(f, "interval_s", seconds(0.05), d.interval_s),
+        timeout_s=optional(f, "timeout_s", seconds(0.01), d.timeout_s),
+        failure_threshold=optional(f, "failure_threshold", count, d.failure_threshold),
+        success_threshold=optional(f, "success_threshold", count, d.success_threshold),
+        min_dwell_s=optional(f, "min_dwell_s", seconds(0.0), d.min_dwell_s),
+        sweep_interval_s=optional(f, "sweep_interval_s", seconds(0.1), d.sweep_interval_s),
+        reconcile_window_s=optional(f, "reconcile_window_s", seconds(0.0), d.reconcile_window_s),
+        reconcile_limit=optional(
             f, "reconcile_limit", lambda n: n.integer(minimum=0), d.reconcile_limit
         ),
     )

@@ -12,15 +12,18 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from sidecar.errors import ConfigError
 
-__all__ = ["Node", "read_yaml", "resolve_path", "snake_case"]
+__all__ = ["Node", "optional", "read_yaml", "resolve_path", "snake_case"]
+
+_T = TypeVar("_T")
 
 # Only the braced form is expanded: a bare "$1" is a legacy-rule capture, not a variable.
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -239,3 +242,9 @@ def resolve_path(text: str, base: Path) -> str:
     with contextlib.suppress(RuntimeError):
         path = path.expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def optional(fields: Mapping[str, Node], key: str, read: Callable[[Node], _T], default: _T) -> _T:
+    """Return ``read(fields[key])``, or ``default`` when the key is absent or null."""
+    node = fields.get(key)
+    return default if node is None or node.is_null else read(node)

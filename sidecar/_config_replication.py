@@ -8,7 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
-from sidecar._config_read import Node, resolve_path
+from sidecar._config_read import Node, optional, resolve_path
 
 __all__ = [
     "ReplicationSettings",
@@ -66,11 +66,6 @@ def job_store_url(settings: ReplicationSettings, state_dir: str) -> str:
     return settings.store or f"sqlite:///{Path(state_dir) / 'jobs.db'}"
 
 
-def _opt(f: Mapping[str, Node], key: str, read: Callable[[Node], _T], default: _T) -> _T:
-    node = f.get(key)
-    return default if node is None or node.is_null else read(node)
-
-
 def _per_registry(
     node: Node, registries: Collection[str], read: Callable[[Node], _T]
 ) -> Mapping[str, _T]:
@@ -86,16 +81,16 @@ def _retry(node: Node) -> RetrySettings:
     f = node.fields(RetrySettings.__dataclass_fields__, strict=True)
     d = RetrySettings()
     return RetrySettings(
-        max_attempts=_opt(f, "max_attempts", lambda n: n.integer(minimum=1), d.max_attempts),
-        base_s=_opt(f, "base_s", lambda n: n.number(minimum=0.0), d.base_s),
-        max_s=_opt(f, "max_s", lambda n: n.number(minimum=0.0), d.max_s),
+        max_attempts=optional(f, "max_attempts", lambda n: n.integer(minimum=1), d.max_attempts),
+        base_s=optional(f, "base_s", lambda n: n.number(minimum=0.0), d.base_s),
+        max_s=optional(f, "max_s", lambda n: n.number(minimum=0.0), d.max_s),
     )
 
 
 def _webhook(node: Node) -> WebhookSettings:
     f = node.fields(WebhookSettings.__dataclass_fields__, strict=True)
-    listen = _opt(f, "listen", lambda n: n.string(), "")
-    secret = _opt(f, "secret", lambda n: n.string(), "")
+    listen = optional(f, "listen", lambda n: n.string(), "")
+    secret = optional(f, "secret", lambda n: n.string(), "")
     if listen:
         host, colon, port = listen.rpartition(":")
         if not colon or not host or not port.isdigit() or int(port) > 65535:
@@ -104,7 +99,7 @@ def _webhook(node: Node) -> WebhookSettings:
             raise node.child("secret", None).error(
                 "required when webhook.listen is set: registries must authenticate their events"
             )
-    retry = _opt(f, "retry_interval_s", lambda n: n.seconds(minimum=0.05), 5.0)
+    retry = optional(f, "retry_interval_s", lambda n: n.seconds(minimum=0.05), 5.0)
     return WebhookSettings(listen=listen, secret=secret, retry_interval_s=retry)
 
 
@@ -129,32 +124,32 @@ def parse_replication(node: Node, base: Path, registries: Collection[str]) -> Re
         return n.number(minimum=0.001)
 
     return ReplicationSettings(
-        store=_opt(f, "store", lambda n: _store(n, base), d.store),
-        workers=_opt(f, "workers", positive_int, d.workers),
-        per_registry_concurrency=_opt(
+        store=optional(f, "store", lambda n: _store(n, base), d.store),
+        workers=optional(f, "workers", positive_int, d.workers),
+        per_registry_concurrency=optional(
             f, "per_registry_concurrency", positive_int, d.per_registry_concurrency
         ),
-        registry_concurrency=_opt(
+        registry_concurrency=optional(
             f,
             "registry_concurrency",
             lambda n: _per_registry(n, registries, positive_int),
             d.registry_concurrency,
         ),
-        rate_limit_rps=_opt(f, "rate_limit_rps", positive_number, d.rate_limit_rps),
-        registry_rate_limit_rps=_opt(
+        rate_limit_rps=optional(f, "rate_limit_rps", positive_number, d.rate_limit_rps),
+        registry_rate_limit_rps=optional(
             f,
             "registry_rate_limit_rps",
             lambda n: _per_registry(n, registries, positive_number),
             d.registry_rate_limit_rps,
         ),
-        blob_concurrency=_opt(f, "blob_concurrency", positive_int, d.blob_concurrency),
-        lease_s=_opt(f, "lease_s", lambda n: n.number(minimum=1.0), d.lease_s),
-        request_timeout_s=_opt(f, "request_timeout_s", positive_number, d.request_timeout_s),
-        enrich_timeout_s=_opt(f, "enrich_timeout_s", positive_number, d.enrich_timeout_s),
-        registry_enrichment=_opt(
+        blob_concurrency=optional(f, "blob_concurrency", positive_int, d.blob_concurrency),
+        lease_s=optional(f, "lease_s", lambda n: n.number(minimum=1.0), d.lease_s),
+        request_timeout_s=optional(f, "request_timeout_s", positive_number, d.request_timeout_s),
+        enrich_timeout_s=optional(f, "enrich_timeout_s", positive_number, d.enrich_timeout_s),
+        registry_enrichment=optional(
             f, "registry_enrichment", lambda n: n.boolean(), d.registry_enrichment
         ),
-        policy_retry_interval_s=_opt(
+        policy_retry_interval_s=optional(
             f,
             "policy_retry_interval_s",
             lambda n: n.seconds(minimum=0.05),

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+# The bundle build's own merge: validation must see the data exactly as the build lays it out.
+from sidecar.bundles.build import merge_data
 from sidecar.bundles.chains import find_rule_problems
 from sidecar.bundles.data_schema import DATA_SCHEMA
 
@@ -79,7 +81,7 @@ def load_data(files: Mapping[str, bytes], problems: list[DataProblem]) -> Loaded
             continue
         for part in reversed(parts):
             value = {part: value}
-        document = _merge(document, value)
+        document = merge_data(document, value)
         origins["/".join(parts)] = name
     return LoadedData(document, origins)
 
@@ -203,12 +205,3 @@ def _lockout(data: LoadedData) -> list[DataProblem]:
 
 def _kind(name: str) -> str:
     return "JSON" if name.endswith(".json") else "YAML"
-
-
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        merged = dict(base)
-        for key, value in over.items():
-            merged[key] = _merge(merged[key], value) if key in merged else value
-        return merged
-    return over

@@ -29,7 +29,15 @@ from sidecar.bundles.chains import find_rule_problems
 from sidecar.errors import BundleError
 from sidecar.tools import find_tool
 
-__all__ = ["BUNDLE_ROOTS", "BuiltBundle", "BundleInfo", "build_bundle", "verify_bundle"]
+__all__ = [
+    "BUNDLE_ROOTS",
+    "BuiltBundle",
+    "BundleInfo",
+    "build_bundle",
+    "load_data_dir",
+    "merge_data",
+    "verify_bundle",
+]
 
 BUNDLE_ROOTS: tuple[str, ...] = ("replication", "system")
 _POLICY_DIRS = ("replication", "system")
@@ -80,13 +88,13 @@ def build_bundle(
     if not signing_key.is_file():
         raise BundleError(f"signing key {signing_key} does not exist")
     policies = _policy_files(source_dir)
-    data = _load_data_dir(source_dir / "bundles" / "default")
+    data = load_data_dir(source_dir / "bundles" / "default")
     for extra_dir in data_dirs:
         if not extra_dir.is_dir():
             raise BundleError(f"data directory {extra_dir} does not exist")
-        data = _merge(data, _load_data_dir(extra_dir))
+        data = merge_data(data, load_data_dir(extra_dir))
     for data_path, value in (extra_data or {}).items():
-        data = _merge(data, _place(data_path.strip("/").split("/"), value))
+        data = merge_data(data, _place(data_path.strip("/").split("/"), value))
     problems = [
         f"data root {key!r} is outside the bundle roots {list(BUNDLE_ROOTS)}"
         for key in data
@@ -213,7 +221,7 @@ def _policy_files(source_dir: Path) -> dict[str, bytes]:
     return files
 
 
-def _load_data_dir(root: Path) -> dict[str, Any]:
+def load_data_dir(root: Path) -> dict[str, Any]:
     """Merge every data file under ``root`` at the data path of its directory (parents first)."""
     merged: dict[str, Any] = {}
     if not root.is_dir():
@@ -228,7 +236,7 @@ def _load_data_dir(root: Path) -> dict[str, Any]:
         parts = [p for p in path.parent.relative_to(root).parts if p]
         if not parts and not isinstance(value, dict):
             raise BundleError(f"data file {path} at the data root must hold an object")
-        merged = _merge(merged, _place(parts, value))
+        merged = merge_data(merged, _place(parts, value))
     return merged
 
 
@@ -240,12 +248,12 @@ def _place(parts: Sequence[str], value: Any) -> dict[str, Any]:
     return value
 
 
-def _merge(base: Any, over: Any) -> Any:
+def merge_data(base: Any, over: Any) -> Any:
     """Return ``over`` merged onto ``base``: objects key by key, anything else replaced."""
     if isinstance(base, dict) and isinstance(over, dict):
         merged = dict(base)
         for key, value in over.items():
-            merged[key] = _merge(merged[key], value) if key in merged else value
+            merged[key] = merge_data(merged[key], value) if key in merged else value
         return merged
     return over
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sidecar.bundles.build import _load_data_dir, _merge
+from sidecar.bundles.build import load_data_dir, merge_data
 from sidecar.config import Config
 from sidecar.policy.legacy import LegacyRule, convert_rules
 
@@ -127,9 +127,9 @@ def load_fallback_data(config: Config) -> FallbackData:
     the bundle build that starts the sidecar would.
     """
     settings = config.policy.bundle
-    merged: Any = _load_data_dir(Path(settings.source_dir) / "bundles" / "default")
+    merged: Any = load_data_dir(Path(settings.source_dir) / "bundles" / "default")
     for extra in settings.data_dirs:
-        merged = _merge(merged, _load_data_dir(Path(extra)))
+        merged = merge_data(merged, load_data_dir(Path(extra)))
     legacy = convert_rules(
         config.policy.legacy.rules, config.policy.legacy.sync_configs, config.inventory()
     )
