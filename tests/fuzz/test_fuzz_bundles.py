@@ -12,8 +12,6 @@ the good revision throughout.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import random
 import subprocess
 import sys
@@ -41,7 +39,14 @@ from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.tools import find_tool
 from tests.support.fuzz import examples
-from tests.support.opa import SigningKeys, build_test_bundle, running_opa, write_source_tree
+from tests.support.opa import (
+    SigningKeys,
+    build_test_bundle,
+    bundle_files,
+    pack_bundle,
+    running_opa,
+    write_source_tree,
+)
 
 TOKEN = "fuzz-upload-token"
 MAX_UPLOAD = 1024 * 1024
@@ -68,30 +73,9 @@ class Bundles:
     work: Path
 
 
-def _members(raw: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
-        return {
-            m.name.lstrip("/"): archive.extractfile(m).read()  # type: ignore[union-attr]
-            for m in archive.getmembers()
-            if m.isfile()
-        }
-
-
-def _pack(files: dict[str, bytes], extra: tarfile.TarInfo | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, body in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            archive.addfile(info, io.BytesIO(body))
-        if extra is not None:
-            archive.addfile(extra, io.BytesIO(b"x" * extra.size) if extra.isfile() else None)
-    return gzip.compress(buffer.getvalue())
-
-
 def _break(bundles: Bundles, how: Breakage) -> bytes:  # noqa: PLR0911 - one return per kind
     raw = bundles.good.path.read_bytes()
-    files = _members(raw)
+    files = bundle_files(raw)
     if how.kind == "truncate":
         return raw[: how.number % len(raw)]
     if how.kind == "flip":
@@ -100,29 +84,29 @@ def _break(bundles: Bundles, how: Breakage) -> bytes:  # noqa: PLR0911 - one ret
     if how.kind == "random":
         return how.blob
     if how.kind == "traversal":
-        return _pack({**files, how.name: b"package evil\n"})
+        return pack_bundle({**files, how.name: b"package evil\n"})
     if how.kind == "symlink":
         link = tarfile.TarInfo("replication/link.rego")
         link.type, link.linkname = tarfile.SYMTYPE, how.name
-        return _pack(files, link)
+        return pack_bundle(files, lambda archive: archive.addfile(link))
     if how.kind == "bomb":  # zeros: megabytes that gzip to kilobytes
-        return _pack({**files, "replication/big/data.json": b"0" * (how.number << 20)})
+        return pack_bundle({**files, "replication/big/data.json": b"0" * (how.number << 20)})
     if how.kind == "oversized":  # incompressible: the archive itself is over the upload limit
         noise = random.Random(how.number).randbytes(MAX_UPLOAD)  # noqa: S311 - test data
-        return _pack({**files, "replication/huge.bin": noise})
+        return pack_bundle({**files, "replication/huge.bin": noise})
     if how.kind == "tamper":
         name = sorted(n for n in files if n.endswith(".rego"))[0]
-        return _pack({**files, name: files[name] + how.blob})
+        return pack_bundle({**files, name: files[name] + how.blob})
     if how.kind == "unsigned":
-        return _pack({n: b for n, b in files.items() if n != ".signatures.json"})
+        return pack_bundle({n: b for n, b in files.items() if n != ".signatures.json"})
     if how.kind == "wrong_key":
         return bundles.other_key.path.read_bytes()
     if how.kind == "deep_data":
         nested = b"[" * how.number + b"]" * how.number
-        return _pack({**files, "replication/deep/data.json": nested})
+        return pack_bundle({**files, "replication/deep/data.json": nested})
     if how.kind == "deep_manifest":
         nested = b"[" * how.number + b"]" * how.number
-        return _pack({**files, ".manifest": b'{"revision": ' + nested + b"}"})
+        return pack_bundle({**files, ".manifest": b'{"revision": ' + nested + b"}"})
     raise AssertionError(how.kind)
 
 
@@ -173,7 +157,7 @@ async def store(bundles: Bundles) -> AsyncIterator[BundleServer]:
 
 def _readable(path: Path) -> dict[str, bytes] | None:
     try:
-        return _members(path.read_bytes())
+        return bundle_files(path.read_bytes())
     except (tarfile.TarError, OSError, EOFError, zlib.error):
         return None
 
@@ -207,7 +191,7 @@ async def test_broken_bundles_are_refused_with_a_clear_message(
 ) -> None:
     path = bundles.work / "broken.tar.gz"
     path.write_bytes(_break(bundles, how))
-    good_files = _members(bundles.good.path.read_bytes())
+    good_files = bundle_files(bundles.good.path.read_bytes())
     try:
         verify_bundle(path, bundles.keys.public)
     except BundleError as exc:

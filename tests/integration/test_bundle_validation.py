@@ -8,7 +8,6 @@ over the size limit, a signature from the wrong key.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import tarfile
@@ -28,7 +27,7 @@ from sidecar.bundles.validate import (
 from sidecar.config import load_config
 from sidecar.tools import find_tool
 from tests.support.admin import CASES_CONFIG
-from tests.support.opa import SigningKeys, build_test_bundle
+from tests.support.opa import SigningKeys, build_test_bundle, bundle_files, pack_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -48,35 +47,14 @@ def validator(opa_keys: SigningKeys) -> BundleValidator:
     return validator_for(load_config(CASES_CONFIG), opa_keys.public, max_bytes=200_000)
 
 
-def _files(raw: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
-        return {
-            m.name.lstrip("/"): archive.extractfile(m).read()  # type: ignore[union-attr]
-            for m in archive.getmembers()
-            if m.isfile()
-        }
-
-
-def _pack(files: dict[str, bytes], extra: Callable[[tarfile.TarFile], None] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, body in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            archive.addfile(info, io.BytesIO(body))
-        if extra is not None:
-            extra(archive)
-    return gzip.compress(buffer.getvalue())
-
-
 def _edited(raw: bytes, edit: Callable[[dict[str, bytes], dict[str, object]], None]) -> bytes:
     """Unpack, let ``edit`` change the files and the data document, repack unsigned."""
-    files = _files(raw)
+    files = bundle_files(raw)
     files.pop(".signatures.json")
     data = json.loads(files["data.json"])
     edit(files, data)
     files["data.json"] = json.dumps(data).encode()
-    return _pack(files)
+    return pack_bundle(files)
 
 
 def test_the_real_bundle_passes_every_check(validator: BundleValidator, good: bytes) -> None:
@@ -129,13 +107,13 @@ def test_a_bad_bundle_is_refused_with_every_problem_named(
 @pytest.mark.parametrize(
     ("name", "build", "expected"),
     [
-        ("traversal", lambda f: _pack(f, _member("../../etc/cron.d/evil", b"x")),
+        ("traversal", lambda f: pack_bundle(f, _member("../../etc/cron.d/evil", b"x")),
          "archive: ../../etc/cron.d/evil: path escapes the bundle"),
-        ("symlink", lambda f: _pack(f, _symlink("replication/link.rego", "/etc/passwd")),
+        ("symlink", lambda f: pack_bundle(f, _symlink("replication/link.rego", "/etc/passwd")),
          "archive: replication/link.rego: symlink members are not allowed"),
-        ("no manifest", lambda f: _pack({k: v for k, v in f.items() if k != ".manifest"}),
+        ("no manifest", lambda f: pack_bundle({k: v for k, v in f.items() if k != ".manifest"}),
          "manifest: .manifest: missing"),
-        ("foreign root", lambda f: _pack({**f, ".manifest": b'{"revision": "r", "roots": ["x"]}'}),
+        ("foreign root", lambda f: pack_bundle({**f, ".manifest": b'{"revision": "r", "roots": ["x"]}'}),
          "manifest: .manifest: roots ['x'] are outside"),
         ("not gzip", lambda f: b"PK\x03\x04 definitely a zip file",
          "archive: bundle: not a gzipped tar archive"),
@@ -144,7 +122,7 @@ def test_a_bad_bundle_is_refused_with_every_problem_named(
 def test_unsafe_or_malformed_archives_are_refused_by_name(
     validator: BundleValidator, good: bytes, name: str, build: Callable[..., bytes], expected: str
 ) -> None:
-    files = _files(good)
+    files = bundle_files(good)
     files.pop(".signatures.json")
     report = validator.validate(build(files))
     assert any(str(p).startswith(expected) for p in report.problems), (
@@ -158,7 +136,7 @@ def test_size_limits_refuse_big_bundles_and_gzip_bombs(good: bytes, opa_keys: Si
     assert str(problem) == (
         f"size: bundle: archive is {len(good)} bytes, over the limit of {len(good) - 1} bytes"
     )
-    bomb = _pack({".manifest": b"{}", "data.json": b"{" + b" " * 5_000_000 + b"}"})
+    bomb = pack_bundle({".manifest": b"{}", "data.json": b"{" + b" " * 5_000_000 + b"}"})
     assert len(bomb) < 100_000
     tight = validator_for(config, opa_keys.public, max_unpacked_bytes=1_000_000)
     [problem] = tight.validate(bomb).problems
@@ -172,10 +150,10 @@ def test_wrong_signing_key_and_missing_signature(
     report = validator_for(load_config(CASES_CONFIG), other_public).validate(good)
     assert [p.check for p in report.problems] == ["signature"]
     assert "does not verify with bundle-verification.pem" in str(report.problems[0])
-    files = _files(good)
+    files = bundle_files(good)
     files.pop(".signatures.json")
     unsigned = validator_for(load_config(CASES_CONFIG), opa_keys.public)
-    report = unsigned.validate(_pack(files), require_signature=True)
+    report = unsigned.validate(pack_bundle(files), require_signature=True)
     assert [str(p) for p in report.problems] == [
         "signature: .signatures.json: missing: the bundle is not signed"
     ]

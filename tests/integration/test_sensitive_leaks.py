@@ -8,9 +8,7 @@ searched for the secret customer ids.
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from sidecar.masking import MASKED
 from sidecar.sensitive import SENSITIVE_ROOT
 from sidecar.testing import CapturedLogs
 from tests.support.moto import MotoServer, moto_server
+from tests.support.opa import bundle_files
 from tests.support.sensitive import (
     ALLOWED,
     DENIED,
@@ -79,15 +78,6 @@ def _read_all(root: Path) -> list[bytes]:
     return [p.read_bytes() for p in root.rglob("*") if p.is_file()]
 
 
-def _archive_files(raw: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
-        return {
-            m.name.lstrip("/"): archive.extractfile(m).read()  # type: ignore[union-attr]
-            for m in archive.getmembers()
-            if m.isfile()
-        }
-
-
 @pytest.mark.parametrize("kek", ["key-file", "aws-kms"])
 async def test_allowlist_decides_and_no_secret_leaks_anywhere(
     kek: str, moto: MotoServer, tmp_path: Path
@@ -135,7 +125,7 @@ async def test_allowlist_decides_and_no_secret_leaks_anywhere(
 
     # The bundle: its manifest does not claim the sensitive root and it holds no secret.
     raw = _read(Path(config.policy.bundle.output))
-    files = _archive_files(raw)
+    files = bundle_files(raw)
     assert SENSITIVE_ROOT not in json.loads(files[".manifest"])["roots"]
     assert_no_secret("the bundle", [gzip.decompress(raw), *files.values()])
 

@@ -28,12 +28,14 @@ __all__ = [
     "TEST_POLICY",
     "SigningKeys",
     "build_test_bundle",
+    "bundle_files",
     "opa_binary",
     "opa_bundle",
     "opa_engine",
     "opa_keys",
     "opa_server",
     "opa_source",
+    "pack_bundle",
     "rewrite_bundle",
     "running_opa",
     "write_source_tree",
@@ -119,22 +121,36 @@ def build_test_bundle(source: Path, keys: SigningKeys, output: Path, **kwargs: A
     )
 
 
-def rewrite_bundle(source: Path, output: Path, edit: Callable[[dict[str, bytes]], object]) -> Path:
-    """Copy a bundle archive; ``edit`` may change its {name: content} files (signatures kept)."""
-    with tarfile.open(source, "r:gz") as archive:
-        files: dict[str, bytes] = {}
-        for member in archive.getmembers():
-            handle = archive.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                files[member.name.lstrip("/")] = handle.read()  # opa writes "/name"
-    edit(files)
+def bundle_files(raw: bytes) -> dict[str, bytes]:
+    """Return a bundle archive's regular files as {name: content} (``opa build``'s "/" dropped)."""
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
+        return {
+            m.name.lstrip("/"): archive.extractfile(m).read()  # type: ignore[union-attr]
+            for m in archive.getmembers()
+            if m.isfile()
+        }
+
+
+def pack_bundle(
+    files: Mapping[str, bytes], extra: Callable[[tarfile.TarFile], object] | None = None
+) -> bytes:
+    """Return a gzipped tar of ``files``; ``extra`` may add members of its own (links, traversal)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, body in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(body)
             archive.addfile(info, io.BytesIO(body))
-    output.write_bytes(gzip.compress(buffer.getvalue()))
+        if extra is not None:
+            extra(archive)
+    return gzip.compress(buffer.getvalue())
+
+
+def rewrite_bundle(source: Path, output: Path, edit: Callable[[dict[str, bytes]], object]) -> Path:
+    """Copy a bundle archive; ``edit`` may change its {name: content} files (signatures kept)."""
+    files = bundle_files(source.read_bytes())
+    edit(files)
+    output.write_bytes(pack_bundle(files))
     return output
 
 
