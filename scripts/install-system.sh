@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian packages the replication tests run for real: CNCF Distribution (docker-registry),
-# skopeo (a copy-benchmark peer) and the PostgreSQL server. Idempotent: a package already installed is
-# skipped, so this is a no-op on a machine that has them. Needs root (or sudo) only when something is
-# missing. The docker-registry package's own service is not used: tests write their own configs.
+# skopeo (a copy-benchmark peer), the PostgreSQL server, and faketime (libfaketime: scripts/test.sh
+# runs the clock-sensitive tests again with the clock a year ahead). Idempotent: a package already
+# installed is skipped, so this is a no-op on a machine that has them. Needs root (or sudo) only
+# when something is missing. The docker-registry package's own service is not used: tests write their own configs.
 set -euo pipefail
 
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v faketime >/dev/null || need+=(faketime)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "installing Debian packages: ${need[*]} (first run only)" >&2

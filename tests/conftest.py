@@ -1,3 +1,3 @@
 """Registers the shared fixture modules of tests/support for every test."""
 
-pytest_plugins = ["tests.support.opa", "tests.support.jaeger"]
+pytest_plugins = ["tests.support.opa", "tests.support.jaeger", "tests.support.clock"]
