@@ -2,7 +2,7 @@
 
 Nothing here imports gRPC: the servicers translate messages and call :class:`DecisionService`, and
 the CLI calls it directly, so both paths behave identically. When the engine reports OPA
-unavailable (never for a PolicyError), the configured :class:`~sidecar.policy.fallback.Fallback`
+unavailable (never for a PolicyError), the configured :class:`~sidecar.fallback.modes.Fallback`
 answers and the result is marked ``degraded`` (DESIGN §6).
 """
 
@@ -18,8 +18,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from sidecar.errors import PolicyError, PolicyUnavailable, SidecarError
-from sidecar.model import DecideRequest, Decision, DecisionResult, PolicyInput
-from sidecar.policy.fallback import Fallback
+from sidecar.fallback.modes import Fallback
+from sidecar.model.decision import DecideRequest, Decision, DecisionResult, PolicyInput
 from sidecar.records import DecisionRecord
 from sidecar.telemetry import Telemetry, get_logger
 from sidecar.typing import DecisionStore, Enricher, PolicyEngine

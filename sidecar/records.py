@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.masking import RecordMask
-from sidecar.model import Decision, DecisionResult
+from sidecar.model.decision import Decision, DecisionResult
 
 __all__ = ["DecisionRecord", "DecisionRecords"]
 

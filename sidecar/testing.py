@@ -16,10 +16,9 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sidecar.model import DecisionResult
+from sidecar.model.decision import DecisionResult
 from sidecar.records import DecisionRecord
-from sidecar.telemetry import configure_logging
-from sidecar.telemetry._logging import LoggingSnapshot, snapshot_logging
+from sidecar.telemetry import LoggingSnapshot, configure_logging, snapshot_logging
 
 __all__ = ["CapturedLogs", "CapturingDecisionLog", "InMemorySpans"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
-from sidecar.model import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
-from sidecar.records import DecisionRecord
-from sidecar.replicate.model import (
+from sidecar.model.decision import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
+from sidecar.model.jobs import (
     CopyPlan,
     CopyProgress,
     CopyResult,
@@ -17,6 +16,7 @@ from sidecar.replicate.model import (
     JobState,
     ProgressCallback,
 )
+from sidecar.records import DecisionRecord
 
 __all__ = [
     "Copier",

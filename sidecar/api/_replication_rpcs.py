@@ -11,8 +11,8 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar.api.convert import decide_request_from_proto, decide_response_to_proto
 from sidecar.api.status import grpc_status
 from sidecar.errors import SidecarError
-from sidecar.replicate.model import Job, JobState
-from sidecar.replicate.service import ReplicationService
+from sidecar.model.jobs import Job, JobState
+from sidecar.replicate import ReplicationService
 from sidecar.telemetry import extract_context
 
 __all__ = ["ReplicationRpcs", "job_to_proto"]

@@ -9,8 +9,8 @@ import grpc
 from sidecar._proto import policy_pb2 as pb
 from sidecar.api.status import grpc_status
 from sidecar.errors import SidecarError
-from sidecar.health.resolve import PullCandidate, PullResolver
-from sidecar.model import ImageRef
+from sidecar.health import PullCandidate, PullResolver
+from sidecar.model.decision import ImageRef
 
 __all__ = ["ResolvePullRpc", "candidate_to_proto"]
 

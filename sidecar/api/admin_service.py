@@ -13,8 +13,7 @@ from sidecar.api.status import grpc_status
 from sidecar.audit import AuditRecord
 from sidecar.bundles.validate import ValidationReport
 from sidecar.errors import SidecarError
-from sidecar.governance.admin import AdminService, Credentials
-from sidecar.governance.revisions import StoredRevision
+from sidecar.governance import AdminService, Credentials, StoredRevision
 
 __all__ = ["AdminServicer"]
 

@@ -10,7 +10,7 @@ import json
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.errors import SidecarError
-from sidecar.model import (
+from sidecar.model.decision import (
     Caller,
     DecideRequest,
     Decision,

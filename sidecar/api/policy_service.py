@@ -21,8 +21,8 @@ from sidecar.api.convert import (
 from sidecar.api.status import grpc_status
 from sidecar.decide import DecisionService
 from sidecar.errors import SidecarError
-from sidecar.health.resolve import PullResolver
-from sidecar.replicate.service import ReplicationService
+from sidecar.health import PullResolver
+from sidecar.replicate import ReplicationService
 from sidecar.telemetry import extract_context
 
 __all__ = ["PolicyServicer"]

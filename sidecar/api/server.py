@@ -13,8 +13,8 @@ from sidecar.api.admin_service import AdminServicer
 from sidecar.api.policy_service import PolicyServicer
 from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
-from sidecar.health.resolve import PullResolver
-from sidecar.replicate.service import ReplicationService
+from sidecar.health import PullResolver
+from sidecar.replicate import ReplicationService
 
 __all__ = ["GrpcServer"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.audit.record import GENESIS_HASH, AuditEvent, AuditRecord, chain_hash
-from sidecar.replicate.store import Backend, store_backend, timestamp
+from sidecar.store import Backend, store_backend, timestamp
 
 __all__ = ["AuditLog", "Verification", "open_audit_log"]
 

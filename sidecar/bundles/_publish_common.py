@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,6 @@ __all__ = [
     "BUNDLE_CONTENT_TYPE",
     "PublishError",
     "PublishResult",
-    "is_valid_bundle_name",
     "read_bundle_bytes",
 ]
 
@@ -26,7 +24,6 @@ BUNDLE_CONTENT_TYPE = "application/vnd.openpolicyagent.bundles"
 ARCHIVE_CONTENT_TYPE = "application/gzip"
 
 # One path segment, no dot-only names: a name is also a file name under the server's state dir.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class PublishError(BundleError):
@@ -57,11 +54,6 @@ class PublishResult:
             "digest": self.digest,
             "published_at": self.published_at.isoformat().replace("+00:00", "Z"),
         }
-
-
-def is_valid_bundle_name(name: str) -> bool:
-    """Return whether ``name`` is a safe bundle name (one segment of letters, digits, ``._-``)."""
-    return _NAME_RE.fullmatch(name) is not None and ".." not in name
 
 
 def read_bundle_bytes(bundle: BuiltBundle) -> bytes:

@@ -89,7 +89,7 @@ _SETTINGS = _closed(
     }
 )
 
-# Generated from config by the sidecar (sidecar/policy/legacy.py); only the shape is pinned here.
+# Generated from config by the sidecar (sidecar/fallback/legacy.py); only the shape is pinned here.
 _LEGACY = {
     "type": "object",
     "properties": {

@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sidecar._config_bundle import BundleServeSettings
 from sidecar.bundles.server import BundleServer
+from sidecar.config import BundleServeSettings
 
 __all__ = ["hosted_bundle_server"]
 

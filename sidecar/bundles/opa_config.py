@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from sidecar.bundles.publish import parse_target
+from sidecar.config import parse_target
 from sidecar.errors import InvalidArgument
 
 __all__ = ["GCS_READ_SCOPE", "opa_config"]

@@ -13,21 +13,19 @@ import io
 import json
 import tarfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from sidecar.bundles._publish_common import (
     ARCHIVE_CONTENT_TYPE,
     BUNDLE_CONTENT_TYPE,
     PublishError,
     PublishResult,
-    is_valid_bundle_name,
     read_bundle_bytes,
 )
 from sidecar.bundles._publish_stores import GcsPublisher, HttpPublisher, S3Publisher
 from sidecar.bundles.build import BuiltBundle
+from sidecar.config import PublishTarget, parse_target
 from sidecar.errors import BundleError, InvalidArgument
 
 __all__ = [
@@ -41,7 +39,6 @@ __all__ = [
     "Publisher",
     "S3Publisher",
     "bundle_from_file",
-    "is_valid_bundle_name",
     "parse_target",
     "publisher_for",
     "read_bundle_bytes",
@@ -56,50 +53,6 @@ class Publisher(Protocol):
     def publish(self, bundle: BuiltBundle) -> PublishResult:
         """Upload ``bundle`` and return where it went; PublishError on failure."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class PublishTarget:
-    """A parsed target URL: ``store`` is s3|gcs|http; ``bucket`` is empty for http."""
-
-    store: str
-    bucket: str
-    key: str
-    url: str
-
-
-def parse_target(url: str) -> PublishTarget:
-    """Parse a ``--to`` URL; InvalidArgument naming what is wrong with it."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
-        raise InvalidArgument("--to", f"{url!r} is not a URL: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme in ("s3", "gs"):
-        store = "s3" if scheme == "s3" else "gcs"
-        key = parts.path.lstrip("/")
-        if not parts.netloc:
-            raise InvalidArgument("--to", f"{url!r} has no bucket ({scheme}://BUCKET/OBJECT)")
-        if not key or key.endswith("/"):
-            raise InvalidArgument("--to", f"{url!r} names no object ({scheme}://BUCKET/OBJECT)")
-        if parts.query or parts.fragment:
-            raise InvalidArgument("--to", f"{url!r}: object names take no ?query or #fragment")
-        return PublishTarget(store, parts.netloc, key, url)
-    if scheme in ("http", "https"):
-        if not parts.hostname:
-            raise InvalidArgument("--to", f"{url!r} has no host")
-        _, sep, name = parts.path.rpartition("/bundles/")
-        if not sep or not is_valid_bundle_name(name):
-            raise InvalidArgument(
-                "--to",
-                f"{url!r} must end in /bundles/<name>, name = letters, digits, '.', '_', '-'",
-            )
-        if parts.query or parts.fragment:
-            raise InvalidArgument("--to", f"{url!r}: bundle URLs take no ?query or #fragment")
-        return PublishTarget("http", "", name, url)
-    raise InvalidArgument(
-        "--to", f"{url!r}: use s3://BUCKET/KEY, gs://BUCKET/OBJECT or http(s)://HOST/bundles/NAME"
-    )
 
 
 def publisher_for(

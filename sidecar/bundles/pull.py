@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from sidecar._config_settings import BundleSettings
 from sidecar.bundles.opa_config import opa_config
+from sidecar.config import BundleSettings
 from sidecar.errors import ConfigError
 
 __all__ = ["PullSource", "prepare_pull"]

@@ -28,7 +28,8 @@ from urllib.parse import quote
 from aiohttp import web
 from opentelemetry import trace
 
-from sidecar.bundles._publish_common import BUNDLE_CONTENT_TYPE, is_valid_bundle_name
+from sidecar.bundles._publish_common import BUNDLE_CONTENT_TYPE
+from sidecar.config import is_valid_bundle_name
 from sidecar.errors import InvalidArgument
 from sidecar.telemetry import get_logger
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from sidecar.enrich.pipeline import Contribution
-from sidecar.model import DecideRequest, PolicyInput
+from sidecar.model.decision import DecideRequest, PolicyInput
 from sidecar.typing import JobStore
 
 __all__ = ["PullAccessSource"]

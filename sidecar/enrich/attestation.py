@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 
 from sidecar.enrich.rfc3339 import format_rfc3339, parse_rfc3339
-from sidecar.model import ScanFacts
+from sidecar.model.decision import ScanFacts
 
 __all__ = ["as_rfc3339", "scan_from_layer", "scan_from_statement"]
 

@@ -20,10 +20,10 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from sidecar._config_registry import RegistryConfig
+from sidecar.config import RegistryConfig
 from sidecar.enrich.pipeline import Contribution
 from sidecar.enrich.rfc3339 import format_rfc3339
-from sidecar.model import DecideRequest, PolicyInput, ScanFacts
+from sidecar.model.decision import DecideRequest, PolicyInput, ScanFacts
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient

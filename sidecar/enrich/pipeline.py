@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sidecar.model import DecideRequest, PolicyInput
+from sidecar.model.decision import DecideRequest, PolicyInput
 
 __all__ = ["Contribution", "EnrichmentReport", "FactSource", "Finding", "apply_sources"]
 

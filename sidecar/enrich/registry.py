@@ -24,8 +24,8 @@ from opentelemetry import trace
 from sidecar.enrich.attestation import as_rfc3339, scan_from_layer
 from sidecar.enrich.pipeline import Contribution
 from sidecar.errors import NotFound, RegistryError
-from sidecar.model import DecideRequest, PolicyInput, ScanFacts
-from sidecar.replicate.oci import Manifest, RegistryClient, RegistryClients
+from sidecar.model.decision import DecideRequest, PolicyInput, ScanFacts
+from sidecar.oci import Manifest, RegistryClient, RegistryClients
 
 __all__ = [
     "ANNOTATION_ATTESTED",

@@ -14,7 +14,7 @@ from typing import Literal
 
 from sidecar.enrich.pipeline import Contribution
 from sidecar.enrich.rfc3339 import parse_rfc3339
-from sidecar.model import DecideRequest, PolicyInput, ScanFacts, TenantUsage
+from sidecar.model.decision import DecideRequest, PolicyInput, ScanFacts, TenantUsage
 
 __all__ = [
     "SCAN_LABELS",

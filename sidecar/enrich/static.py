@@ -16,7 +16,7 @@ from sidecar.config import Config
 from sidecar.enrich.pipeline import EnrichmentReport, FactSource, apply_sources
 from sidecar.enrich.rfc3339 import format_rfc3339
 from sidecar.enrich.sources import RequestHealth, ScanLabels, TenantResolver, TenantUsageSource
-from sidecar.model import Caller, DecideRequest, ImageFacts, PolicyInput
+from sidecar.model.decision import Caller, DecideRequest, ImageFacts, PolicyInput
 from sidecar.telemetry import get_logger
 
 __all__ = ["StaticEnricher", "base_draft", "static_sources"]

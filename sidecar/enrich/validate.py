@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from sidecar.config import Limits
 from sidecar.enrich.rfc3339 import parse_rfc3339
 from sidecar.errors import InvalidArgument
-from sidecar.model import EVENTS, DecideRequest, RegistryFacts
+from sidecar.model.decision import EVENTS, DecideRequest, RegistryFacts
 
 __all__ = ["MAX_REPOSITORY_LENGTH", "validate_request"]
 

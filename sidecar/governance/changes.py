@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.bundles._validate_data import DataProblem, load_data
+from sidecar.bundles import DataProblem, load_data
 from sidecar.bundles.archive import MANIFEST, SIGNATURES, BundleArchive, is_test_file
 
 __all__ = ["BundleChanges", "bundle_changes"]

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.bundles._publish_sign import sign_bundle
+from sidecar.bundles import sign_bundle
 from sidecar.bundles.archive import SIGNATURES, BundleArchive, digest_of, is_test_file, write_files
 from sidecar.bundles.build import BuiltBundle
 from sidecar.bundles.publish import publisher_for

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar._config_admin import AdminToken
+from sidecar.config import AdminToken
 from sidecar.errors import Unauthenticated
 
 __all__ = [

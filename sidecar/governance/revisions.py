@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.errors import InvalidArgument, NotFound
-from sidecar.replicate.store import Backend, timestamp
+from sidecar.store import Backend, timestamp
 
 __all__ = ["RevisionStore", "StoredRevision"]
 

@@ -10,14 +10,12 @@ from sidecar.health.breaker import HealthBreaker, HealthState, Transition
 from sidecar.health.monitor import HealthLedger, HealthMonitor, ProbeResult
 from sidecar.health.recovery import Recovery
 from sidecar.health.resolve import PullAnswer, PullCandidate, PullResolver, nearest, proximity
-from sidecar.health.runtime import HealthRuntime, health_runtime, health_sources, open_monitor
 from sidecar.health.source import HealthView, ProbedHealth
 
 __all__ = [
     "HealthBreaker",
     "HealthLedger",
     "HealthMonitor",
-    "HealthRuntime",
     "HealthState",
     "HealthView",
     "ProbeResult",
@@ -27,9 +25,6 @@ __all__ = [
     "PullResolver",
     "Recovery",
     "Transition",
-    "health_runtime",
-    "health_sources",
     "nearest",
-    "open_monitor",
     "proximity",
 ]

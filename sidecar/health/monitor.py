@@ -21,7 +21,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from sidecar._config_health import HealthSettings
+from sidecar.config import HealthSettings
 from sidecar.errors import ErrorCode, RegistryError, SidecarError
 from sidecar.health.breaker import HealthBreaker, HealthState, Transition
 from sidecar.health.metrics import HealthMetrics

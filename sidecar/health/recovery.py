@@ -23,15 +23,15 @@ import contextlib
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sidecar._config_health import HealthSettings
+from sidecar.config import HealthSettings
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument
 from sidecar.health.breaker import HealthState, Transition
 from sidecar.health.monitor import HealthMonitor
-from sidecar.model import DecideRequest, ImageRef
+from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.model.jobs import JobSpec, JobState
+from sidecar.oci import RegistryClients
 from sidecar.replicate.deferred import request_from_json
-from sidecar.replicate.model import JobSpec, JobState
-from sidecar.replicate.oci import RegistryClients
 from sidecar.replicate.service import ReplicationService, job_specs
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore

@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sidecar._config_registry import RegistryConfig
-from sidecar._config_settings import Limits
+from sidecar.config import Limits, RegistryConfig
 from sidecar.enrich import validate_request
 from sidecar.errors import InvalidArgument, NotFound, RegistryUnavailable
 from sidecar.health.source import HealthView
-from sidecar.model import DecideRequest, ImageRef, RegistryFacts
-from sidecar.replicate.oci import RegistryClients
+from sidecar.model.decision import DecideRequest, ImageRef, RegistryFacts
+from sidecar.oci import RegistryClients
 from sidecar.typing import JobStore
 
 __all__ = ["PullAnswer", "PullCandidate", "PullResolver", "area", "nearest", "proximity"]

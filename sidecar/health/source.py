@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.enrich.pipeline import Contribution
-from sidecar.model import DecideRequest, PolicyInput
+from sidecar.model.decision import DecideRequest, PolicyInput
 
 __all__ = ["HealthView", "ProbedHealth"]
 

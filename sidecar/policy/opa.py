@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from sidecar.errors import PolicyError, PolicyUnavailable
-from sidecar.model import EngineAnswer
+from sidecar.model.decision import EngineAnswer
 
 __all__ = ["OpaEngine"]
 

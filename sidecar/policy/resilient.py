@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from sidecar.config import OpaSettings
 from sidecar.errors import PolicyError, PolicyUnavailable
-from sidecar.model import EngineAnswer
+from sidecar.model.decision import EngineAnswer
 from sidecar.policy.breaker import CircuitBreaker
 from sidecar.telemetry import Metrics
 from sidecar.typing import PolicyEngine

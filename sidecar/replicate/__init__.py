@@ -1,8 +1,8 @@
-"""Replication: OCI registry client, image copier, durable job store and worker pool."""
+"""Replication use case: decide, then enqueue durable copy jobs run by the worker pool."""
 
 from __future__ import annotations
 
-from sidecar.replicate.model import (
+from sidecar.model.jobs import (
     TERMINAL_STATES,
     CopyPlan,
     CopyProgress,
@@ -12,6 +12,7 @@ from sidecar.replicate.model import (
     JobState,
     ProgressCallback,
 )
+from sidecar.replicate.service import ReplicationService
 
 __all__ = [
     "TERMINAL_STATES",
@@ -22,4 +23,5 @@ __all__ = [
     "JobSpec",
     "JobState",
     "ProgressCallback",
+    "ReplicationService",
 ]

@@ -26,8 +26,8 @@ import orjson
 from opentelemetry import trace
 
 from sidecar.errors import SidecarError
-from sidecar.replicate.model import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
-from sidecar.replicate.oci import (
+from sidecar.model.jobs import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
+from sidecar.oci import (
     OCI_INDEX,
     REF_NAME,
     Descriptor,

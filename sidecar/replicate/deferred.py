@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.model import Caller, DecideRequest, DecisionResult, ImageRef, TenantUsage
-from sidecar.replicate.model import DeferredWork
+from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef, TenantUsage
+from sidecar.model.jobs import DeferredWork
 
 __all__ = [
     "AWAITING_POLICY",

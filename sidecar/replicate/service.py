@@ -16,9 +16,9 @@ from opentelemetry.context import Context
 
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument
-from sidecar.model import DecideRequest, DecisionResult, ImageRef
+from sidecar.model.decision import DecideRequest, DecisionResult, ImageRef
+from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
 from sidecar.replicate.deferred import deferred_work, policy_deferral
-from sidecar.replicate.model import TERMINAL_STATES, Job, JobSpec, JobState
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore
 

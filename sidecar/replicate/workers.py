@@ -18,7 +18,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.errors import ErrorCode, RegistryError, RegistryUnavailable, SidecarError
-from sidecar.replicate.model import CopyProgress, CopyResult, Job, JobState
+from sidecar.model.jobs import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import Copier, JobStore, RegistryHealthView

@@ -1,6 +1,6 @@
 """Sensitive policy data: envelope-encrypted files, decrypted only in memory and loaded into OPA."""
 
-from sidecar._config_sensitive import SENSITIVE_ROOT
+from sidecar.config import SENSITIVE_ROOT
 from sidecar.sensitive.documents import SensitiveData, configured_key, load_sensitive_data
 from sidecar.sensitive.envelope import Envelope, open_envelope, seal
 from sidecar.sensitive.keys import FileKey, KmsKey, generate_key_file

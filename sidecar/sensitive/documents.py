@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar._config_sensitive import SENSITIVE_ROOT, SensitiveDataSettings
+from sidecar.config import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.errors import ConfigError, SensitiveDataError
 from sidecar.sensitive.envelope import Envelope, open_envelope
 from sidecar.sensitive.keys import FileKey, KmsKey

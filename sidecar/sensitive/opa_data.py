@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from sidecar._config_sensitive import SENSITIVE_ROOT
+from sidecar.config import SENSITIVE_ROOT
 from sidecar.errors import BundleError, PolicyUnavailable
-from sidecar.model import EngineAnswer
+from sidecar.model.decision import EngineAnswer
 from sidecar.sensitive.documents import SensitiveData
 from sidecar.telemetry import get_logger
 from sidecar.typing import PolicyEngine

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sidecar._config_sensitive import SensitiveDataSettings
+from sidecar.config import SensitiveDataSettings
 from sidecar.errors import PolicyUnavailable
 from sidecar.sensitive.documents import SensitiveData, load_sensitive_data
 from sidecar.sensitive.opa_data import SensitiveDataLoader, SensitiveGate

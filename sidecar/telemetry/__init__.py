@@ -10,11 +10,13 @@ from sidecar.telemetry._http import MetricsServer, Readiness
 from sidecar.telemetry._logging import (
     LOG_FORMATS,
     LOG_LEVELS,
+    LoggingSnapshot,
     LogStream,
     add_trace_context,
     configure_logging,
     decision_log_context,
     get_logger,
+    snapshot_logging,
 )
 from sidecar.telemetry._metrics import LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Outcome
 from sidecar.telemetry._names import (
@@ -64,6 +66,7 @@ __all__ = [
     "SPAN_ENRICH",
     "SPAN_OPA_QUERY",
     "LogStream",
+    "LoggingSnapshot",
     "Metrics",
     "MetricsServer",
     "Outcome",
@@ -75,6 +78,7 @@ __all__ = [
     "extract_context",
     "get_logger",
     "inject_metadata",
+    "snapshot_logging",
     "span_id_hex",
     "trace_id_hex",
 ]

@@ -31,7 +31,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 Outcome = Literal["allow", "deny", "error"]
 _OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "error")
-# Mirrors sidecar._config_settings.FAIL_MODES (not imported: config imports telemetry).
+# Mirrors sidecar.config._settings.FAIL_MODES (not imported: config imports telemetry).
 _FAIL_MODES = ("closed", "legacy", "last-known")
 # policy_sidecar_opa_circuit_state values: a number so alerts can say "> 0" (not closed).
 _CIRCUIT_STATES = ("closed", "half_open", "open")  # value = position

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from sidecar._config_registry import RegistryConfig, endpoint_host
+from sidecar.config import RegistryConfig, endpoint_host
 from sidecar.errors import WebhookRejected
 
 __all__ = [

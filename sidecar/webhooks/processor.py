@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import trace
 
-from sidecar._config_registry import RegistryConfig
+from sidecar.config import RegistryConfig
 from sidecar.errors import InvalidArgument, PolicyUnavailable, WebhookRejected
-from sidecar.model import ImageRef
+from sidecar.model.decision import ImageRef
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore
 from sidecar.webhooks.envelope import RegistryEvent, decode_stored

@@ -15,7 +15,7 @@ from aiohttp import web
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from sidecar._config_registry import RegistryConfig
+from sidecar.config import RegistryConfig
 from sidecar.errors import ConfigError, WebhookRejected
 from sidecar.telemetry import get_logger
 from sidecar.typing import JobStore

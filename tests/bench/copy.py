@@ -52,9 +52,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from sidecar.model.jobs import JobSpec
+from sidecar.oci import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryClients
 from sidecar.replicate.copy import ImageCopier
-from sidecar.replicate.model import JobSpec
-from sidecar.replicate.oci import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryClients
 from sidecar.telemetry import configure_logging
 from sidecar.telemetry._logging import snapshot_logging
 from sidecar.tools import find_tool

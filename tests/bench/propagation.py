@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sidecar._config_bundle import BundleServiceSettings
 from sidecar.bundles.keys import generate_keypair
+from sidecar.config._bundle import BundleServiceSettings
 from sidecar.telemetry import configure_logging
 from tests.support.bundle_stores import STORE_KINDS, bundle_store, polling_opa, wait_for
 from tests.support.opa import SigningKeys, build_test_bundle, write_source_tree

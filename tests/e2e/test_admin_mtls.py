@@ -17,8 +17,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from sidecar._config_admin import AdminTlsSettings
 from sidecar._proto import policy_pb2 as pb
+from sidecar.config._admin import AdminTlsSettings
 from tests.support.admin import TlsMaterial, admin_config, admin_stub, bearer, tls_material
 from tests.support.sidecar import RunningSidecar, running_sidecar
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sidecar._config_admin import AdminPublishSettings
 from sidecar._proto import policy_pb2 as pb
 from sidecar.bundles.keys import generate_keypair
 from sidecar.bundles.publish import bundle_from_file
 from sidecar.config import Config
+from sidecar.config._admin import AdminPublishSettings
 from tests.support.admin import admin_config, admin_stub, bearer, build_bundle_bytes, write_data
 from tests.support.bundle_stores import STORE_KINDS, BundleStore, bundle_store
 from tests.support.opa import SigningKeys, rewrite_bundle

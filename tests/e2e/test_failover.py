@@ -18,7 +18,7 @@ import pytest
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
 from sidecar.health import HealthMonitor, HealthState
-from sidecar.replicate.oci import RegistryClients
+from sidecar.oci import RegistryClients
 from tests.support.fleet import Fleet, registry_fleet, restarted
 from tests.support.images import push_image, push_manifest, scanned_labels
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from sidecar._config_replication import WebhookSettings
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import Config, load_config
-from sidecar.model import DecideRequest, ImageRef
+from sidecar.config._replication import WebhookSettings
+from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.model.jobs import DeferredWork
+from sidecar.oci import RegistryClients
 from sidecar.replicate.deferred import AWAITING_POLICY, request_to_json
-from sidecar.replicate.model import DeferredWork
-from sidecar.replicate.oci import RegistryClients
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, scanned_labels
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar

@@ -16,7 +16,7 @@ import pytest
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
-from sidecar.replicate.oci import RegistryClient, RegistryClients, fallback_tag
+from sidecar.oci import RegistryClient, RegistryClients, fallback_tag
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import (
     push_cosign_signature,

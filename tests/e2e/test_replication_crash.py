@@ -22,7 +22,7 @@ import pytest
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.config import load_config
-from sidecar.replicate.oci import RegistryClients
+from sidecar.oci import RegistryClients
 from tests.support.fleet import Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest
 

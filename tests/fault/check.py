@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
-from sidecar.replicate.oci import RegistryClient, RegistryClients
+from sidecar.oci import RegistryClient, RegistryClients
 from tests.fault.process import succeeded_attempts
 from tests.fault.world import DESTINATIONS, Pushed, World
 

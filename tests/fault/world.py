@@ -20,7 +20,7 @@ import yaml
 
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.config import load_config
-from sidecar.replicate.oci import RegistryClient, RegistryClients
+from sidecar.oci import RegistryClient, RegistryClients
 from tests.fault.process import CHANNEL_OPTIONS, SidecarProcess
 from tests.support.fleet import Fleet
 from tests.support.images import push_image, push_manifest, scanned_labels

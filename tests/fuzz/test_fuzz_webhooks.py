@@ -20,11 +20,11 @@ import pytest_asyncio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sidecar._config_registry import RegistryConfig
-from sidecar._config_replication import WebhookSettings
 from sidecar.config import load_config
+from sidecar.config._registries import RegistryConfig
+from sidecar.config._replication import WebhookSettings
 from sidecar.errors import WebhookRejected
-from sidecar.model import RegistryFacts
+from sidecar.model.decision import RegistryFacts
 from sidecar.webhooks import ENVELOPE_MEDIA_TYPE
 from sidecar.webhooks.envelope import RegistryEvent, parse_envelope, resolve_registry
 from tests.support.fuzz import CASES_CONFIG, examples, json_values, nasty_text, urlish

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sidecar.errors import DigestMismatch, RegistryError
+from sidecar.model.jobs import CopyProgress, JobSpec
+from sidecar.oci import RegistryClients, fallback_tag
 from sidecar.replicate.copy import ImageCopier
-from sidecar.replicate.model import CopyProgress, JobSpec
-from sidecar.replicate.oci import RegistryClients, fallback_tag
 from sidecar.telemetry import Telemetry
 from sidecar.testing import InMemorySpans
 from tests.support.images import (

@@ -12,10 +12,17 @@ import boto3
 import pytest
 from mypy_boto3_ecr import ECRClient
 
-from sidecar._config_registry import RegistryConfig
+from sidecar.config._registries import RegistryConfig
 from sidecar.enrich.ecr_scan import EcrScanSource
 from sidecar.enrich.pipeline import apply_sources
-from sidecar.model import DecideRequest, ImageFacts, ImageRef, PolicyInput, RegistryFacts, ScanFacts
+from sidecar.model.decision import (
+    DecideRequest,
+    ImageFacts,
+    ImageRef,
+    PolicyInput,
+    RegistryFacts,
+    ScanFacts,
+)
 from tests.support.moto import MotoServer, moto_server
 
 pytestmark = pytest.mark.integration

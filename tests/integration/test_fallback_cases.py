@@ -21,7 +21,7 @@ import yaml
 
 from sidecar.config import Config, load_config
 from sidecar.decide import DecisionService
-from sidecar.policy.fallback import POLICY_UNAVAILABLE, Fallback, load_fallback_data
+from sidecar.fallback.modes import POLICY_UNAVAILABLE, Fallback, load_fallback_data
 from sidecar.policy.opa import OpaEngine
 from sidecar.telemetry import Telemetry
 from tests.support.fallback import (

@@ -13,9 +13,9 @@ from sidecar.config import Config, HealthSettings
 from sidecar.enrich import StaticEnricher
 from sidecar.errors import RegistryUnavailable
 from sidecar.health import HealthMonitor, HealthState, ProbedHealth, PullResolver
-from sidecar.model import DecideRequest, ImageRef
-from sidecar.replicate.oci import RegistryClients
-from sidecar.replicate.store import SqlJobStore, open_job_store
+from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.oci import RegistryClients
+from sidecar.store import SqlJobStore, open_job_store
 from sidecar.testing import CapturedLogs
 from tests.support.images import push_image, registry_config
 from tests.support.registry import RegistryServer, registry_server

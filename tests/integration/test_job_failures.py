@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.model.jobs import JobSpec, JobState
+from sidecar.oci import RegistryClients
 from sidecar.replicate.copy import ImageCopier
-from sidecar.replicate.model import JobSpec, JobState
-from sidecar.replicate.oci import RegistryClients
 from sidecar.replicate.retry import RetryPolicy
-from sidecar.replicate.store import SqlJobStore, open_job_store
 from sidecar.replicate.workers import WorkerPool
+from sidecar.store import SqlJobStore, open_job_store
 from tests.support.images import push_image, push_index, registry_config
 from tests.support.oci_proxy import OciProxy, oci_proxy
 from tests.support.registry import registry_server

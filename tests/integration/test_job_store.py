@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.errors import ConfigError, NotFound
-from sidecar.replicate.model import CopyProgress, JobSpec, JobState
-from sidecar.replicate.store import SqlJobStore, open_job_store
+from sidecar.model.jobs import CopyProgress, JobSpec, JobState
+from sidecar.store import SqlJobStore, open_job_store
 
 # The session PostgreSQL and per-test databases (tests/support/postgres.py).
 pytest_plugins = ["tests.support.postgres"]

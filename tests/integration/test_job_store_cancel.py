@@ -12,8 +12,8 @@ import contextlib
 
 import pytest
 
-from sidecar.replicate.model import JobSpec, JobState
-from sidecar.replicate.store import SqlJobStore
+from sidecar.model.jobs import JobSpec, JobState
+from sidecar.store import SqlJobStore
 
 # The session PostgreSQL and per-test databases (tests/support/postgres.py).
 pytest_plugins = ["tests.support.postgres"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.errors import DigestMismatch, NotFound, RegistryError, RegistryUnavailable
-from sidecar.replicate.oci import (
+from sidecar.oci import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     RegistryClient,

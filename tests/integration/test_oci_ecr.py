@@ -7,10 +7,10 @@ from types import MappingProxyType
 
 import pytest
 
-from sidecar._config_registry import AuthConfig, RegistryConfig
+from sidecar.config._registries import AuthConfig, RegistryConfig
 from sidecar.errors import RegistryError
-from sidecar.model import RegistryFacts
-from sidecar.replicate.oci import RegistryClient
+from sidecar.model.decision import RegistryFacts
+from sidecar.oci import RegistryClient
 from tests.support.images import push_image
 from tests.support.moto import moto_server
 from tests.support.registry import registry_server

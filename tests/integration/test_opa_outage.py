@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar.bundles.local import LocalBundle, build_local_bundle
+from sidecar.app.bundle import LocalBundle, build_local_bundle
 from sidecar.config import Config, load_config
 from sidecar.decide import DecisionService
 from sidecar.errors import PolicyError
-from sidecar.model import DecideRequest, DecisionResult
+from sidecar.fallback.modes import POLICY_UNAVAILABLE, Fallback, load_fallback_data
+from sidecar.model.decision import DecideRequest, DecisionResult
 from sidecar.policy.breaker import CircuitBreaker
-from sidecar.policy.fallback import POLICY_UNAVAILABLE, Fallback, load_fallback_data
 from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import ResilientEngine, RetryPolicy

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.replicate.model import CopyResult, DeferredWork, JobSpec, JobState
-from sidecar.replicate.store import SqlJobStore, open_job_store
+from sidecar.model.jobs import CopyResult, DeferredWork, JobSpec, JobState
+from sidecar.store import SqlJobStore, open_job_store
 
 pytest_plugins = ["tests.support.postgres"]
 pytestmark = pytest.mark.integration

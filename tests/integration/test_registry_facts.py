@@ -17,9 +17,9 @@ import pytest
 
 from sidecar.enrich.pipeline import EnrichmentReport, apply_sources
 from sidecar.enrich.registry import RegistryFactSource
-from sidecar.model import DecideRequest, ImageFacts, ImageRef, PolicyInput, ScanFacts
-from sidecar.replicate.oci import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryClients
-from sidecar.replicate.oci import fallback_tag as fallback
+from sidecar.model.decision import DecideRequest, ImageFacts, ImageRef, PolicyInput, ScanFacts
+from sidecar.oci import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryClients
+from sidecar.oci import fallback_tag as fallback
 from tests.support.images import (
     SPDX,
     layer_bytes,

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.app.bundle import build_local_bundle, signing_keys
 from sidecar.bundles._publish_sign import sign_bundle
-from sidecar.bundles.local import build_local_bundle, signing_keys
 from sidecar.config import Config, load_config
 from sidecar.errors import BundleError
 from sidecar.policy.managed import ManagedOpa

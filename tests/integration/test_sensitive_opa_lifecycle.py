@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.app.bundle import build_local_bundle, signing_keys
 from sidecar.bundles._publish_sign import sign_bundle
-from sidecar.bundles.local import build_local_bundle, signing_keys
 from sidecar.config import load_config
 from sidecar.errors import BundleError
 from sidecar.policy.managed import ManagedOpa

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar._config_bundle import BundleServeSettings
 from sidecar._proto import policy_pb2 as pb
-from sidecar.app import Sidecar
+from sidecar.app.sidecar import Sidecar
 from sidecar.bundles.keys import generate_keypair
+from sidecar.config._bundle import BundleServeSettings
 from sidecar.errors import PolicyUnavailable
 from sidecar.testing import InMemorySpans
 from tests.support.bundle_stores import STORE_KINDS, BundleStore, bundle_store

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.replicate.oci import RegistryClient
+from sidecar.oci import RegistryClient
 from tests.support.images import layer_bytes, push_bytes, registry_config
 from tests.support.oci_proxy import oci_proxy
 from tests.support.registry import RegistryServer, registry_server

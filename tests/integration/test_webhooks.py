@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar._config_registry import RegistryConfig
+from sidecar.config._registries import RegistryConfig
 from sidecar.enrich.access import PullAccessSource
-from sidecar.model import DecideRequest, ImageFacts, ImageRef, PolicyInput, RegistryFacts
-from sidecar.replicate.oci import OCI_MANIFEST, RegistryClient
-from sidecar.replicate.store import SqlJobStore, open_job_store
+from sidecar.model.decision import DecideRequest, ImageFacts, ImageRef, PolicyInput, RegistryFacts
+from sidecar.oci import OCI_MANIFEST, RegistryClient
+from sidecar.store import SqlJobStore, open_job_store
 from sidecar.webhooks import ENVELOPE_MEDIA_TYPE, OnPush, WebhookServer
 from tests.support.images import push_image
 from tests.support.registry import registry_server

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.errors import DigestMismatch, RegistryError, RegistryUnavailable
-from sidecar.replicate.model import JobSpec, JobState
+from sidecar.model.jobs import JobSpec, JobState
 from sidecar.replicate.retry import RetryPolicy
-from sidecar.replicate.store import SqlJobStore, open_job_store
 from sidecar.replicate.workers import WorkerPool
+from sidecar.store import SqlJobStore, open_job_store
 from tests.support.copiers import ScriptedCopier
 
 # The session PostgreSQL and per-test databases (tests/support/postgres.py).

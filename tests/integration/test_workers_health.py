@@ -12,10 +12,10 @@ import pytest
 from sidecar.config import HealthSettings
 from sidecar.errors import RegistryUnavailable
 from sidecar.health import HealthMonitor, HealthState, Transition
-from sidecar.replicate.model import JobSpec, JobState
+from sidecar.model.jobs import JobSpec, JobState
 from sidecar.replicate.retry import RetryPolicy
-from sidecar.replicate.store import SqlJobStore, open_job_store
 from sidecar.replicate.workers import WorkerPool
+from sidecar.store import SqlJobStore, open_job_store
 from tests.support.copiers import ScriptedCopier
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sidecar._config_admin import AdminToken
 from sidecar._proto import policy_pb2_grpc as pb_grpc
-from sidecar.bundles.local import build_local_bundle
+from sidecar.app.bundle import build_local_bundle
 from sidecar.config import Config, load_config
+from sidecar.config._admin import AdminToken
 from tests.support.sidecar import isolated_config
 
 __all__ = [

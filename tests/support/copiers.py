@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sidecar.replicate.model import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
+from sidecar.model.jobs import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
 
 __all__ = ["CopyCall", "ScriptedCopier"]
 

@@ -14,8 +14,8 @@ from sidecar.api.convert import decide_request_from_proto
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
-from sidecar.model import DecideRequest
-from sidecar.policy.fallback import Fallback
+from sidecar.fallback.modes import Fallback
+from sidecar.model.decision import DecideRequest
 from sidecar.records import DecisionRecords
 from sidecar.telemetry import Telemetry
 from sidecar.testing import InMemorySpans

@@ -31,9 +31,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar._config_registry import AuthConfig, RegistryConfig
-from sidecar.model import RegistryFacts
-from sidecar.replicate.oci import (
+from sidecar.config._registries import AuthConfig, RegistryConfig
+from sidecar.model.decision import RegistryFacts
+from sidecar.oci import (
     OCI_INDEX,
     OCI_MANIFEST,
     Manifest,

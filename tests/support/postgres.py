@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sidecar.replicate.store import SqlJobStore, open_job_store
+from sidecar.store import SqlJobStore, open_job_store
 from tests.support.ports import free_port
 
 __all__ = [

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import aiohttp
 
-from sidecar._config_bundle import BundleServiceSettings
 from sidecar._proto import policy_pb2 as pb
-from sidecar.app import Sidecar
+from sidecar.app.bundle import build_local_bundle
+from sidecar.app.sidecar import Sidecar
 from sidecar.bundles.build import BuiltBundle
-from sidecar.bundles.local import build_local_bundle
 from sidecar.config import Config, load_config
+from sidecar.config._bundle import BundleServiceSettings
 from tests.support.bundle_stores import BundleStore
 from tests.support.opa import SigningKeys
 from tests.support.sidecar import RunningSidecar, isolated_config

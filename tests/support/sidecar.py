@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from sidecar._proto import policy_pb2_grpc as pb_grpc
-from sidecar.app import Sidecar
+from sidecar.app.sidecar import Sidecar
 from sidecar.config import Config
 from sidecar.testing import InMemorySpans
 

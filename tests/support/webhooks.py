@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sidecar.model import ImageRef
+from sidecar.model.decision import ImageRef
 from tests.support.ports import free_port
 
 __all__ = ["PushRecorder", "free_port", "wait_for"]

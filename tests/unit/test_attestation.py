@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sidecar.enrich.attestation import as_rfc3339, scan_from_layer, scan_from_statement
-from sidecar.model import ScanFacts
+from sidecar.model.decision import ScanFacts
 
 
 def _statement(predicate: Any) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import yaml
 
 from sidecar.bundles.build import BuiltBundle
 from sidecar.bundles.opa_config import GCS_READ_SCOPE, opa_config
-from sidecar.bundles.publish import PublishError, parse_target, publisher_for, read_bundle_bytes
+from sidecar.bundles.publish import PublishError, publisher_for, read_bundle_bytes
+from sidecar.config import parse_target
 from sidecar.errors import InvalidArgument
 
 _DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "opa"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar._config_admin import AdminPublishSettings, AdminSettings, AdminTlsSettings, AdminToken
 from sidecar.config import load_config
+from sidecar.config._admin import AdminPublishSettings, AdminSettings, AdminTlsSettings, AdminToken
 from sidecar.errors import ConfigError
 
 SHA = hashlib.sha256(b"s3cret").hexdigest()

@@ -8,7 +8,7 @@ import pytest
 
 from sidecar.config import Config, load_config
 from sidecar.errors import NotFound
-from sidecar.policy.legacy import legacy_rules_data
+from sidecar.fallback.legacy import legacy_rules_data
 from tests.support.compat import compat_dir
 
 COMPAT = compat_dir()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.config import load_config
-from sidecar.model import TenantUsage
+from sidecar.model.decision import TenantUsage
 
 ROOT = Path(__file__).resolve().parents[2]
 

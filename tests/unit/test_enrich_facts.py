@@ -11,7 +11,14 @@ import pytest
 
 from sidecar.config import Config, load_config
 from sidecar.enrich import Contribution, StaticEnricher, scan_from_labels
-from sidecar.model import Caller, DecideRequest, ImageRef, PolicyInput, ScanFacts, TenantUsage
+from sidecar.model.decision import (
+    Caller,
+    DecideRequest,
+    ImageRef,
+    PolicyInput,
+    ScanFacts,
+    TenantUsage,
+)
 
 CONFIG = """\
 registries:

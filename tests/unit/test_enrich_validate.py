@@ -9,7 +9,7 @@ import pytest
 from sidecar.config import Limits
 from sidecar.enrich import validate_request
 from sidecar.errors import ErrorCode, InvalidArgument
-from sidecar.model import DecideRequest, ImageRef, RegistryFacts, TenantUsage
+from sidecar.model.decision import DecideRequest, ImageRef, RegistryFacts, TenantUsage
 
 INVENTORY = (RegistryFacts("ci", "us-east-1", "ci"), RegistryFacts("prod-us", "us-east-1", "prod"))
 LIMITS = Limits(max_labels=3, max_label_key_bytes=8, max_label_value_bytes=16)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sidecar.model import ImageFacts, ImageRef, PolicyInput, RegistryFacts
-from sidecar.policy._fallback_data import customer_allowlist
-from sidecar.policy.fallback import FallbackData, legacy_decision
-from sidecar.policy.legacy import LegacyRule
+from sidecar.fallback._data import customer_allowlist
+from sidecar.fallback.legacy import LegacyRule
+from sidecar.fallback.modes import FallbackData, legacy_decision
+from sidecar.model.decision import ImageFacts, ImageRef, PolicyInput, RegistryFacts
 
 SENSITIVE = {"customers": {"allowlist": {"dev-a": ["cust-1"], "dev-c": []}}}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sidecar.model import ImageFacts, ImageRef, PolicyInput, RegistryFacts
-from sidecar.policy.fallback import FallbackData, legacy_decision
-from sidecar.policy.legacy import LegacyRule
+from sidecar.fallback.legacy import LegacyRule
+from sidecar.fallback.modes import FallbackData, legacy_decision
+from sidecar.model.decision import ImageFacts, ImageRef, PolicyInput, RegistryFacts
 
 
 def _rule(index: int, destination: str) -> LegacyRule:

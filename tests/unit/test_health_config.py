@@ -8,7 +8,7 @@ import pytest
 
 from sidecar.config import HealthSettings, load_config
 from sidecar.errors import ConfigError
-from sidecar.model import Caller, DecideRequest, ImageRef, TenantUsage
+from sidecar.model.decision import Caller, DecideRequest, ImageRef, TenantUsage
 from sidecar.replicate.deferred import request_from_json, request_to_json
 
 

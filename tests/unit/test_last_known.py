@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from sidecar.model import Decision, ImageFacts, ImageRef, PolicyInput, RegistryFacts, Route
-from sidecar.policy.fallback import POLICY_UNAVAILABLE, Fallback, LastKnownCache
+from sidecar.fallback.modes import POLICY_UNAVAILABLE, Fallback, LastKnownCache
+from sidecar.model.decision import Decision, ImageFacts, ImageRef, PolicyInput, RegistryFacts, Route
 
 ALLOW = Decision(allow=True, priority=60, routes=(Route("prod-us", "team/app", "prod-1", 1),))
 

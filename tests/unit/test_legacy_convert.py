@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.config import ReplicationRule, load_config, load_sync_config
-from sidecar.policy.legacy import glob_regex, legacy_rules_data
+from sidecar.fallback.legacy import glob_regex, legacy_rules_data
 
 INVENTORY = """\
 registries:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from sidecar.config import ReplicationRule, SyncConfig, SyncImage
-from sidecar.model import ImageRef
-from sidecar.policy.legacy import LegacyRule, convert_rules, match_rule, substitute
+from sidecar.fallback.legacy import LegacyRule, convert_rules, match_rule, substitute
+from sidecar.model.decision import ImageRef
 from sidecar.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]

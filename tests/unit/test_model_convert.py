@@ -6,7 +6,7 @@ import pytest
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.api.convert import decide_request_from_proto, decide_response_to_proto
-from sidecar.model import Decision, DecisionResult, ImageRef
+from sidecar.model.decision import Decision, DecisionResult, ImageRef
 from sidecar.records import DecisionRecords
 
 DECISION_JSON = {

@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 from google.oauth2.credentials import Credentials
 
-from sidecar._config_registry import AuthConfig, RegistryConfig, TlsConfig
+from sidecar.config._registries import AuthConfig, RegistryConfig, TlsConfig
 from sidecar.errors import RegistryError
-from sidecar.model import RegistryFacts
-from sidecar.replicate.oci import RegistryClient, parse_challenge
-from sidecar.replicate.oci._auth import (
+from sidecar.model.decision import RegistryFacts
+from sidecar.oci import RegistryClient, parse_challenge
+from sidecar.oci._auth import (
     Authenticator,
     EcrCredentials,
     GcpCredentials,
     StaticCredentials,
     credentials_for,
 )
-from sidecar.replicate.oci._http import base_url, retry_after_seconds, ssl_context
+from sidecar.oci._http import base_url, retry_after_seconds, ssl_context
 
 
 def _registry(**kw: Any) -> RegistryConfig:

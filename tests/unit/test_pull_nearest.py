@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.health import nearest, proximity
-from sidecar.model import RegistryFacts
+from sidecar.model.decision import RegistryFacts
 
 
 def facts(name: str, region: str, cost: float) -> RegistryFacts:

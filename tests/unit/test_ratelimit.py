@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.replicate.ratelimit import TokenBucket
+from sidecar.oci.ratelimit import TokenBucket
 
 
 class FakeClock:

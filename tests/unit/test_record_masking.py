@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sidecar.masking import MASKED, RecordMask, parse_mask_path
-from sidecar.model import (
+from sidecar.model.decision import (
     Caller,
     Decision,
     DecisionResult,

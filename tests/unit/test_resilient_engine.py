@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.errors import ConfigError, PolicyError, PolicyUnavailable
-from sidecar.model import EngineAnswer
+from sidecar.model.decision import EngineAnswer
 from sidecar.policy.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from sidecar.policy.resilient import ResilientEngine, RetryPolicy, resilient_engine
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar._config_sensitive import SensitiveDataSettings
+from sidecar.config._sensitive import SensitiveDataSettings
 from sidecar.sensitive import FileKey, generate_key_file, load_sensitive_data, seal
 from sidecar.sensitive.runtime import _private_path
 

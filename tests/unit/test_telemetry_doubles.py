@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.model import Decision, DecisionResult
+from sidecar.model.decision import Decision, DecisionResult
 from sidecar.telemetry import Telemetry
 from sidecar.testing import CapturedLogs, CapturingDecisionLog, InMemorySpans
 from sidecar.typing import DecisionStore

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sidecar._config_registry import RegistryConfig
+from sidecar.config._registries import RegistryConfig
 from sidecar.errors import WebhookRejected
-from sidecar.model import RegistryFacts
+from sidecar.model.decision import RegistryFacts
 from sidecar.webhooks.envelope import (
     check_secret,
     decode_stored,

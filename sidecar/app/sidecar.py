@@ -1,0 +1,372 @@
+"""The composition root: builds every part of a running sidecar from one Config, stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from sidecar.api.admin_service import AdminServicer
+from sidecar.api.server import GrpcServer
+from sidecar.app.bundle import LocalBundle, build_local_bundle
+from sidecar.app.governance import AdminRuntime, admin_runtime, tls_listener
+from sidecar.app.health import HealthRuntime, health_runtime, health_sources
+from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
+from sidecar.bundles.hosted import hosted_bundle_server
+from sidecar.bundles.pull import PullSource, prepare_pull
+from sidecar.bundles.server import BundleServer
+from sidecar.config import Config
+from sidecar.decide import DecisionService
+from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.errors import PolicyUnavailable
+from sidecar.fallback.modes import Fallback
+from sidecar.governance.tls_front import TlsFront
+from sidecar.masking import RecordMask
+from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.policy.managed import ManagedOpa
+from sidecar.policy.opa import OpaEngine
+from sidecar.policy.resilient import resilient_engine
+from sidecar.policy.revisions import RevisionWatcher, watch_revisions
+from sidecar.records import DecisionRecords
+from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
+from sidecar.replicate.service import ReplicationService
+from sidecar.sensitive.runtime import (
+    SensitiveRuntime,
+    gated,
+    keep_in_opa,
+    load_sensitive_runtime,
+)
+from sidecar.telemetry import MetricsServer, Telemetry, get_logger
+from sidecar.tools import find_tool
+from sidecar.typing import PolicyEngine
+from sidecar.webhooks import WebhookServer
+
+__all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
+
+_log = get_logger("sidecar.app.sidecar")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRuntime:
+    """A ready policy engine plus what it runs on (the managed OPA, when the sidecar owns one)."""
+
+    engine: PolicyEngine
+    url: str
+    managed: ManagedOpa | None
+    bundle_revision: str
+    sensitive: SensitiveRuntime | None = None
+
+    def ready(self) -> bool:
+        """Return whether decisions can be served now (with the sensitive data, if configured)."""
+        opa_ready = self.managed.ready if self.managed is not None else True
+        return opa_ready and (self.sensitive is None or self.sensitive.loader.loaded)
+
+
+@contextlib.asynccontextmanager
+async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
+    """Yield an engine on the configured OPA, or a managed OPA (local bundle, or pulled: service)."""
+    opa = config.policy.opa
+    timeout_s = opa.timeout_ms / 1000
+    # Decrypted first: a wrong key or a tampered file stops the startup before OPA runs.
+    sensitive = await load_sensitive_runtime(config.policy.sensitive_data)
+    if opa.address:
+        address = opa.address
+        engine = OpaEngine(address, timeout_s=timeout_s)
+        try:
+            async with keep_in_opa(sensitive, lambda: address, load_now=True):
+                yield PolicyRuntime(
+                    gated(engine, sensitive, lambda: True), address, None, "", sensitive
+                )
+        finally:
+            await engine.close()
+        return
+    pull, local = _bundle_source(config)
+    managed = ManagedOpa(
+        find_tool("opa", opa.binary),
+        Path(local.bundle.path) if local else None,
+        verification_key=local.verification_key if local else None,
+        config_file=pull.config_file if pull else None,
+        env=pull.env if pull else None,
+        port=opa.port,
+        startup_timeout_s=opa.startup_timeout_s,
+        extra_args=tuple(opa.extra_args),
+        on_launch=sensitive.loader.put if sensitive else None,
+    )
+    async with managed:
+        engine = OpaEngine(managed.url, timeout_s=timeout_s)
+        try:
+            # Pulled: whatever OPA activated first (the store's bundle, or its persisted copy).
+            revision = local.bundle.revision if local else await engine.active_revision()
+            async with keep_in_opa(sensitive, lambda: managed.url, load_now=False):
+                yield PolicyRuntime(
+                    gated(engine, sensitive, lambda: managed.ready),
+                    managed.url,
+                    managed,
+                    revision,
+                    sensitive,
+                )
+        finally:
+            await engine.close()
+
+
+def _bundle_source(config: Config) -> tuple[PullSource | None, LocalBundle | None]:
+    """Return the store the managed OPA pulls from (policy.bundle.service), else build locally."""
+    if config.policy.bundle.service is not None:
+        pull = prepare_pull(config.policy.bundle, Path(config.policy.state_dir))
+        _log.info("managed OPA pulls bundles", url=pull.url, opa_config=str(pull.config_file))
+        return pull, None
+    local = build_local_bundle(config)
+    _log.info(
+        "bundle built",
+        bundle_revision=local.bundle.revision,
+        path=str(local.bundle.path),
+        digest=local.bundle.digest,
+    )
+    return None, local
+
+
+def _activation_actor(config: Config, opa_url: str) -> str:
+    """Name who served a revision activated outside PolicyAdmin (the audit event's actor)."""
+    service = config.policy.bundle.service
+    if service is not None:
+        return f"bundle-service:{service.url}"
+    return f"opa:{opa_url}"
+
+
+class Sidecar:
+    """A running sidecar: policy runtime, decisions, replication, gRPC, webhooks and /metrics."""
+
+    def __init__(self, config: Config, *, span_exporter: SpanExporter | None = None) -> None:
+        self.config = config
+        settings = config.policy
+        self.telemetry = Telemetry(
+            settings.telemetry.service_name,
+            otlp_endpoint=settings.telemetry.otlp_endpoint,
+            span_exporter=span_exporter,
+        )
+        self._stack = contextlib.AsyncExitStack()
+        self.bundle_server: BundleServer | None = None
+        self.runtime: PolicyRuntime | None = None
+        self.decisions: DecisionService | None = None
+        self.replication: ReplicationService | None = None
+        self.parts: ReplicationParts | None = None
+        self.health: HealthRuntime | None = None
+        self.webhooks: WebhookServer | None = None
+        self.grpc: GrpcServer | None = None
+        self.admin: AdminRuntime | None = None
+        self.admin_tls: TlsFront | None = None
+        self.revisions: RevisionWatcher | None = None
+        self.backlog: PolicyBacklog | None = None
+        self.metrics: MetricsServer | None = None
+
+    async def start(self) -> None:
+        """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
+        settings = self.config.policy
+        try:
+            # Before OPA: this sidecar's own OPA may pull from the bundle server it hosts.
+            self.bundle_server = await self._stack.enter_async_context(
+                hosted_bundle_server(settings.bundle.serve, Path(settings.state_dir))
+            )
+            self.runtime = await self._stack.enter_async_context(policy_runtime(self.config))
+            self.parts = await self._stack.enter_async_context(
+                replication_parts(self.config, self.telemetry)
+            )
+            self.decisions = self._decision_service(self.runtime, self.parts)
+            if self.runtime.bundle_revision:
+                self.telemetry.metrics.set_active_revision(self.runtime.bundle_revision)
+            # Before the watcher: every activation it sees outside PolicyAdmin is audited.
+            self.admin = await self._stack.enter_async_context(
+                admin_runtime(
+                    self.config,
+                    opa_url=self.runtime.url,
+                    managed=self.runtime.managed,
+                    registry=self.telemetry.metrics_registry,
+                )
+            )
+            source = _activation_actor(self.config, self.runtime.url)
+            admin_service = self.admin.service
+
+            async def audit_activation(previous: str, revision: str) -> None:
+                await admin_service.observe_activation(previous, revision, source)
+
+            self.revisions = await self._stack.enter_async_context(
+                watch_revisions(
+                    self.runtime.url,
+                    self.telemetry.metrics,
+                    timeout_s=settings.opa.timeout_ms / 1000,
+                    initial=self.runtime.bundle_revision,
+                    on_change=audit_activation,
+                )
+            )
+            await self._start_metrics()
+            self.replication = ReplicationService(
+                decisions=self.decisions,
+                store=self.parts.store,
+                resolve_digest=self.parts.resolve_digest,
+                wake=self.parts.pool.wake,
+            )
+            self.health = await self._stack.enter_async_context(
+                self._health(self.parts, self.decisions, self.replication)
+            )
+            self.backlog = await self._stack.enter_async_context(
+                policy_backlog(
+                    self.parts.store,
+                    self.replication,
+                    interval_s=settings.replication.policy_retry_interval_s,
+                )
+            )
+            await self.parts.pool.start()
+            self._stack.push_async_callback(self.parts.pool.stop)
+            await self._start_webhooks(self.replication)
+            self.grpc = GrpcServer(
+                self.decisions,
+                settings.listen,
+                replication=self.replication,
+                resolver=self.health.resolver,
+                admin=AdminServicer(self.admin.service),
+                max_message_bytes=self.admin.max_message_bytes,
+                relay_port=self.admin.wants_relay,
+            )
+            await self.grpc.start()
+            self._stack.push_async_callback(self.grpc.stop)
+            self.admin_tls = await self._stack.enter_async_context(
+                tls_listener(self.config, self.admin, self.grpc.internal_port)
+            )
+            await self.grpc.set_serving(True)
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info(
+            "sidecar ready",
+            grpc_port=self.grpc.port,
+            metrics_port=self.metrics.port if self.metrics else None,
+            webhook_port=self.webhooks.port if self.webhooks else None,
+            opa_url=self.runtime.url,
+            bundle_revision=self.runtime.bundle_revision,
+            managed_opa=self.runtime.managed is not None,
+            fail_mode=settings.fail_mode,
+        )
+
+    def _health(
+        self, parts: ReplicationParts, decisions: DecisionService, replication: ReplicationService
+    ) -> contextlib.AbstractAsyncContextManager[HealthRuntime]:
+        return health_runtime(
+            self.config,
+            monitor=parts.health,
+            store=parts.store,
+            clients=parts.clients,
+            decisions=decisions,
+            replication=replication,
+            wake=parts.pool.wake,
+        )
+
+    def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
+        settings = self.config.policy
+        limits = settings.limits
+        config = self.config
+
+        def validate(request: DecideRequest) -> None:
+            validate_request(request, limits, config.inventory())
+
+        return DecisionService(
+            enricher=StaticEnricher(
+                self.config,
+                # Probed health first: the request's registry_health (a static source) still wins.
+                extra_sources=(
+                    *health_sources(parts.health),
+                    *registry_sources(self.config, parts),
+                ),
+            ),
+            engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
+            telemetry=self.telemetry,
+            records=DecisionRecords(
+                settings.decision_records.max_entries,
+                settings.decision_records.ttl_s,
+                mask=RecordMask(
+                    settings.decision_records.mask,
+                    runtime.sensitive.data.secrets if runtime.sensitive else (),
+                ),
+            ),
+            validate=validate,
+            engine_url=runtime.url,
+            fallback=Fallback.from_config(
+                self.config,
+                sensitive=runtime.sensitive.data.document() if runtime.sensitive else None,
+            ),
+            bundle_revision=runtime.bundle_revision,
+        )
+
+    async def _start_metrics(self) -> None:
+        listen = self.config.policy.metrics_listen
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        self.metrics = MetricsServer(
+            self.telemetry.metrics_registry, host, int(port), ready=self._readiness
+        )
+        await self.metrics.start()
+        self._stack.push_async_callback(self.metrics.stop)
+
+    async def _start_webhooks(self, replication: ReplicationService) -> None:
+        webhook = self.config.policy.replication.webhook
+        if not webhook.listen or self.parts is None:
+            return
+
+        async def on_push(image: ImageRef) -> None:
+            # A push is replicated exactly like a Replicate call (decide, then durable jobs).
+            # await_policy=False: the inbox keeps the event itself (below), one record is enough.
+            outcome = await replication.replicate(
+                DecideRequest(image=image, event="push"), await_policy=False
+            )
+            if outcome.result.degraded:
+                # A fail-mode answer is no verdict on the image (closed denies everything): the
+                # event stays pending and is decided again once OPA answers, so a push during an
+                # outage still gets the routes OPA wants. Jobs the fail mode queued are kept.
+                raise PolicyUnavailable(
+                    f"{image}: decided by fail mode {self.config.policy.fail_mode!r} "
+                    "while OPA is unavailable; the push is decided again when OPA answers"
+                )
+
+        host, _, port = webhook.listen.rpartition(":")
+        self.webhooks = WebhookServer(
+            self.parts.store,
+            self.config.registries,
+            secret=webhook.secret,
+            retry_interval_s=webhook.retry_interval_s,
+            on_push=on_push,
+            host=host,
+            port=int(port),
+            metrics_registry=self.telemetry.metrics_registry,
+        )
+        await self.webhooks.start()
+        self._stack.push_async_callback(self.webhooks.stop)
+
+    def _readiness(self) -> tuple[bool, str]:
+        if self.runtime is None or not self.runtime.ready():
+            return False, "policy engine (OPA) is not ready"
+        return True, "ready"
+
+    async def stop(self) -> None:
+        """Stop serving, then stop OPA; safe to call twice."""
+        await self._stack.aclose()
+        self.telemetry.shutdown()
+
+
+async def run_forever(config: Config) -> None:
+    """Run the sidecar until SIGINT/SIGTERM, then shut down gracefully."""
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        _log.info("sidecar stopping")
+        await sidecar.stop()

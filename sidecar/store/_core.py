@@ -1,0 +1,401 @@
+"""The job store's logic, written once over a small transactional backend (SQLite or PostgreSQL).
+
+Every write that belongs to a worker is guarded by ``lease_owner = worker AND state = running``:
+a worker that lost its lease (it stalled past expiry and another worker took the job over)
+changes nothing, so a zombie can never overwrite a job someone else finished.
+"""
+
+# Statements are assembled only from this module's constant fragments; every value is bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from sidecar.errors import ConfigError, InvalidArgument, NotFound
+from sidecar.model.jobs import (
+    TERMINAL_STATES,
+    CopyProgress,
+    CopyResult,
+    DeferredWork,
+    Job,
+    JobSpec,
+    JobState,
+)
+from sidecar.store import _recovery as recovery
+from sidecar.store._protocols import Backend, Tx
+from sidecar.store._sql import (
+    JOB_COLUMNS,
+    READ_COLUMNS,
+    SCHEMA_VERSION,
+    job_from_row,
+    result_json,
+    schema_statements,
+    spec_params,
+    timestamp,
+)
+from sidecar.telemetry import get_logger
+
+__all__ = ["SqlJobStore"]
+
+_log = get_logger("sidecar.store")
+
+_COLS = ", ".join(JOB_COLUMNS)
+_READ = ", ".join(READ_COLUMNS)
+_KEY = "digest = ? AND destination_registry = ? AND destination_repository = ? AND tag = ?"
+_OWNED = "job_id = ? AND lease_owner = ? AND state = 'running'"
+_INSERT = (
+    f"INSERT INTO jobs ({_COLS}) VALUES ({', '.join('?' for _ in JOB_COLUMNS)}) "
+    "ON CONFLICT (digest, destination_registry, destination_repository, tag) DO NOTHING"
+)
+# A failed or skipped job is requeued with the new spec's details (a real run after a dry run
+# must copy), keeping its attempts; queued/running/succeeded/parked jobs are left as they are.
+_REQUEUE = (
+    "UPDATE jobs SET state = 'queued', source_registry = ?, source_repository = ?, priority = ?, "
+    "decision_id = ?, bundle_revision = ?, dry_run = ?, error = '', error_code = '', "
+    "bytes_done = 0, blobs_done = 0, not_before = ?, updated_at = ?, lease_owner = '', "
+    f"lease_expires = '' WHERE {_KEY} AND state IN ('failed', 'skipped')"
+)
+# A resync (the destination was checked and lacks the image) also requeues finished and parked
+# jobs, with a fresh attempt budget: the earlier success no longer holds.
+_RESYNC = (
+    "UPDATE jobs SET state = 'queued', attempts = 0, result = '', source_registry = ?, "
+    "source_repository = ?, priority = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, "
+    "error = '', error_code = '', bytes_done = 0, blobs_done = 0, not_before = ?, "
+    f"updated_at = ?, lease_owner = '', lease_expires = '' WHERE {_KEY} "
+    "AND state IN ('failed', 'skipped', 'succeeded', 'parked')"
+)
+_RELEASE = "lease_owner = '', lease_expires = ''"
+
+
+class SqlJobStore:
+    """The :class:`sidecar.typing.JobStore` implementation shared by both databases."""
+
+    def __init__(self, backend: Backend, *, description: str) -> None:
+        """Wrap ``backend``; connections open (and the schema is created) on first use."""
+        self._backend = backend
+        self._description = description
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._description})"
+
+    async def open(self) -> SqlJobStore:
+        """Connect and create or check the schema (idempotent); return ``self``."""
+        if self._opened:
+            return self
+        async with self._open_lock:
+            if not self._opened:
+                await self._backend.connect()
+                try:
+                    async with self._backend.transaction() as tx:
+                        await self._migrate(tx)
+                except BaseException:
+                    await self._backend.close()
+                    raise
+                self._opened = True
+        return self
+
+    async def _migrate(self, tx: Tx) -> None:
+        dialect = self._backend.dialect
+        if dialect.migrate_lock:
+            # Replicas starting together must not race on CREATE TABLE IF NOT EXISTS.
+            await tx.fetch(dialect.migrate_lock)
+        for statement in (*schema_statements(dialect), *recovery.RECOVERY_SCHEMA):
+            await tx.execute(statement)
+        rows = await tx.fetch("SELECT version FROM schema_version")
+        if not rows:
+            await tx.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+        elif int(rows[0][0]) > SCHEMA_VERSION:
+            raise ConfigError(
+                "replication.store",
+                f"job store schema version {rows[0][0]} is newer than this sidecar's "
+                f"{SCHEMA_VERSION}; upgrade the sidecar",
+                self._description,
+            )
+
+    def _tx(self) -> AbstractAsyncContextManager[Tx]:
+        return self._backend.transaction()
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Persist jobs (idempotent by digest and destination) and return them, existing or new."""
+        return await self._upsert(specs, _REQUEUE)
+
+    async def requeue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Like :meth:`enqueue`, but also requeue succeeded and parked jobs of these specs.
+
+        For destinations found lacking the image (reconcile): the earlier copy no longer holds.
+        """
+        return await self._upsert(specs, _RESYNC)
+
+    async def _upsert(self, specs: Sequence[JobSpec], requeue_sql: str) -> list[Job]:
+        await self.open()
+        now = timestamp()
+        jobs: list[Job] = []
+        async with self._tx() as tx:
+            for spec in specs:
+                key = [
+                    spec.digest,
+                    spec.destination_registry,
+                    spec.destination_repository,
+                    spec.tag,
+                ]
+                fresh = [str(uuid.uuid4()), *spec_params(spec), JobState.QUEUED.value]
+                fresh += [0, 0, 0, 0, 0, "", "", now, now, now]
+                await tx.execute(_INSERT, fresh)
+                await tx.execute(
+                    requeue_sql,
+                    [
+                        spec.source_registry,
+                        spec.source_repository,
+                        spec.priority,
+                        spec.decision_id,
+                        spec.bundle_revision,
+                        int(spec.dry_run),
+                        now,
+                        now,
+                        *key,
+                    ],
+                )
+                rows = await tx.fetch(f"SELECT {_READ} FROM jobs WHERE {_KEY}", key)
+                jobs.append(job_from_row(rows[0]))
+        return jobs
+
+    async def get(self, job_id: str) -> Job:
+        """Return one job; raise NotFound when unknown."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch(f"SELECT {_READ} FROM jobs WHERE job_id = ?", [job_id])
+        if not rows:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return job_from_row(rows[0])
+
+    async def list_jobs(self, *, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        """Return jobs, newest first, optionally only those in ``state``."""
+        await self.open()
+        where, params = ("WHERE state = ?", [state.value]) if state is not None else ("", [])
+        sql = f"SELECT {_READ} FROM jobs {where} ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        async with self._tx() as tx:
+            rows = await tx.fetch(sql, [*params, limit])
+        return [job_from_row(r) for r in rows]
+
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        lease_s: float,
+        limit: int = 1,
+        skip_registries: Collection[str] = (),
+    ) -> list[Job]:
+        """Lease up to ``limit`` runnable jobs, highest priority first, never one leased elsewhere.
+
+        Jobs whose destination is in ``skip_registries`` (at its concurrency limit) are left.
+        """
+        await self.open()
+        now = timestamp()
+        skip = sorted(skip_registries)
+        skip_sql = (
+            f"AND destination_registry NOT IN ({', '.join('?' for _ in skip)})" if skip else ""
+        )
+        sql = (
+            "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, "
+            "attempts = attempts + 1, updated_at = ? WHERE job_id IN (SELECT job_id FROM jobs "
+            "WHERE ((state = 'queued' AND not_before <= ?) OR "
+            f"(state = 'running' AND lease_expires <= ?)) {skip_sql} "
+            f"ORDER BY priority DESC, created_at, job_id LIMIT ? {self._backend.dialect.lock_clause})"
+            f" RETURNING {_READ}"
+        )
+        params = [worker_id, timestamp(plus_s=lease_s), now, now, now, *skip, limit]
+        async with self._tx() as tx:
+            rows = await tx.fetch(sql, params)
+        jobs = [job_from_row(r) for r in rows]
+        # RETURNING does not promise an order; callers rely on priority order.
+        jobs.sort(key=lambda j: (-j.spec.priority, j.created_at, j.job_id))
+        return jobs
+
+    async def _owned_update(
+        self, sets: str, params: Sequence[Any], job_id: str, worker: str
+    ) -> bool:
+        async with self._tx() as tx:
+            changed = await tx.execute(
+                f"UPDATE jobs SET {sets}, updated_at = ? WHERE {_OWNED}",
+                [*params, timestamp(), job_id, worker],
+            )
+        return changed == 1
+
+    async def heartbeat(self, job_id: str, worker_id: str, *, lease_s: float) -> bool:
+        """Extend a lease; return False when the lease was lost (another worker took the job)."""
+        await self.open()
+        return await self._owned_update(
+            "lease_expires = ?", [timestamp(plus_s=lease_s)], job_id, worker_id
+        )
+
+    async def progress(self, job_id: str, worker_id: str, progress: CopyProgress) -> None:
+        """Record progress of a running job (ignored when the lease was lost)."""
+        await self.open()
+        sets = "bytes_total = ?, bytes_done = ?, blobs_total = ?, blobs_done = ?"
+        values = [progress.bytes_total, progress.bytes_done]
+        values += [progress.blobs_total, progress.blobs_done]
+        if not await self._owned_update(sets, values, job_id, worker_id):
+            _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="progress")
+
+    async def finish(
+        self,
+        job_id: str,
+        worker_id: str,
+        state: JobState,
+        *,
+        error: str = "",
+        error_code: str = "",
+        result: CopyResult | None = None,
+    ) -> None:
+        """Record a terminal (or parked) state and release the lease (ignored when lost)."""
+        if state not in TERMINAL_STATES and state is not JobState.PARKED:
+            raise InvalidArgument("state", f"{state.value} is neither terminal nor parked")
+        await self.open()
+        sets = f"state = ?, error = ?, error_code = ?, result = ?, {_RELEASE}"
+        values = [state.value, error, error_code, result_json(result)]
+        if not await self._owned_update(sets, values, job_id, worker_id):
+            _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="finish")
+
+    async def retry_later(
+        self, job_id: str, worker_id: str, *, delay_s: float, error: str, error_code: str
+    ) -> None:
+        """Put a job back in the queue, runnable again after ``delay_s`` (ignored when lost)."""
+        await self.open()
+        sets = f"state = 'queued', not_before = ?, error = ?, error_code = ?, {_RELEASE}"
+        values = [timestamp(plus_s=max(0.0, delay_s)), error, error_code]
+        if not await self._owned_update(sets, values, job_id, worker_id):
+            _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="retry")
+
+    async def unpark(self, registry: str) -> int:
+        """Requeue every parked job for ``registry`` with fresh attempts; return how many."""
+        await self.open()
+        now = timestamp()
+        async with self._tx() as tx:
+            return await tx.execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, not_before = ?, updated_at = ?, "
+                f"{_RELEASE} WHERE destination_registry = ? AND state = 'parked'",
+                [now, now, registry],
+            )
+
+    async def park(self, registry: str, *, error: str) -> int:
+        """Park every queued job for ``registry`` (it is unavailable); return how many."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.park(tx, registry, error=error, now=timestamp())
+
+    async def requeue_parked(
+        self, registries: Collection[str], *, parked_for_s: float = 0.0
+    ) -> dict[str, int]:
+        """Requeue jobs parked at least ``parked_for_s`` whose source and destination are in
+        ``registries`` (healthy now); return how many per destination."""
+        await self.open()
+        before = timestamp(plus_s=-parked_for_s)
+        async with self._tx() as tx:
+            return await recovery.requeue_parked(
+                tx, registries, parked_before=before, now=timestamp()
+            )
+
+    async def defer(self, works: Sequence[DeferredWork]) -> None:
+        """Record deferred destinations durably (refreshing ones already pending)."""
+        if not works:
+            return
+        await self.open()
+        async with self._tx() as tx:
+            await recovery.defer(tx, works, now=timestamp())
+
+    async def pending_deferrals(
+        self, registries: Collection[str], *, limit: int = 1000
+    ) -> list[DeferredWork]:
+        """Return unresolved deferred work for ``registries``, highest priority first."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.pending_deferrals(tx, registries, limit=limit)
+
+    async def resolve_deferral(self, work: DeferredWork) -> bool:
+        """Mark ``work`` done unless it was deferred again since it was read."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.resolve_deferral(tx, work, now=timestamp())
+
+    async def placements(self, digest: str) -> list[tuple[str, str]]:
+        """Return (registry, repository) pairs a real copy of ``digest`` succeeded to."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.placements(tx, digest)
+
+    async def health_states(self) -> dict[str, bool]:
+        """Return the remembered health of every registry ever reached."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.health_states(tx)
+
+    async def record_health(self, registry: str, healthy: bool) -> None:
+        """Remember ``registry``'s probed health (restored when the sidecar restarts)."""
+        await self.open()
+        async with self._tx() as tx:
+            await recovery.record_health(tx, registry, healthy, now=timestamp())
+
+    async def record_event(self, event_id: str, payload: bytes) -> bool:
+        """Persist a webhook event; return False when the id was already recorded (duplicate)."""
+        await self.open()
+        async with self._tx() as tx:
+            inserted = await tx.execute(
+                "INSERT INTO events (event_id, payload, received_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                [event_id, payload, timestamp()],
+            )
+        return inserted == 1
+
+    async def pending_events(self, limit: int = 100) -> list[tuple[str, bytes]]:
+        """Return recorded events not yet completed, oldest first."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                "SELECT event_id, payload FROM events WHERE completed_at = '' "
+                "ORDER BY received_at, event_id LIMIT ?",
+                [limit],
+            )
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    async def complete_event(self, event_id: str) -> None:
+        """Mark an event processed (its jobs or pull counts are persisted)."""
+        await self.open()
+        async with self._tx() as tx:
+            await tx.execute(
+                "UPDATE events SET completed_at = ? WHERE event_id = ? AND completed_at = ''",
+                [timestamp(), event_id],
+            )
+
+    async def add_pulls(self, repository: str, region: str, count: int = 1) -> None:
+        """Add pulls of ``repository`` served in ``region``."""
+        await self.open()
+        async with self._tx() as tx:
+            await tx.execute(
+                "INSERT INTO pulls (repository, region, pulls_count) VALUES (?, ?, ?) "
+                "ON CONFLICT (repository, region) DO UPDATE "
+                "SET pulls_count = pulls.pulls_count + excluded.pulls_count",
+                [repository, region, count],
+            )
+
+    async def pulls(self, repository: str) -> dict[str, int]:
+        """Return pull counts of ``repository`` by region."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                "SELECT region, pulls_count FROM pulls WHERE repository = ?", [repository]
+            )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def close(self) -> None:
+        """Close connections."""
+        async with self._open_lock:
+            if self._opened:
+                self._opened = False
+                await self._backend.close()
