@@ -21,7 +21,7 @@ from sidecar.config import OpaSettings
 from sidecar.errors import PolicyError, PolicyUnavailable
 from sidecar.model.decision import EngineAnswer
 from sidecar.policy.breaker import CircuitBreaker
-from sidecar.telemetry import Metrics
+from sidecar.telemetry import ATTR_OPA_ATTEMPTS, Metrics
 from sidecar.typing import PolicyEngine
 
 __all__ = ["ResilientEngine", "RetryPolicy", "resilient_engine"]
@@ -99,7 +99,7 @@ class ResilientEngine:
                 raise
             else:
                 self.breaker.record_success()
-                span.set_attribute("opa.attempts", attempt)
+                span.set_attribute(ATTR_OPA_ATTEMPTS, attempt)
                 return answer
             if attempt >= self.retry.attempts:
                 break
@@ -110,7 +110,7 @@ class ResilientEngine:
                 "opa retry", {"attempt": attempt, "delay_s": delay, "error": last.message}
             )
             await self._sleep(delay)
-        span.set_attribute("opa.attempts", attempt)
+        span.set_attribute(ATTR_OPA_ATTEMPTS, attempt)
         if last is None:  # unreachable: attempts >= 1 and every attempt that ends here sets it
             raise PolicyUnavailable("OPA was not asked")
         raise PolicyUnavailable(f"{last.message} (gave up after {attempt} attempt(s))") from last

@@ -4,16 +4,21 @@ One decision produces this tree (all spans of one trace)::
 
     policy.decide            SERVER span, one per decision (continues an incoming traceparent)
     ├── policy.enrich        building the policy input (registry facts, scan facts, usage)
-    └── opa.query            CLIENT span, the REST call to OPA
+    ├── opa.query            CLIENT span, the REST call to OPA
+    └── policy.fallback      only when OPA was unavailable and the fail mode answered
 
 ``policy.decide`` attributes:
     policy.decision_id (str), policy.bundle_revision (str), policy.allow (bool),
     policy.route_count / policy.denied_count / policy.deferred_count (int), policy.priority (int),
     policy.degraded (bool), policy.event (str), image.ref (str), caller.subject (str),
-    error.code (str, an ``errors.ErrorCode`` value; only when the decision failed).
+    error.code (str, an ``errors.ErrorCode`` value; only when the decision failed),
+    policy.fail_mode (str; only on a degraded decision).
+
+``policy.fallback`` attributes:
+    policy.fail_mode (str), policy.fallback.result (str: how the fail mode answered).
 
 ``opa.query`` attributes:
-    opa.url (str), opa.eval_ns (int), opa.bundle_revision (str).
+    opa.url (str), opa.eval_ns (int), opa.bundle_revision (str), opa.attempts (int).
 
 The names are a contract with dashboards and Jaeger searches: change them only together with
 deploy/observability/README.md.
@@ -32,7 +37,10 @@ __all__ = [
     "ATTR_DENIED_COUNT",
     "ATTR_ERROR_CODE",
     "ATTR_EVENT",
+    "ATTR_FAIL_MODE",
+    "ATTR_FALLBACK_RESULT",
     "ATTR_IMAGE_REF",
+    "ATTR_OPA_ATTEMPTS",
     "ATTR_OPA_BUNDLE_REVISION",
     "ATTR_OPA_EVAL_NS",
     "ATTR_OPA_URL",
@@ -41,12 +49,14 @@ __all__ = [
     "ATTR_ROUTE_COUNT",
     "SPAN_DECIDE",
     "SPAN_ENRICH",
+    "SPAN_FALLBACK",
     "SPAN_OPA_QUERY",
 ]
 
 SPAN_DECIDE: Final = "policy.decide"
 SPAN_ENRICH: Final = "policy.enrich"
 SPAN_OPA_QUERY: Final = "opa.query"
+SPAN_FALLBACK: Final = "policy.fallback"
 
 ATTR_DECISION_ID: Final = "policy.decision_id"
 ATTR_BUNDLE_REVISION: Final = "policy.bundle_revision"
@@ -60,7 +70,10 @@ ATTR_EVENT: Final = "policy.event"
 ATTR_IMAGE_REF: Final = "image.ref"
 ATTR_CALLER_SUBJECT: Final = "caller.subject"
 ATTR_ERROR_CODE: Final = "error.code"
+ATTR_FAIL_MODE: Final = "policy.fail_mode"
+ATTR_FALLBACK_RESULT: Final = "policy.fallback.result"
 
 ATTR_OPA_URL: Final = "opa.url"
 ATTR_OPA_EVAL_NS: Final = "opa.eval_ns"
 ATTR_OPA_BUNDLE_REVISION: Final = "opa.bundle_revision"
+ATTR_OPA_ATTEMPTS: Final = "opa.attempts"
