@@ -18,34 +18,10 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from sidecar.errors import PolicyError, PolicyUnavailable, SidecarError
-from sidecar.fallback.modes import Fallback
+from sidecar.fallback import Fallback
 from sidecar.model.decision import DecideRequest, Decision, DecisionResult, PolicyInput
 from sidecar.records import DecisionRecord
-from sidecar.telemetry import (
-    ATTR_BUNDLE_REVISION,
-    ATTR_CALLER_SUBJECT,
-    ATTR_DECISION_ID,
-    ATTR_DEFERRED_COUNT,
-    ATTR_DEGRADED,
-    ATTR_DENIED_COUNT,
-    ATTR_ERROR_CODE,
-    ATTR_EVENT,
-    ATTR_FAIL_MODE,
-    ATTR_FALLBACK_RESULT,
-    ATTR_IMAGE_REF,
-    ATTR_OPA_BUNDLE_REVISION,
-    ATTR_OPA_EVAL_NS,
-    ATTR_OPA_URL,
-    ATTR_POLICY_ALLOW,
-    ATTR_PRIORITY,
-    ATTR_ROUTE_COUNT,
-    SPAN_DECIDE,
-    SPAN_ENRICH,
-    SPAN_FALLBACK,
-    SPAN_OPA_QUERY,
-    Telemetry,
-    get_logger,
-)
+from sidecar.telemetry import Telemetry, get_logger, names
 from sidecar.typing import DecisionStore, Enricher, PolicyEngine
 
 __all__ = ["DecisionService"]
@@ -95,16 +71,16 @@ class DecisionService:
         started = time.perf_counter()
         decision_id = uuid.uuid4().hex
         with tracer.start_as_current_span(
-            SPAN_DECIDE, context=parent, kind=trace.SpanKind.SERVER
+            names.SPAN_DECIDE, context=parent, kind=trace.SpanKind.SERVER
         ) as span:
             trace_id = format(span.get_span_context().trace_id, "032x")
-            span.set_attribute(ATTR_DECISION_ID, decision_id)
-            span.set_attribute(ATTR_IMAGE_REF, str(request.image))
-            span.set_attribute(ATTR_EVENT, request.event)
-            span.set_attribute(ATTR_CALLER_SUBJECT, request.caller.subject)
+            span.set_attribute(names.ATTR_DECISION_ID, decision_id)
+            span.set_attribute(names.ATTR_IMAGE_REF, str(request.image))
+            span.set_attribute(names.ATTR_EVENT, request.event)
+            span.set_attribute(names.ATTR_CALLER_SUBJECT, request.caller.subject)
             try:
                 self._validate(request)
-                with tracer.start_as_current_span(SPAN_ENRICH):
+                with tracer.start_as_current_span(names.SPAN_ENRICH):
                     policy_input = await self._enricher.enrich(request)
                 doc = policy_input.to_json()
                 try:
@@ -123,7 +99,7 @@ class DecisionService:
                 elapsed = time.perf_counter() - started
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
-                span.set_attribute(ATTR_ERROR_CODE, exc.code.value)
+                span.set_attribute(names.ATTR_ERROR_CODE, exc.code.value)
                 metrics.observe_decision("error", False, elapsed)
                 _log.warning(
                     "decision failed",
@@ -144,13 +120,13 @@ class DecisionService:
                 input=policy_input,
                 decided_at=_utc_now(),
             )
-            span.set_attribute(ATTR_BUNDLE_REVISION, revision)
-            span.set_attribute(ATTR_POLICY_ALLOW, decision.allow)
-            span.set_attribute(ATTR_PRIORITY, decision.priority)
-            span.set_attribute(ATTR_ROUTE_COUNT, len(decision.routes))
-            span.set_attribute(ATTR_DENIED_COUNT, len(decision.denied))
-            span.set_attribute(ATTR_DEFERRED_COUNT, len(decision.deferred))
-            span.set_attribute(ATTR_DEGRADED, degraded)
+            span.set_attribute(names.ATTR_BUNDLE_REVISION, revision)
+            span.set_attribute(names.ATTR_POLICY_ALLOW, decision.allow)
+            span.set_attribute(names.ATTR_PRIORITY, decision.priority)
+            span.set_attribute(names.ATTR_ROUTE_COUNT, len(decision.routes))
+            span.set_attribute(names.ATTR_DENIED_COUNT, len(decision.denied))
+            span.set_attribute(names.ATTR_DEFERRED_COUNT, len(decision.deferred))
+            span.set_attribute(names.ATTR_DEGRADED, degraded)
         self._records.put(result)
         elapsed = time.perf_counter() - started
         metrics.observe_decision("allow" if decision.allow else "deny", degraded, elapsed)
@@ -180,13 +156,13 @@ class DecisionService:
         if self._fallback is None:  # decide() checks first; kept for type narrowing
             raise error
         mode = self._fallback.mode
-        with self._telemetry.tracer.start_as_current_span(SPAN_FALLBACK) as fb_span:
+        with self._telemetry.tracer.start_as_current_span(names.SPAN_FALLBACK) as fb_span:
             decision, revision, how = self._fallback.decide(policy_input, self._last_revision)
-            fb_span.set_attribute(ATTR_FAIL_MODE, mode)
-            fb_span.set_attribute(ATTR_FALLBACK_RESULT, how)
+            fb_span.set_attribute(names.ATTR_FAIL_MODE, mode)
+            fb_span.set_attribute(names.ATTR_FALLBACK_RESULT, how)
         self._telemetry.metrics.observe_fallback(mode)
-        span.set_attribute(ATTR_DEGRADED, True)
-        span.set_attribute(ATTR_FAIL_MODE, mode)
+        span.set_attribute(names.ATTR_DEGRADED, True)
+        span.set_attribute(names.ATTR_FAIL_MODE, mode)
         span.add_event("policy unavailable; fail mode answered", {"error": error.message})
         _log.warning(
             "decision degraded: OPA unavailable, answered by the fail mode",
@@ -211,8 +187,8 @@ class DecisionService:
     async def _query(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, int]:
         tracer = self._telemetry.tracer
         metrics = self._telemetry.metrics
-        with tracer.start_as_current_span(SPAN_OPA_QUERY, kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute(ATTR_OPA_URL, self._engine_url)
+        with tracer.start_as_current_span(names.SPAN_OPA_QUERY, kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute(names.ATTR_OPA_URL, self._engine_url)
             started = time.perf_counter()
             try:
                 answer = await self._engine.evaluate(doc)
@@ -222,8 +198,8 @@ class DecisionService:
                 raise
             finally:
                 metrics.observe_opa_query(time.perf_counter() - started)
-            span.set_attribute(ATTR_OPA_BUNDLE_REVISION, answer.bundle_revision)
-            span.set_attribute(ATTR_OPA_EVAL_NS, answer.eval_ns)
+            span.set_attribute(names.ATTR_OPA_BUNDLE_REVISION, answer.bundle_revision)
+            span.set_attribute(names.ATTR_OPA_EVAL_NS, answer.eval_ns)
         metrics.set_active_revision(answer.bundle_revision)
         return answer.result, answer.bundle_revision, answer.eval_ns
 

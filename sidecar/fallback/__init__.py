@@ -1,43 +1,12 @@
-"""Fail modes (DESIGN §6): closed, last-known and the native legacy rules, used while OPA is away."""
+"""Fail modes (DESIGN §6): closed, last-known and the native legacy rules, used while OPA is away.
+
+* :mod:`sidecar.fallback.modes` — :class:`Fallback`, the answer of the configured fail mode.
+* :mod:`sidecar.fallback.legacy` — Freightliner rules as bundle data, and their native matching.
+"""
 
 from __future__ import annotations
 
-from sidecar.fallback.legacy import (
-    LegacyRule,
-    convert_rules,
-    glob_regex,
-    legacy_rules_data,
-    match_rule,
-    pattern_matches,
-    substitute,
-)
-from sidecar.fallback.modes import (
-    POLICY_UNAVAILABLE,
-    FailMode,
-    Fallback,
-    FallbackData,
-    LastKnownCache,
-    closed_decision,
-    facts_key,
-    legacy_decision,
-    load_fallback_data,
-)
+from sidecar.fallback.legacy import legacy_rules_data
+from sidecar.fallback.modes import FailMode, Fallback
 
-__all__ = [
-    "POLICY_UNAVAILABLE",
-    "FailMode",
-    "Fallback",
-    "FallbackData",
-    "LastKnownCache",
-    "LegacyRule",
-    "closed_decision",
-    "convert_rules",
-    "facts_key",
-    "glob_regex",
-    "legacy_decision",
-    "legacy_rules_data",
-    "load_fallback_data",
-    "match_rule",
-    "pattern_matches",
-    "substitute",
-]
+__all__ = ["FailMode", "Fallback", "legacy_rules_data"]

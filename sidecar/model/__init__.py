@@ -1,63 +1,6 @@
-"""The records the sidecar passes around: the policy contract (decision) and replication jobs (jobs)."""
+"""The records the sidecar passes around, frozen dataclasses with no behaviour beyond (de)serialising.
 
-from __future__ import annotations
-
-from sidecar.model.decision import (
-    EVENTS,
-    Action,
-    Caller,
-    DecideRequest,
-    Decision,
-    DecisionResult,
-    Deferral,
-    Denial,
-    EngineAnswer,
-    ImageFacts,
-    ImageRef,
-    PolicyInput,
-    Reason,
-    RegistryFacts,
-    Route,
-    ScanFacts,
-    TenantUsage,
-)
-from sidecar.model.jobs import (
-    TERMINAL_STATES,
-    CopyPlan,
-    CopyProgress,
-    CopyResult,
-    DeferredWork,
-    Job,
-    JobSpec,
-    JobState,
-    ProgressCallback,
-)
-
-__all__ = [
-    "EVENTS",
-    "TERMINAL_STATES",
-    "Action",
-    "Caller",
-    "CopyPlan",
-    "CopyProgress",
-    "CopyResult",
-    "DecideRequest",
-    "Decision",
-    "DecisionResult",
-    "Deferral",
-    "DeferredWork",
-    "Denial",
-    "EngineAnswer",
-    "ImageFacts",
-    "ImageRef",
-    "Job",
-    "JobSpec",
-    "JobState",
-    "PolicyInput",
-    "ProgressCallback",
-    "Reason",
-    "RegistryFacts",
-    "Route",
-    "ScanFacts",
-    "TenantUsage",
-]
+* :mod:`sidecar.model.decision` — the policy contract (DESIGN §3): requests, the policy input the
+  sidecar builds and the decision OPA returns.
+* :mod:`sidecar.model.jobs` — replication jobs, copy plans, progress and deferred work.
+"""

@@ -1,6 +1,6 @@
 """Telemetry of the sidecar: OpenTelemetry traces (OTLP), Prometheus metrics and JSON logs.
 
-Span names and attribute keys are documented in :mod:`sidecar.telemetry._names`; wiring to
+Span names and attribute keys are documented in :mod:`sidecar.telemetry.names`; wiring to
 Jaeger and Prometheus in deploy/observability/README.md.
 """
 
@@ -19,7 +19,9 @@ from sidecar.telemetry._logging import (
     snapshot_logging,
 )
 from sidecar.telemetry._metrics import LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Outcome
-from sidecar.telemetry._names import (
+from sidecar.telemetry._telemetry import Telemetry
+from sidecar.telemetry._tracing import extract_context, inject_metadata, span_id_hex, trace_id_hex
+from sidecar.telemetry.names import (
     ATTR_BUNDLE_REVISION,
     ATTR_CALLER_SUBJECT,
     ATTR_DECISION_ID,
@@ -43,8 +45,6 @@ from sidecar.telemetry._names import (
     SPAN_FALLBACK,
     SPAN_OPA_QUERY,
 )
-from sidecar.telemetry._telemetry import Telemetry
-from sidecar.telemetry._tracing import extract_context, inject_metadata, span_id_hex, trace_id_hex
 
 __all__ = [
     "ATTR_BUNDLE_REVISION",

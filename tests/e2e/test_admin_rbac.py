@@ -25,7 +25,12 @@ from tests.support.admin import (
 )
 from tests.support.sidecar import RunningSidecar, running_sidecar
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+# clock: decisions here use the sidecar's wall clock (scan ages, token expiry)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.clock,
+]
 
 ACTIONS = ("ListRevisions", "GetAuditLog", "ValidateBundle", "PublishBundle", "Rollback")
 # What data/system/roles/data.json grants; the tenant admin asks without a tenant scope here.

@@ -15,6 +15,9 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
+# clock: every case pins `now`; the year-ahead run proves no case depends on today's date
+pytestmark = pytest.mark.clock
+
 CASES_DIR = Path(__file__).resolve().parents[1] / "cases"
 
 

@@ -14,6 +14,9 @@ import yaml
 
 from tests.support.compat import COMPAT_FILES, compat_dir
 
+# clock: decisions here use the sidecar's wall clock (scan ages, token expiry)
+pytestmark = pytest.mark.clock
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES_CONFIG = ROOT / "tests" / "cases" / "sidecar.yaml"
 COMPAT = compat_dir()

@@ -23,7 +23,8 @@ from tests.support.fleet import Fleet, registry_fleet, restarted
 from tests.support.images import push_image, push_manifest, scanned_labels
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
-pytestmark = pytest.mark.timeout(300)
+# clock: decisions here use the sidecar's wall clock (scan ages, token expiry)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
 
 # Probes every 0.2 s; two failures fail a registry over, two successes bring it back.
 HEALTH = {

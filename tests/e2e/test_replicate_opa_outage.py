@@ -29,7 +29,8 @@ from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, scanned_labels
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
-pytestmark = pytest.mark.timeout(300)
+# clock: decisions here use the sidecar's wall clock (scan ages, token expiry)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
 
 _SETTLE_S = 90.0
 

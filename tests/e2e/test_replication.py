@@ -28,7 +28,8 @@ from tests.support.images import (
 )
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
-pytestmark = pytest.mark.timeout(300)
+# clock: decisions here use the sidecar's wall clock (scan ages, token expiry)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
 
 
 @dataclass(frozen=True)
