@@ -48,7 +48,7 @@ from sidecar.webhooks import WebhookServer
 
 __all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
 
-_log = get_logger("sidecar.app.sidecar")
+_log = get_logger("sidecar.app")
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,7 @@ def test_default_stream_is_the_current_stderr(capsys: pytest.CaptureFixture[str]
 def test_console_format_is_human_readable() -> None:
     out = io.StringIO()
     configure_logging("info", "console", stream=out)
-    get_logger("sidecar.app.sidecar").info("sidecar ready", grpc_port=50051)
+    get_logger("sidecar.app").info("sidecar ready", grpc_port=50051)
     text = out.getvalue()
     assert "sidecar ready" in text
     assert "grpc_port=50051" in text
