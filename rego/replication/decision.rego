@@ -17,6 +17,7 @@ import data.replication.customers
 import data.replication.dr
 import data.replication.environment
 import data.replication.legacy
+import data.replication.lib
 import data.replication.placement
 import data.replication.priority
 import data.replication.ruleset
@@ -58,10 +59,6 @@ _owners := {
 	"TENANT_ISOLATION": "replication.tenancy",
 }
 
-default _source := ""
-
-_source := input.image.registry
-
 default _repository := ""
 
 _repository := input.image.repository
@@ -74,7 +71,7 @@ _tag := input.image.tag
 _others[registry.name] := registry if {
 	some registry in input.registries
 	is_string(registry.name)
-	registry.name != _source
+	registry.name != lib.source
 }
 
 _denials := ((((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny) | customers.deny

@@ -11,10 +11,7 @@ package replication.dr
 
 import rego.v1
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
+import data.replication.lib
 
 # Registry health defaults to healthy: only an explicit false marks a registry unavailable.
 # METADATA
@@ -47,6 +44,6 @@ failover contains registry.name if {
 # description: One SECONDARY_STANDBY denial per secondary whose primary is healthy or unknown.
 deny contains {"registry": name, "code": "SECONDARY_STANDBY"} if {
 	some name in secondaries
-	name != _source
+	name != lib.source
 	not name in failover
 }
