@@ -13,6 +13,10 @@ import rego.v1
 
 import data.replication.lib
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"NOT_GDPR": "compliance-required image may only go to GDPR registries"}
+
 default _label := "compliance-required"
 
 _label := data.replication.settings.compliance.label

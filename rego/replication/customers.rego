@@ -15,6 +15,10 @@ import rego.v1
 
 import data.replication.lib
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"CUSTOMER_NOT_ALLOWED": "registry accepts only images of its allowlisted customers"}
+
 _label := "customer-id"
 
 default _allowlist := {}

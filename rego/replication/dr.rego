@@ -13,6 +13,14 @@ import rego.v1
 
 import data.replication.lib
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {
+	"FAILOVER_SECONDARY": "primary registry is unhealthy; its secondary receives the image",
+	"REGISTRY_UNAVAILABLE": "registry is unhealthy; replication deferred until it recovers",
+	"SECONDARY_STANDBY": "secondary registry stands by while its primary is healthy",
+}
+
 # Registry health defaults to healthy: only an explicit false marks a registry unavailable.
 # METADATA
 # description: Names of the inventory registries that are unhealthy right now.

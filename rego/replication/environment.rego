@@ -14,6 +14,10 @@ import rego.v1
 import data.replication.legacy
 import data.replication.lib
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"ENV_MISMATCH": "registry environment differs from the image's environment"}
+
 # Safe defaults: a bundle without settings still routes like the documented defaults.
 _default_patterns := [
 	{"pattern": "prod-*", "environment": "prod"},

@@ -130,3 +130,8 @@ denied_by[code] contains id if {
 	some entry in object.get(_by_id[id], "deny", [])
 	code := object.get(entry, "code", "RULE_DENIED")
 }
+
+# Rule denial codes are the rules' own (RULE_DENIED by default), so the message names the rules.
+# METADATA
+# description: The message of a rule denial code, naming the active rules that used it.
+message(code) := sprintf("denied by explicit rule %s", [concat(", ", sort(denied_by[code]))])

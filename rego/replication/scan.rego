@@ -13,6 +13,14 @@ import rego.v1
 
 import data.replication.lib
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {
+	"SCAN_EXPIRED": "security scan is older than the maximum scan age",
+	"SCAN_FAILED": "security scan failed or found critical vulnerabilities",
+	"SCAN_MISSING": "image has no security scan",
+}
+
 default _settings := {}
 
 _settings := data.replication.settings.scan

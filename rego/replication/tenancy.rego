@@ -14,6 +14,14 @@ import rego.v1
 import data.replication.lib
 import data.replication.ruleset
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {
+	"CROSS_TENANT": "the caller acts for a different tenant than the image's",
+	"QUOTA_EXCEEDED": "tenant storage exceeds its limit; cleanup scheduled",
+	"TENANT_ISOLATION": "registry is dedicated to other tenants",
+}
+
 _default_retention := {"keep_last": 10, "older_than_days": 30}
 
 default _settings_retention := {}
