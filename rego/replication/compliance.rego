@@ -11,18 +11,19 @@ package replication.compliance
 
 import rego.v1
 
+import data.replication.lib
+
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"NOT_GDPR": "compliance-required image may only go to GDPR registries"}
+
 default _label := "compliance-required"
 
 _label := data.replication.settings.compliance.label
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
-
 # METADATA
 # description: True when the image carries the compliance label set to "true".
-restricted if input.image.labels[_label] == "true"
+restricted if lib.labels[_label] == "true"
 
 _gdpr(registry) if registry.gdpr == true
 
@@ -30,8 +31,7 @@ _gdpr(registry) if registry.gdpr == true
 # description: One NOT_GDPR denial per non-GDPR registry of a restricted image.
 deny contains {"registry": registry.name, "code": "NOT_GDPR"} if {
 	restricted
-	some registry in input.registries
-	registry.name != _source
+	some registry in lib.destinations
 	not _gdpr(registry)
 }
 
@@ -39,7 +39,6 @@ deny contains {"registry": registry.name, "code": "NOT_GDPR"} if {
 # description: GDPR registries a restricted image must keep, whatever the cost.
 required contains registry.name if {
 	restricted
-	some registry in input.registries
-	registry.name != _source
+	some registry in lib.destinations
 	_gdpr(registry)
 }

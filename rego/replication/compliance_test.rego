@@ -65,3 +65,9 @@ test_source_is_never_denied_nor_required if {
 	denied := {d.registry | some d in compliance.deny with input as _restricted}
 	not "ci" in denied
 }
+
+test_denial_codes_are_declared_with_messages if {
+	denials := compliance.deny with input as _restricted
+	count(denials) > 0
+	every denial in denials { compliance.reasons[denial.code] != "" }
+}

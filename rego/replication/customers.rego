@@ -13,6 +13,12 @@ package replication.customers
 
 import rego.v1
 
+import data.replication.lib
+
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"CUSTOMER_NOT_ALLOWED": "registry accepts only images of its allowlisted customers"}
+
 _label := "customer-id"
 
 default _allowlist := {}
@@ -28,15 +34,10 @@ _restricted[name] := ids if {
 	is_array(ids)
 }
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
-
 default _customer := null
 
 _customer := id if {
-	id := input.image.labels[_label]
+	id := lib.labels[_label]
 	is_string(id)
 	id != ""
 }
@@ -49,8 +50,7 @@ _allowed(registry_name) if {
 # METADATA
 # description: One CUSTOMER_NOT_ALLOWED denial per allowlisted registry the image's customer is not on.
 deny contains {"registry": registry.name, "code": "CUSTOMER_NOT_ALLOWED"} if {
-	some registry in input.registries
-	registry.name != _source
+	some registry in lib.destinations
 	_restricted[registry.name]
 	not _allowed(registry.name)
 }

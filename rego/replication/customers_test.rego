@@ -46,3 +46,9 @@ test_malformed_allowlist_is_ignored if {
 	count(customers.deny) == 0 with input as _customer_image("cust-z")
 		with data.sensitive as {"customers": {"allowlist": {"prod-us": "cust-z"}}}
 }
+
+test_denial_codes_are_declared_with_messages if {
+	denials := customers.deny with input as _customer_image("cust-z") with data.sensitive as _allowlist
+	count(denials) > 0
+	every denial in denials { customers.reasons[denial.code] != "" }
+}

@@ -17,50 +17,31 @@ import data.replication.customers
 import data.replication.dr
 import data.replication.environment
 import data.replication.legacy
+import data.replication.lib
 import data.replication.placement
 import data.replication.priority
 import data.replication.ruleset
 import data.replication.scan
 import data.replication.tenancy
 
-_messages := {
-	"COST_CONSOLIDATED": "estimated replication cost exceeds the threshold; routes consolidated",
-	"CROSS_TENANT": "the caller acts for a different tenant than the image's",
-	"CUSTOMER_NOT_ALLOWED": "registry accepts only images of its allowlisted customers",
-	"ENV_MISMATCH": "registry environment differs from the image's environment",
-	"FAILOVER_SECONDARY": "primary registry is unhealthy; its secondary receives the image",
-	"LEGACY_RULE": "routed by a legacy Freightliner replication rule",
-	"NOT_GDPR": "compliance-required image may only go to GDPR registries",
-	"QUOTA_EXCEEDED": "tenant storage exceeds its limit; cleanup scheduled",
-	"REGISTRY_UNAVAILABLE": "registry is unhealthy; replication deferred until it recovers",
-	"SCAN_EXPIRED": "security scan is older than the maximum scan age",
-	"SCAN_FAILED": "security scan failed or found critical vulnerabilities",
-	"SCAN_MISSING": "image has no security scan",
-	"SECONDARY_STANDBY": "secondary registry stands by while its primary is healthy",
-	"TENANT_ISOLATION": "registry is dedicated to other tenants",
+# The reason codes each concern package owns (with their messages), by policy id. Any other code
+# is an explicit rule's denial code: replication.rules.
+_reasons_by_policy := {
+	"replication.compliance": compliance.reasons,
+	"replication.customers": customers.reasons,
+	"replication.dr": dr.reasons,
+	"replication.environment": environment.reasons,
+	"replication.legacy": legacy.reasons,
+	"replication.placement": placement.reasons,
+	"replication.scan": scan.reasons,
+	"replication.tenancy": tenancy.reasons,
 }
 
-# Which package a code comes from; any other code is an explicit rule's denial code.
-_owners := {
-	"COST_CONSOLIDATED": "replication.placement",
-	"CROSS_TENANT": "replication.tenancy",
-	"CUSTOMER_NOT_ALLOWED": "replication.customers",
-	"ENV_MISMATCH": "replication.environment",
-	"FAILOVER_SECONDARY": "replication.dr",
-	"LEGACY_RULE": "replication.legacy",
-	"NOT_GDPR": "replication.compliance",
-	"QUOTA_EXCEEDED": "replication.tenancy",
-	"REGISTRY_UNAVAILABLE": "replication.dr",
-	"SCAN_EXPIRED": "replication.scan",
-	"SCAN_FAILED": "replication.scan",
-	"SCAN_MISSING": "replication.scan",
-	"SECONDARY_STANDBY": "replication.dr",
-	"TENANT_ISOLATION": "replication.tenancy",
+# Which package a code comes from (a code belongs to one package only).
+_owners[code] := id if {
+	some id, reasons in _reasons_by_policy
+	some code, _ in reasons
 }
-
-default _source := ""
-
-_source := input.image.registry
 
 default _repository := ""
 
@@ -74,7 +55,7 @@ _tag := input.image.tag
 _others[registry.name] := registry if {
 	some registry in input.registries
 	is_string(registry.name)
-	registry.name != _source
+	registry.name != lib.source
 }
 
 _denials := ((((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny) | customers.deny
@@ -168,8 +149,8 @@ _used_codes contains "QUOTA_EXCEEDED" if count(_actions) > 0
 _used_codes contains code if some code in _blocking
 
 _message(code) := message if {
-	message := _messages[code]
-} else := sprintf("denied by explicit rule %s", [concat(", ", sort(ruleset.denied_by[code]))])
+	message := _reasons_by_policy[_owners[code]][code]
+} else := ruleset.message(code)
 
 _reasons := [{"code": code, "message": _message(code)} | some code in sort(_used_codes)]
 

@@ -3,7 +3,15 @@ package replication_test
 import rego.v1
 
 import data.replication
+import data.replication.compliance
+import data.replication.customers
+import data.replication.dr
+import data.replication.environment
 import data.replication.fixtures_test as fx
+import data.replication.legacy
+import data.replication.placement
+import data.replication.scan
+import data.replication.tenancy
 
 _names(list) := [entry.registry | some entry in list]
 
@@ -262,4 +270,31 @@ test_customer_allowlist_routes_its_customer if {
 	decision := replication.decision with input as image with data.sensitive as _customer_allowlist
 	_names(decision.routes) == ["prod-us", "prod-eu", "prod-ap"]
 	not "CUSTOMER_NOT_ALLOWED" in _codes(decision)
+}
+
+# Each concern package declares the codes it emits; a code belongs to exactly one package.
+test_each_package_owns_its_reason_codes if {
+	object.keys(compliance.reasons) == {"NOT_GDPR"}
+	object.keys(customers.reasons) == {"CUSTOMER_NOT_ALLOWED"}
+	object.keys(dr.reasons) == {"FAILOVER_SECONDARY", "REGISTRY_UNAVAILABLE", "SECONDARY_STANDBY"}
+	object.keys(environment.reasons) == {"ENV_MISMATCH"}
+	object.keys(legacy.reasons) == {"LEGACY_RULE"}
+	object.keys(placement.reasons) == {"COST_CONSOLIDATED"}
+	object.keys(scan.reasons) == {"SCAN_EXPIRED", "SCAN_FAILED", "SCAN_MISSING"}
+	object.keys(tenancy.reasons) == {"CROSS_TENANT", "QUOTA_EXCEEDED", "TENANT_ISOLATION"}
+}
+
+test_decision_messages_come_from_the_owning_package if {
+	decision := replication.decision with input as fx.image({"tag": "dev-1", "scan": null})
+	{"code": "ENV_MISMATCH", "message": environment.reasons.ENV_MISMATCH} in decision.reasons
+	{"code": "SECONDARY_STANDBY", "message": dr.reasons.SECONDARY_STANDBY} in decision.reasons
+}
+
+test_rule_denial_with_a_package_code_reads_like_the_package if {
+	rules := [{"id": "gdpr-only", "deny": [{"registry": "prod-us", "code": "NOT_GDPR"}]}]
+	decision := replication.decision with input as fx.base with data.replication.rules as rules
+	_denied(decision)["prod-us"] == ["NOT_GDPR"]
+	{"code": "NOT_GDPR", "message": compliance.reasons.NOT_GDPR} in decision.reasons
+	"replication.compliance" in decision.policies
+	"replication.rules" in decision.policies
 }

@@ -11,10 +11,15 @@ package replication.dr
 
 import rego.v1
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
+import data.replication.lib
 
-_source := input.image.registry
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {
+	"FAILOVER_SECONDARY": "primary registry is unhealthy; its secondary receives the image",
+	"REGISTRY_UNAVAILABLE": "registry is unhealthy; replication deferred until it recovers",
+	"SECONDARY_STANDBY": "secondary registry stands by while its primary is healthy",
+}
 
 # Registry health defaults to healthy: only an explicit false marks a registry unavailable.
 # METADATA
@@ -47,6 +52,6 @@ failover contains registry.name if {
 # description: One SECONDARY_STANDBY denial per secondary whose primary is healthy or unknown.
 deny contains {"registry": name, "code": "SECONDARY_STANDBY"} if {
 	some name in secondaries
-	name != _source
+	name != lib.source
 	not name in failover
 }

@@ -54,3 +54,11 @@ test_unhealthy_other_registry_does_not_trigger_failover if {
 test_source_secondary_is_never_denied if {
 	count(dr.deny) == 0 with input as fx.image({"registry": "prod-eu-dr"})
 }
+
+test_reason_codes_are_declared_with_messages if {
+	dr.reasons.FAILOVER_SECONDARY != ""
+	dr.reasons.REGISTRY_UNAVAILABLE != ""
+	denials := dr.deny with input as fx.base
+	count(denials) > 0
+	every denial in denials { dr.reasons[denial.code] != "" }
+}

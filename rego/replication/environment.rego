@@ -12,6 +12,11 @@ package replication.environment
 import rego.v1
 
 import data.replication.legacy
+import data.replication.lib
+
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"ENV_MISMATCH": "registry environment differs from the image's environment"}
 
 # Safe defaults: a bundle without settings still routes like the documented defaults.
 _default_patterns := [
@@ -31,11 +36,6 @@ default _tag := ""
 
 _tag := input.image.tag if is_string(input.image.tag)
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
-
 # Tags never contain "/", but glob.match with no delimiters would stop "*" at "." (its default).
 _matching := [p.environment |
 	some p in _patterns
@@ -51,8 +51,7 @@ image_environment := _matching[0] if {
 # METADATA
 # description: One ENV_MISMATCH denial per registry outside the image's environment.
 deny contains {"registry": registry.name, "code": "ENV_MISMATCH"} if {
-	some registry in input.registries
-	registry.name != _source
-	object.get(registry, "environment", "") != image_environment
+	some registry in lib.destinations
+	lib.environment_of(registry) != image_environment
 	not legacy.routes[registry.name]
 }

@@ -95,3 +95,9 @@ test_legacy_destination_lifts_env_mismatch if {
 	not "dev-us" in denied
 	"dev-eu" in denied
 }
+
+test_denial_codes_are_declared_with_messages if {
+	denials := environment.deny with input as fx.base
+	count(denials) > 0
+	every denial in denials { environment.reasons[denial.code] != "" }
+}

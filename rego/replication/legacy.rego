@@ -12,6 +12,10 @@ package replication.legacy
 
 import rego.v1
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"LEGACY_RULE": "routed by a legacy Freightliner replication rule"}
+
 default _rules := []
 
 _rules := data.replication.legacy.rules

@@ -166,3 +166,7 @@ test_prefix_index_skips_other_prefixes if {
 	# A rule filed under another prefix is never looked at, even if its pattern would match.
 	count(_indexed_routes([_rule("legacy-0", {})], {"other": [0]}, [], fx.base)) == 0
 }
+
+test_legacy_code_is_declared_with_a_message if {
+	legacy.reasons.LEGACY_RULE != ""
+}

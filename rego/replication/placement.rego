@@ -12,6 +12,10 @@ package replication.placement
 
 import rego.v1
 
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {"COST_CONSOLIDATED": "estimated replication cost exceeds the threshold; routes consolidated"}
+
 default _threshold := 100.0
 
 _threshold := data.replication.settings.cost.threshold

@@ -68,3 +68,7 @@ test_threshold_from_settings if {
 test_empty_plan if {
 	placement.plan([], set()) == {"routes": [], "dropped": set()} with input as {}
 }
+
+test_consolidation_code_is_declared_with_a_message if {
+	placement.reasons.COST_CONSOLIDATED != ""
+}

@@ -12,6 +12,7 @@ package replication.priority
 import rego.v1
 
 import data.replication.environment
+import data.replication.lib
 import data.replication.ruleset
 
 _defaults := {
@@ -30,7 +31,7 @@ _default_criticality := object.get(_settings, "default_criticality", _defaults.d
 
 _environment := object.get(_settings, "environment", _defaults.environment)
 
-_label := input.image.labels.criticality
+_label := lib.labels.criticality
 
 default _criticality_weight := 0
 

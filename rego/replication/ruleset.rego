@@ -16,23 +16,16 @@ package replication.ruleset
 import rego.v1
 
 import data.replication.environment
+import data.replication.lib
 
 default _global := []
 
 _global := data.replication.rules
 
-# Resolved here rather than imported from replication.tenancy, which imports this package for
-# the winning retention; an empty string means "no tenant", like null.
-_image_tenant := tenant if {
-	tenant := input.image.tenant
-	is_string(tenant)
-	tenant != ""
-}
-
 # Only the image's own tenant is looked up (by key): other tenants' rules are never iterated.
 default _tenant_rules := []
 
-_tenant_rules := data.replication.tenants[_image_tenant].rules
+_tenant_rules := data.replication.tenants[lib.image_tenant].rules
 
 _rules := [rule |
 	some rule in array.concat(_global, _tenant_rules)
@@ -46,8 +39,6 @@ _image := object.get(input, "image", {})
 _repository := object.get(_image, "repository", "")
 
 _tag := object.get(_image, "tag", "")
-
-_labels := object.get(_image, "labels", {})
 
 _repository_matches(match) if not match.repository
 
@@ -64,7 +55,7 @@ _environment_matches(match) if match.environment == environment.image_environmen
 
 _labels_match(match) if {
 	every key, value in object.get(match, "labels", {}) {
-		_labels[key] == value
+		lib.labels[key] == value
 	}
 }
 
@@ -124,17 +115,12 @@ retention := _by_id[_winner("retention")].set.retention
 # description: Ids of the rules whose values won a conflict.
 winners contains _winner(key) if some key in ["destination_repository", "priority", "retention"]
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
-
 # METADATA
 # description: One denial per registry named in an active rule's deny list.
 deny contains {"registry": entry.registry, "code": object.get(entry, "code", "RULE_DENIED")} if {
 	some id in active
 	some entry in object.get(_by_id[id], "deny", [])
-	entry.registry != _source
+	entry.registry != lib.source
 }
 
 # METADATA
@@ -144,3 +130,8 @@ denied_by[code] contains id if {
 	some entry in object.get(_by_id[id], "deny", [])
 	code := object.get(entry, "code", "RULE_DENIED")
 }
+
+# Rule denial codes are the rules' own (RULE_DENIED by default), so the message names the rules.
+# METADATA
+# description: The message of a rule denial code, naming the active rules that used it.
+message(code) := sprintf("denied by explicit rule %s", [concat(", ", sort(denied_by[code]))])

@@ -140,3 +140,15 @@ test_source_is_never_rule_denied if {
 	rules := [_rule("a", {}, {"deny": [{"registry": "ci"}]})]
 	count(ruleset.deny) == 0 with input as fx.base with data.replication.rules as rules
 }
+
+test_rule_denial_message_names_every_active_rule_using_the_code if {
+	rules := [
+		{"id": "b-block", "deny": [{"registry": "prod-us"}]},
+		{"id": "a-block", "deny": [{"registry": "dev-us"}, {"registry": "sandbox", "code": "EMBARGO"}]},
+	]
+	ruleset.message("RULE_DENIED") == "denied by explicit rule a-block, b-block" with input as fx.base
+		with data.replication.rules as rules
+	ruleset.message("EMBARGO") == "denied by explicit rule a-block" with input as fx.base
+		with data.replication.rules as rules
+	not ruleset.message("UNUSED") with input as fx.base with data.replication.rules as rules
+}

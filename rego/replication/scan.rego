@@ -11,6 +11,16 @@ package replication.scan
 
 import rego.v1
 
+import data.replication.lib
+
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {
+	"SCAN_EXPIRED": "security scan is older than the maximum scan age",
+	"SCAN_FAILED": "security scan failed or found critical vulnerabilities",
+	"SCAN_MISSING": "image has no security scan",
+}
+
 default _settings := {}
 
 _settings := data.replication.settings.scan
@@ -20,11 +30,6 @@ _gated := {environment | some environment in object.get(_settings, "gated_enviro
 _max_age_days := object.get(_settings, "max_age_days", 7)
 
 _nanos_per_day := ((24 * 60) * 60) * 1000000000
-
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
 
 _scan := scan if {
 	scan := input.image.scan
@@ -58,9 +63,8 @@ _code := "SCAN_FAILED" if failed
 # METADATA
 # description: One SCAN_MISSING or SCAN_FAILED denial per registry of a gated environment.
 deny contains {"registry": registry.name, "code": _code} if {
-	some registry in input.registries
-	registry.name != _source
-	object.get(registry, "environment", "") in _gated
+	some registry in lib.destinations
+	lib.environment_of(registry) in _gated
 }
 
 # METADATA

@@ -84,3 +84,12 @@ test_unparseable_times_never_expire if {
 test_missing_scan_never_expires if {
 	not scan.expired with input as fx.image({"scan": null})
 }
+
+test_reason_codes_are_declared_with_messages if {
+	codes := _codes(fx.image({"scan": null})) | _codes(_with_scan({"status": "failed"}))
+	codes == {"SCAN_MISSING", "SCAN_FAILED"}
+	every code in codes { scan.reasons[code] != "" }
+	expired := scan.blocking with input as _with_scan({"completed_at": "2020-01-01T00:00:00Z"})
+	count(expired) == 1
+	every code in expired { scan.reasons[code] != "" }
+}

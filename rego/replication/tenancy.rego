@@ -11,7 +11,16 @@ package replication.tenancy
 
 import rego.v1
 
+import data.replication.lib
 import data.replication.ruleset
+
+# METADATA
+# description: The reason codes this package emits, each with its message.
+reasons := {
+	"CROSS_TENANT": "the caller acts for a different tenant than the image's",
+	"QUOTA_EXCEEDED": "tenant storage exceeds its limit; cleanup scheduled",
+	"TENANT_ISOLATION": "registry is dedicated to other tenants",
+}
 
 _default_retention := {"keep_last": 10, "older_than_days": 30}
 
@@ -19,30 +28,16 @@ default _settings_retention := {}
 
 _settings_retention := data.replication.settings.retention
 
-# Without a source registry every inventory registry is a destination; checks still apply.
-default _source := ""
-
-_source := input.image.registry
-
-# An empty string means "no tenant" (proto3 cannot send null), exactly like null.
-_tenant_of(value) := value if {
-	is_string(value)
-	value != ""
-}
-
-default image_tenant := null
-
 # METADATA
-# scope: document
 # description: The image's tenant id, or null when the image belongs to no tenant.
-image_tenant := _tenant_of(input.image.tenant)
+image_tenant := lib.image_tenant
 
 default caller_tenant := null
 
 # METADATA
 # scope: document
 # description: The caller's tenant id, or null for a platform caller.
-caller_tenant := _tenant_of(input.caller.tenant)
+caller_tenant := lib.tenant_of(input.caller.tenant)
 
 _dedicated_to_others(registry) if {
 	count(registry.tenants) > 0
@@ -52,8 +47,7 @@ _dedicated_to_others(registry) if {
 # METADATA
 # description: One TENANT_ISOLATION denial per registry dedicated only to other tenants.
 deny contains {"registry": registry.name, "code": "TENANT_ISOLATION"} if {
-	some registry in input.registries
-	registry.name != _source
+	some registry in lib.destinations
 	_dedicated_to_others(registry)
 }
 

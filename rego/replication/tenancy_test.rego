@@ -108,3 +108,16 @@ test_rule_retention_overrides_tenant_retention if {
 	tenancy.actions == {action} with input as object.union(_acme_image, {"tenant": _over})
 		with data.replication.tenants as tenants
 }
+
+test_reason_codes_are_declared_with_messages if {
+	tenancy.reasons.QUOTA_EXCEEDED != ""
+	denials := tenancy.deny with input as fx.base
+	count(denials) > 0
+	every denial in denials { tenancy.reasons[denial.code] != "" }
+}
+
+test_blocking_code_is_declared_with_a_message if {
+	blocking := tenancy.blocking with input as fx.with_input({"caller": {"tenant": "acme"}})
+	count(blocking) == 1
+	every code in blocking { tenancy.reasons[code] != "" }
+}
