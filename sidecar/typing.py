@@ -21,10 +21,18 @@ from sidecar.records import DecisionRecord
 __all__ = [
     "Copier",
     "DecisionStore",
+    "Deferrals",
     "Enricher",
+    "EventInbox",
+    "HealthLedger",
+    "InboxAndPulls",
+    "JobQueue",
     "JobStore",
     "KeyEncryptionKey",
+    "Placements",
     "PolicyEngine",
+    "PullCounts",
+    "QueueAndDeferrals",
     "RegistryHealthView",
 ]
 
@@ -89,11 +97,15 @@ class Copier(Protocol):
         ...
 
 
-class JobStore(Protocol):
-    """Durable replication jobs plus the webhook inbox and pull counts (SQLite or PostgreSQL)."""
+class JobQueue(Protocol):
+    """Durable replication jobs: queued by the use cases, leased and finished by the workers."""
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Persist jobs (idempotent by digest and destination) and return them, existing or new."""
+        ...
+
+    async def requeue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Like ``enqueue``, but also requeue succeeded and parked jobs (the copy is missing)."""
         ...
 
     async def get(self, job_id: str) -> Job:
@@ -112,10 +124,7 @@ class JobStore(Protocol):
         limit: int = 1,
         skip_registries: Collection[str] = (),
     ) -> list[Job]:
-        """Lease up to ``limit`` runnable jobs, highest priority first, never one leased elsewhere.
-
-        Jobs whose destination is in ``skip_registries`` (at their concurrency limit) are left.
-        """
+        """Lease up to ``limit`` unleased runnable jobs by priority, none bound for ``skip_registries``."""
         ...
 
     async def heartbeat(self, job_id: str, worker_id: str, *, lease_s: float) -> bool:
@@ -145,16 +154,12 @@ class JobStore(Protocol):
         """Put a job back in the queue, runnable again after ``delay_s``."""
         ...
 
-    async def unpark(self, registry: str) -> int:
-        """Requeue every parked job for ``registry``; return how many."""
-        ...
-
-    async def requeue(self, specs: Sequence[JobSpec]) -> list[Job]:
-        """Like ``enqueue``, but also requeue succeeded and parked jobs (the copy is missing)."""
-        ...
-
     async def park(self, registry: str, *, error: str) -> int:
         """Park every queued job for ``registry`` (it is unavailable); return how many."""
+        ...
+
+    async def unpark(self, registry: str) -> int:
+        """Requeue every parked job for ``registry``; return how many."""
         ...
 
     async def requeue_parked(
@@ -162,6 +167,10 @@ class JobStore(Protocol):
     ) -> dict[str, int]:
         """Requeue parked jobs whose source and destination are in ``registries``; per registry."""
         ...
+
+
+class Deferrals(Protocol):
+    """Destinations (or whole requests) deferred until a registry or the policy is back."""
 
     async def defer(self, works: Sequence[DeferredWork]) -> None:
         """Record deferred destinations durably (refreshing ones already pending)."""
@@ -177,9 +186,17 @@ class JobStore(Protocol):
         """Mark ``work`` done unless it was deferred again since it was read."""
         ...
 
+
+class Placements(Protocol):
+    """Where real copies of an image landed (the pull resolver's extra candidates)."""
+
     async def placements(self, digest: str) -> list[tuple[str, str]]:
         """Return (registry, repository) pairs a real copy of ``digest`` succeeded to."""
         ...
+
+
+class HealthLedger(Protocol):
+    """Where probed registry health is remembered across restarts."""
 
     async def health_states(self) -> dict[str, bool]:
         """Return the remembered health of every registry ever reached."""
@@ -188,6 +205,10 @@ class JobStore(Protocol):
     async def record_health(self, registry: str, healthy: bool) -> None:
         """Remember ``registry``'s probed health."""
         ...
+
+
+class EventInbox(Protocol):
+    """Registry webhook events, recorded before they are acknowledged and processed in order."""
 
     async def record_event(self, event_id: str, payload: bytes) -> bool:
         """Persist a webhook event; return False when the id was already recorded (duplicate)."""
@@ -201,6 +222,10 @@ class JobStore(Protocol):
         """Mark an event processed (its jobs or pull counts are persisted)."""
         ...
 
+
+class PullCounts(Protocol):
+    """Pulls served per repository and region (counted from webhooks, read as ``input.access``)."""
+
     async def add_pulls(self, repository: str, region: str, count: int = 1) -> None:
         """Add pulls of ``repository`` served in ``region``."""
         ...
@@ -208,6 +233,19 @@ class JobStore(Protocol):
     async def pulls(self, repository: str) -> dict[str, int]:
         """Return pull counts of ``repository`` by region."""
         ...
+
+
+class QueueAndDeferrals(JobQueue, Deferrals, Protocol):
+    """Jobs plus deferred work: replication defers and enqueues, recovery replays and requeues."""
+
+
+class InboxAndPulls(EventInbox, PullCounts, Protocol):
+    """The webhook inbox plus pull counts: processing a pull event adds to the counts."""
+
+
+class JobStore(QueueAndDeferrals, Placements, HealthLedger, EventInbox, PullCounts, Protocol):
+    """Every role of the durable store (SQLite or PostgreSQL), for the composition root that
+    opens it, hands each part its role and closes it."""
 
     async def close(self) -> None:
         """Close connections."""

@@ -1,3 +1,9 @@
 """Registers the shared fixture modules of tests/support for every test."""
 
-pytest_plugins = ["tests.support.opa", "tests.support.jaeger", "tests.support.clock"]
+pytest_plugins = [
+    "tests.support.opa",
+    "tests.support.jaeger",
+    "tests.support.clock",
+    "tests.support.postgres",
+    "tests.support.job_store",
+]

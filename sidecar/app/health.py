@@ -21,7 +21,7 @@ from sidecar.health.resolve import PullResolver
 from sidecar.health.source import ProbedHealth
 from sidecar.oci import RegistryClients
 from sidecar.replicate.service import ReplicationService
-from sidecar.typing import JobStore
+from sidecar.typing import HealthLedger, JobStore
 
 __all__ = ["HealthRuntime", "health_runtime", "health_sources", "open_monitor"]
 
@@ -37,7 +37,7 @@ class HealthRuntime:
 
 @contextlib.asynccontextmanager
 async def open_monitor(
-    config: Config, store: JobStore, metrics_registry: CollectorRegistry
+    config: Config, store: HealthLedger, metrics_registry: CollectorRegistry
 ) -> AsyncIterator[HealthMonitor | None]:
     """Yield the (not yet started) prober, or None when ``policy.health.enabled`` is false."""
     settings = config.policy.health

@@ -6,7 +6,7 @@ import dataclasses
 
 from sidecar.enrich.pipeline import Contribution
 from sidecar.model.decision import DecideRequest, PolicyInput
-from sidecar.typing import JobStore
+from sidecar.typing import PullCounts
 
 __all__ = ["PullAccessSource"]
 
@@ -20,8 +20,8 @@ class PullAccessSource:
 
     name = "access.pulls"
 
-    def __init__(self, store: JobStore) -> None:
-        """Read pull counts from ``store`` (only its ``pulls`` method is used)."""
+    def __init__(self, store: PullCounts) -> None:
+        """Read pull counts from ``store``."""
         self._store = store
 
     async def contribute(self, request: DecideRequest, draft: PolicyInput) -> Contribution:

@@ -7,14 +7,13 @@ See :mod:`sidecar.health.monitor` (probing, hysteresis, holds), :mod:`sidecar.he
 from __future__ import annotations
 
 from sidecar.health.breaker import HealthBreaker, HealthState, Transition
-from sidecar.health.monitor import HealthLedger, HealthMonitor, ProbeResult
+from sidecar.health.monitor import HealthMonitor, ProbeResult
 from sidecar.health.recovery import Recovery
 from sidecar.health.resolve import PullAnswer, PullCandidate, PullResolver, nearest, proximity
 from sidecar.health.source import HealthView, ProbedHealth
 
 __all__ = [
     "HealthBreaker",
-    "HealthLedger",
     "HealthMonitor",
     "HealthState",
     "HealthView",

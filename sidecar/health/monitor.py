@@ -17,7 +17,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -26,8 +25,9 @@ from sidecar.errors import ErrorCode, RegistryError, SidecarError
 from sidecar.health.breaker import HealthBreaker, HealthState, Transition
 from sidecar.health.metrics import HealthMetrics
 from sidecar.telemetry import get_logger
+from sidecar.typing import HealthLedger
 
-__all__ = ["HealthLedger", "HealthMonitor", "Listener", "PingFn", "ProbeResult"]
+__all__ = ["HealthMonitor", "Listener", "PingFn", "ProbeResult"]
 
 _log = get_logger("sidecar.health")
 
@@ -36,18 +36,6 @@ PingFn = Callable[[str], Awaitable[object]]
 
 Listener = Callable[[Sequence[Transition]], Awaitable[None]]
 """Called (as a task) with the transitions of one probe round."""
-
-
-class HealthLedger(Protocol):
-    """Where probed health is remembered across restarts (the job store)."""
-
-    async def health_states(self) -> dict[str, bool]:
-        """Return the last recorded health of every registry ever reached."""
-        ...
-
-    async def record_health(self, registry: str, healthy: bool) -> None:
-        """Remember ``registry``'s health."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

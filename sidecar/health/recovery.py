@@ -34,7 +34,7 @@ from sidecar.oci import RegistryClients
 from sidecar.replicate.deferred import request_from_json
 from sidecar.replicate.service import ReplicationService, job_specs
 from sidecar.telemetry import get_logger
-from sidecar.typing import JobStore
+from sidecar.typing import QueueAndDeferrals
 
 __all__ = ["Recovery"]
 
@@ -51,7 +51,7 @@ class Recovery:
         self,
         *,
         monitor: HealthMonitor,
-        store: JobStore,
+        store: QueueAndDeferrals,
         replication: ReplicationService,
         decisions: DecisionService,
         clients: RegistryClients,

@@ -27,7 +27,7 @@ from sidecar.errors import InvalidArgument, NotFound, RegistryUnavailable
 from sidecar.health.source import HealthView
 from sidecar.model.decision import DecideRequest, ImageRef, RegistryFacts
 from sidecar.oci import RegistryClients
-from sidecar.typing import JobStore
+from sidecar.typing import Placements
 
 __all__ = ["PullAnswer", "PullCandidate", "PullResolver", "area", "nearest", "proximity"]
 
@@ -94,7 +94,7 @@ class PullResolver:
         clients: RegistryClients,
         *,
         health: HealthView | None = None,
-        store: JobStore | None = None,
+        store: Placements | None = None,
         timeout_s: float = 2.0,
     ) -> None:
         """Resolve over ``registries``; HEADs give up after ``timeout_s``."""

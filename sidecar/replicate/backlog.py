@@ -19,7 +19,7 @@ from sidecar.errors import InvalidArgument
 from sidecar.replicate.deferred import AWAITING_POLICY, request_from_json
 from sidecar.replicate.service import ReplicationService
 from sidecar.telemetry import get_logger
-from sidecar.typing import JobStore
+from sidecar.typing import Deferrals
 
 __all__ = ["PolicyBacklog", "policy_backlog"]
 
@@ -31,7 +31,7 @@ class PolicyBacklog:
     """Decides fail-mode answers again every ``interval_s`` until OPA gives its own."""
 
     def __init__(
-        self, store: JobStore, replication: ReplicationService, *, interval_s: float
+        self, store: Deferrals, replication: ReplicationService, *, interval_s: float
     ) -> None:
         """Use ``store`` for the records and ``replication`` to decide and enqueue."""
         self._store = store
@@ -111,7 +111,7 @@ class PolicyBacklog:
 
 @contextlib.asynccontextmanager
 async def policy_backlog(
-    store: JobStore, replication: ReplicationService, *, interval_s: float
+    store: Deferrals, replication: ReplicationService, *, interval_s: float
 ) -> AsyncIterator[PolicyBacklog]:
     """Run a :class:`PolicyBacklog` for the duration of the context."""
     backlog = PolicyBacklog(store, replication, interval_s=interval_s)

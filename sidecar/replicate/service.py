@@ -20,7 +20,7 @@ from sidecar.model.decision import DecideRequest, DecisionResult, ImageRef
 from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
 from sidecar.replicate.deferred import deferred_work, policy_deferral
 from sidecar.telemetry import get_logger
-from sidecar.typing import JobStore
+from sidecar.typing import QueueAndDeferrals
 
 __all__ = ["ReplicationOutcome", "ReplicationService", "job_specs"]
 
@@ -67,7 +67,7 @@ class ReplicationService:
         self,
         *,
         decisions: DecisionService,
-        store: JobStore,
+        store: QueueAndDeferrals,
         resolve_digest: DigestResolver,
         wake: Callable[[], None] = lambda: None,
         watch_interval_s: float = 0.2,

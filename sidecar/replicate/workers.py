@@ -21,7 +21,7 @@ from sidecar.errors import ErrorCode, RegistryError, RegistryUnavailable, Sideca
 from sidecar.model.jobs import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import Copier, JobStore, RegistryHealthView
+from sidecar.typing import Copier, JobQueue, RegistryHealthView
 
 __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
 
@@ -82,7 +82,7 @@ class WorkerPool:
 
     def __init__(
         self,
-        store: JobStore,
+        store: JobQueue,
         copier: Copier,
         *,
         worker_id: str,

@@ -1,7 +1,11 @@
-"""Durable replication jobs, the webhook inbox and pull counts: SQLite (default) or PostgreSQL.
+"""Durable state: jobs, deferred work, remembered health, the webhook inbox and pull counts.
 
 Use :func:`open_job_store` with ``sqlite:///abs/path/jobs.db``, a plain file path, or
-``postgresql://user@host:port/db``; the schema is created (or checked) when it opens.
+``postgresql://user@host:port/db``; the schema is created (or checked) when it opens. The store
+it returns plays every role of :class:`sidecar.typing.JobStore`; each part is handed only the
+role it uses (``JobQueue``, ``Deferrals``, ``Placements``, ``HealthLedger``, ``EventInbox``,
+``PullCounts``). :func:`store_backend` gives the audit log and the bundle revisions the same
+database through the lower :class:`Backend` seam, for their own tables.
 """
 
 from __future__ import annotations

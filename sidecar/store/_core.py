@@ -73,7 +73,8 @@ _RELEASE = "lease_owner = '', lease_expires = ''"
 
 
 class SqlJobStore:
-    """The :class:`sidecar.typing.JobStore` implementation shared by both databases."""
+    """Every role of :class:`sidecar.typing.JobStore` (``JobQueue``, ``Deferrals``, ``Placements``,
+    ``HealthLedger``, ``EventInbox``, ``PullCounts``), written once for both databases."""
 
     def __init__(self, backend: Backend, *, description: str) -> None:
         """Wrap ``backend``; connections open (and the schema is created) on first use."""

@@ -1,4 +1,9 @@
-"""The store package's seams: the database backend under the store, and the claim the pool needs."""
+"""The store's lower seam: the database under it (SQLite or PostgreSQL), one transaction at a time.
+
+These are not roles of the store (those are in :mod:`sidecar.typing`: ``JobQueue``, ``Deferrals``,
+...): they are what the store itself, the audit log and the bundle revisions are written over, to
+keep their own tables in the job store's database. ``Backend`` carries the store's ``Dialect``.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ class Tx(Protocol):
 
 
 class Backend(Protocol):
-    """A database connection (or pool) able to run transactions."""
+    """A database connection (or pool) able to run transactions (see :func:`store_backend`)."""
 
     dialect: Dialect
 

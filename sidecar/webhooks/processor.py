@@ -20,7 +20,7 @@ from sidecar.config import RegistryConfig
 from sidecar.errors import InvalidArgument, PolicyUnavailable, WebhookRejected
 from sidecar.model.decision import ImageRef
 from sidecar.telemetry import get_logger
-from sidecar.typing import JobStore
+from sidecar.typing import InboxAndPulls
 from sidecar.webhooks.envelope import RegistryEvent, decode_stored
 from sidecar.webhooks.metrics import ProcessOutcome, WebhookMetrics
 
@@ -39,7 +39,7 @@ class WebhookProcessor:
 
     def __init__(
         self,
-        store: JobStore,
+        store: InboxAndPulls,
         registries: Sequence[RegistryConfig],
         *,
         on_push: OnPush,

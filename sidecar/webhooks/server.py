@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.config import RegistryConfig
 from sidecar.errors import ConfigError, WebhookRejected
 from sidecar.telemetry import get_logger
-from sidecar.typing import JobStore
+from sidecar.typing import InboxAndPulls
 from sidecar.webhooks.envelope import (
     check_secret,
     encode_stored,
@@ -41,7 +41,7 @@ class WebhookServer:
 
     def __init__(
         self,
-        store: JobStore,
+        store: InboxAndPulls,
         registries: Sequence[RegistryConfig],
         *,
         secret: str,

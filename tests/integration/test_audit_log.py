@@ -22,7 +22,6 @@ import yaml
 from sidecar.audit import AuditEvent, AuditLog, chain_hash, open_audit_log
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.postgres"]
 
 
 def _event(n: int) -> AuditEvent:

@@ -15,7 +15,7 @@ from sidecar.errors import RegistryUnavailable
 from sidecar.health import HealthMonitor, HealthState, ProbedHealth, PullResolver
 from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.oci import RegistryClients
-from sidecar.store import SqlJobStore, open_job_store
+from sidecar.store import SqlJobStore
 from sidecar.testing import CapturedLogs
 from tests.support.images import push_image, registry_config
 from tests.support.registry import RegistryServer, registry_server
@@ -65,16 +65,6 @@ def registries(tmp_path: Path) -> Iterator[tuple[Outage, RegistryServer]]:
         )
         us = stack.enter_context(registry_server(tmp_path / "us"))
         yield Outage(eu, stack), us
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlJobStore]:
-    """The job store that remembers health."""
-    opened = await open_job_store(str(tmp_path / "jobs.db"))
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @contextlib.asynccontextmanager

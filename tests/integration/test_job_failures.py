@@ -18,7 +18,7 @@ from sidecar.oci import RegistryClients
 from sidecar.replicate.copy import ImageCopier
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.replicate.workers import WorkerPool
-from sidecar.store import SqlJobStore, open_job_store
+from sidecar.store import SqlJobStore
 from tests.support.images import push_image, push_index, registry_config
 from tests.support.oci_proxy import OciProxy, oci_proxy
 from tests.support.registry import registry_server
@@ -37,14 +37,13 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, store: SqlJobStore) -> AsyncIterator[Rig]:
     """Two real registries and a started pool allowing two attempts per job."""
     with registry_server(tmp_path / "src") as src, registry_server(tmp_path / "dst") as dst:
         async with oci_proxy(src.url) as proxy:
             clients = RegistryClients(
                 [registry_config("src", proxy.url), registry_config("dst", dst.url)]
             )
-            store = await open_job_store(f"sqlite:///{tmp_path / 'jobs.db'}")
             retry = RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05, rng=random.Random(3))  # noqa: S311
             pool = WorkerPool(
                 store,
@@ -58,7 +57,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 yield Rig(store, pool, clients, proxy)
             finally:
                 await pool.stop()
-                await store.close()
                 await clients.close()
 
 

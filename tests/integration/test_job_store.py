@@ -12,9 +12,7 @@ from sidecar.errors import ConfigError, NotFound
 from sidecar.model.jobs import CopyProgress, JobSpec, JobState
 from sidecar.store import SqlJobStore, open_job_store
 
-# The session PostgreSQL and per-test databases (tests/support/postgres.py).
-pytest_plugins = ["tests.support.postgres"]
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store_backends("sqlite", "postgresql")]
 
 
 def spec(n: int = 1, *, priority: int = 0, tag: str = "v1", dry_run: bool = False) -> JobSpec:

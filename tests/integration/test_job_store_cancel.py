@@ -15,9 +15,7 @@ import pytest
 from sidecar.model.jobs import JobSpec, JobState
 from sidecar.store import SqlJobStore
 
-# The session PostgreSQL and per-test databases (tests/support/postgres.py).
-pytest_plugins = ["tests.support.postgres"]
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store_backends("sqlite", "postgresql")]
 
 
 def spec(n: int) -> JobSpec:

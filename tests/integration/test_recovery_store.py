@@ -13,8 +13,7 @@ import pytest
 from sidecar.model.jobs import CopyResult, DeferredWork, JobSpec, JobState
 from sidecar.store import SqlJobStore, open_job_store
 
-pytest_plugins = ["tests.support.postgres"]
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store_backends("sqlite", "postgresql")]
 
 
 def spec(n: int, dest: str = "eu", *, source: str = "ci", priority: int = 0) -> JobSpec:

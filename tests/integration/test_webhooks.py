@@ -117,14 +117,6 @@ async def _serving(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlJobStore]:
-    """The real SQLite job store in a fresh file."""
-    opened = await open_job_store(f"sqlite://{tmp_path}/jobs.db")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
 async def endpoint(store: SqlJobStore) -> AsyncIterator[Endpoint]:
     """A webhook server for one inventory registry at a (not running) loopback port."""
     port, pushes = free_port(), PushRecorder()
@@ -220,9 +212,9 @@ async def test_duplicate_event_id_is_acknowledged_and_processed_once(endpoint: E
 
 
 async def test_events_acknowledged_before_a_crash_are_processed_after_restart(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
-    url, registries = f"sqlite://{tmp_path}/jobs.db", [_registry(free_port())]
+    url, registries = store_url, [_registry(free_port())]
     body = _envelope(_event("crash-1", registries[0].host))
     hold = asyncio.Event()
 

@@ -6,7 +6,6 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,6 @@ from sidecar.replicate.workers import WorkerPool
 from sidecar.store import SqlJobStore, open_job_store
 from tests.support.copiers import ScriptedCopier
 
-# The session PostgreSQL and per-test databases (tests/support/postgres.py).
-pytest_plugins = ["tests.support.postgres"]
 pytestmark = pytest.mark.integration
 
 FAST = RetryPolicy(base_s=0.02, max_s=0.1, rng=random.Random(1))  # noqa: S311 (jitter)
@@ -30,16 +27,6 @@ def spec(n: int, registry: str = "eu", *, priority: int = 0, dry_run: bool = Fal
     """A spec for image ``n`` to ``registry``."""
     digest = f"sha256:{n:064x}"
     return JobSpec("src", "app", digest, registry, "app", priority=priority, dry_run=dry_run)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlJobStore]:
-    """An open SQLite store."""
-    opened = await open_job_store(str(tmp_path / "jobs.db"))
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @asynccontextmanager

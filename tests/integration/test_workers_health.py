@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -15,7 +14,7 @@ from sidecar.health import HealthMonitor, HealthState, Transition
 from sidecar.model.jobs import JobSpec, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.replicate.workers import WorkerPool
-from sidecar.store import SqlJobStore, open_job_store
+from sidecar.store import SqlJobStore
 from tests.support.copiers import ScriptedCopier
 
 pytestmark = pytest.mark.integration
@@ -37,16 +36,6 @@ class Registries:
 def spec(n: int, registry: str = "eu", priority: int = 0) -> JobSpec:
     """Image ``n`` from ``src`` to ``registry``."""
     return JobSpec("src", "app", f"sha256:{n:064x}", registry, "app", priority=priority)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlJobStore]:
-    """An open SQLite store."""
-    opened = await open_job_store(str(tmp_path / "jobs.db"))
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_jobs_for_a_down_registry_park_without_burning_attempts(store: SqlJobStore) -> None:

@@ -15,24 +15,16 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from sidecar.store import SqlJobStore, open_job_store
 from tests.support.ports import free_port
 
-__all__ = [
-    "PostgresServer",
-    "postgres_dsn",
-    "postgres_server",
-    "start_postgres",
-    "store",
-    "store_url",
-]
+__all__ = ["PostgresServer", "postgres_dsn", "postgres_server", "start_postgres"]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"
@@ -127,21 +119,3 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A job store URL for each backend (PostgreSQL: a fresh database on the session server)."""
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/state/jobs.db"
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlJobStore]:
-    """An open job store on each backend, closed after the test."""
-    opened = await open_job_store(store_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
