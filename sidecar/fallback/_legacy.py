@@ -30,7 +30,8 @@ from sidecar.model.decision import (
 __all__ = ["POLICY_UNAVAILABLE", "REASON_MESSAGES", "legacy_decision"]
 
 POLICY_UNAVAILABLE = "POLICY_UNAVAILABLE"
-# The same human messages as decision.rego's, so a degraded answer reads like a normal one.
+# The same human messages as the Rego packages' `reasons` (rego/replication/*.rego), so a degraded
+# answer reads like a normal one.
 REASON_MESSAGES = MappingProxyType(
     {
         "COST_CONSOLIDATED": "estimated replication cost exceeds the threshold; routes consolidated",
