@@ -21,7 +21,8 @@ from sidecar.config import OpaSettings
 from sidecar.errors import PolicyError, PolicyUnavailable
 from sidecar.model.decision import EngineAnswer
 from sidecar.policy.breaker import CircuitBreaker
-from sidecar.telemetry import ATTR_OPA_ATTEMPTS, Metrics
+from sidecar.telemetry import Metrics
+from sidecar.telemetry.names import ATTR_OPA_ATTEMPTS
 from sidecar.typing import PolicyEngine
 
 __all__ = ["ResilientEngine", "RetryPolicy", "resilient_engine"]

@@ -9,7 +9,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from sidecar.telemetry import (
+from sidecar.telemetry import Telemetry, extract_context, span_id_hex, trace_id_hex
+from sidecar.telemetry.names import (
     ATTR_BUNDLE_REVISION,
     ATTR_DECISION_ID,
     ATTR_OPA_EVAL_NS,
@@ -19,10 +20,6 @@ from sidecar.telemetry import (
     SPAN_DECIDE,
     SPAN_ENRICH,
     SPAN_OPA_QUERY,
-    Telemetry,
-    extract_context,
-    span_id_hex,
-    trace_id_hex,
 )
 from tests.support.jaeger import JaegerServer, running_jaeger
 

@@ -8,20 +8,16 @@ import pytest
 from opentelemetry import trace
 
 from sidecar.errors import ConfigError
-from sidecar.telemetry import (
+from sidecar.telemetry import Telemetry, extract_context, inject_metadata, span_id_hex, trace_id_hex
+from sidecar.telemetry._tracing import otlp_target
+from sidecar.telemetry.names import (
     ATTR_DECISION_ID,
     ATTR_OPA_EVAL_NS,
     ATTR_POLICY_ALLOW,
     SPAN_DECIDE,
     SPAN_ENRICH,
     SPAN_OPA_QUERY,
-    Telemetry,
-    extract_context,
-    inject_metadata,
-    span_id_hex,
-    trace_id_hex,
 )
-from sidecar.telemetry._tracing import otlp_target
 from sidecar.testing import InMemorySpans
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
