@@ -163,7 +163,7 @@ def _tenancy(node: Node) -> TenancySettings:
         prefixes[prefix] = tenant(value)
     usage: dict[str, TenantUsage] = {}
     for name, value in (f["usage"].raw_mapping() if "usage" in f else {}).items():
-        tenant(Node(name, value.path, value.source))
+        tenant(value.at(value.path, name))
         usage[name] = _usage(name, value)
     return TenancySettings(tenants, MappingProxyType(prefixes), MappingProxyType(usage))
 

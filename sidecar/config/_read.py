@@ -13,17 +13,19 @@ import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
 from sidecar.errors import ConfigError
+from sidecar.telemetry import get_logger
 
-__all__ = ["Node", "optional", "read_yaml", "resolve_path", "snake_case"]
+__all__ = ["Node", "Warnings", "line_of", "optional", "read_yaml", "resolve_path", "snake_case"]
 
 _T = TypeVar("_T")
+_log = get_logger("sidecar.config")
 
 # Only the braced form is expanded: a bare "$1" is a legacy-rule capture, not a variable.
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -71,21 +73,52 @@ def _expand(value: object) -> object:
     return value
 
 
+def _lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
+    """Record the 1-based line of every value under ``node`` by the dotted path Node gives it."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            out.setdefault(child, key_node.start_mark.line + 1)
+            _lines(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = f"{path}[{index}]"
+            out.setdefault(child, item.start_mark.line + 1)
+            _lines(item, child, out)
+
+
+def _load(text: str) -> tuple[object, dict[str, int]]:
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        lines: dict[str, int] = {}
+        if root is None:
+            return None, lines
+        _lines(root, "", lines)
+        return loader.construct_document(root), lines
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> Node:
-    """Load ``path`` as YAML, ``${VAR}`` expanded; raise ConfigError with the line on failure."""
+    """Load ``path`` as YAML, ``${VAR}`` expanded; raise ConfigError with the line on failure.
+
+    The returned Node knows the line of every value, so errors name it: ``file:LINE: key: …``.
+    """
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("(file)", f"cannot read: {exc}", source) from exc
     try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        doc, lines = _load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(document)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(where, f"not valid YAML: {problem}", source) from exc
-    return Node({} if doc is None else _expand(doc), "", source)
+    return Node({} if doc is None else _expand(doc), "", source, lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +128,25 @@ class Node:
     value: object
     path: str
     source: str
+    # Dotted path → 1-based line of every value of the file (read_yaml), for error messages.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def line(self) -> int | None:
+        """The line of this value, else of the nearest enclosing value written in the file."""
+        return line_of(self.lines, self.path)
 
     def error(self, problem: str) -> ConfigError:
-        """Return a ConfigError about this value."""
-        return ConfigError(self.path or "(document)", problem, self.source)
+        """Return a ConfigError about this value, naming its file, line and dotted key."""
+        return ConfigError(self.path or "(document)", problem, self.source, self.line)
+
+    def at(self, path: str, value: object) -> Node:
+        """Return a node of the same file at another dotted ``path``."""
+        return Node(value, path, self.source, self.lines)
 
     def child(self, key: str, value: object) -> Node:
         """Return the node for mapping key ``key`` holding ``value``."""
-        return Node(value, f"{self.path}.{key}" if self.path else key, self.source)
+        return self.at(f"{self.path}.{key}" if self.path else key, value)
 
     @property
     def is_null(self) -> bool:
@@ -119,7 +163,7 @@ class Node:
         if not isinstance(self.value, list):
             raise self.error(f"expected a list, got {self._kind()}")
         for index, item in enumerate(self.value):
-            yield Node(item, f"{self.path}[{index}]", self.source)
+            yield self.at(f"{self.path}[{index}]", item)
 
     def raw_mapping(self) -> dict[str, Node]:
         """Return a mapping's entries by key as written (user data such as metadata or labels)."""
@@ -144,8 +188,7 @@ class Node:
             if canonical in out:
                 raise node.error(f"given twice (also as {written[canonical]!r})")
             if strict and canonical not in known:
-                hint = difflib.get_close_matches(canonical, list(known), n=1)
-                suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+                suffix = did_you_mean(canonical, known)
                 raise node.error(f"unknown key{suffix} (known: {', '.join(sorted(known))})")
             out[canonical] = node
             written[canonical] = key
@@ -209,7 +252,7 @@ class Node:
             if found is None:
                 raise self.error(f"expected seconds or a duration like '30s', got {self.value!r}")
             seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
-            return Node(seconds, self.path, self.source).number(minimum=minimum)
+            return self.at(self.path, seconds).number(minimum=minimum)
         return self.number(minimum=minimum)
 
     def choice(self, options: Collection[str]) -> str:
@@ -233,6 +276,42 @@ class Node:
         if maximum is not None and value > maximum:
             raise self.error(f"must be at most {maximum:g}, got {value:g}")
         return value
+
+
+def did_you_mean(word: str, options: Collection[str]) -> str:
+    """Return "; did you mean 'x'?" for the option closest to ``word``, else ""."""
+    hint = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
+
+
+@dataclass(slots=True)
+class Warnings:
+    """Problems a config may have and still load (unknown registry keys); ``strict`` refuses them.
+
+    Each warning is logged and kept in ``messages`` (``Config.warnings``) as ``file:line: key: …``.
+    """
+
+    strict: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def warn(self, node: Node, problem: str) -> None:
+        """Record ``problem`` about ``node`` (loading goes on); raise it as a ConfigError if strict."""
+        if self.strict:
+            raise node.error(problem)
+        self.messages.append(str(node.error(f"{problem} (ignored; --strict refuses it)")))
+        _log.warning(
+            "config_warning", file=node.source, line=node.line, key=node.path, problem=problem
+        )
+
+
+def line_of(lines: Mapping[str, int], path: str) -> int | None:
+    """Return the line of ``path``, else of its nearest ancestor in ``lines`` (None: unknown)."""
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return None
 
 
 def resolve_path(text: str, base: Path) -> str:
