@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", help="sidecar YAML config (Freightliner registries: + policy:)"
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat config warnings (unknown registry keys) as errors (exit 2)",
+    )
+    parser.add_argument(
         "--log-level", help="override policy.telemetry.log_level (debug|info|warning|error)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status (2 for bad config or arguments)."""
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, strict=args.strict)
     except ConfigError as exc:
         print(f"policy-sidecar: invalid config: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

@@ -26,7 +26,7 @@ from sidecar.config._legacy import (
     parse_sync_config,
 )
 from sidecar.config._policy import known_tenants, parse_policy
-from sidecar.config._read import Node, read_yaml
+from sidecar.config._read import Node, Warnings, read_yaml
 from sidecar.config._registries import (
     AuthConfig,
     RegistryConfig,
@@ -107,6 +107,8 @@ class Config:
     default_source: str | None = None
     default_destination: str | None = None
     source: str = ""
+    # What loaded but looks wrong (unknown registry keys), as "file:line: key: problem" lines.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def inventory(self) -> tuple[RegistryFacts, ...]:
         """Return every registry as the policy sees it (DESIGN §3.1 ``registries``), file order."""
@@ -135,8 +137,12 @@ def _from_sync_config(doc: Node) -> Config:
     )
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Load and validate the config at ``path`` (None → every default, empty inventory)."""
+def load_config(path: str | Path | None, *, strict: bool = False) -> Config:
+    """Load and validate the config at ``path`` (None → every default, empty inventory).
+
+    Warnings (unknown registry keys) are logged and kept in ``Config.warnings``; ``strict`` makes
+    them ConfigErrors.
+    """
     if path is None:
         return Config()
     resolved = Path(path).expanduser().resolve()
@@ -147,8 +153,9 @@ def load_config(path: str | Path | None) -> Config:
         return _from_sync_config(doc)
     top = doc.fields()
     policy_node = top.get("policy", doc.child("policy", None))
+    warnings = Warnings(strict=strict)
     registries = parse_registries(
-        top.get("registries", doc.child("registries", None)), known_tenants(policy_node)
+        top.get("registries", doc.child("registries", None)), known_tenants(policy_node), warnings
     )
     policy = parse_policy(policy_node, resolved.parent, registries.registries)
     # Freightliner's registries.yaml keeps its defaults at the top level instead.
@@ -164,4 +171,5 @@ def load_config(path: str | Path | None) -> Config:
         default_source=default_source,
         default_destination=default_destination,
         source=str(resolved),
+        warnings=tuple(warnings.messages),
     )

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
-from sidecar.config._read import Node
+from sidecar.config._read import Node, Warnings, did_you_mean
 from sidecar.model.decision import RegistryFacts
 
 __all__ = [
@@ -32,6 +32,43 @@ __all__ = [
 _ENVIRONMENT_ALIASES = {"production": "prod", "development": "dev", "stage": "staging"}
 _ROLES = ("primary", "secondary")
 _FACT_KEYS = ("environment", "gdpr", "role", "backs", "tenants", "egress_cost_per_gb", "healthy")
+# Every key a registry entry may have: Freightliner's registry fields (its docs and the examples in
+# shared/compat/freightliner, including the ones the sidecar does not use, such as location) plus
+# the inventory facts. Anything else is a typo that would silently drop a setting: a warning.
+REGISTRY_KEYS = (
+    "name",
+    "type",
+    "endpoint",
+    "region",
+    "account_id",
+    "project",
+    "location",
+    "auth",
+    "tls",
+    "insecure",
+    "timeout",
+    "retry_attempts",
+    "metadata",
+    *_FACT_KEYS,
+)
+AUTH_KEYS = (
+    "type",
+    "username",
+    "password",
+    "token",
+    "profile",
+    "role_arn",
+    "credentials_file",
+    "use_secrets_manager",
+    "secret_name",
+)
+TLS_KEYS = ("cert_file", "key_file", "ca_file", "insecure_skip_verify")
+
+
+def _check_keys(fields: Mapping[str, Node], known: tuple[str, ...], warnings: Warnings) -> None:
+    for key, node in fields.items():
+        if key not in known:
+            warnings.warn(node, f"unknown registry key{did_you_mean(key, known)}")
 
 
 def normalise_environment(value: str) -> str:
@@ -180,8 +217,12 @@ def _facts(
     )
 
 
-def _registry(node: Node, known_tenants: frozenset[str]) -> RegistryConfig:
+def _registry(node: Node, known_tenants: frozenset[str], warnings: Warnings) -> RegistryConfig:
     f = node.fields()
+    _check_keys(f, REGISTRY_KEYS, warnings)
+    for key, known in (("auth", AUTH_KEYS), ("tls", TLS_KEYS)):
+        if key in f and isinstance(f[key].value, dict):
+            _check_keys(f[key].fields(), known, warnings)
     if "name" not in f:
         raise node.error("a registry needs a name")
     name = f["name"].string(allow_empty=False)
@@ -225,12 +266,15 @@ def _check_backs(registries: tuple[RegistryConfig, ...], nodes: list[Node]) -> N
             )
 
 
-def parse_registries(node: Node, known_tenants: frozenset[str] = frozenset()) -> RegistryList:
+def parse_registries(
+    node: Node, known_tenants: frozenset[str] = frozenset(), warnings: Warnings | None = None
+) -> RegistryList:
     """Parse ``registries:`` in either Freightliner shape; raise ConfigError naming the bad key.
 
     ``known_tenants`` (policy.tenancy.tenants), when non-empty, is what a registry's ``tenants``
-    may name.
+    may name. Unknown keys of an entry go to ``warnings``.
     """
+    warnings = warnings if warnings is not None else Warnings()
     default_source = default_destination = None
     entries = node
     if isinstance(node.value, dict):
@@ -241,7 +285,7 @@ def parse_registries(node: Node, known_tenants: frozenset[str] = frozenset()) ->
         if "default_destination" in wrapper:
             default_destination = wrapper["default_destination"].optional_string()
     nodes = list(entries.items())
-    registries = tuple(_registry(n, known_tenants) for n in nodes)
+    registries = tuple(_registry(n, known_tenants, warnings) for n in nodes)
     seen: dict[str, int] = {}
     for index, registry in enumerate(registries):
         if registry.name in seen:
