@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -19,6 +18,7 @@ from typing import TypeVar
 
 import yaml
 
+from sidecar.config._scalars import as_bool, as_int, as_number, as_seconds, as_str, choice
 from sidecar.errors import ConfigError
 from sidecar.telemetry import get_logger
 
@@ -31,8 +31,6 @@ _log = get_logger("sidecar.config")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def snake_case(key: str) -> str:
@@ -194,19 +192,17 @@ class Node:
             written[canonical] = key
         return out
 
+    def _read(self, read: Callable[[object], _T]) -> _T:
+        try:
+            return read(self.value)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
     def string(self, *, allow_empty: bool = True) -> str:
         """Return a string; integers are accepted (YAML reads an unquoted account id as one)."""
-        value = self.value
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            if isinstance(value, float):
-                raise self.error(f"expected a string, got the number {value!r}; quote it")
-            raise self.error(f"expected a string, got {self._kind()}")
-        text = str(value)
+        text = self._read(as_str)
         if not allow_empty and not text:
             raise self.error("must not be empty")
-        if "\x00" in text:
-            # No name, URL or path may hold one; a path with it makes the OS calls raise ValueError.
-            raise self.error("must not contain a NUL character")
         return text
 
     def optional_string(self) -> str | None:
@@ -216,53 +212,25 @@ class Node:
     def boolean(self, *, tolerate_strings: bool = False) -> bool:
         """Return a bool; ``tolerate_strings`` also takes "true"/"false" (metadata is str:str)."""
         value = self.value
-        if isinstance(value, bool):
-            return value
         if tolerate_strings and isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise self.error(f"expected true or false, got {value!r}")
+        return self._read(as_bool)
 
     def integer(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
         """Return an int within the given bounds."""
-        value = self.value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(f"expected an integer, got {self.value!r}")
-        return int(self._bounded(value, minimum, maximum))
+        return int(self._bounded(self._read(as_int), minimum, maximum))
 
     def number(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
         """Return a finite float within the given bounds; numeric strings are accepted."""
-        value = self.value
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise self.error(f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(f"expected a number, got {self.value!r}")
-        if not math.isfinite(value):
-            raise self.error(f"expected a finite number, got {value!r}")
-        return self._bounded(float(value), minimum, maximum)
+        return self._bounded(self._read(as_number), minimum, maximum)
 
     def seconds(self, *, minimum: float = 0.0) -> float:
         """Return a duration in seconds from a number or a Go-style duration ("30s", "1.5m")."""
-        if isinstance(self.value, str):
-            found = _DURATION.match(self.value.strip())
-            if found is None:
-                raise self.error(f"expected seconds or a duration like '30s', got {self.value!r}")
-            seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
-            return self.at(self.path, seconds).number(minimum=minimum)
-        return self.number(minimum=minimum)
+        return self._bounded(self._read(as_seconds), minimum, None)
 
     def choice(self, options: Collection[str]) -> str:
         """Return a string that must be one of ``options``."""
-        text = self.string()
-        if text not in options:
-            hint = difflib.get_close_matches(text, list(options), n=1)
-            suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise self.error(f"{text!r} is not one of {', '.join(options)}{suffix}")
-        return text
+        return self._read(choice(options))
 
     def string_list(self, *, allow_csv: bool = False) -> tuple[str, ...]:
         """Return a list of non-empty strings; with ``allow_csv`` also "a, b" (metadata values)."""
