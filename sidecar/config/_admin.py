@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ConfigDict
+
 from sidecar.config._read import Node, resolve_path
 from sidecar.config._target import parse_target
 from sidecar.errors import InvalidArgument
@@ -32,6 +34,8 @@ _SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 class AdminTlsSettings:
     """``policy.admin.tls``: the listener's certificate and the CA client certificates chain to."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     cert_file: str
     key_file: str
     client_ca_file: str | None = None
@@ -40,6 +44,8 @@ class AdminTlsSettings:
 @dataclass(frozen=True, slots=True)
 class AdminToken:
     """One bearer token, stored hashed: it authenticates as ``token:<subject>``."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     subject: str
     sha256: str | None = None
@@ -51,6 +57,8 @@ class AdminToken:
 class AdminPublishSettings:
     """``policy.admin.publish``: the store PublishBundle and Rollback write to."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     to: str = ""  # "" → policy.bundle.service's store, else only the managed OPA
     endpoint_url: str | None = None
     region: str | None = None
@@ -61,6 +69,8 @@ class AdminPublishSettings:
 @dataclass(frozen=True, slots=True)
 class AdminSettings:
     """``policy.admin``: how admin callers are identified and where published bundles go."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     listen: str = ""  # TLS admin listener HOST:PORT; "" = admin calls on policy.listen only
     tls: AdminTlsSettings | None = None

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pydantic import ConfigDict
+from pydantic.json_schema import SkipJsonSchema
+
 from sidecar.config._read import Node, resolve_path
 from sidecar.config._target import parse_target
 from sidecar.errors import InvalidArgument
@@ -36,8 +39,10 @@ _CREDENTIALS = {
 class BundleServiceSettings:
     """``policy.bundle.service``: the store the managed OPA polls, and how often."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     url: str
-    store: str  # s3 | gcs | http, from the URL's scheme
+    store: SkipJsonSchema[str]  # s3 | gcs | http, from the URL's scheme
     endpoint_url: str | None = None
     region: str | None = None
     credentials: str = "environment"
@@ -55,6 +60,8 @@ class BundleServiceSettings:
 @dataclass(frozen=True, slots=True)
 class BundleServeSettings:
     """``policy.bundle.serve``: the built-in HTTP bundle server this sidecar hosts ("" = off)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     listen: str = ""
     dir: str = ""  # "" → <state_dir>/bundle-server

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ConfigDict
+
 from sidecar.config._glob import destination_template, glob_regex, tag_glob_problem
 from sidecar.config._read import Node, read_yaml
 from sidecar.config._registries import RegistryConfig, endpoint_host
@@ -59,6 +61,8 @@ _SYNC_MARKERS = ("source", "destination", "images")
 class ReplicationRule:
     """Freightliner's ReplicationRule, as written in ``policy.legacy.rules``."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     source_repository: str
     destination_registry: str
     source_registry: str = ""
@@ -73,6 +77,8 @@ class ReplicationRule:
 @dataclass(frozen=True, slots=True)
 class SyncImage:
     """One ``images[]`` entry of a Freightliner sync config (only policy-expressible selectors)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     repository: str
     tags: tuple[str, ...] = ()

@@ -57,7 +57,7 @@ def _path(text: str, info: ValidationInfo) -> str:
     return resolve_path(text, base if isinstance(base, Path) else Path.cwd())
 
 
-Str = Annotated[str, BeforeValidator(as_str, json_schema_input_type=str | int)]
+Str = Annotated[str, BeforeValidator(as_str, json_schema_input_type=str)]
 NonEmpty = Annotated[Str, Field(min_length=1)]
 Bool = Annotated[bool, BeforeValidator(as_bool, json_schema_input_type=bool)]
 Int = Annotated[int, BeforeValidator(as_int, json_schema_input_type=int)]
@@ -141,14 +141,18 @@ def read_record(
     given: Mapping[str, object] | None = None,
     known: Collection[str] | None = None,
     context: Mapping[str, object] | None = None,
+    lenient: bool = False,
 ) -> _R:
     """Validate the mapping at ``node`` into ``record`` with pydantic.
 
     Keys are folded to snake_case and an unknown key is an error with a "did you mean" hint (the
-    ``policy:`` section is ours); null means "the default". ``given`` holds values already read
-    (nested sections read by their own code); ``base`` resolves relative paths.
+    ``policy:`` section is ours); ``lenient`` skips unknown keys instead (Freightliner's sections).
+    Null means "the default". ``given`` holds values already read (nested sections read by their
+    own code); ``base`` resolves relative paths.
     """
-    read = node.fields(known if known is not None else keys(record), strict=True)
+    wanted = known if known is not None else keys(record)
+    read = node.fields(wanted, strict=not lenient)
+    read = {k: n for k, n in read.items() if k in wanted}
     data: dict[str, object] = {k: n.value for k, n in read.items() if not n.is_null}
     data.update(given or {})
     try:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pydantic import ConfigDict
+from pydantic.json_schema import SkipJsonSchema
+
 from sidecar.config._read import Node, resolve_path
 
 __all__ = ["SENSITIVE_ROOT", "SensitiveDataSettings", "parse_sensitive_data"]
@@ -22,6 +25,8 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*")
 class SensitiveDataSettings:
     """``policy.sensitive_data``: data path under ``data.sensitive`` → encrypted file, and the key."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     documents: Mapping[str, str] = field(default_factory=dict)
     key_file: str | None = None
     kms_key_id: str | None = None
@@ -30,7 +35,7 @@ class SensitiveDataSettings:
     check_interval_s: float = 10.0
     # The config file, so errors found later (decryption at startup) can name it; where a
     # setting was written is not part of what it means, hence not compared.
-    source: str = field(default="", compare=False)
+    source: SkipJsonSchema[str] = field(default="", compare=False)
 
     @property
     def enabled(self) -> bool:
