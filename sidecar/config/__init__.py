@@ -41,6 +41,7 @@ from sidecar.config._replication import (
     WebhookSettings,
     job_store_url,
 )
+from sidecar.config._schema import config_schema
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
     FAIL_MODES,
@@ -83,6 +84,7 @@ __all__ = [
     "TenancySettings",
     "TlsConfig",
     "WebhookSettings",
+    "config_schema",
     "destination_template",
     "endpoint_host",
     "glob_regex",

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -72,7 +72,8 @@ def _mask(text: str) -> str:
 
 
 def _choice(options: tuple[str, ...]) -> BeforeValidator:
-    return BeforeValidator(choice(options), json_schema_input_type=str)
+    one_of = cast(Any, Literal)[options]  # the schema lists the options
+    return BeforeValidator(choice(options), json_schema_input_type=one_of)
 
 
 _USAGE_SCHEMA = {
