@@ -4,7 +4,10 @@ The file is a superset of Freightliner's config, so Freightliner's own files loa
 other top-level sections (ecr, gcr, workers, server, …) are accepted and ignored. A Freightliner
 *sync config* (top-level ``source``/``destination``/``images``) loads too: no inventory, and its
 images become legacy rules. Everything is validated here, once; an invalid file raises ConfigError
-naming the file, the dotted key and the problem. See docs/configuration.md.
+naming the file, the line, the dotted key and the problem. The records are validated by pydantic
+(their field types carry the rules, ``_model.py`` translates its errors); ``config_schema()`` is
+the file's JSON Schema. Unknown registry keys load with a warning (``Config.warnings``) unless
+``strict``. See docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import ConfigDict
+from pydantic import AfterValidator, ConfigDict, Field
 
+from sidecar.config._model import Duration, NonEmpty, Target, read_record
 from sidecar.config._read import Node, resolve_path
-from sidecar.config._target import parse_target
-from sidecar.errors import InvalidArgument
+from sidecar.config._scalars import expanded
 
 __all__ = [
     "DEFAULT_MAX_BUNDLE_BYTES",
@@ -59,11 +60,12 @@ class AdminPublishSettings:
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
-    to: str = ""  # "" → policy.bundle.service's store, else only the managed OPA
-    endpoint_url: str | None = None
-    region: str | None = None
-    token: str | None = field(default=None, repr=False)  # the bundle server's upload token
-    timeout_s: float = 60.0
+    to: Target = ""  # "" → policy.bundle.service's store, else only the managed OPA
+    endpoint_url: NonEmpty | None = None
+    region: NonEmpty | None = None
+    # the bundle server's upload token
+    token: Annotated[NonEmpty, AfterValidator(expanded)] | None = field(default=None, repr=False)
+    timeout_s: Annotated[Duration, Field(ge=0.1)] = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,9 @@ def parse_admin(node: Node, base: Path) -> AdminSettings:
         tls=tls,
         require_tls=f["require_tls"].boolean() if "require_tls" in f else d.require_tls,
         tokens=tokens,
-        publish=_publish(f["publish"]) if "publish" in f else d.publish,
+        publish=_publish(f["publish"])
+        if "publish" in f and not f["publish"].is_null
+        else d.publish,
         max_bundle_bytes=max_bytes or d.max_bundle_bytes,
         max_unpacked_bytes=unpacked or d.max_unpacked_bytes,
     )
@@ -172,26 +176,4 @@ def _expiry(node: Node | None) -> datetime | None:
 
 
 def _publish(node: Node) -> AdminPublishSettings:
-    f = node.fields(AdminPublishSettings.__dataclass_fields__, strict=True)
-    d = AdminPublishSettings()
-
-    def text(key: str) -> str | None:
-        given = f.get(key)
-        return None if given is None or given.is_null else given.string(allow_empty=False)
-
-    to = text("to") or ""
-    if to:
-        try:
-            parse_target(to)
-        except InvalidArgument as exc:
-            raise f["to"].error(exc.message.removeprefix("--to: ")) from None
-    token = text("token")
-    if token is not None and token.startswith("${"):
-        raise f["token"].error(f"{token} is not set in the environment")
-    return AdminPublishSettings(
-        to=to,
-        endpoint_url=text("endpoint_url"),
-        region=text("region"),
-        token=token,
-        timeout_s=f["timeout_s"].seconds(minimum=0.1) if "timeout_s" in f else d.timeout_s,
-    )
+    return read_record(AdminPublishSettings, node)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from sidecar.config._read import Node, resolve_path
+from sidecar.config._model import HostPort, Int, Path_, Secret, Str, read_record
+from sidecar.config._read import Node
 from sidecar.config._target import parse_target
 from sidecar.errors import InvalidArgument
 
@@ -63,11 +65,11 @@ class BundleServeSettings:
 
     __pydantic_config__ = ConfigDict(extra="forbid")
 
-    listen: str = ""
-    dir: str = ""  # "" → <state_dir>/bundle-server
-    token: str = ""
-    read_token: str | None = None
-    max_bytes: int = DEFAULT_SERVE_MAX_BYTES
+    listen: HostPort = ""
+    dir: Path_ = ""  # "" → <state_dir>/bundle-server
+    token: Secret = ""
+    read_token: Annotated[Str, AfterValidator(lambda token: token or None)] | None = None
+    max_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_SERVE_MAX_BYTES
 
     @property
     def enabled(self) -> bool:
@@ -147,31 +149,10 @@ def parse_bundle_service(node: Node, *, verification_key: str | None) -> BundleS
 
 def parse_bundle_serve(node: Node, base: Path) -> BundleServeSettings:
     """Parse ``policy.bundle.serve``; a relative ``dir`` resolves against ``base``."""
-    f = node.fields(BundleServeSettings.__dataclass_fields__, strict=True)
-    d = BundleServeSettings()
-    listen = f["listen"].string() if "listen" in f and not f["listen"].is_null else ""
-    if listen:
-        host, colon, port = listen.rpartition(":")
-        if not colon or not host or not port.isdigit() or int(port) > 65535:
-            raise f["listen"].error(f"expected HOST:PORT (port 0-65535), got {listen!r}")
-    token = f["token"].string() if "token" in f and not f["token"].is_null else ""
-    if listen and not token:
+    serve = read_record(BundleServeSettings, node, base=base)
+    if serve.listen and not serve.token:
         raise node.error(
             "needs token: the upload token `bundle publish` sends "
             "(e.g. token: ${POLICY_SIDECAR_BUNDLE_TOKEN})"
         )
-    if token.startswith("${"):
-        raise f["token"].error(f"{token} is not set in the environment")
-    directory = f.get("dir")
-    read_token = f.get("read_token")
-    return BundleServeSettings(
-        listen=listen,
-        dir=(
-            resolve_path(directory.string(allow_empty=False), base)
-            if directory is not None and not directory.is_null
-            else d.dir
-        ),
-        token=token,
-        read_token=read_token.optional_string() if read_token is not None else None,
-        max_bytes=f["max_bytes"].integer(minimum=1) if "max_bytes" in f else d.max_bytes,
-    )
+    return serve

@@ -25,6 +25,8 @@ from sidecar.config._scalars import (
     as_number,
     as_seconds,
     as_str,
+    bundle_target,
+    expanded,
     host_port,
     kind,
     url,
@@ -40,8 +42,10 @@ __all__ = [
     "NonEmpty",
     "Number",
     "Path_",
+    "Secret",
     "Str",
     "Strings",
+    "Target",
     "keys",
     "read_record",
     "required",
@@ -71,6 +75,8 @@ Strings = tuple[NonEmpty, ...]
 HostPort = Annotated[Str, AfterValidator(host_port), Field(description="HOST:PORT")]
 URL = Annotated[NonEmpty, AfterValidator(url), Field(description="http(s)://host:port")]
 Path_ = Annotated[NonEmpty, AfterValidator(_path)]
+Secret = Annotated[Str, AfterValidator(expanded), Field(description="a secret, e.g. ${VARIABLE}")]
+Target = Annotated[NonEmpty, AfterValidator(bundle_target)]
 
 
 _BOUNDS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most")}

@@ -22,7 +22,7 @@ from sidecar.config._scalars import as_bool, as_int, as_number, as_seconds, as_s
 from sidecar.errors import ConfigError
 from sidecar.telemetry import get_logger
 
-__all__ = ["Node", "Warnings", "line_of", "optional", "read_yaml", "resolve_path", "snake_case"]
+__all__ = ["Node", "Warnings", "line_of", "read_yaml", "resolve_path", "snake_case"]
 
 _T = TypeVar("_T")
 _log = get_logger("sidecar.config")
@@ -289,9 +289,3 @@ def resolve_path(text: str, base: Path) -> str:
     with contextlib.suppress(RuntimeError):
         path = path.expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
-
-
-def optional(fields: Mapping[str, Node], key: str, read: Callable[[Node], _T], default: _T) -> _T:
-    """Return ``read(fields[key])``, or ``default`` when the key is absent or null."""
-    node = fields.get(key)
-    return default if node is None or node.is_null else read(node)

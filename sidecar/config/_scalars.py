@@ -12,13 +12,18 @@ import re
 from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
 
+from sidecar.config._target import parse_target
+from sidecar.errors import InvalidArgument
+
 __all__ = [
     "as_bool",
     "as_int",
     "as_number",
     "as_seconds",
     "as_str",
+    "bundle_target",
     "choice",
+    "expanded",
     "host_port",
     "kind",
     "url",
@@ -98,6 +103,22 @@ def choice(options: Collection[str]) -> Callable[[object], str]:
         return text
 
     return check
+
+
+def expanded(secret: str) -> str:
+    """A secret must not be a ``${VAR}`` left as written: its variable is unset."""
+    if secret.startswith("${"):
+        raise ValueError(f"{secret} is not set in the environment")
+    return secret
+
+
+def bundle_target(url: str) -> str:
+    """A ``bundle publish --to`` URL (s3://, gs:// or http(s)://HOST/bundles/NAME)."""
+    try:
+        parse_target(url)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message.removeprefix("--to: ")) from None
+    return url
 
 
 def host_port(text: str) -> str:
