@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, ValidationInfo
@@ -39,6 +40,7 @@ __all__ = [
     "Duration",
     "HostPort",
     "Int",
+    "Key",
     "NonEmpty",
     "Number",
     "Path_",
@@ -46,6 +48,7 @@ __all__ = [
     "Str",
     "Strings",
     "Target",
+    "frozen",
     "keys",
     "read_record",
     "required",
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 def _path(text: str, info: ValidationInfo) -> str:
@@ -77,6 +81,14 @@ URL = Annotated[NonEmpty, AfterValidator(url), Field(description="http(s)://host
 Path_ = Annotated[NonEmpty, AfterValidator(_path)]
 Secret = Annotated[Str, AfterValidator(expanded), Field(description="a secret, e.g. ${VARIABLE}")]
 Target = Annotated[NonEmpty, AfterValidator(bundle_target)]
+# A mapping key written by the user (a tenant, a prefix, a document name): YAML may read it as a
+# number or a boolean; it is taken as written.
+Key = Annotated[str, BeforeValidator(str, json_schema_input_type=str)]
+
+
+def frozen(mapping: Mapping[str, _T]) -> Mapping[str, _T]:
+    """A read-only copy of a validated mapping (the records are frozen)."""
+    return MappingProxyType(dict(mapping))
 
 
 _BOUNDS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most")}

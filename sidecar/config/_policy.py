@@ -8,16 +8,18 @@ config works from any working directory.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
 
 from sidecar.config._admin import parse_admin
 from sidecar.config._bundle import parse_bundle_serve, parse_bundle_service
 from sidecar.config._health import parse_health
-from sidecar.config._legacy import SyncConfig, load_sync_config, parse_rules
-from sidecar.config._model import keys, read_record
-from sidecar.config._read import Node, resolve_path
+from sidecar.config._legacy import read_rule
+from sidecar.config._model import Int, keys, read_record
+from sidecar.config._read import Node
 from sidecar.config._registries import RegistryConfig
 from sidecar.config._replication import parse_replication
 from sidecar.config._sensitive import parse_sensitive_data
@@ -72,37 +74,33 @@ def _bundle(node: Node, base: Path) -> BundleSettings:
     )
 
 
-def _usage(tenant: str, node: Node) -> TenantUsage:
-    f = node.fields(("storage_used_bytes", "storage_limit_bytes"), strict=True)
-    used, limit = _given(f, "storage_used_bytes"), _given(f, "storage_limit_bytes")
-    return TenantUsage(
-        id=tenant,
-        storage_used_bytes=used.integer(minimum=0) if used else 0,
-        storage_limit_bytes=limit.integer(minimum=0) if limit else 0,
-    )
+@dataclass(frozen=True, slots=True)
+class _Storage:
+    """One tenant's entry of ``policy.tenancy.usage`` (a TenantUsage without its id)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    storage_used_bytes: Annotated[Int, Field(ge=0)] = 0
+    storage_limit_bytes: Annotated[Int, Field(ge=0)] = 0
 
 
 def _tenancy(node: Node) -> TenancySettings:
-    f = node.fields(TenancySettings.__dataclass_fields__, strict=True)
-    tenants = f["tenants"].string_list() if "tenants" in f else ()
-    known = set(tenants)
-
-    def tenant(value: Node) -> str:
-        name = value.string(allow_empty=False)
-        if known and name not in known:
-            raise value.error(f"unknown tenant {name!r} (policy.tenancy.tenants: {sorted(known)})")
-        return name
-
-    prefixes: dict[str, str] = {}
-    for prefix, value in (f["prefixes"].raw_mapping() if "prefixes" in f else {}).items():
-        if not prefix:
-            raise value.error("a repository prefix must not be empty")
-        prefixes[prefix] = tenant(value)
+    f = node.fields()
     usage: dict[str, TenantUsage] = {}
-    for name, value in (f["usage"].raw_mapping() if "usage" in f else {}).items():
-        tenant(value.at(value.path, name))
-        usage[name] = _usage(name, value)
-    return TenancySettings(tenants, MappingProxyType(prefixes), MappingProxyType(usage))
+    for name, entry in (f["usage"].raw_mapping() if "usage" in f else {}).items():
+        storage = read_record(_Storage, entry)
+        usage[name] = TenantUsage(name, storage.storage_used_bytes, storage.storage_limit_bytes)
+    tenancy = read_record(TenancySettings, node, given={"usage": usage})
+    known = set(tenancy.tenants)
+    named = [("prefixes", key, name) for key, name in tenancy.prefixes.items()]
+    for section, key, name in [*named, *(("usage", name, name) for name in tenancy.usage)]:
+        if known and name not in known:
+            raise (
+                f[section]
+                .child(key, None)
+                .error(f"unknown tenant {name!r} (policy.tenancy.tenants: {sorted(known)})")
+            )
+    return tenancy
 
 
 def known_tenants(policy: Node) -> frozenset[str]:
@@ -110,21 +108,22 @@ def known_tenants(policy: Node) -> frozenset[str]:
     tenancy = policy.fields().get("tenancy")
     if tenancy is None:
         return frozenset()
-    tenants = tenancy.fields().get("tenants")
-    return frozenset(tenants.string_list()) if tenants is not None else frozenset()
+    return frozenset(
+        read_record(TenancySettings, tenancy, known=("tenants",), lenient=True).tenants
+    )
 
 
 def _legacy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -> LegacySettings:
-    f = node.fields(LegacySettings.__dataclass_fields__, strict=True)
+    f = node.fields(keys(LegacySettings), strict=True)
     names = frozenset(r.name for r in registries)
-    rules = parse_rules(f["rules"], names) if "rules" in f else ()
-    syncs: list[SyncConfig] = []
-    for item in f["sync_configs"].items() if "sync_configs" in f else ():
-        path = resolve_path(item.string(allow_empty=False), base)
-        if not Path(path).is_file():
-            raise item.error(f"sync config {path} does not exist")
-        syncs.append(load_sync_config(path, registries))
-    return LegacySettings(rules, tuple(syncs))
+    rules = tuple(read_rule(item, names) for item in f["rules"].items()) if "rules" in f else ()
+    return read_record(
+        LegacySettings,
+        node,
+        base=base,
+        given={"rules": rules},
+        context={"registries": registries},
+    )
 
 
 def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -> PolicySettings:

@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo
 
-from sidecar.config._model import Bool, Duration, HostPort, Int, NonEmpty, Number, Str, read_record
+from sidecar.config._model import (
+    Bool,
+    Duration,
+    HostPort,
+    Int,
+    NonEmpty,
+    Number,
+    Str,
+    frozen,
+    read_record,
+)
 from sidecar.config._read import Node, resolve_path
 
 __all__ = [
@@ -21,7 +30,6 @@ __all__ = [
     "parse_replication",
 ]
 
-_T = TypeVar("_T")
 _FORBID = ConfigDict(extra="forbid")
 
 
@@ -39,10 +47,6 @@ def _registry(name: str, info: ValidationInfo) -> str:
     if name not in registries:
         raise ValueError(f"unknown registry {name!r} (registries: {sorted(registries)})")
     return name
-
-
-def _frozen(mapping: Mapping[str, _T]) -> Mapping[str, _T]:
-    return MappingProxyType(dict(mapping))
 
 
 # registry name of the inventory → a setting for that registry alone
@@ -83,11 +87,11 @@ class ReplicationSettings:
     store: Annotated[NonEmpty, AfterValidator(_store)] = ""
     workers: _Positive = 4
     per_registry_concurrency: _Positive = 2
-    registry_concurrency: Annotated[Mapping[_Registry, _Positive], AfterValidator(_frozen)] = field(
+    registry_concurrency: Annotated[Mapping[_Registry, _Positive], AfterValidator(frozen)] = field(
         default_factory=dict
     )
     rate_limit_rps: _Rate | None = None
-    registry_rate_limit_rps: Annotated[Mapping[_Registry, _Rate], AfterValidator(_frozen)] = field(
+    registry_rate_limit_rps: Annotated[Mapping[_Registry, _Rate], AfterValidator(frozen)] = field(
         default_factory=dict
     )
     blob_concurrency: _Positive = 4

@@ -13,8 +13,8 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJso
 from sidecar.config._admin import AdminSettings
 from sidecar.config._bundle import BundleServeSettings, BundleServiceSettings
 from sidecar.config._health import HealthSettings
-from sidecar.config._legacy import ReplicationRule, SyncConfig
-from sidecar.config._model import URL, Int, NonEmpty, Number, Path_, Str, Strings
+from sidecar.config._legacy import ReplicationRule, SyncConfigPath
+from sidecar.config._model import URL, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
 from sidecar.config._replication import ReplicationSettings
 from sidecar.config._scalars import choice, host_port, url
 from sidecar.config._sensitive import SensitiveDataSettings
@@ -69,6 +69,15 @@ def _endpoint(text: str) -> str:
 def _mask(text: str) -> str:
     parse_mask_path(text)  # its ValueError is the problem
     return text
+
+
+def _prefix(text: str) -> str:
+    if not text:
+        raise ValueError("a repository prefix must not be empty")
+    return text
+
+
+_Prefix = Annotated[Key, AfterValidator(_prefix)]
 
 
 def _choice(options: tuple[str, ...]) -> BeforeValidator:
@@ -150,10 +159,14 @@ class TenancySettings:
     __pydantic_config__ = _FORBID
 
     tenants: Strings = ()
-    prefixes: Mapping[str, NonEmpty] = field(default_factory=dict)
-    usage: Annotated[Mapping[str, TenantUsage], WithJsonSchema(_USAGE_SCHEMA)] = field(
+    prefixes: Annotated[Mapping[_Prefix, NonEmpty], AfterValidator(frozen)] = field(
         default_factory=dict
     )
+    usage: Annotated[
+        Mapping[Annotated[Key, Field(min_length=1)], TenantUsage],
+        AfterValidator(frozen),
+        WithJsonSchema(_USAGE_SCHEMA),
+    ] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +177,7 @@ class LegacySettings:
 
     rules: tuple[ReplicationRule, ...] = ()
     # Written as paths of Freightliner sync configs; read into SyncConfig records.
-    sync_configs: Annotated[tuple[SyncConfig, ...], WithJsonSchema(_PATHS_SCHEMA)] = ()
+    sync_configs: Annotated[tuple[SyncConfigPath, ...], WithJsonSchema(_PATHS_SCHEMA)] = ()
 
 
 @dataclass(frozen=True, slots=True)
