@@ -18,11 +18,11 @@ from typing import TypeVar
 
 import yaml
 
-from sidecar.config._scalars import as_bool, as_int, as_number, as_seconds, as_str, choice
+from sidecar.config._scalars import as_bool, as_number, as_str, choice, kind
 from sidecar.errors import ConfigError
 from sidecar.telemetry import get_logger
 
-__all__ = ["Node", "Warnings", "line_of", "read_yaml", "resolve_path", "snake_case"]
+__all__ = ["Node", "Warnings", "did_you_mean", "read_yaml", "resolve_path"]
 
 _T = TypeVar("_T")
 _log = get_logger("sidecar.config")
@@ -132,7 +132,13 @@ class Node:
     @property
     def line(self) -> int | None:
         """The line of this value, else of the nearest enclosing value written in the file."""
-        return line_of(self.lines, self.path)
+        path = self.path
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
 
     def error(self, problem: str) -> ConfigError:
         """Return a ConfigError about this value, naming its file, line and dotted key."""
@@ -151,15 +157,12 @@ class Node:
         """Whether the value is absent or YAML null."""
         return self.value is None
 
-    def _kind(self) -> str:
-        return "null" if self.value is None else type(self.value).__name__
-
     def items(self) -> Iterator[Node]:
         """Iterate the elements of a list (null counts as empty)."""
         if self.value is None:
             return
         if not isinstance(self.value, list):
-            raise self.error(f"expected a list, got {self._kind()}")
+            raise self.error(f"expected a list, got {kind(self.value)}")
         for index, item in enumerate(self.value):
             yield self.at(f"{self.path}[{index}]", item)
 
@@ -168,7 +171,7 @@ class Node:
         if self.value is None:
             return {}
         if not isinstance(self.value, dict):
-            raise self.error(f"expected a mapping, got {self._kind()}")
+            raise self.error(f"expected a mapping, got {kind(self.value)}")
         return {str(k): self.child(str(k), v) for k, v in self.value.items()}
 
     def fields(self, known: Collection[str] = (), *, strict: bool = False) -> dict[str, Node]:
@@ -209,41 +212,29 @@ class Node:
         """Return a non-empty string, or None for null or ""."""
         return None if self.value is None else (self.string() or None)
 
-    def boolean(self, *, tolerate_strings: bool = False) -> bool:
-        """Return a bool; ``tolerate_strings`` also takes "true"/"false" (metadata is str:str)."""
+    def boolean(self) -> bool:
+        """Return a bool; "true"/"false" strings are taken too (registry metadata is str:str)."""
         value = self.value
-        if tolerate_strings and isinstance(value, str) and value.lower() in ("true", "false"):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         return self._read(as_bool)
 
-    def integer(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        """Return an int within the given bounds."""
-        return int(self._bounded(self._read(as_int), minimum, maximum))
-
-    def number(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
-        """Return a finite float within the given bounds; numeric strings are accepted."""
-        return self._bounded(self._read(as_number), minimum, maximum)
-
-    def seconds(self, *, minimum: float = 0.0) -> float:
-        """Return a duration in seconds from a number or a Go-style duration ("30s", "1.5m")."""
-        return self._bounded(self._read(as_seconds), minimum, None)
+    def number(self, *, minimum: float) -> float:
+        """Return a finite float of at least ``minimum``; numeric strings are accepted."""
+        value = self._read(as_number)
+        if value < minimum:
+            raise self.error(f"must be at least {minimum:g}, got {value:g}")
+        return value
 
     def choice(self, options: Collection[str]) -> str:
         """Return a string that must be one of ``options``."""
         return self._read(choice(options))
 
-    def string_list(self, *, allow_csv: bool = False) -> tuple[str, ...]:
-        """Return a list of non-empty strings; with ``allow_csv`` also "a, b" (metadata values)."""
-        if allow_csv and isinstance(self.value, str):
+    def string_list(self) -> tuple[str, ...]:
+        """Return a list of non-empty strings, or "a, b" (registry metadata values are strings)."""
+        if isinstance(self.value, str):
             return tuple(part.strip() for part in self.value.split(",") if part.strip())
         return tuple(item.string(allow_empty=False) for item in self.items())
-
-    def _bounded(self, value: float, minimum: float | None, maximum: float | None) -> float:
-        if minimum is not None and value < minimum:
-            raise self.error(f"must be at least {minimum:g}, got {value:g}")
-        if maximum is not None and value > maximum:
-            raise self.error(f"must be at most {maximum:g}, got {value:g}")
-        return value
 
 
 def did_you_mean(word: str, options: Collection[str]) -> str:
@@ -270,16 +261,6 @@ class Warnings:
         _log.warning(
             "config_warning", file=node.source, line=node.line, key=node.path, problem=problem
         )
-
-
-def line_of(lines: Mapping[str, int], path: str) -> int | None:
-    """Return the line of ``path``, else of its nearest ancestor in ``lines`` (None: unknown)."""
-    while path:
-        if path in lines:
-            return lines[path]
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return None
 
 
 def resolve_path(text: str, base: Path) -> str:

@@ -180,7 +180,7 @@ def _fact_nodes(fields: Mapping[str, Node], metadata: Node) -> dict[str, Node]:
 
 
 def _tenants(node: Node, known: frozenset[str]) -> tuple[str, ...]:
-    tenants = node.string_list(allow_csv=True)
+    tenants = node.string_list()
     for tenant in tenants:
         if known and tenant not in known:
             # A registry dedicated to an unknown tenant is a typo that isolates it from everyone.
@@ -200,10 +200,10 @@ def _facts(
         name=name,
         region=region,
         environment=normalise_environment(environment),
-        gdpr=nodes["gdpr"].boolean(tolerate_strings=True) if "gdpr" in nodes else False,
+        gdpr=nodes["gdpr"].boolean() if "gdpr" in nodes else False,
         role=role,
         backs=nodes["backs"].optional_string() if "backs" in nodes else None,
-        healthy=nodes["healthy"].boolean(tolerate_strings=True) if "healthy" in nodes else True,
+        healthy=nodes["healthy"].boolean() if "healthy" in nodes else True,
         tenants=_tenants(nodes["tenants"], known_tenants) if "tenants" in nodes else (),
         egress_cost_per_gb=egress.number(minimum=0.0) if egress is not None else 0.0,
     )
