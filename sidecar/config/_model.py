@@ -132,10 +132,17 @@ _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
 
 
 def _adapter(record: type[Any]) -> TypeAdapter[Any]:
-    """The (built once) pydantic validator of a record type."""
+    """The pydantic validator of a record type, built once per process.
+
+    Its core schema is kept on the class, where pydantic looks for it: a record nesting this one
+    (read after it, as sections are) reuses it instead of generating it again. Not for a record
+    without a config of its own: its schema follows the config of the record that nests it.
+    """
     adapter = _ADAPTERS.get(record)
     if adapter is None:
         adapter = _ADAPTERS[record] = TypeAdapter(record)
+        if getattr(record, "__pydantic_config__", None) is not None:
+            type.__setattr__(record, "__pydantic_core_schema__", adapter.core_schema)
     return adapter
 
 
