@@ -71,10 +71,11 @@ class ConfigError(SidecarError):
 
     code = ErrorCode.CONFIG_INVALID
 
-    def __init__(self, key: str, problem: str, source: str = "") -> None:
-        where = f"{source}: " if source else ""
+    def __init__(self, key: str, problem: str, source: str = "", line: int | None = None) -> None:
+        where = f"{source}:{line}: " if source and line else f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {problem}")
         self.key = key
+        self.line = line
 
 
 class SensitiveDataError(ConfigError):

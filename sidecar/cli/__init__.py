@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", help="sidecar YAML config (Freightliner registries: + policy:)"
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat config warnings (unknown registry keys) as errors (exit 2)",
+    )
+    parser.add_argument(
         "--log-level", help="override policy.telemetry.log_level (debug|info|warning|error)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
 
-    from sidecar.cli import _admin, _audit  # noqa: PLC0415
+    from sidecar.cli import _admin, _audit, _config  # noqa: PLC0415
 
+    _config.add_parser(sub)
     _audit.add_parser(sub)
     _admin.add_parser(sub)
 
@@ -167,6 +173,13 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 
+def _inspect_config(args: argparse.Namespace, config: Config) -> int:
+    from sidecar.cli import _config  # noqa: PLC0415
+
+    _print_json(_config.run(args, config))
+    return EXIT_OK
+
+
 def _governance(args: argparse.Namespace, config: Config) -> int:
     from sidecar.cli import _admin, _audit  # noqa: PLC0415
 
@@ -182,14 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status (2 for bad config or arguments)."""
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, strict=args.strict)
     except ConfigError as exc:
         print(f"policy-sidecar: invalid config: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     telemetry = config.policy.telemetry
     configure_logging(args.log_level or telemetry.log_level, telemetry.log_format)
     try:
-        runner = _governance if args.command in ("audit", "admin") else _run
+        runners = {"audit": _governance, "admin": _governance, "config": _inspect_config}
+        runner = runners.get(args.command, _run)
         return runner(args, config)
     except (ConfigError, InvalidArgument) as exc:
         print(f"policy-sidecar: {exc.message}", file=sys.stderr)

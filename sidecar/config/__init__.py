@@ -4,7 +4,10 @@ The file is a superset of Freightliner's config, so Freightliner's own files loa
 other top-level sections (ecr, gcr, workers, server, …) are accepted and ignored. A Freightliner
 *sync config* (top-level ``source``/``destination``/``images``) loads too: no inventory, and its
 images become legacy rules. Everything is validated here, once; an invalid file raises ConfigError
-naming the file, the dotted key and the problem. See docs/configuration.md.
+naming the file, the line, the dotted key and the problem. The records are validated by pydantic
+(their field types carry the rules, ``_model.py`` translates its errors); ``config_schema()`` is
+the file's JSON Schema. Unknown registry keys load with a warning (``Config.warnings``) unless
+``strict``. See docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from sidecar.config._legacy import (
     parse_sync_config,
 )
 from sidecar.config._policy import known_tenants, parse_policy
-from sidecar.config._read import Node, read_yaml
+from sidecar.config._read import Node, Warnings, read_yaml
 from sidecar.config._registries import (
     AuthConfig,
     RegistryConfig,
@@ -41,6 +44,7 @@ from sidecar.config._replication import (
     WebhookSettings,
     job_store_url,
 )
+from sidecar.config._schema import config_schema
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
     FAIL_MODES,
@@ -83,6 +87,7 @@ __all__ = [
     "TenancySettings",
     "TlsConfig",
     "WebhookSettings",
+    "config_schema",
     "destination_template",
     "endpoint_host",
     "glob_regex",
@@ -107,6 +112,8 @@ class Config:
     default_source: str | None = None
     default_destination: str | None = None
     source: str = ""
+    # What loaded but looks wrong (unknown registry keys), as "file:line: key: problem" lines.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def inventory(self) -> tuple[RegistryFacts, ...]:
         """Return every registry as the policy sees it (DESIGN §3.1 ``registries``), file order."""
@@ -135,8 +142,12 @@ def _from_sync_config(doc: Node) -> Config:
     )
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Load and validate the config at ``path`` (None → every default, empty inventory)."""
+def load_config(path: str | Path | None, *, strict: bool = False) -> Config:
+    """Load and validate the config at ``path`` (None → every default, empty inventory).
+
+    Warnings (unknown registry keys) are logged and kept in ``Config.warnings``; ``strict`` makes
+    them ConfigErrors.
+    """
     if path is None:
         return Config()
     resolved = Path(path).expanduser().resolve()
@@ -147,8 +158,9 @@ def load_config(path: str | Path | None) -> Config:
         return _from_sync_config(doc)
     top = doc.fields()
     policy_node = top.get("policy", doc.child("policy", None))
+    warnings = Warnings(strict=strict)
     registries = parse_registries(
-        top.get("registries", doc.child("registries", None)), known_tenants(policy_node)
+        top.get("registries", doc.child("registries", None)), known_tenants(policy_node), warnings
     )
     policy = parse_policy(policy_node, resolved.parent, registries.registries)
     # Freightliner's registries.yaml keeps its defaults at the top level instead.
@@ -164,4 +176,5 @@ def load_config(path: str | Path | None) -> Config:
         default_source=default_source,
         default_destination=default_destination,
         source=str(resolved),
+        warnings=tuple(warnings.messages),
     )

@@ -9,9 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from sidecar.config._read import Node, resolve_path
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic.json_schema import SkipJsonSchema
+
+from sidecar.config._model import (
+    Bool,
+    HostPort,
+    Int,
+    NonEmpty,
+    Path_,
+    Secret,
+    Str,
+    Target,
+    keys,
+    read_record,
+)
+from sidecar.config._read import Node
+from sidecar.config._scalars import choice, expanded
 from sidecar.config._target import parse_target
 from sidecar.errors import InvalidArgument
 
@@ -32,35 +49,65 @@ _CREDENTIALS = {
 }
 
 
+_ENDPOINT_PROBLEM = (
+    "expected an http(s)://host:port S3/GCS endpoint (emulators, gateways); "
+    "an http store's url is already its endpoint"
+)
+
+
+def _endpoint(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(_ENDPOINT_PROBLEM)
+    return text.rstrip("/")
+
+
+def _credential(value: object, info: ValidationInfo) -> str:
+    """One of the credentials the store (in the validation context) accepts."""
+    accepted: tuple[str, ...] = (info.context or {}).get("credentials", _CREDENTIALS["s3"])
+    return choice(accepted)(value)
+
+
+_credentials = BeforeValidator(
+    _credential, json_schema_input_type=Literal["environment", "gcp_metadata", "none"]
+)
+_Positive = Annotated[Int, Field(ge=1)]
+
+
 @dataclass(frozen=True, slots=True)
 class BundleServiceSettings:
     """``policy.bundle.service``: the store the managed OPA polls, and how often."""
 
-    url: str
-    store: str  # s3 | gcs | http, from the URL's scheme
-    endpoint_url: str | None = None
-    region: str | None = None
-    credentials: str = "environment"
-    token: str | None = None
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    url: Target  # the `bundle publish --to` URL
+    store: SkipJsonSchema[str]  # s3 | gcs | http, from the URL's scheme
+    endpoint_url: Annotated[NonEmpty, AfterValidator(_endpoint)] | None = None
+    region: NonEmpty | None = None
+    # environment (s3); gcp_metadata or none (gcs); none (http). Default: the first.
+    credentials: Annotated[str, _credentials] = "environment"
+    token: Annotated[NonEmpty, AfterValidator(expanded)] | None = None  # http: the read token
     # 1-2 s keeps p95 propagation to every sidecar under 5 s (docs/benchmarks.md); each poll of
     # an unchanged bundle is a conditional GET answered 304.
-    min_delay_s: int = 1
-    max_delay_s: int = 2
-    long_poll_timeout_s: int = 30
+    min_delay_s: _Positive = 1
+    max_delay_s: _Positive = 2
+    long_poll_timeout_s: _Positive = 30
     # OPA keeps the last activated bundle under state_dir: a restarted OPA serves it at once, even
     # while the store is unreachable (it is verified again when loaded).
-    persist: bool = True
+    persist: Bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class BundleServeSettings:
     """``policy.bundle.serve``: the built-in HTTP bundle server this sidecar hosts ("" = off)."""
 
-    listen: str = ""
-    dir: str = ""  # "" → <state_dir>/bundle-server
-    token: str = ""
-    read_token: str | None = None
-    max_bytes: int = DEFAULT_SERVE_MAX_BYTES
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    listen: HostPort = ""
+    dir: Path_ = ""  # "" → <state_dir>/bundle-server
+    token: Secret = ""
+    read_token: Annotated[Str, AfterValidator(lambda token: token or None)] | None = None
+    max_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_SERVE_MAX_BYTES
 
     @property
     def enabled(self) -> bool:
@@ -68,24 +115,10 @@ class BundleServeSettings:
         return bool(self.listen)
 
 
-_SERVICE_KEYS = (
-    "url",
-    "endpoint_url",
-    "region",
-    "credentials",
-    "token",
-    "min_delay_s",
-    "max_delay_s",
-    "long_poll_timeout_s",
-    "persist",
-)
-
-
 def parse_bundle_service(node: Node, *, verification_key: str | None) -> BundleServiceSettings:
     """Parse ``policy.bundle.service``; the bundle's verification key must be configured."""
-    f = node.fields(_SERVICE_KEYS, strict=True)
-    d = BundleServiceSettings("", "")
-    if "url" not in f:
+    f = node.fields(keys(BundleServiceSettings), strict=True)
+    if "url" not in f or f["url"].is_null:
         raise node.error("needs url: the `bundle publish --to` URL (s3://, gs:// or http(s)://)")
     url = f["url"].string(allow_empty=False)
     try:
@@ -96,75 +129,32 @@ def parse_bundle_service(node: Node, *, verification_key: str | None) -> BundleS
         raise node.error(
             "needs policy.bundle.verification_key: the public key OPA verifies pulled bundles with"
         )
-
-    def text(key: str) -> str | None:
-        given = f.get(key)
-        return None if given is None or given.is_null else given.string(allow_empty=False)
-
-    endpoint = text("endpoint_url")
-    if endpoint is not None:
-        parts = urlsplit(endpoint)
-        if store == "http" or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise f["endpoint_url"].error(
-                "expected an http(s)://host:port S3/GCS endpoint (emulators, gateways); "
-                "an http store's url is already its endpoint"
-            )
-    choices = _CREDENTIALS[store]
-    token = text("token")
-    if token is not None and store != "http":
-        raise f["token"].error("only an http bundle server takes a bearer token")
-    if token is not None and token.startswith("${"):
-        raise f["token"].error(f"{token} is not set in the environment")
-
-    def delay(key: str, default: int) -> int:
-        return f[key].integer(minimum=1) if key in f else default
-
-    min_delay, max_delay = delay("min_delay_s", d.min_delay_s), delay("max_delay_s", d.max_delay_s)
-    if max_delay < min_delay:
-        raise (f.get("max_delay_s") or f["min_delay_s"]).error(
-            f"max_delay_s ({max_delay}) must be at least min_delay_s ({min_delay})"
-        )
-    return BundleServiceSettings(
-        url=url,
-        store=store,
-        endpoint_url=endpoint.rstrip("/") if endpoint else None,
-        region=text("region"),
-        credentials=f["credentials"].choice(choices) if "credentials" in f else choices[0],
-        token=token,
-        min_delay_s=min_delay,
-        max_delay_s=max_delay,
-        long_poll_timeout_s=delay("long_poll_timeout_s", d.long_poll_timeout_s),
-        persist=f["persist"].boolean() if "persist" in f else d.persist,
+    credentials = _CREDENTIALS[store]
+    service = read_record(
+        BundleServiceSettings,
+        node,
+        given={"store": store, "credentials": credentials[0]}
+        | {k: n.value for k, n in f.items() if k == "credentials" and not n.is_null},
+        context={"credentials": credentials},
     )
+    if service.endpoint_url is not None and store == "http":
+        raise f["endpoint_url"].error(_ENDPOINT_PROBLEM)
+    if service.token is not None and store != "http":
+        raise f["token"].error("only an http bundle server takes a bearer token")
+    if service.max_delay_s < service.min_delay_s:
+        raise (f.get("max_delay_s") or f["min_delay_s"]).error(
+            f"max_delay_s ({service.max_delay_s}) must be at least min_delay_s "
+            f"({service.min_delay_s})"
+        )
+    return service
 
 
 def parse_bundle_serve(node: Node, base: Path) -> BundleServeSettings:
     """Parse ``policy.bundle.serve``; a relative ``dir`` resolves against ``base``."""
-    f = node.fields(BundleServeSettings.__dataclass_fields__, strict=True)
-    d = BundleServeSettings()
-    listen = f["listen"].string() if "listen" in f and not f["listen"].is_null else ""
-    if listen:
-        host, colon, port = listen.rpartition(":")
-        if not colon or not host or not port.isdigit() or int(port) > 65535:
-            raise f["listen"].error(f"expected HOST:PORT (port 0-65535), got {listen!r}")
-    token = f["token"].string() if "token" in f and not f["token"].is_null else ""
-    if listen and not token:
+    serve = read_record(BundleServeSettings, node, base=base)
+    if serve.listen and not serve.token:
         raise node.error(
             "needs token: the upload token `bundle publish` sends "
             "(e.g. token: ${POLICY_SIDECAR_BUNDLE_TOKEN})"
         )
-    if token.startswith("${"):
-        raise f["token"].error(f"{token} is not set in the environment")
-    directory = f.get("dir")
-    read_token = f.get("read_token")
-    return BundleServeSettings(
-        listen=listen,
-        dir=(
-            resolve_path(directory.string(allow_empty=False), base)
-            if directory is not None and not directory.is_null
-            else d.dir
-        ),
-        token=token,
-        read_token=read_token.optional_string() if read_token is not None else None,
-        max_bytes=f["max_bytes"].integer(minimum=1) if "max_bytes" in f else d.max_bytes,
-    )
+    return serve

@@ -8,81 +8,106 @@ silently never matches.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, ValidationInfo
 
 from sidecar.config._glob import destination_template, glob_regex, tag_glob_problem
-from sidecar.config._read import Node, read_yaml
+from sidecar.config._model import Bool, Int, NonEmpty, Str, Strings, keys, read_record
+from sidecar.config._read import Node, read_yaml, resolve_path
 from sidecar.config._registries import RegistryConfig, endpoint_host
+from sidecar.config._scalars import as_str
 
 __all__ = [
     "ReplicationRule",
     "SyncConfig",
+    "SyncConfigPath",
     "SyncImage",
     "is_sync_config",
     "load_sync_config",
-    "parse_rules",
     "parse_sync_config",
+    "read_rule",
 ]
 
-_RULE_KEYS = (
-    "source_registry",
-    "source_repository",
-    "destination_registry",
-    "destination_repository",
-    "tag_filter",
-    "schedule",
-    "include_tags",
-    "exclude_tags",
-    "force_overwrite",
-)
-_IMAGE_KEYS = (
-    "repository",
-    "tags",
-    "tag_regex",
-    "semver_constraint",
-    "all_tags",
-    "latest_n",
-    "destination_repository",
-    "destination_prefix",
-    "destination_suffix",
-    "limit",
-    "architectures",
-)
 _TAG_SELECTORS = ("tags", "tag_regex", "semver_constraint", "all_tags", "latest_n")
 _NEEDS_TAG_LIST = ("semver_constraint", "latest_n")
 _SYNC_MARKERS = ("source", "destination", "images")
+_FORBID = ConfigDict(extra="forbid")
+
+
+def _required(text: str) -> str:
+    if not text:
+        raise ValueError("required")
+    return text
+
+
+def _glob(pattern: str) -> str:
+    glob_regex(pattern)  # its ValueError is the problem
+    return pattern
+
+
+def _tag_glob(pattern: str) -> str:
+    problem = tag_glob_problem(pattern)
+    if problem:
+        raise ValueError(problem)
+    return pattern
+
+
+def _registry(name: str, info: ValidationInfo) -> str:
+    known: Collection[str] = (info.context or {}).get("registry_names") or ()
+    if name and known and name not in known:
+        raise ValueError(f"names no registry of the inventory (known: {', '.join(sorted(known))})")
+    return name
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return text
+
+
+_Glob = Annotated[Str, AfterValidator(_glob)]
+_TagGlob = Annotated[Str, AfterValidator(_tag_glob)]
+_Registry = Annotated[Str, AfterValidator(_registry)]
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicationRule:
     """Freightliner's ReplicationRule, as written in ``policy.legacy.rules``."""
 
-    source_repository: str
-    destination_registry: str
-    source_registry: str = ""
-    destination_repository: str = ""
-    tag_filter: str = ""
-    schedule: str = ""
-    include_tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-    force_overwrite: bool = False
+    __pydantic_config__ = _FORBID
+
+    source_repository: Annotated[_Glob, AfterValidator(_required)]
+    destination_registry: Annotated[_Registry, AfterValidator(_required)]
+    source_registry: _Registry = ""
+    destination_repository: Str = ""
+    tag_filter: _TagGlob = ""
+    schedule: Str = ""
+    include_tags: tuple[Annotated[NonEmpty, AfterValidator(_tag_glob)], ...] = ()
+    exclude_tags: tuple[Annotated[NonEmpty, AfterValidator(_tag_glob)], ...] = ()
+    force_overwrite: Bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class SyncImage:
     """One ``images[]`` entry of a Freightliner sync config (only policy-expressible selectors)."""
 
-    repository: str
-    tags: tuple[str, ...] = ()
-    tag_regex: str = ""
-    all_tags: bool = False
-    destination_repository: str = ""
-    destination_prefix: str = ""
-    destination_suffix: str = ""
-    limit: int | None = None
-    architectures: tuple[str, ...] = ()
+    __pydantic_config__ = _FORBID
+
+    repository: _Glob
+    tags: Strings = ()
+    tag_regex: Annotated[Str, AfterValidator(_regex)] = ""
+    all_tags: Bool = False
+    destination_repository: Str = ""
+    destination_prefix: Str = ""
+    destination_suffix: Str = ""
+    limit: Annotated[Int, Field(ge=0)] | None = None
+    architectures: Strings = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,107 +122,35 @@ class SyncConfig:
     images: tuple[SyncImage, ...]
 
 
-def _text(fields: dict[str, Node], key: str) -> str:
-    node = fields.get(key)
-    return node.string() if node is not None and not node.is_null else ""
-
-
-def _glob(node: Node | None, *, tag: bool) -> tuple[str, int]:
-    if node is None or node.is_null:
-        return "", 0
-    pattern = node.string()
-    if tag:
-        problem = tag_glob_problem(pattern)
-        if problem:
-            raise node.error(problem)
-        return pattern, 0
+def _destination(node: Node, destination: str, source: str) -> None:
+    """The destination pattern must use only the captures the source glob has."""
     try:
-        return pattern, glob_regex(pattern)[1]
+        destination_template(destination, source, glob_regex(source)[1])
     except ValueError as exc:
-        raise node.error(str(exc)) from exc
+        raise node.fields()["destination_repository"].error(str(exc)) from exc
 
 
-def _tag_globs(node: Node | None) -> tuple[str, ...]:
-    if node is None:
-        return ()
-    for item in node.items():
-        _glob(item, tag=True)
-    return node.string_list()
-
-
-def _rule(node: Node, known_registries: frozenset[str]) -> ReplicationRule:
-    f = node.fields(_RULE_KEYS, strict=True)
-    for key in ("source_repository", "destination_registry"):
-        if key not in f or f[key].is_null or not f[key].string():
-            raise node.child(key, None).error("required")
-    source, captures = _glob(f["source_repository"], tag=False)
-    destination = _text(f, "destination_repository")
-    try:
-        destination_template(destination, source, captures)
-    except ValueError as exc:
-        raise f["destination_repository"].error(str(exc)) from exc
-    for key in ("source_registry", "destination_registry"):
-        name = _text(f, key)
-        if name and known_registries and name not in known_registries:
-            raise f[key].error(
-                f"names no registry of the inventory (known: {', '.join(sorted(known_registries))})"
-            )
-    force = f.get("force_overwrite")
-    return ReplicationRule(
-        source_registry=_text(f, "source_registry"),
-        source_repository=source,
-        destination_registry=_text(f, "destination_registry"),
-        destination_repository=destination,
-        tag_filter=_glob(f.get("tag_filter"), tag=True)[0],
-        schedule=_text(f, "schedule"),
-        include_tags=_tag_globs(f.get("include_tags")),
-        exclude_tags=_tag_globs(f.get("exclude_tags")),
-        force_overwrite=force.boolean() if force is not None and not force.is_null else False,
-    )
-
-
-def parse_rules(node: Node, known_registries: frozenset[str]) -> tuple[ReplicationRule, ...]:
-    """Parse ``policy.legacy.rules``; names must be in ``known_registries`` when it is non-empty."""
-    return tuple(_rule(item, known_registries) for item in node.items())
+def read_rule(node: Node, registry_names: Collection[str]) -> ReplicationRule:
+    """Read one ``policy.legacy.rules`` entry; names must be in ``registry_names`` if non-empty."""
+    rule = read_record(ReplicationRule, node, context={"registry_names": registry_names})
+    _destination(node, rule.destination_repository, rule.source_repository)
+    return rule
 
 
 def _image(node: Node) -> SyncImage:
-    f = node.fields(_IMAGE_KEYS, strict=True)
-    if "repository" not in f or f["repository"].is_null:
-        raise node.child("repository", None).error("required")
-    repository, captures = _glob(f["repository"], tag=False)
+    f = node.fields((*keys(SyncImage), *_NEEDS_TAG_LIST), strict=True)
     given = [k for k in _TAG_SELECTORS if k in f and not f[k].is_null and f[k].value is not False]
     if len(given) != 1:
         found = f"got {', '.join(given)}" if given else "got none"
         raise node.error(f"needs exactly one of {', '.join(_TAG_SELECTORS)} ({found})")
-    selector = given[0]
-    if selector in _NEEDS_TAG_LIST:
-        raise f[selector].error(
+    if given[0] in _NEEDS_TAG_LIST:
+        raise f[given[0]].error(
             "not supported as policy data yet: it needs the registry's tag list, which a "
             "per-image decision does not have; list the tags or use tag_regex instead"
         )
-    tag_regex = _text(f, "tag_regex")
-    try:
-        re.compile(tag_regex)
-    except re.error as exc:
-        raise f["tag_regex"].error(f"not a valid regular expression: {exc}") from exc
-    destination = _text(f, "destination_repository")
-    try:
-        destination_template(destination, repository, captures)
-    except ValueError as exc:
-        raise f["destination_repository"].error(str(exc)) from exc
-    limit = f.get("limit")
-    return SyncImage(
-        repository=repository,
-        tags=f["tags"].string_list() if "tags" in f else (),
-        tag_regex=tag_regex,
-        all_tags=f["all_tags"].boolean() if "all_tags" in f else False,
-        destination_repository=destination,
-        destination_prefix=_text(f, "destination_prefix"),
-        destination_suffix=_text(f, "destination_suffix"),
-        limit=limit.integer(minimum=0) if limit is not None and not limit.is_null else None,
-        architectures=f["architectures"].string_list() if "architectures" in f else (),
-    )
+    image = read_record(SyncImage, node, known=keys(SyncImage), lenient=True)
+    _destination(node, image.destination_repository, image.repository)
+    return image
 
 
 def _resolve(host: str, registries: Sequence[RegistryConfig]) -> str:
@@ -214,6 +167,13 @@ def is_sync_config(doc: Node) -> bool:
     return isinstance(doc.value, dict) and any(k in doc.value for k in _SYNC_MARKERS)
 
 
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """``source:`` or ``destination:`` of a sync config (Freightliner's other keys are ignored)."""
+
+    registry: NonEmpty
+
+
 def parse_sync_config(doc: Node, registries: Sequence[RegistryConfig] = ()) -> SyncConfig:
     """Parse a sync config document; its hosts resolve against ``registries`` endpoints."""
     f = doc.fields()
@@ -221,10 +181,7 @@ def parse_sync_config(doc: Node, registries: Sequence[RegistryConfig] = ()) -> S
     for side in ("source", "destination"):
         if side not in f:
             raise doc.child(side, None).error("required in a sync config")
-        side_fields = f[side].fields()
-        if "registry" not in side_fields:
-            raise f[side].child("registry", None).error("required")
-        hosts.append(side_fields["registry"].string(allow_empty=False))
+        hosts.append(read_record(_Side, f[side], lenient=True).registry)
     images = tuple(_image(item) for item in f.get("images", doc.child("images", None)).items())
     if not images:
         raise doc.child("images", None).error("a sync config needs at least one image")
@@ -242,3 +199,19 @@ def load_sync_config(path: str | Path, registries: Sequence[RegistryConfig] = ()
     """Read and check the Freightliner sync config at ``path``; raise ConfigError if invalid."""
     resolved = Path(path).expanduser().resolve()
     return parse_sync_config(read_yaml(resolved), registries)
+
+
+def _sync_config(value: object, info: ValidationInfo) -> SyncConfig:
+    """Read a ``policy.legacy.sync_configs`` entry: the path of a sync config, checked in full."""
+    text = as_str(value)
+    if not text:
+        raise ValueError("must not be empty")
+    context = info.context or {}
+    path = resolve_path(text, context.get("base") or Path.cwd())
+    if not Path(path).is_file():
+        raise ValueError(f"sync config {path} does not exist")
+    return load_sync_config(path, context.get("registries", ()))
+
+
+# Written as the path of a Freightliner sync config; read into its SyncConfig record.
+SyncConfigPath = Annotated[SyncConfig, PlainValidator(_sync_config, json_schema_input_type=str)]

@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
+from sidecar.config._scalars import as_bool, as_number, as_str, choice, kind
 from sidecar.errors import ConfigError
+from sidecar.telemetry import get_logger
 
-__all__ = ["Node", "optional", "read_yaml", "resolve_path", "snake_case"]
+__all__ = ["Node", "Warnings", "did_you_mean", "read_yaml", "resolve_path"]
 
 _T = TypeVar("_T")
+_log = get_logger("sidecar.config")
 
 # Only the braced form is expanded: a bare "$1" is a legacy-rule capture, not a variable.
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def snake_case(key: str) -> str:
@@ -71,21 +71,52 @@ def _expand(value: object) -> object:
     return value
 
 
+def _lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
+    """Record the 1-based line of every value under ``node`` by the dotted path Node gives it."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            out.setdefault(child, key_node.start_mark.line + 1)
+            _lines(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = f"{path}[{index}]"
+            out.setdefault(child, item.start_mark.line + 1)
+            _lines(item, child, out)
+
+
+def _load(text: str) -> tuple[object, dict[str, int]]:
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        lines: dict[str, int] = {}
+        if root is None:
+            return None, lines
+        _lines(root, "", lines)
+        return loader.construct_document(root), lines
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> Node:
-    """Load ``path`` as YAML, ``${VAR}`` expanded; raise ConfigError with the line on failure."""
+    """Load ``path`` as YAML, ``${VAR}`` expanded; raise ConfigError with the line on failure.
+
+    The returned Node knows the line of every value, so errors name it: ``file:LINE: key: …``.
+    """
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("(file)", f"cannot read: {exc}", source) from exc
     try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        doc, lines = _load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(document)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(where, f"not valid YAML: {problem}", source) from exc
-    return Node({} if doc is None else _expand(doc), "", source)
+    return Node({} if doc is None else _expand(doc), "", source, lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,38 +126,52 @@ class Node:
     value: object
     path: str
     source: str
+    # Dotted path → 1-based line of every value of the file (read_yaml), for error messages.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def line(self) -> int | None:
+        """The line of this value, else of the nearest enclosing value written in the file."""
+        path = self.path
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
 
     def error(self, problem: str) -> ConfigError:
-        """Return a ConfigError about this value."""
-        return ConfigError(self.path or "(document)", problem, self.source)
+        """Return a ConfigError about this value, naming its file, line and dotted key."""
+        return ConfigError(self.path or "(document)", problem, self.source, self.line)
+
+    def at(self, path: str, value: object) -> Node:
+        """Return a node of the same file at another dotted ``path``."""
+        return Node(value, path, self.source, self.lines)
 
     def child(self, key: str, value: object) -> Node:
         """Return the node for mapping key ``key`` holding ``value``."""
-        return Node(value, f"{self.path}.{key}" if self.path else key, self.source)
+        return self.at(f"{self.path}.{key}" if self.path else key, value)
 
     @property
     def is_null(self) -> bool:
         """Whether the value is absent or YAML null."""
         return self.value is None
 
-    def _kind(self) -> str:
-        return "null" if self.value is None else type(self.value).__name__
-
     def items(self) -> Iterator[Node]:
         """Iterate the elements of a list (null counts as empty)."""
         if self.value is None:
             return
         if not isinstance(self.value, list):
-            raise self.error(f"expected a list, got {self._kind()}")
+            raise self.error(f"expected a list, got {kind(self.value)}")
         for index, item in enumerate(self.value):
-            yield Node(item, f"{self.path}[{index}]", self.source)
+            yield self.at(f"{self.path}[{index}]", item)
 
     def raw_mapping(self) -> dict[str, Node]:
         """Return a mapping's entries by key as written (user data such as metadata or labels)."""
         if self.value is None:
             return {}
         if not isinstance(self.value, dict):
-            raise self.error(f"expected a mapping, got {self._kind()}")
+            raise self.error(f"expected a mapping, got {kind(self.value)}")
         return {str(k): self.child(str(k), v) for k, v in self.value.items()}
 
     def fields(self, known: Collection[str] = (), *, strict: bool = False) -> dict[str, Node]:
@@ -144,95 +189,78 @@ class Node:
             if canonical in out:
                 raise node.error(f"given twice (also as {written[canonical]!r})")
             if strict and canonical not in known:
-                hint = difflib.get_close_matches(canonical, list(known), n=1)
-                suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+                suffix = did_you_mean(canonical, known)
                 raise node.error(f"unknown key{suffix} (known: {', '.join(sorted(known))})")
             out[canonical] = node
             written[canonical] = key
         return out
 
+    def _read(self, read: Callable[[object], _T]) -> _T:
+        try:
+            return read(self.value)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
     def string(self, *, allow_empty: bool = True) -> str:
         """Return a string; integers are accepted (YAML reads an unquoted account id as one)."""
-        value = self.value
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            if isinstance(value, float):
-                raise self.error(f"expected a string, got the number {value!r}; quote it")
-            raise self.error(f"expected a string, got {self._kind()}")
-        text = str(value)
+        text = self._read(as_str)
         if not allow_empty and not text:
             raise self.error("must not be empty")
-        if "\x00" in text:
-            # No name, URL or path may hold one; a path with it makes the OS calls raise ValueError.
-            raise self.error("must not contain a NUL character")
         return text
 
     def optional_string(self) -> str | None:
         """Return a non-empty string, or None for null or ""."""
         return None if self.value is None else (self.string() or None)
 
-    def boolean(self, *, tolerate_strings: bool = False) -> bool:
-        """Return a bool; ``tolerate_strings`` also takes "true"/"false" (metadata is str:str)."""
+    def boolean(self) -> bool:
+        """Return a bool; "true"/"false" strings are taken too (registry metadata is str:str)."""
         value = self.value
-        if isinstance(value, bool):
-            return value
-        if tolerate_strings and isinstance(value, str) and value.lower() in ("true", "false"):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise self.error(f"expected true or false, got {value!r}")
+        return self._read(as_bool)
 
-    def integer(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        """Return an int within the given bounds."""
-        value = self.value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(f"expected an integer, got {self.value!r}")
-        return int(self._bounded(value, minimum, maximum))
-
-    def number(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
-        """Return a finite float within the given bounds; numeric strings are accepted."""
-        value = self.value
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise self.error(f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(f"expected a number, got {self.value!r}")
-        if not math.isfinite(value):
-            raise self.error(f"expected a finite number, got {value!r}")
-        return self._bounded(float(value), minimum, maximum)
-
-    def seconds(self, *, minimum: float = 0.0) -> float:
-        """Return a duration in seconds from a number or a Go-style duration ("30s", "1.5m")."""
-        if isinstance(self.value, str):
-            found = _DURATION.match(self.value.strip())
-            if found is None:
-                raise self.error(f"expected seconds or a duration like '30s', got {self.value!r}")
-            seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
-            return Node(seconds, self.path, self.source).number(minimum=minimum)
-        return self.number(minimum=minimum)
+    def number(self, *, minimum: float) -> float:
+        """Return a finite float of at least ``minimum``; numeric strings are accepted."""
+        value = self._read(as_number)
+        if value < minimum:
+            raise self.error(f"must be at least {minimum:g}, got {value:g}")
+        return value
 
     def choice(self, options: Collection[str]) -> str:
         """Return a string that must be one of ``options``."""
-        text = self.string()
-        if text not in options:
-            hint = difflib.get_close_matches(text, list(options), n=1)
-            suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise self.error(f"{text!r} is not one of {', '.join(options)}{suffix}")
-        return text
+        return self._read(choice(options))
 
-    def string_list(self, *, allow_csv: bool = False) -> tuple[str, ...]:
-        """Return a list of non-empty strings; with ``allow_csv`` also "a, b" (metadata values)."""
-        if allow_csv and isinstance(self.value, str):
+    def string_list(self) -> tuple[str, ...]:
+        """Return a list of non-empty strings, or "a, b" (registry metadata values are strings)."""
+        if isinstance(self.value, str):
             return tuple(part.strip() for part in self.value.split(",") if part.strip())
         return tuple(item.string(allow_empty=False) for item in self.items())
 
-    def _bounded(self, value: float, minimum: float | None, maximum: float | None) -> float:
-        if minimum is not None and value < minimum:
-            raise self.error(f"must be at least {minimum:g}, got {value:g}")
-        if maximum is not None and value > maximum:
-            raise self.error(f"must be at most {maximum:g}, got {value:g}")
-        return value
+
+def did_you_mean(word: str, options: Collection[str]) -> str:
+    """Return "; did you mean 'x'?" for the option closest to ``word``, else ""."""
+    hint = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
+
+
+@dataclass(slots=True)
+class Warnings:
+    """Problems a config may have and still load (unknown registry keys); ``strict`` refuses them.
+
+    Each warning is logged and kept in ``messages`` (``Config.warnings``) as ``file:line: key: …``.
+    """
+
+    strict: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def warn(self, node: Node, problem: str) -> None:
+        """Record ``problem`` about ``node`` (loading goes on); raise it as a ConfigError if strict."""
+        if self.strict:
+            raise node.error(problem)
+        self.messages.append(str(node.error(f"{problem} (ignored; --strict refuses it)")))
+        _log.warning(
+            "config_warning", file=node.source, line=node.line, key=node.path, problem=problem
+        )
 
 
 def resolve_path(text: str, base: Path) -> str:
@@ -242,9 +270,3 @@ def resolve_path(text: str, base: Path) -> str:
     with contextlib.suppress(RuntimeError):
         path = path.expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
-
-
-def optional(fields: Mapping[str, Node], key: str, read: Callable[[Node], _T], default: _T) -> _T:
-    """Return ``read(fields[key])``, or ``default`` when the key is absent or null."""
-    node = fields.get(key)
-    return default if node is None or node.is_null else read(node)

@@ -12,15 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from sidecar.config._read import Node
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from sidecar.config._model import Bool, Duration, Int, NonEmpty, Str, keys, read_record
+from sidecar.config._read import Node, Warnings, did_you_mean
+from sidecar.config._scalars import as_str
 from sidecar.model.decision import RegistryFacts
 
 __all__ = [
     "AuthConfig",
     "RegistryConfig",
+    "RegistryEntry",
     "RegistryList",
     "TlsConfig",
     "endpoint_host",
@@ -32,6 +37,12 @@ __all__ = [
 _ENVIRONMENT_ALIASES = {"production": "prod", "development": "dev", "stage": "staging"}
 _ROLES = ("primary", "secondary")
 _FACT_KEYS = ("environment", "gdpr", "role", "backs", "tenants", "egress_cost_per_gb", "healthy")
+
+
+def _check_keys(fields: Mapping[str, Node], known: tuple[str, ...], warnings: Warnings) -> None:
+    for key, node in fields.items():
+        if key not in known:
+            warnings.warn(node, f"unknown registry key{did_you_mean(key, known)}")
 
 
 def normalise_environment(value: str) -> str:
@@ -52,29 +63,79 @@ def endpoint_host(endpoint: str) -> str:
         return text.split("://", 1)[-1].lstrip("/").split("/", 1)[0].lower()
 
 
+def _or(default: str) -> AfterValidator:
+    return AfterValidator(lambda text: text or default)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     """A registry's credentials as Freightliner configures them (secrets stay out of repr)."""
 
-    type: str = "anonymous"
-    username: str = ""
-    password: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-    profile: str = ""
-    role_arn: str = ""
-    credentials_file: str = ""
-    use_secrets_manager: bool = False
-    secret_name: str = ""
+    type: Annotated[Str, _or("anonymous")] = "anonymous"
+    username: Str = ""
+    password: Str = field(default="", repr=False)
+    token: Str = field(default="", repr=False)
+    profile: Str = ""
+    role_arn: Str = ""
+    credentials_file: Str = ""
+    use_secrets_manager: Bool = False
+    secret_name: Str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
     """Client TLS settings for one registry."""
 
-    cert_file: str = ""
-    key_file: str = ""
-    ca_file: str = ""
-    insecure_skip_verify: bool = False
+    cert_file: Str = ""
+    key_file: Str = ""
+    ca_file: Str = ""
+    insecure_skip_verify: Bool = False
+
+
+def _fact(schema: dict[str, Any]) -> WithJsonSchema:
+    """An inventory fact's schema: the fact reader checks it (it may come from metadata instead)."""
+    return WithJsonSchema(schema)
+
+
+_TENANTS = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}
+_BOOLISH = {"anyOf": [{"type": "boolean"}, {"enum": ["true", "false", "True", "False"]}]}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    """One ``registries:`` entry as written: Freightliner's registry fields plus the policy facts.
+
+    The facts (environment … healthy) may also be written inside ``metadata``, where Freightliner
+    keeps free-form values. Other keys load with a warning (a typo would silently drop a setting).
+    """
+
+    name: NonEmpty
+    type: Annotated[Str, _or("generic")] = "generic"
+    endpoint: Str = ""
+    region: Str = ""
+    account_id: Annotated[str, BeforeValidator(as_str, json_schema_input_type=str | int)] = ""
+    project: Str = ""
+    location: Str = ""
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    insecure: Bool = False
+    timeout: Annotated[Duration, Field(ge=0)] | None = None
+    retry_attempts: Annotated[Int, Field(ge=0)] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    environment: Annotated[object, _fact({"type": "string"})] = None
+    gdpr: Annotated[object, _fact(_BOOLISH)] = None
+    role: Annotated[object, _fact({"enum": list(_ROLES)})] = None
+    backs: Annotated[object, _fact({"type": ["string", "null"]})] = None
+    tenants: Annotated[object, _fact(_TENANTS)] = None
+    egress_cost_per_gb: Annotated[object, _fact({"type": ["number", "string"]})] = None
+    healthy: Annotated[object, _fact(_BOOLISH)] = None
+
+
+# The keys a registry entry may have (Freightliner's documented fields, including the ones the
+# sidecar does not use such as location, plus the facts); anything else warns.
+REGISTRY_KEYS = keys(RegistryEntry)
+AUTH_KEYS = keys(AuthConfig)
+TLS_KEYS = keys(TlsConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,38 +171,6 @@ class RegistryList:
     default_destination: str | None = None
 
 
-def _text(fields: Mapping[str, Node], key: str) -> str:
-    node = fields.get(key)
-    return node.string() if node is not None and not node.is_null else ""
-
-
-def _auth(node: Node) -> AuthConfig:
-    f = node.fields()
-    secrets = f.get("use_secrets_manager")
-    return AuthConfig(
-        type=_text(f, "type") or "anonymous",
-        username=_text(f, "username"),
-        password=_text(f, "password"),
-        token=_text(f, "token"),
-        profile=_text(f, "profile"),
-        role_arn=_text(f, "role_arn"),
-        credentials_file=_text(f, "credentials_file"),
-        use_secrets_manager=secrets.boolean() if secrets and not secrets.is_null else False,
-        secret_name=_text(f, "secret_name"),
-    )
-
-
-def _tls(node: Node) -> TlsConfig:
-    f = node.fields()
-    skip = f.get("insecure_skip_verify")
-    return TlsConfig(
-        cert_file=_text(f, "cert_file"),
-        key_file=_text(f, "key_file"),
-        ca_file=_text(f, "ca_file"),
-        insecure_skip_verify=skip.boolean() if skip and not skip.is_null else False,
-    )
-
-
 def _fact_nodes(fields: Mapping[str, Node], metadata: Node) -> dict[str, Node]:
     """Return the node holding each inventory fact: the registry's own field, else its metadata."""
     meta = metadata.fields()
@@ -151,7 +180,7 @@ def _fact_nodes(fields: Mapping[str, Node], metadata: Node) -> dict[str, Node]:
 
 
 def _tenants(node: Node, known: frozenset[str]) -> tuple[str, ...]:
-    tenants = node.string_list(allow_csv=True)
+    tenants = node.string_list()
     for tenant in tenants:
         if known and tenant not in known:
             # A registry dedicated to an unknown tenant is a typo that isolates it from everyone.
@@ -171,39 +200,42 @@ def _facts(
         name=name,
         region=region,
         environment=normalise_environment(environment),
-        gdpr=nodes["gdpr"].boolean(tolerate_strings=True) if "gdpr" in nodes else False,
+        gdpr=nodes["gdpr"].boolean() if "gdpr" in nodes else False,
         role=role,
         backs=nodes["backs"].optional_string() if "backs" in nodes else None,
-        healthy=nodes["healthy"].boolean(tolerate_strings=True) if "healthy" in nodes else True,
+        healthy=nodes["healthy"].boolean() if "healthy" in nodes else True,
         tenants=_tenants(nodes["tenants"], known_tenants) if "tenants" in nodes else (),
         egress_cost_per_gb=egress.number(minimum=0.0) if egress is not None else 0.0,
     )
 
 
-def _registry(node: Node, known_tenants: frozenset[str]) -> RegistryConfig:
+def _registry(node: Node, known_tenants: frozenset[str], warnings: Warnings) -> RegistryConfig:
     f = node.fields()
+    _check_keys(f, REGISTRY_KEYS, warnings)
     if "name" not in f:
         raise node.error("a registry needs a name")
-    name = f["name"].string(allow_empty=False)
-
+    nested: dict[str, object] = {}
+    for key, record in (("auth", AuthConfig), ("tls", TlsConfig)):
+        if key in f and not f[key].is_null:
+            _check_keys(f[key].fields(), keys(record), warnings)
+            nested[key] = read_record(record, f[key], lenient=True)
+    entry = read_record(RegistryEntry, node, lenient=True, given=nested)
     metadata = f.get("metadata", node.child("metadata", None))
-    fact_nodes = _fact_nodes(f, metadata)
     region_node = f.get("region") or metadata.fields().get("region")
     region = region_node.string() if region_node is not None and not region_node.is_null else ""
-    timeout, retries, insecure = f.get("timeout"), f.get("retry_attempts"), f.get("insecure")
     return RegistryConfig(
-        name=name,
-        facts=_facts(name, region, fact_nodes, known_tenants),
-        type=_text(f, "type") or "generic",
-        endpoint=_text(f, "endpoint"),
+        name=entry.name,
+        facts=_facts(entry.name, region, _fact_nodes(f, metadata), known_tenants),
+        type=entry.type,
+        endpoint=entry.endpoint,
         region=region,
-        account_id=_text(f, "account_id"),
-        project=_text(f, "project"),
-        auth=_auth(f["auth"]) if "auth" in f else AuthConfig(),
-        tls=_tls(f["tls"]) if "tls" in f else TlsConfig(),
-        insecure=insecure.boolean() if insecure and not insecure.is_null else False,
-        timeout_s=timeout.seconds() if timeout and not timeout.is_null else None,
-        retry_attempts=retries.integer(minimum=0) if retries and not retries.is_null else None,
+        account_id=entry.account_id,
+        project=entry.project,
+        auth=entry.auth,
+        tls=entry.tls,
+        insecure=entry.insecure,
+        timeout_s=entry.timeout,
+        retry_attempts=entry.retry_attempts,
         metadata=MappingProxyType({k: v.value for k, v in metadata.raw_mapping().items()}),
     )
 
@@ -225,12 +257,15 @@ def _check_backs(registries: tuple[RegistryConfig, ...], nodes: list[Node]) -> N
             )
 
 
-def parse_registries(node: Node, known_tenants: frozenset[str] = frozenset()) -> RegistryList:
+def parse_registries(
+    node: Node, known_tenants: frozenset[str] = frozenset(), warnings: Warnings | None = None
+) -> RegistryList:
     """Parse ``registries:`` in either Freightliner shape; raise ConfigError naming the bad key.
 
     ``known_tenants`` (policy.tenancy.tenants), when non-empty, is what a registry's ``tenants``
-    may name.
+    may name. Unknown keys of an entry go to ``warnings``.
     """
+    warnings = warnings if warnings is not None else Warnings()
     default_source = default_destination = None
     entries = node
     if isinstance(node.value, dict):
@@ -241,7 +276,7 @@ def parse_registries(node: Node, known_tenants: frozenset[str] = frozenset()) ->
         if "default_destination" in wrapper:
             default_destination = wrapper["default_destination"].optional_string()
     nodes = list(entries.items())
-    registries = tuple(_registry(n, known_tenants) for n in nodes)
+    registries = tuple(_registry(n, known_tenants, warnings) for n in nodes)
     seen: dict[str, int] = {}
     for index, registry in enumerate(registries):
         if registry.name in seen:

@@ -6,9 +6,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
+from typing import Annotated
 
-from sidecar.config._read import Node, resolve_path
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from sidecar.config._model import Duration, Key, NonEmpty, Path_, frozen, keys, read_record
+from sidecar.config._read import Node
 
 __all__ = ["SENSITIVE_ROOT", "SensitiveDataSettings", "parse_sensitive_data"]
 
@@ -18,19 +22,50 @@ SENSITIVE_ROOT = "sensitive"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*")
 
 
+def _name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            "a document name is a data path under data.sensitive: segments of letters, "
+            "digits, '_' and '-' joined by '/'"
+        )
+    return name
+
+
+def _existing(what: str) -> AfterValidator:
+    def check(path: str) -> str:
+        if not Path(path).is_file():
+            raise ValueError(f"{what} {path} does not exist")
+        return path
+
+    return AfterValidator(check)
+
+
+def _endpoint(text: str) -> str:
+    if not re.match(r"https?://[^/]+", text):
+        raise ValueError(f"expected an http(s):// URL, got {text!r}")
+    return text
+
+
+_Documents = Mapping[
+    Annotated[Key, AfterValidator(_name)], Annotated[Path_, _existing("encrypted file")]
+]
+
+
 @dataclass(frozen=True, slots=True)
 class SensitiveDataSettings:
     """``policy.sensitive_data``: data path under ``data.sensitive`` → encrypted file, and the key."""
 
-    documents: Mapping[str, str] = field(default_factory=dict)
-    key_file: str | None = None
-    kms_key_id: str | None = None
-    kms_region: str | None = None
-    kms_endpoint_url: str | None = None
-    check_interval_s: float = 10.0
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    documents: Annotated[_Documents, AfterValidator(frozen)] = field(default_factory=dict)
+    key_file: Annotated[Path_, _existing("key file")] | None = None
+    kms_key_id: NonEmpty | None = None
+    kms_region: NonEmpty | None = None
+    kms_endpoint_url: Annotated[NonEmpty, AfterValidator(_endpoint)] | None = None
+    check_interval_s: Annotated[Duration, Field(ge=0.1)] = 10.0
     # The config file, so errors found later (decryption at startup) can name it; where a
     # setting was written is not part of what it means, hence not compared.
-    source: str = field(default="", compare=False)
+    source: SkipJsonSchema[str] = field(default="", compare=False)
 
     @property
     def enabled(self) -> bool:
@@ -38,56 +73,26 @@ class SensitiveDataSettings:
         return bool(self.documents)
 
 
-def _documents(node: Node, base: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in node.raw_mapping().items():
-        if not _NAME.fullmatch(name):
-            raise value.error(
-                "a document name is a data path under data.sensitive: segments of letters, "
-                "digits, '_' and '-' joined by '/'"
-            )
-        for other in out:
-            if name.startswith(other + "/") or other.startswith(name + "/"):
-                raise value.error(f"overlaps document {other!r}: one would replace the other")
-        path = resolve_path(value.string(allow_empty=False), base)
-        if not Path(path).is_file():
-            raise value.error(f"encrypted file {path} does not exist")
-        out[name] = path
-    return out
-
-
 def parse_sensitive_data(node: Node, base: Path) -> SensitiveDataSettings:
     """Parse ``policy.sensitive_data``; relative paths resolve against ``base``."""
-    f = node.fields(SensitiveDataSettings.__dataclass_fields__.keys() - {"source"}, strict=True)
-    d = SensitiveDataSettings()
-
-    def text(key: str) -> str | None:
-        given = f.get(key)
-        return None if given is None or given.is_null else given.string(allow_empty=False)
-
-    documents = _documents(f["documents"], base) if "documents" in f else {}
-    key_file, kms_key_id = text("key_file"), text("kms_key_id")
-    if documents and (key_file is None) == (kms_key_id is None):
+    known = [k for k in keys(SensitiveDataSettings) if k != "source"]
+    settings = read_record(
+        SensitiveDataSettings, node, base=base, known=known, given={"source": node.source}
+    )
+    names = list(settings.documents)
+    for index, name in enumerate(names):
+        other = next((o for o in names[:index] if _overlap(name, o)), None)
+        if other is not None:
+            documents = node.fields()["documents"]
+            raise documents.child(name, None).error(
+                f"overlaps document {other!r}: one would replace the other"
+            )
+    if settings.documents and (settings.key_file is None) == (settings.kms_key_id is None):
         raise node.error(
             "set exactly one of key_file and kms_key_id: the key that opens the documents"
         )
-    if key_file is not None:
-        key_file = resolve_path(key_file, base)
-        if not Path(key_file).is_file():
-            raise f["key_file"].error(f"key file {key_file} does not exist")
-    endpoint = text("kms_endpoint_url")
-    if endpoint is not None and not re.match(r"https?://[^/]+", endpoint):
-        raise f["kms_endpoint_url"].error(f"expected an http(s):// URL, got {endpoint!r}")
-    return SensitiveDataSettings(
-        documents=MappingProxyType(documents),
-        key_file=key_file,
-        kms_key_id=kms_key_id,
-        kms_region=text("kms_region"),
-        kms_endpoint_url=endpoint,
-        check_interval_s=(
-            f["check_interval_s"].seconds(minimum=0.1)
-            if "check_interval_s" in f
-            else d.check_interval_s
-        ),
-        source=node.source,
-    )
+    return settings
+
+
+def _overlap(name: str, other: str) -> bool:
+    return name.startswith(other + "/") or other.startswith(name + "/")

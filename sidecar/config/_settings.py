@@ -6,14 +6,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal, cast
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sidecar.config._admin import AdminSettings
 from sidecar.config._bundle import BundleServeSettings, BundleServiceSettings
 from sidecar.config._health import HealthSettings
-from sidecar.config._legacy import ReplicationRule, SyncConfig
+from sidecar.config._legacy import ReplicationRule, SyncConfigPath
+from sidecar.config._model import URL, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
 from sidecar.config._replication import ReplicationSettings
+from sidecar.config._scalars import choice, host_port, url
 from sidecar.config._sensitive import SensitiveDataSettings
+from sidecar.masking import parse_mask_path
 from sidecar.model.decision import TenantUsage
+from sidecar.telemetry import LOG_FORMATS, LOG_LEVELS
 
 __all__ = [
     "BUNDLE_OUTPUT",
@@ -42,6 +49,58 @@ DEFAULT_LAST_KNOWN_ENTRIES = 10_000  # last-known fail mode: decisions cached (L
 BUNDLE_OUTPUT = Path("bundles") / "build" / "bundle.tar.gz"
 
 
+_FORBID = ConfigDict(extra="forbid")
+_Positive = Annotated[Int, Field(ge=1)]
+
+
+def _listen(text: str) -> str:
+    if not text:
+        raise ValueError(f"expected HOST:PORT (port 0-65535), got {text!r}")
+    return host_port(text)
+
+
+def _endpoint(text: str) -> str:
+    """An OTLP endpoint: host:port, or a URL that must then be http(s)."""
+    if "://" in text:
+        url(text)
+    return text
+
+
+def _mask(text: str) -> str:
+    parse_mask_path(text)  # its ValueError is the problem
+    return text
+
+
+def _prefix(text: str) -> str:
+    if not text:
+        raise ValueError("a repository prefix must not be empty")
+    return text
+
+
+_Prefix = Annotated[Key, AfterValidator(_prefix)]
+
+
+def _choice(options: tuple[str, ...]) -> BeforeValidator:
+    one_of = cast(Any, Literal)[options]  # the schema lists the options
+    return BeforeValidator(choice(options), json_schema_input_type=one_of)
+
+
+_USAGE_SCHEMA = {
+    "type": "object",
+    "description": "tenant → its configured storage usage",
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "storage_used_bytes": {"type": "integer", "minimum": 0},
+            "storage_limit_bytes": {"type": "integer", "minimum": 0},
+        },
+    },
+}
+_PATHS_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 1}}
+Listen = Annotated[Str, AfterValidator(_listen), Field(description="HOST:PORT")]
+
+
 def default_source_dir() -> str:
     """Return the checkout holding rego/ and bundles/default/: the package directory's parent."""
     return str(Path(__file__).resolve().parents[2])
@@ -57,32 +116,37 @@ def default_state_dir() -> str:
 class OpaSettings:
     """``policy.opa``: which OPA to ask (no address → a managed OPA process), how long to wait."""
 
-    address: str | None = None
-    binary: str | None = None
-    timeout_ms: int = 500
-    startup_timeout_s: float = 30.0
-    port: int = 0
-    extra_args: tuple[str, ...] = ()
+    __pydantic_config__ = _FORBID
+
+    address: URL | None = None
+    binary: Path_ | None = None
+    timeout_ms: _Positive = 500
+    startup_timeout_s: Annotated[Number, Field(ge=0.1)] = 30.0
+    port: Annotated[Int, Field(ge=0, le=65535)] = 0
+    extra_args: Strings = ()
     # Outage handling (DESIGN §6): one decision waits at most deadline_ms for OPA over all
     # attempts; then the fail mode answers.
-    deadline_ms: int = 2000
-    attempts: int = 3
-    backoff_base_ms: int = 50
-    backoff_max_ms: int = 500
-    breaker_threshold: int = 5
-    breaker_cooldown_s: float = 5.0
+    deadline_ms: _Positive = 2000
+    attempts: _Positive = 3
+    backoff_base_ms: _Positive = 50
+    backoff_max_ms: _Positive = 500
+    breaker_threshold: _Positive = 5
+    breaker_cooldown_s: Annotated[Number, Field(ge=0.001)] = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class BundleSettings:
     """``policy.bundle``: how the bundle is built and signed, or pulled from a store; serving it."""
 
-    source_dir: str = field(default_factory=default_source_dir)
-    data_dirs: tuple[str, ...] = ()
-    output: str = field(default_factory=lambda: str(Path(default_source_dir()) / BUNDLE_OUTPUT))
-    signing_key: str | None = None
-    verification_key: str | None = None
-    revision: str | None = None
+    __pydantic_config__ = _FORBID
+
+    source_dir: Path_ = field(default_factory=default_source_dir)
+    data_dirs: tuple[Path_, ...] = ()
+    # Default: <source_dir>/bundles/build/bundle.tar.gz.
+    output: Path_ = field(default_factory=lambda: str(Path(default_source_dir()) / BUNDLE_OUTPUT))
+    signing_key: Path_ | None = None
+    verification_key: Path_ | None = None
+    revision: NonEmpty | None = None
     # Set: the managed OPA pulls signed bundles from this store instead of the local build.
     service: BundleServiceSettings | None = None
     serve: BundleServeSettings = field(default_factory=BundleServeSettings)
@@ -92,53 +156,73 @@ class BundleSettings:
 class TenancySettings:
     """``policy.tenancy``: known tenants, repository prefix → tenant, configured storage usage."""
 
-    tenants: tuple[str, ...] = ()
-    prefixes: Mapping[str, str] = field(default_factory=dict)
-    usage: Mapping[str, TenantUsage] = field(default_factory=dict)
+    __pydantic_config__ = _FORBID
+
+    tenants: Strings = ()
+    prefixes: Annotated[Mapping[_Prefix, NonEmpty], AfterValidator(frozen)] = field(
+        default_factory=dict
+    )
+    usage: Annotated[
+        Mapping[Annotated[Key, Field(min_length=1)], TenantUsage],
+        AfterValidator(frozen),
+        WithJsonSchema(_USAGE_SCHEMA),
+    ] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class LegacySettings:
     """``policy.legacy``: Freightliner ReplicationRules and (already read) sync configs."""
 
+    __pydantic_config__ = _FORBID
+
     rules: tuple[ReplicationRule, ...] = ()
-    sync_configs: tuple[SyncConfig, ...] = ()
+    # Written as paths of Freightliner sync configs; read into SyncConfig records.
+    sync_configs: Annotated[tuple[SyncConfigPath, ...], WithJsonSchema(_PATHS_SCHEMA)] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     """``policy.telemetry``: trace export and logging."""
 
-    service_name: str = DEFAULT_SERVICE_NAME
-    otlp_endpoint: str | None = None
-    log_level: str = "info"
-    log_format: str = "json"
+    __pydantic_config__ = _FORBID
+
+    service_name: NonEmpty = DEFAULT_SERVICE_NAME
+    otlp_endpoint: Annotated[NonEmpty, AfterValidator(_endpoint)] | None = None
+    log_level: Annotated[str, _choice(tuple(LOG_LEVELS))] = "info"
+    log_format: Annotated[str, _choice(tuple(LOG_FORMATS))] = "json"
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """``policy.limits``: request size limits enforced before enrichment."""
 
-    max_labels: int = 256
-    max_label_key_bytes: int = 256
-    max_label_value_bytes: int = 4096
+    __pydantic_config__ = _FORBID
+
+    max_labels: _Positive = 256
+    max_label_key_bytes: _Positive = 256
+    max_label_value_bytes: _Positive = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionRecordSettings:
     """``policy.decision_records``: how many decisions Explain can return, for how long, masked how."""
 
-    max_entries: int = 10_000
-    ttl_s: float = 3600.0
-    mask: tuple[str, ...] = ()  # input paths shown as "***" (sidecar/masking.py)
+    __pydantic_config__ = _FORBID
+
+    max_entries: _Positive = 10_000
+    ttl_s: Annotated[Number, Field(ge=0.001)] = 3600.0
+    # input paths shown as "***" (sidecar/masking.py)
+    mask: tuple[Annotated[NonEmpty, AfterValidator(_mask)], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
     """The whole ``policy:`` section."""
 
-    listen: str = DEFAULT_LISTEN
-    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    __pydantic_config__ = _FORBID
+
+    listen: Listen = DEFAULT_LISTEN
+    metrics_listen: Annotated[Str, AfterValidator(host_port)] = DEFAULT_METRICS_LISTEN
     opa: OpaSettings = field(default_factory=OpaSettings)
     bundle: BundleSettings = field(default_factory=BundleSettings)
     tenancy: TenancySettings = field(default_factory=TenancySettings)
@@ -146,9 +230,9 @@ class PolicySettings:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     limits: Limits = field(default_factory=Limits)
     decision_records: DecisionRecordSettings = field(default_factory=DecisionRecordSettings)
-    state_dir: str = field(default_factory=default_state_dir)
-    fail_mode: str = "closed"
-    last_known_entries: int = DEFAULT_LAST_KNOWN_ENTRIES
+    state_dir: Path_ = field(default_factory=default_state_dir)
+    fail_mode: Annotated[str, _choice(FAIL_MODES)] = "closed"
+    last_known_entries: _Positive = DEFAULT_LAST_KNOWN_ENTRIES
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     sensitive_data: SensitiveDataSettings = field(default_factory=SensitiveDataSettings)

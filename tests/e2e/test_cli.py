@@ -133,3 +133,15 @@ def test_bench_reports_both_paths_and_writes_the_report(tmp_path: Path) -> None:
             assert 0 < level[path]["p50_ms"] <= level[path]["p99_ms"]
             assert level[path]["throughput_rps"] > 0
     assert report["rss_mib"]["sidecar"] > 0 and report["rss_mib"]["opa"] > 0
+
+
+def test_unknown_registry_key_warns_and_strict_exits_2(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("registries:\n  - name: a\n    endpont: a.io\n", encoding="utf-8")
+    loose = cli("--config", str(typo), "bundle", "keygen", str(tmp_path / "keys"))
+    assert loose.returncode == 0, loose.stderr
+    assert "registries[0].endpont" in loose.stderr
+    strict = cli("--strict", "--config", str(typo), "bundle", "keygen", str(tmp_path / "k2"))
+    assert strict.returncode == 2
+    assert f"{typo}:3: registries[0].endpont: unknown registry key" in strict.stderr
+    assert "did you mean 'endpoint'" in strict.stderr
