@@ -145,3 +145,15 @@ def test_unknown_registry_key_warns_and_strict_exits_2(tmp_path: Path) -> None:
     assert strict.returncode == 2
     assert f"{typo}:3: registries[0].endpont: unknown registry key" in strict.stderr
     assert "did you mean 'endpoint'" in strict.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`policy-sidecar config schema | head -1`: the pipe closes, the CLI exits quietly with 0."""
+    cmd = [sys.executable, "-m", "sidecar", "config", "schema"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == b"{"
+        proc.stdout.close()  # what `head -1` does after its line
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
