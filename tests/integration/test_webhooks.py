@@ -271,3 +271,25 @@ async def test_failed_push_handling_is_retried_and_counted(store: SqlJobStore) -
 
     assert count("received", "recorded") == 1
     assert (count("processed", "failed"), count("processed", "pushed")) == (1, 1)
+
+
+@pytest.mark.store_backends("sqlite", "postgresql")
+async def test_more_than_a_batch_of_failing_events_does_not_block_a_later_push(
+    store: SqlJobStore,
+) -> None:
+    # Issue 15: failed ids were filtered after ``LIMIT batch``, so a full batch of events that
+    # keep failing hid every later event from the processor, forever.
+    registry = _registry(free_port())
+    pushes = PushRecorder()
+
+    async def poisoned(ref: ImageRef) -> None:
+        if ref.tag.startswith("bad-"):
+            raise RuntimeError(f"cannot decide {ref}")
+        await pushes(ref)
+
+    bad = [_event(f"bad-{n:03}", registry.host, tag=f"bad-{n:03}") for n in range(120)]
+    good = _event("good-1", registry.host, tag="good")
+    async with _serving(store, [registry], poisoned, retry_interval_s=0.1) as server:
+        assert await _post(server.url, _envelope(*bad, good)) == (200, {"recorded": 121})
+        await wait_for(lambda: len(pushes.calls) == 1, timeout_s=5.0)
+    assert pushes.calls == [ImageRef("eu", "team/app", "good", DIGEST)]
