@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar.model.decision import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
@@ -11,6 +12,7 @@ from sidecar.model.jobs import (
     CopyProgress,
     CopyResult,
     DeferredWork,
+    InboxEvent,
     Job,
     JobSpec,
     JobState,
@@ -214,8 +216,30 @@ class EventInbox(Protocol):
         """Persist a webhook event; return False when the id was already recorded (duplicate)."""
         ...
 
-    async def pending_events(self, limit: int = 100) -> list[tuple[str, bytes]]:
-        """Return recorded events not yet completed, oldest first."""
+    async def pending_events(
+        self, limit: int = 100, *, due: datetime | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Return events due for an attempt at ``due`` (default now; not dead), oldest first."""
+        ...
+
+    async def fail_event(
+        self,
+        event_id: str,
+        *,
+        error: str,
+        retry_in_s: float,
+        max_attempts: int,
+        count: bool = True,
+    ) -> bool:
+        """Record a failed attempt (retry later, with backoff); True when it was dead-lettered."""
+        ...
+
+    async def inbox_events(self, limit: int = 100) -> list[InboxEvent]:
+        """Return events not completed (pending, retrying or dead-lettered), oldest first."""
+        ...
+
+    async def inbox_counts(self) -> dict[str, int]:
+        """Return how many events are ``pending``, ``retrying`` and ``dead``."""
         ...
 
     async def complete_event(self, event_id: str) -> None:

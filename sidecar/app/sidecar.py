@@ -338,6 +338,7 @@ class Sidecar:
             self.config.registries,
             secret=webhook.secret,
             retry_interval_s=webhook.retry_interval_s,
+            max_attempts=webhook.max_attempts,
             on_push=on_push,
             host=host,
             port=int(port),

@@ -1,7 +1,8 @@
 """``policy-sidecar replicate`` and ``policy-sidecar jobs``: talk to a running sidecar over gRPC.
 
 Copies run inside the sidecar (its worker pool owns the durable jobs); the CLI asks for them and
-watches them, so interrupting the CLI never interrupts a copy.
+watches them, so interrupting the CLI never interrupts a copy. ``jobs --events`` lists the webhook
+inbox from the configured job store itself (``policy.replication.store``), no server needed.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from google.protobuf.json_format import MessageToDict
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
-from sidecar.config import Config
+from sidecar.config import Config, job_store_url
 from sidecar.errors import ErrorCode, InvalidArgument, NotFound, SidecarError
 from sidecar.model.decision import ImageRef
+from sidecar.model.jobs import InboxEvent
 
-__all__ = ["add_parsers", "run_jobs", "run_replicate"]
+__all__ = ["add_parsers", "run_events", "run_jobs", "run_replicate"]
 
 _TERMINAL = frozenset({"succeeded", "failed", "skipped"})
 _BAR = 24
@@ -45,6 +47,12 @@ def add_parsers(sub: Any) -> None:
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
     jobs.add_argument("--watch", action="store_true", help="follow JOB_ID until it finishes")
     jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    jobs.add_argument(
+        "--events",
+        action="store_true",
+        help="list webhook inbox events not yet processed (pending, retrying, dead) from the "
+        "job store (policy.replication.store); no server needed",
+    )
     jobs.add_argument(
         "--server", metavar="HOST:PORT", help="sidecar address (default: policy.listen)"
     )
@@ -173,10 +181,51 @@ def _table(jobs: Sequence[pb.Job]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
+def _events_table(events: Sequence[InboxEvent]) -> str:
+    rows = [("EVENT", "STATE", "ATTEMPTS", "RECEIVED", "NEXT ATTEMPT", "LAST ERROR")]
+    for e in events:
+        rows.append(
+            (
+                e.event_id,
+                e.state,
+                str(e.attempts),
+                e.received_at,
+                e.next_attempt_at if e.state == "retrying" else "-",
+                e.last_error or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+async def run_events(args: argparse.Namespace, config: Config) -> str:
+    """Run ``jobs --events``: the webhook inbox, read from the job store; a table or JSON text."""
+    import json  # noqa: PLC0415
+
+    from sidecar.store import open_job_store  # noqa: PLC0415 - keeps `--help` instant
+
+    if args.job_id or args.watch or args.state:
+        raise InvalidArgument("--events", "lists the inbox only: no JOB_ID, --watch or --state")
+    store = await open_job_store(
+        job_store_url(config.policy.replication, str(config.policy.state_dir))
+    )
+    try:
+        events = await store.inbox_events(limit=max(1, args.limit))
+    finally:
+        await store.close()
+    if args.json:
+        return json.dumps([e.to_json() for e in events], indent=2)
+    return _events_table(events)
+
+
 async def run_jobs(args: argparse.Namespace, config: Config) -> str:
     """Run ``jobs``; return what to print (a table or JSON text)."""
     import json  # noqa: PLC0415
 
+    if args.events:
+        return await run_events(args, config)
     server = _address(args, config)
     async with grpc.aio.insecure_channel(server) as channel:
         stub = pb_grpc.PolicyServiceStub(channel)

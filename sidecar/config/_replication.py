@@ -74,8 +74,11 @@ class WebhookSettings:
 
     listen: HostPort = ""
     secret: Str = field(default="", repr=False)
-    # Pace of retries for stored events whose processing failed (OPA down, store busy).
+    # Pace of retries for stored events whose processing failed (OPA down, store busy): the
+    # first wait, doubled per failure (at most 15 minutes).
     retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
+    # Failed attempts after which an event is dead-lettered (kept, never retried automatically).
+    max_attempts: _Positive = 10
 
 
 @dataclass(frozen=True, slots=True)

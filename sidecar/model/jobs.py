@@ -12,6 +12,7 @@ __all__ = [
     "CopyProgress",
     "CopyResult",
     "DeferredWork",
+    "InboxEvent",
     "Job",
     "JobSpec",
     "JobState",
@@ -140,3 +141,30 @@ class CopyResult:
     manifests_pushed: int
     referrers_copied: int
     requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """A webhook event still in the inbox: ``pending`` (never tried), ``retrying`` (failed, or
+    waiting for the policy engine, until ``next_attempt_at``) or ``dead`` (dead-lettered after too
+    many failed attempts: kept with its last error, never retried automatically)."""
+
+    event_id: str
+    state: str
+    attempts: int
+    last_error: str
+    received_at: str
+    next_attempt_at: str
+    dead_at: str
+
+    def to_json(self) -> dict[str, object]:
+        """Return the event as a JSON object."""
+        return {
+            "event_id": self.event_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "received_at": self.received_at,
+            "next_attempt_at": self.next_attempt_at,
+            "dead_at": self.dead_at,
+        }

@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.errors import ConfigError, InvalidArgument, NotFound
@@ -22,6 +23,7 @@ from sidecar.model.jobs import (
     CopyProgress,
     CopyResult,
     DeferredWork,
+    InboxEvent,
     Job,
     JobSpec,
     JobState,
@@ -30,6 +32,8 @@ from sidecar.store import _recovery as recovery
 from sidecar.store._protocols import Backend, Tx
 from sidecar.store._sql import (
     JOB_COLUMNS,
+    MIGRATIONS,
+    POST_MIGRATION,
     READ_COLUMNS,
     SCHEMA_VERSION,
     job_from_row,
@@ -70,6 +74,14 @@ _RESYNC = (
     "AND state IN ('failed', 'skipped', 'succeeded', 'parked')"
 )
 _RELEASE = "lease_owner = '', lease_expires = ''"
+# An inbox event's state: dead-lettered, retrying (failed or deferred before) or pending.
+_EVENT_STATE = (
+    "CASE WHEN dead_at <> '' THEN 'dead' "
+    "WHEN attempts > 0 OR next_attempt_at <> '' THEN 'retrying' ELSE 'pending' END"
+)
+_EVENT_OPEN = "completed_at = '' AND dead_at = ''"
+# The longest wait between two attempts of a failing event, however many it has had.
+_MAX_EVENT_DELAY_S = 900.0
 
 
 class SqlJobStore:
@@ -119,6 +131,17 @@ class SqlJobStore:
                 f"{SCHEMA_VERSION}; upgrade the sidecar",
                 self._description,
             )
+        elif int(rows[0][0]) < SCHEMA_VERSION:
+            # An older store: bring its existing tables up, one version at a time, in this
+            # transaction (a failure leaves the store at its old version, untouched).
+            version = int(rows[0][0])
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(step, ()):
+                    await tx.execute(statement)
+            await tx.execute("UPDATE schema_version SET version = ?", [SCHEMA_VERSION])
+            _log.info("job store migrated", schema_from=version, schema_to=SCHEMA_VERSION)
+        for statement in POST_MIGRATION:
+            await tx.execute(statement)
 
     def _tx(self) -> AbstractAsyncContextManager[Tx]:
         return self._backend.transaction()
@@ -354,16 +377,89 @@ class SqlJobStore:
             )
         return inserted == 1
 
-    async def pending_events(self, limit: int = 100) -> list[tuple[str, bytes]]:
-        """Return recorded events not yet completed, oldest first."""
+    async def pending_events(
+        self, limit: int = 100, *, due: datetime | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Return recorded events due for an attempt at ``due`` (default now), oldest first.
+
+        Events waiting for a retry later than ``due`` and dead-lettered events are left out in
+        the query itself, so failing events never fill the ``limit`` and hide later ones.
+        """
         await self.open()
         async with self._tx() as tx:
             rows = await tx.fetch(
-                "SELECT event_id, payload FROM events WHERE completed_at = '' "
+                f"SELECT event_id, payload FROM events WHERE {_EVENT_OPEN} "
+                "AND next_attempt_at <= ? ORDER BY received_at, event_id LIMIT ?",
+                [timestamp(due), limit],
+            )
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    async def fail_event(
+        self,
+        event_id: str,
+        *,
+        error: str,
+        retry_in_s: float,
+        max_attempts: int,
+        count: bool = True,
+    ) -> bool:
+        """Record a failed attempt of an event; return True when it was dead-lettered.
+
+        The event waits ``retry_in_s`` doubled per earlier failure (at most 15 minutes) before
+        its next attempt; the ``max_attempts``-th failure dead-letters it instead (kept with
+        ``error``, never retried automatically). ``count=False`` (the policy engine was down:
+        no verdict on the event) waits ``retry_in_s`` without spending an attempt.
+        """
+        await self.open()
+        now = datetime.now(UTC)
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                "UPDATE events SET attempts = attempts + ?, last_error = ? "
+                f"WHERE event_id = ? AND {_EVENT_OPEN} RETURNING attempts",
+                [int(count), error, event_id],
+            )
+            if not rows:
+                return False
+            attempts = int(rows[0][0])
+            if count and attempts >= max_attempts:
+                await tx.execute(
+                    "UPDATE events SET dead_at = ?, next_attempt_at = '' WHERE event_id = ?",
+                    [timestamp(now), event_id],
+                )
+                return True
+            doublings = min(max(attempts - 1, 0), 30) if count else 0
+            delay = min(_MAX_EVENT_DELAY_S, retry_in_s * 2**doublings)
+            await tx.execute(
+                "UPDATE events SET next_attempt_at = ? WHERE event_id = ?",
+                [timestamp(now, plus_s=delay), event_id],
+            )
+        return False
+
+    async def inbox_events(self, limit: int = 100) -> list[InboxEvent]:
+        """Return events not completed (pending, retrying or dead-lettered), oldest first."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                f"SELECT event_id, {_EVENT_STATE}, attempts, last_error, received_at, "
+                "next_attempt_at, dead_at FROM events WHERE completed_at = '' "
                 "ORDER BY received_at, event_id LIMIT ?",
                 [limit],
             )
-        return [(str(r[0]), bytes(r[1])) for r in rows]
+        return [
+            InboxEvent(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))
+            for r in rows
+        ]
+
+    async def inbox_counts(self) -> dict[str, int]:
+        """Return how many events are ``pending``, ``retrying`` and ``dead`` (each present)."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch(
+                f"SELECT {_EVENT_STATE}, COUNT(*) FROM events WHERE completed_at = '' GROUP BY 1"
+            )
+        counts = dict.fromkeys(("pending", "retrying", "dead"), 0)
+        counts.update({str(r[0]): int(r[1]) for r in rows})
+        return counts
 
     async def complete_event(self, event_id: str) -> None:
         """Mark an event processed (its jobs or pull counts are persisted)."""

@@ -19,6 +19,8 @@ from sidecar.model.jobs import CopyResult, Job, JobSpec, JobState
 
 __all__ = [
     "JOB_COLUMNS",
+    "MIGRATIONS",
+    "POST_MIGRATION",
     "READ_COLUMNS",
     "SCHEMA_VERSION",
     "Dialect",
@@ -29,7 +31,27 @@ __all__ = [
     "timestamp",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: DDL bringing a store at version ``v - 1`` up to ``v``, run once when a store older than ``v``
+#: opens (a fresh store gets the current tables from :func:`schema_statements` instead).
+#: Plain ``ALTER TABLE ... ADD COLUMN`` is the form both SQLite and PostgreSQL accept.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: webhook inbox retries (issue 15): a failing event waits for its next attempt instead of
+    # blocking the inbox, and after too many attempts is dead-lettered with its last error.
+    2: (
+        "ALTER TABLE events ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN last_error TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN dead_at TEXT NOT NULL DEFAULT ''",
+    ),
+}
+
+#: Idempotent DDL over columns a migration may have added: run after :data:`MIGRATIONS`.
+POST_MIGRATION: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS events_due "
+    "ON events (completed_at, dead_at, next_attempt_at, received_at, event_id)",
+)
 
 _SPEC_COLUMNS = (
     "source_registry",
@@ -85,7 +107,10 @@ def timestamp(at: datetime | None = None, *, plus_s: float = 0.0) -> str:
 
 
 def schema_statements(dialect: Dialect) -> list[str]:
-    """Return the idempotent DDL creating every table and index of schema version 1."""
+    """Return the idempotent DDL creating every table of the current schema version.
+
+    A table that already exists is left as it is: :data:`MIGRATIONS` brings older ones up.
+    """
     spec_cols = ",\n".join(
         f"  {c} {'BIGINT' if c in ('priority', 'dry_run') else 'TEXT'} NOT NULL"
         for c in _SPEC_COLUMNS
@@ -118,7 +143,11 @@ def schema_statements(dialect: Dialect) -> list[str]:
   event_id TEXT PRIMARY KEY,
   payload {dialect.blob_type} NOT NULL,
   received_at TEXT NOT NULL,
-  completed_at TEXT NOT NULL DEFAULT ''
+  completed_at TEXT NOT NULL DEFAULT '',
+  attempts BIGINT NOT NULL DEFAULT 0,
+  next_attempt_at TEXT NOT NULL DEFAULT '',
+  last_error TEXT NOT NULL DEFAULT '',
+  dead_at TEXT NOT NULL DEFAULT ''
 )""",
         "CREATE INDEX IF NOT EXISTS events_pending ON events (completed_at, received_at, event_id)",
         """CREATE TABLE IF NOT EXISTS pulls (

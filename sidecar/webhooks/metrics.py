@@ -1,17 +1,19 @@
-"""Prometheus metrics of the registry webhook: events received and processed, by action and outcome."""
+"""Prometheus metrics of the registry webhook: events received and processed, by action and outcome,
+and the inbox: events pending, retrying and dead-lettered."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.telemetry import METRIC_PREFIX
 
 __all__ = ["ProcessOutcome", "ReceiveOutcome", "WebhookMetrics"]
 
 ReceiveOutcome = Literal["recorded", "duplicate", "unauthorized", "invalid", "error"]
-ProcessOutcome = Literal["pushed", "pulled", "ignored", "deferred", "failed"]
+ProcessOutcome = Literal["pushed", "pulled", "ignored", "deferred", "failed", "dead"]
 
 
 class WebhookMetrics:
@@ -29,8 +31,16 @@ class WebhookMetrics:
         self._processed = Counter(
             f"{METRIC_PREFIX}webhook_events_processed",
             "Recorded registry events processed, by action and outcome "
-            "(pushed, pulled, ignored, deferred: waiting for OPA, failed).",
+            "(pushed, pulled, ignored, deferred: waiting for OPA, failed: retried later, "
+            "dead: failed its last attempt and dead-lettered).",
             ["action", "outcome"],
+            registry=registry,
+        )
+        self._inbox = Gauge(
+            f"{METRIC_PREFIX}webhook_inbox_events",
+            "Registry events in the inbox, by state (pending: not tried yet, retrying: failed or "
+            "waiting for OPA, dead: dead-lettered, kept and never retried automatically).",
+            ["state"],
             registry=registry,
         )
 
@@ -41,3 +51,8 @@ class WebhookMetrics:
     def processed(self, action: str, outcome: ProcessOutcome) -> None:
         """Count one processed event."""
         self._processed.labels(action=action or "unknown", outcome=outcome).inc()
+
+    def inbox(self, counts: Mapping[str, int]) -> None:
+        """Set the inbox gauge from ``counts`` by state (pending, retrying, dead)."""
+        for state, count in counts.items():
+            self._inbox.labels(state=state).set(count)

@@ -5,6 +5,11 @@ An event is completed only after its effect is persisted (``on_push`` returned, 
 was added), so a crash in between replays it on restart: at-least-once, which is safe because the
 lead's ``on_push`` enqueues jobs idempotently by digest and destination. ``on_push`` raising
 :class:`PolicyUnavailable` (the decision came from the fail mode) leaves the event pending too.
+
+A failed event never blocks the ones behind it: the store is told when it may be tried next
+(``retry_interval_s``, doubled per failure) and leaves it out of the pending events until then.
+After ``max_attempts`` failures it is dead-lettered: kept with its last error, never retried
+automatically (``policy-sidecar jobs --events`` lists it). Waiting for OPA spends no attempt.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 
@@ -45,14 +51,17 @@ class WebhookProcessor:
         on_push: OnPush,
         metrics: WebhookMetrics | None = None,
         retry_interval_s: float = 5.0,
+        max_attempts: int = 10,
         batch: int = 100,
     ) -> None:
-        """Process events of ``store``; ``retry_interval_s`` paces retries of failed events."""
+        """Process events of ``store``; ``retry_interval_s`` paces retries of failed events (the
+        first wait, doubled per failure) and ``max_attempts`` failures dead-letter an event."""
         self._store = store
         self._registries = {r.name: r for r in registries}
         self._on_push = on_push
         self._metrics = metrics
         self._retry_interval_s = retry_interval_s
+        self._max_attempts = max(1, max_attempts)
         self._batch = batch
         self._wakeup = asyncio.Event()
 
@@ -73,22 +82,24 @@ class WebhookProcessor:
                     await self._wakeup.wait()
 
     async def drain(self) -> int:
-        """Process every pending event once; return how many were completed."""
+        """Process every event due now once; return how many were completed."""
         completed = 0
-        failed: set[str] = set()
+        # Only events due when the drain started: one that fails now is scheduled after that
+        # (by the store, in the query), so it is neither spun on nor allowed to fill the batch.
+        started = datetime.now(UTC)
         while True:
-            pending = [
-                (i, p) for i, p in await self._store.pending_events(self._batch) if i not in failed
-            ]
+            pending = await self._store.pending_events(self._batch, due=started)
             if not pending:
-                return completed
+                break
             for event_id, payload in pending:
                 if await self._process(event_id, payload):
                     completed += 1
-                else:
-                    # Left pending for the next drain; skipping it now keeps one broken event from
-                    # blocking (or spinning on) the rest of the inbox.
-                    failed.add(event_id)
+        await self._observe()
+        return completed
+
+    async def _observe(self) -> None:
+        if self._metrics is not None:
+            self._metrics.inbox(await self._store.inbox_counts())
 
     async def _process(self, event_id: str, payload: bytes) -> bool:
         action = "unknown"
@@ -118,16 +129,40 @@ class WebhookProcessor:
                 _log.warning(
                     "webhook event waits for the policy engine", event_id=event_id, problem=str(exc)
                 )
+                await self._store.fail_event(
+                    event_id,
+                    error=str(exc),
+                    retry_in_s=self._retry_interval_s,
+                    max_attempts=self._max_attempts,
+                    count=False,
+                )
                 self._count(action, "deferred")
                 return False
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))
+                problem = f"{type(exc).__name__}: {exc}"
+                dead = await self._store.fail_event(
+                    event_id,
+                    error=problem,
+                    retry_in_s=self._retry_interval_s,
+                    max_attempts=self._max_attempts,
+                )
+                if dead:
+                    _log.error(
+                        "webhook event dead-lettered: not retried any more",
+                        event_id=event_id,
+                        action=action,
+                        attempts=self._max_attempts,
+                        problem=problem,
+                    )
+                    self._count(action, "dead")
+                    return False
                 _log.error(
                     "webhook event processing failed; will retry",
                     event_id=event_id,
                     action=action,
-                    problem=f"{type(exc).__name__}: {exc}",
+                    problem=problem,
                 )
                 self._count(action, "failed")
                 return False

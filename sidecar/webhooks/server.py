@@ -50,6 +50,7 @@ class WebhookServer:
         port: int = 0,
         metrics_registry: CollectorRegistry | None = None,
         retry_interval_s: float = 5.0,
+        max_attempts: int = 10,
     ) -> None:
         """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared Bearer token."""
         if not secret:
@@ -66,6 +67,7 @@ class WebhookServer:
             on_push=on_push,
             metrics=self._metrics,
             retry_interval_s=retry_interval_s,
+            max_attempts=max_attempts,
         )
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None

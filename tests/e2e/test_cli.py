@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.store import open_job_store
 from tests.support.compat import COMPAT_FILES, compat_dir
 
 # clock: decisions here use the sidecar's wall clock (scan ages, token expiry)
@@ -157,3 +159,30 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_jobs_events_lists_the_inbox_from_the_store_without_a_server(config: Path) -> None:
+    state = yaml.safe_load(config.read_text(encoding="utf-8"))["policy"]["state_dir"]
+
+    async def record() -> None:
+        store = await open_job_store(f"sqlite://{state}/jobs.db")
+        try:
+            await store.record_event("evt-dead", b"{}")
+            await store.record_event("evt-new", b"{}")
+            await store.fail_event("evt-dead", error="boom", retry_in_s=1, max_attempts=1)
+        finally:
+            await store.close()
+
+    asyncio.run(record())
+    listed = cli("--config", str(config), "jobs", "--events", "--json", timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert [(e["event_id"], e["state"], e["attempts"], e["last_error"]) for e in doc] == [
+        ("evt-dead", "dead", 1, "boom"),
+        ("evt-new", "pending", 0, ""),
+    ]
+    assert all(e["received_at"] for e in doc)
+    table = cli("--config", str(config), "jobs", "--events", timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split()[:3] == ["EVENT", "STATE", "ATTEMPTS"]
+    assert "evt-dead  dead" in table.stdout

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from sidecar.errors import ConfigError, NotFound
 from sidecar.model.jobs import CopyProgress, JobSpec, JobState
-from sidecar.store import SqlJobStore, open_job_store
+from sidecar.store import SCHEMA_VERSION, SqlJobStore, open_job_store, store_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.store_backends("sqlite", "postgresql")]
 
@@ -193,3 +194,82 @@ async def test_two_postgres_replicas_claim_every_job_exactly_once(postgres_dsn: 
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_failing_events_wait_for_their_retry_and_are_dead_lettered(
+    store: SqlJobStore,
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for event_id in ("a", "b"):
+        assert await store.record_event(event_id, event_id.encode())
+
+    async def fail(error: str, *, count: bool = True) -> bool:
+        return await store.fail_event(
+            "a", error=error, retry_in_s=60.0, max_attempts=3, count=count
+        )
+
+    assert not await fail("boom 1")
+    # "a" waits for its retry: left out by the query itself, so it cannot fill a batch.
+    assert await store.pending_events(1) == [("b", b"b")]
+    assert [i for i, _ in await store.pending_events(due=later)] == ["a", "b"]
+    # Waiting for the policy engine spends no attempt.
+    assert not await fail("opa down", count=False)
+    assert not await fail("boom 2")
+    assert await fail("boom 3")  # the third failure: dead
+    assert await store.pending_events(due=later) == [("b", b"b")]
+    assert not await fail("again")  # dead stays dead
+    events = {e.event_id: e for e in await store.inbox_events()}
+    dead = events["a"]
+    assert (dead.state, dead.attempts, dead.last_error) == ("dead", 3, "boom 3")
+    assert dead.dead_at and events["b"].state == "pending"
+    assert await store.inbox_counts() == {"pending": 1, "retrying": 0, "dead": 1}
+    await store.complete_event("b")
+    assert [e.event_id for e in await store.inbox_events()] == ["a"]
+    assert not await store.record_event("a", b"redelivered")  # kept: still a duplicate
+
+
+async def test_a_version_1_store_is_migrated_in_place(store_url: str) -> None:
+    backend = store_backend(store_url)
+    await backend.connect()
+    try:
+        async with backend.transaction() as tx:
+            for statement in _V1_INBOX:
+                await tx.execute(statement.replace("BLOB", backend.dialect.blob_type))
+            await tx.execute(
+                "INSERT INTO events (event_id, payload, received_at) VALUES (?, ?, ?)",
+                ["old-1", b"payload", "2026-01-01T00:00:00.000000Z"],
+            )
+    finally:
+        await backend.close()
+    store = await open_job_store(store_url)
+    try:
+        assert await store.pending_events() == [("old-1", b"payload")]
+        assert not await store.fail_event("old-1", error="x", retry_in_s=60, max_attempts=5)
+        assert [(e.event_id, e.state, e.attempts) for e in await store.inbox_events()] == [
+            ("old-1", "retrying", 1)
+        ]
+    finally:
+        await store.close()
+    backend = store_backend(store_url)
+    await backend.connect()
+    try:
+        async with backend.transaction() as tx:
+            assert await tx.fetch("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    finally:
+        await backend.close()
+    again = await open_job_store(store_url)  # opening a migrated store again changes nothing
+    await again.close()
+
+
+# The inbox as schema version 1 created it (the test then records an event in it).
+_V1_INBOX = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "INSERT INTO schema_version (version) VALUES (1)",
+    """CREATE TABLE events (
+  event_id TEXT PRIMARY KEY,
+  payload BLOB NOT NULL,
+  received_at TEXT NOT NULL,
+  completed_at TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX events_pending ON events (completed_at, received_at, event_id)",
+)

@@ -271,3 +271,55 @@ async def test_failed_push_handling_is_retried_and_counted(store: SqlJobStore) -
 
     assert count("received", "recorded") == 1
     assert (count("processed", "failed"), count("processed", "pushed")) == (1, 1)
+
+
+@pytest.mark.store_backends("sqlite", "postgresql")
+async def test_more_than_a_batch_of_failing_events_does_not_block_a_later_push(
+    store: SqlJobStore,
+) -> None:
+    # Issue 15: failed ids were filtered after ``LIMIT batch``, so a full batch of events that
+    # keep failing hid every later event from the processor, forever.
+    registry = _registry(free_port())
+    pushes = PushRecorder()
+
+    async def poisoned(ref: ImageRef) -> None:
+        if ref.tag.startswith("bad-"):
+            raise RuntimeError(f"cannot decide {ref}")
+        await pushes(ref)
+
+    bad = [_event(f"bad-{n:03}", registry.host, tag=f"bad-{n:03}") for n in range(120)]
+    good = _event("good-1", registry.host, tag="good")
+    async with _serving(store, [registry], poisoned, retry_interval_s=0.1) as server:
+        assert await _post(server.url, _envelope(*bad, good)) == (200, {"recorded": 121})
+        await wait_for(lambda: len(pushes.calls) == 1, timeout_s=5.0)
+    assert pushes.calls == [ImageRef("eu", "team/app", "good", DIGEST)]
+
+
+async def test_an_event_failing_max_attempts_times_is_dead_lettered_and_counted(
+    store: SqlJobStore,
+) -> None:
+    metrics, registry = CollectorRegistry(), _registry(free_port())
+    attempts: list[ImageRef] = []
+
+    async def broken(ref: ImageRef) -> None:
+        attempts.append(ref)
+        raise RuntimeError("decide keeps failing")
+
+    options = {"metrics_registry": metrics, "retry_interval_s": 0.05, "max_attempts": 2}
+    async with _serving(store, [registry], broken, **options) as server:
+        await _post(server.url, _envelope(_event("dead-1", registry.host)))
+        await wait_for(lambda: len(attempts) == 2)
+
+        def gauge(state: str) -> float | None:
+            name = "policy_sidecar_webhook_inbox_events"
+            return metrics.get_sample_value(name, {"state": state})
+
+        await wait_for(lambda: gauge("dead") == 1)
+        await asyncio.sleep(0.3)  # several retry intervals: a dead event is not tried again
+    assert len(attempts) == 2
+    [event] = await store.inbox_events()
+    assert (event.event_id, event.state, event.attempts) == ("dead-1", "dead", 2)
+    assert event.last_error == "RuntimeError: decide keeps failing"
+    assert (gauge("pending"), gauge("retrying")) == (0, 0)
+    outcome = {"action": "push", "outcome": "dead"}
+    assert metrics.get_sample_value("policy_sidecar_webhook_events_processed_total", outcome) == 1
