@@ -287,6 +287,7 @@ class Sidecar:
             records=DecisionRecords(
                 settings.decision_records.max_entries,
                 settings.decision_records.ttl_s,
+                max_bytes=settings.decision_records.max_bytes,
                 mask=RecordMask(
                     settings.decision_records.mask,
                     runtime.sensitive.data.secrets if runtime.sensitive else (),
