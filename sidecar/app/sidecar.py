@@ -229,7 +229,8 @@ class Sidecar:
                 replication=self.replication,
                 resolver=self.health.resolver,
                 admin=AdminServicer(self.admin.service),
-                max_message_bytes=self.admin.max_message_bytes,
+                max_message_bytes=settings.limits.max_message_bytes,
+                admin_max_message_bytes=self.admin.max_message_bytes,
                 relay_port=self.admin.wants_relay,
             )
             await self.grpc.start()
