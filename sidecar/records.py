@@ -81,9 +81,7 @@ class DecisionRecords:
         self._clock = clock
         self._mask = mask if mask is not None and mask.active else None
         # Insertion order is age order, so eviction of the oldest is O(1).
-        self._items: OrderedDict[
-            str, tuple[float, DecisionRecord, int]
-        ] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, DecisionRecord, int]] = OrderedDict()
         self._bytes = 0
 
     @property
