@@ -3,9 +3,11 @@
 Tokens are configured hashed (``sha256`` hex or ``bcrypt``), never in plaintext; a presented token
 is compared in constant time. bcrypt is slow on purpose (~0.1-0.3 s a check), so it runs on a small
 thread pool of its own, never on the event loop, and a verified token is remembered (by its sha256)
-for :data:`BCRYPT_CACHE_S` so a caller's repeated calls pay it once. Certificates are verified by OpenSSL against the client CA during
-the handshake, but the verdict is only recorded there (see ``tls_front``) so that a refused
-certificate still reaches the API and is answered UNAUTHENTICATED and audited here.
+for :data:`BCRYPT_CACHE_S` so a caller's repeated calls pay it once.
+
+Certificates are verified by OpenSSL against the client CA during the handshake, but the verdict
+is only recorded there (see ``tls_front``) so that a refused certificate still reaches the API and
+is answered UNAUTHENTICATED and audited here.
 """
 
 from __future__ import annotations

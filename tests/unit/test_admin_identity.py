@@ -48,8 +48,7 @@ async def test_a_decision_progresses_while_bcrypt_checks_a_token(
     monkeypatch.setattr(bcrypt, "checkpw", slow_checkpw)
 
     async def decision() -> None:
-        while not started.is_set():
-            await asyncio.sleep(0.001)
+        await asyncio.to_thread(started.wait, 5)
         order.append("decision served")
         release.set()
 
