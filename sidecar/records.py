@@ -1,12 +1,13 @@
 """Bounded in-memory decision records, so ``Explain`` can return a recent decision by id.
 
 Records are masked when they are stored (configured input paths, and every secret value of the
-sensitive policy data), so nothing masked is ever held, let alone returned. Without a mask the
-decision result is kept as is and turned into a record only when asked for.
+sensitive policy data), so nothing masked is ever held, let alone returned. Each record is sized
+(its JSON length) when stored, so what is held stays within a byte budget as well as a count.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -16,7 +17,9 @@ from typing import Any
 from sidecar.masking import RecordMask
 from sidecar.model.decision import Decision, DecisionResult
 
-__all__ = ["DecisionRecord", "DecisionRecords"]
+__all__ = ["DEFAULT_MAX_BYTES", "DecisionRecord", "DecisionRecords", "record_size"]
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,18 @@ class DecisionRecord:
         )
 
 
+def record_size(record: DecisionRecord) -> int:
+    """Return the approximate bytes ``record`` holds: the length of its JSON (input + decision)."""
+    doc = {"input": record.input, "decision": record.decision.to_json()}
+    return len(json.dumps(doc, separators=(",", ":"), default=str))
+
+
 class DecisionRecords:
-    """Keeps the newest ``max_entries`` decisions for at most ``ttl_s`` seconds (typing.DecisionStore)."""
+    """Keeps the newest ``max_entries`` decisions, at most ``max_bytes`` of them, for ``ttl_s``.
+
+    (typing.DecisionStore.) ``max_bytes`` bounds the sum of :func:`record_size` of what is held,
+    so a few huge inputs cannot hold memory that the count limit alone would allow.
+    """
 
     def __init__(
         self,
@@ -60,39 +73,58 @@ class DecisionRecords:
         clock: Callable[[], float] = time.monotonic,
         *,
         mask: RecordMask | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._max = max_entries
+        self._max_bytes = max_bytes
         self._ttl = ttl_s
         self._clock = clock
         self._mask = mask if mask is not None and mask.active else None
         # Insertion order is age order, so eviction of the oldest is O(1).
-        self._items: OrderedDict[str, tuple[float, DecisionResult | DecisionRecord]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, DecisionRecord, int]] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def size_bytes(self) -> int:
+        """Return the approximate bytes held (the sum of the records' :func:`record_size`)."""
+        return self._bytes
 
     def put(self, result: DecisionResult) -> None:
         """Store ``result`` (masked first, when a mask is set), evicting the oldest when full."""
-        entry = result if self._mask is None else DecisionRecord.of(result, self._mask)
+        record = DecisionRecord.of(result, self._mask)
+        size = record_size(record)
         now = self._clock()
-        self._items[result.decision_id] = (now, entry)
-        self._items.move_to_end(result.decision_id)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
+        self._drop(result.decision_id)
+        self._items[result.decision_id] = (now, record, size)
+        self._bytes += size
+        while len(self._items) > self._max or (self._bytes > self._max_bytes and self._items):
+            self._pop_oldest()
         # Expired records go now, not when looked up, so the TTL bounds what is held, too.
         while self._items:
-            stored_at, _ = next(iter(self._items.values()))
+            stored_at, _, _ = next(iter(self._items.values()))
             if now - stored_at <= self._ttl:
                 break
-            self._items.popitem(last=False)
+            self._pop_oldest()
+
+    def _pop_oldest(self) -> None:
+        _, (_, _, size) = self._items.popitem(last=False)
+        self._bytes -= size
+
+    def _drop(self, decision_id: str) -> None:
+        held = self._items.pop(decision_id, None)
+        if held is not None:
+            self._bytes -= held[2]
 
     def get(self, decision_id: str) -> DecisionRecord | None:
         """Return the record for ``decision_id``, or None when unknown or older than the TTL."""
         entry = self._items.get(decision_id)
         if entry is None:
             return None
-        stored_at, held = entry
+        stored_at, held, _ = entry
         if self._clock() - stored_at > self._ttl:
-            del self._items[decision_id]
+            self._drop(decision_id)
             return None
-        return held if isinstance(held, DecisionRecord) else DecisionRecord.of(held)
+        return held
 
     def __len__(self) -> int:
         """Return how many records are held."""

@@ -3,6 +3,10 @@
 Without it grpc parses requests before any servicer code runs and turns a ``DecodeError`` (corrupt
 wire format, a string field that is not UTF-8) into ``UNKNOWN: Unexpected DecodeError``: not the
 clear ``INVALID_ARGUMENT`` naming the problem that DESIGN §6 promises for bad input.
+
+It also enforces a per-method message size cap below the server's transport cap: one server
+hosts both PolicyService (small messages) and PolicyAdmin (bundles), and grpc's receive limit is
+per server, so a request over its method's cap is refused ``RESOURCE_EXHAUSTED`` before parsing.
 """
 
 from __future__ import annotations
@@ -31,14 +35,21 @@ class _Malformed:
     """Stands in for a request that failed to parse, so the handler can abort with its status."""
 
     problem: str
+    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _lenient(deserialize: Callable[[bytes], Any], max_bytes: int | None) -> Callable[[bytes], Any]:
     def parse(raw: bytes) -> Any:
+        if max_bytes is not None and len(raw) > max_bytes:
+            return _Malformed(
+                f"request: message of {len(raw)} bytes is over the limit of {max_bytes} "
+                "(policy.limits.max_message_bytes)",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
         try:
             return deserialize(raw)
         except DecodeError as exc:
-            return _Malformed(str(exc))
+            return _Malformed(f"request: not a valid message: {exc}")
 
     return parse
 
@@ -46,15 +57,13 @@ def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 class _MalformedInStream(Exception):
     """A malformed message in a request stream; raised where the stream is read, aborted above."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
+    def __init__(self, malformed: _Malformed) -> None:
+        super().__init__(malformed.problem)
+        self.malformed = malformed
 
 
-async def _abort(context: _Context, problem: str) -> None:
-    await context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message: {problem}"
-    )
+async def _abort(context: _Context, malformed: _Malformed) -> None:
+    await context.abort(malformed.code, malformed.problem)
 
 
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -62,7 +71,7 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     # written, and aborting there races the write; the handler's own task aborts instead.
     async for request in requests:
         if isinstance(request, _Malformed):
-            raise _MalformedInStream(request.problem)
+            raise _MalformedInStream(request)
         yield request
 
 
@@ -70,7 +79,7 @@ async def _prepare(request: Any, context: _Context, streaming: bool) -> Any:
     if streaming:
         return _checked_stream(request)
     if isinstance(request, _Malformed):
-        await _abort(context, request.problem)
+        await _abort(context, request)
     return request
 
 
@@ -83,7 +92,7 @@ def _behaviour(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., 
                 async for answer in behaviour(await _prepare(request, context, streaming), context):
                     yield answer
             except _MalformedInStream as exc:
-                await _abort(context, exc.problem)
+                await _abort(context, exc.malformed)
 
         return generator
     if inspect.iscoroutinefunction(behaviour):
@@ -93,7 +102,7 @@ def _behaviour(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., 
             try:
                 return await behaviour(await _prepare(request, context, streaming), context)
             except _MalformedInStream as exc:
-                await _abort(context, exc.problem)
+                await _abort(context, exc.malformed)
 
         return coroutine
     return None
@@ -107,17 +116,27 @@ _FACTORIES = {
 }
 
 
-def _wrap(handler: _Handler) -> _Handler:
+def _wrap(handler: _Handler, max_bytes: int | None) -> _Handler:
     attr, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
     wrapped = _behaviour(getattr(handler, attr), handler.request_streaming)
     if wrapped is None or handler.request_deserializer is None:
         return handler
-    parse = _lenient(handler.request_deserializer)
+    parse = _lenient(handler.request_deserializer, max_bytes)
     return factory(wrapped, parse, handler.response_serializer)
 
 
 class DecodeErrorInterceptor(_Interceptor):
-    """Makes every handler answer an unparsable request with INVALID_ARGUMENT instead of UNKNOWN."""
+    """Makes every handler answer an unparsable request with INVALID_ARGUMENT instead of UNKNOWN.
+
+    A request message over ``max_message_bytes`` is answered RESOURCE_EXHAUSTED, unparsed, except
+    for the methods of the services in ``uncapped`` (left to the server's transport cap).
+    """
+
+    def __init__(
+        self, max_message_bytes: int | None = None, uncapped: tuple[str, ...] = ()
+    ) -> None:
+        self._max = max_message_bytes
+        self._uncapped = tuple(f"/{service}/" for service in uncapped)
 
     async def intercept_service(
         self,
@@ -129,4 +148,5 @@ class DecodeErrorInterceptor(_Interceptor):
         # None: no such method (grpc answers UNIMPLEMENTED); no deserializer: nothing to parse.
         if handler is None or handler.request_deserializer is None:
             return handler
-        return _wrap(handler)
+        uncapped = handler_call_details.method.startswith(self._uncapped)
+        return _wrap(handler, None if uncapped else self._max)

@@ -28,8 +28,10 @@ from sidecar.telemetry import extract_context
 __all__ = ["PolicyServicer"]
 
 # DecideStream answers out of order (each answer echoes request_id) so one slow decision does not
-# hold back the stream; this bounds how many decisions of one stream are in flight at once.
-_STREAM_WINDOW = 64
+# hold back the stream; this bounds how many decisions of one stream are in flight or answered but
+# not yet taken by gRPC at once: a caller that does not read its answers stops the stream's
+# request reading (and, by HTTP/2 flow control, its own sending) instead of growing a queue.
+STREAM_WINDOW = 64
 
 
 class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
@@ -44,6 +46,12 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
         self._decisions = decisions
         self._replication = replication
         self._resolver = resolver
+        self._streams: set[asyncio.Queue[pb.DecideResponse | None]] = set()
+
+    @property
+    def stream_answers_held(self) -> int:
+        """Return how many DecideStream answers (all open streams) wait to be taken by gRPC."""
+        return sum(queue.qsize() for queue in self._streams)
 
     async def Decide(
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -63,19 +71,23 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
     ) -> AsyncIterator[pb.DecideResponse]:
         """Answer a stream of requests; a failed request gets an in-band error, the stream goes on."""
         parent = extract_context(context.invocation_metadata() or ())
-        answers: asyncio.Queue[pb.DecideResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(_STREAM_WINDOW)
+        # A window slot is taken per request and given back only once its answer was yielded, so
+        # at most STREAM_WINDOW answers (plus the end marker) are ever queued.
+        answers: asyncio.Queue[pb.DecideResponse | None] = asyncio.Queue(STREAM_WINDOW + 1)
+        window = asyncio.Semaphore(STREAM_WINDOW)
 
         async def answer(msg: pb.DecideRequest) -> None:
             try:
                 result = await self._decisions.decide(decide_request_from_proto(msg), parent=parent)
-                await answers.put(decide_response_to_proto(result, msg.request_id))
+                response = decide_response_to_proto(result, msg.request_id)
             except SidecarError as exc:
-                await answers.put(
-                    pb.DecideResponse(request_id=msg.request_id, error=error_detail_to_proto(exc))
+                response = pb.DecideResponse(
+                    request_id=msg.request_id, error=error_detail_to_proto(exc)
                 )
-            finally:
+            except BaseException:
                 window.release()
+                raise
+            answers.put_nowait(response)
 
         async def pump() -> None:
             try:
@@ -88,16 +100,21 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
                 # below must end and report it, not wait for the caller's deadline.
                 await answers.put(None)
 
+        self._streams.add(answers)
         pumper = asyncio.create_task(pump())
         try:
             while (item := await answers.get()) is not None:
-                yield item
+                try:
+                    yield item
+                finally:
+                    window.release()
             try:
                 await pumper
             except BaseExceptionGroup as failed:
                 raise failed.exceptions[0] from None  # the stream's own error, not the group
         finally:
             pumper.cancel()
+            self._streams.discard(answers)
 
     async def Explain(
         self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -11,12 +11,15 @@ from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api._decode import DecodeErrorInterceptor
 from sidecar.api.admin_service import AdminServicer
 from sidecar.api.policy_service import PolicyServicer
+from sidecar.config import Limits
 from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
 from sidecar.health import PullResolver
 from sidecar.replicate import ReplicationService
 
-__all__ = ["GrpcServer"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcServer"]
+
+DEFAULT_MAX_MESSAGE_BYTES = Limits().max_message_bytes
 
 _POLICY_SERVICE = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
 _ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["PolicyAdmin"].full_name
@@ -39,26 +42,34 @@ class GrpcServer:
         *,
         resolver: PullResolver | None = None,
         admin: AdminServicer | None = None,
-        max_message_bytes: int | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        admin_max_message_bytes: int | None = None,
         relay_port: bool = False,
     ) -> None:
         self._listen = listen
         # The TLS admin listener relays to a loopback port of its own (governance/tls_front.py).
         self._relay_port = relay_port
         self.internal_port = 0
-        # Bundles travel in one message: gRPC's 4 MiB default would refuse them before the
-        # admin API could check (and audit) the configured size limit.
-        sizes = (
-            [("grpc.max_receive_message_length", max_message_bytes)] if max_message_bytes else []
-        )
+        # Decision requests are small: max_message_bytes (policy.limits) caps them. Bundles travel
+        # in one message, so with the admin API hosted the transport cap is the admin one (the
+        # admin API checks and audits its own limit), and the interceptor holds every other
+        # service to max_message_bytes before parsing. Never gRPC's default (4 MiB) or unlimited.
+        transport_cap = max(max_message_bytes, admin_max_message_bytes or 0)
+        if admin is None:
+            transport_cap = max_message_bytes
         self._server = grpc.aio.server(
             # A request that does not parse is INVALID_ARGUMENT, like any other bad input.
-            interceptors=[DecodeErrorInterceptor()],
+            interceptors=[
+                DecodeErrorInterceptor(
+                    max_message_bytes if transport_cap > max_message_bytes else None,
+                    uncapped=(_ADMIN_SERVICE,),
+                )
+            ],
             options=[
                 # Callers multiplex many decisions over one connection (DESIGN: high throughput).
                 ("grpc.max_concurrent_streams", 4096),
                 ("grpc.so_reuseport", 0),
-                *sizes,
+                ("grpc.max_receive_message_length", transport_cap),
             ],
         )
         pb_grpc.add_PolicyServiceServicer_to_server(

@@ -229,7 +229,8 @@ class Sidecar:
                 replication=self.replication,
                 resolver=self.health.resolver,
                 admin=AdminServicer(self.admin.service),
-                max_message_bytes=self.admin.max_message_bytes,
+                max_message_bytes=settings.limits.max_message_bytes,
+                admin_max_message_bytes=self.admin.max_message_bytes,
                 relay_port=self.admin.wants_relay,
             )
             await self.grpc.start()
@@ -287,6 +288,7 @@ class Sidecar:
             records=DecisionRecords(
                 settings.decision_records.max_entries,
                 settings.decision_records.ttl_s,
+                max_bytes=settings.decision_records.max_bytes,
                 mask=RecordMask(
                     settings.decision_records.mask,
                     runtime.sensitive.data.secrets if runtime.sensitive else (),

@@ -201,6 +201,14 @@ class Limits:
     max_labels: _Positive = 256
     max_label_key_bytes: _Positive = 256
     max_label_value_bytes: _Positive = 4096
+    # access (region -> pulls), image.platforms, caller.roles: entries, and bytes of each string
+    max_access_regions: _Positive = 256
+    max_platforms: _Positive = 64
+    max_roles: _Positive = 64
+    max_string_bytes: _Positive = 256
+    # gRPC receive cap of one PolicyService message (the admin API's is derived from
+    # policy.admin.max_bundle_bytes); larger ones are refused RESOURCE_EXHAUSTED before parsing
+    max_message_bytes: Annotated[Int, Field(ge=4096)] = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +218,8 @@ class DecisionRecordSettings:
     __pydantic_config__ = _FORBID
 
     max_entries: _Positive = 10_000
+    # approximate bytes held (serialized record sizes): the oldest go first when over it
+    max_bytes: Annotated[Int, Field(ge=4096)] = 64 * 1024 * 1024
     ttl_s: Annotated[Number, Field(ge=0.001)] = 3600.0
     # input paths shown as "***" (sidecar/masking.py)
     mask: tuple[Annotated[NonEmpty, AfterValidator(_mask)], ...] = ()

@@ -47,6 +47,22 @@ def _check_strings(field: str, values: Mapping[str, str], limits: Limits) -> Non
             )
 
 
+def _too_long(field: str, text: str, limits: Limits) -> None:
+    size = len(text.encode("utf-8"))
+    if size > limits.max_string_bytes:
+        raise InvalidArgument(
+            field,
+            f"{text[:40]!r}… is {size} bytes, at most {limits.max_string_bytes} allowed",
+        )
+
+
+def _check_list(field: str, values: Sequence[str], limit: int, limits: Limits) -> None:
+    if len(values) > limit:
+        raise InvalidArgument(field, f"{len(values)} entries, at most {limit} allowed")
+    for value in values:
+        _too_long(field, value, limits)
+
+
 def _check_image(request: DecideRequest, names: set[str]) -> None:
     image = request.image
     if not image.registry:
@@ -91,6 +107,9 @@ def validate_request(
     _check_image(request, names)
     _check_strings("image.labels", request.labels, limits)
     _check_strings("image.annotations", request.annotations, limits)
+    _check_list("image.platforms", request.platforms, limits.max_platforms, limits)
+    _check_list("caller.roles", request.caller.roles, limits.max_roles, limits)
+    _check_list("access", tuple(request.access), limits.max_access_regions, limits)
     if request.created_at is not None and parse_rfc3339(request.created_at) is None:
         raise InvalidArgument("image.created_at", f"{request.created_at!r} is not an RFC 3339 time")
     if request.size_bytes < 0:

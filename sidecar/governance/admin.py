@@ -260,7 +260,7 @@ class AdminService:
 
     async def _caller(self, credentials: Credentials, action: str) -> Caller:
         try:
-            return self._authn.authenticate(credentials.peer, credentials.bearer)
+            return await self._authn.authenticate(credentials.peer, credentials.bearer)
         except CallerUnknown as exc:
             await self._record(AuditEvent(exc.actor, action, "unauthenticated", detail=exc.message))
             raise

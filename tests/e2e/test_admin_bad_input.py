@@ -85,6 +85,15 @@ def _oversized(good: Path, _: Path) -> bytes:
     return _unsigned(good, lambda f: f.update({"replication/padding.json": noise}))
 
 
+def _over_a_mib(good: Path, _: Path) -> bytes:
+    # Over policy.limits.max_message_bytes (1 MiB, which caps PolicyService messages) but within
+    # the admin API's own transport cap (max_bundle_bytes + 1 MiB): the admin API still sees it.
+    noise = os.urandom(1_060_000)
+    bundle = _unsigned(good, lambda f: f.update({"replication/padding.json": noise}))
+    assert 1024 * 1024 < len(bundle) < MAX_BYTES + 1024 * 1024 - 1024
+    return bundle
+
+
 def _wrong_key(good: Path, work: Path) -> bytes:
     from sidecar.bundles._publish_sign import sign_bundle  # noqa: PLC0415
     from sidecar.tools import find_tool  # noqa: PLC0415
@@ -100,6 +109,7 @@ CASES = [
     ("schema", _schema_break, "schema: data.json:replication.settings.cost.threshold: 'cheap'"),
     ("traversal", _traversal, "archive: ../../../../tmp/pwned.rego: path escapes the bundle"),
     ("oversized", _oversized, f"over the limit of {MAX_BYTES} bytes"),
+    ("over the decide message cap", _over_a_mib, f"over the limit of {MAX_BYTES} bytes"),
     ("wrong key", _wrong_key, "signature: .signatures.json: does not verify"),
 ]
 

@@ -152,6 +152,26 @@ async def test_decide_stream_answers_every_request_and_reports_bad_ones_in_band(
     assert all(a.decision_id for k, a in answers.items() if k != "r7")
 
 
+async def test_an_oversized_message_is_resource_exhausted_and_serving_goes_on(
+    sidecar: RunningSidecar,
+) -> None:
+    # Issue 15: every RPC accepted ~17 MiB messages (the admin bundle cap applied to all of them).
+    huge = _request(labels={"big": "x" * (2 * 1024 * 1024)})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await sidecar.stub.Decide(huge, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_message_bytes" in (err.value.details() or "")
+
+    async def requests() -> AsyncIterator[pb.DecideRequest]:
+        yield huge
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        _ = [a async for a in sidecar.stub.DecideStream(requests(), timeout=10)]
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    answer = await sidecar.stub.Decide(_request(), timeout=10)
+    assert answer.decision_id
+
+
 async def test_health_reflection_and_grpcurl(sidecar: RunningSidecar) -> None:
     health = health_pb2_grpc.HealthStub(sidecar.channel)
     status = await health.Check(health_pb2.HealthCheckRequest(service=""))

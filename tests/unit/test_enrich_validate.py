@@ -9,7 +9,7 @@ import pytest
 from sidecar.config import Limits
 from sidecar.enrich import validate_request
 from sidecar.errors import ErrorCode, InvalidArgument
-from sidecar.model.decision import DecideRequest, ImageRef, RegistryFacts, TenantUsage
+from sidecar.model.decision import Caller, DecideRequest, ImageRef, RegistryFacts, TenantUsage
 
 INVENTORY = (RegistryFacts("ci", "us-east-1", "ci"), RegistryFacts("prod-us", "us-east-1", "prod"))
 LIMITS = Limits(max_labels=3, max_label_key_bytes=8, max_label_value_bytes=16)
@@ -78,6 +78,13 @@ def test_well_formed_requests_pass(request_: DecideRequest) -> None:
         (_request(now="2026-02-30T00:00:00Z"), "now", "RFC 3339"),
         (_request(registry_health={"prod-ap": False}), "registry_health", "prod-ap"),
         (_request(access={"us-east-1": -3}), "access", "negative"),
+        # Issue 15: the repeated/map fields had no size limit (defaults 256/64/64, 256 bytes each).
+        (_request(access={f"r{i}": 1 for i in range(257)}), "access", "257 entries, at most 256"),
+        (_request(access={"r" * 257: 1}), "access", "257 bytes, at most 256"),
+        (_request(platforms=("linux/amd64",) * 65), "image.platforms", "65 entries, at most 64"),
+        (_request(platforms=("p" * 300,)), "image.platforms", "300 bytes"),
+        (_request(caller=Caller(roles=("r",) * 65)), "caller.roles", "65 entries, at most 64"),
+        (_request(caller=Caller(roles=("ü" * 200,))), "caller.roles", "400 bytes"),
         (
             _request(tenant_usage=TenantUsage("acme", -1, 0)),
             "tenant_usage.storage_used_bytes",
@@ -107,3 +114,15 @@ def test_default_limits_match_the_documented_values() -> None:
     validate_request(_request(labels=labels), Limits())
     with pytest.raises(InvalidArgument, match=r"image\.labels"):
         validate_request(_request(labels={**labels, "one-more": "v"}), Limits())
+
+
+def test_list_limits_are_configurable() -> None:
+    limits = Limits(max_access_regions=2, max_platforms=1, max_roles=1, max_string_bytes=4)
+    validate_request(
+        _request(access={"a": 1, "b": 2}, platforms=("p",), caller=Caller(roles=("abcd",))),
+        limits,
+    )
+    with pytest.raises(InvalidArgument, match="at most 2 allowed"):
+        validate_request(_request(access={"a": 1, "b": 2, "c": 3}), limits)
+    with pytest.raises(InvalidArgument, match="5 bytes, at most 4"):
+        validate_request(_request(caller=Caller(roles=("abcde",))), limits)

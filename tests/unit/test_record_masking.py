@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -186,3 +187,31 @@ def test_masked_record_holds_no_secret_anywhere() -> None:
     record = DecisionRecord.of(_result("d1", {"customer-id": "c-1", "x": "c-2"}), mask)
     strings = _walk(dict(record.input or {})) + _walk(record.decision.to_json())
     assert "c-1" not in strings and "c-2" not in strings and SECRET not in strings
+
+
+def _json_len(record: DecisionRecord | None) -> int:
+    assert record is not None
+    doc = {"input": record.input, "decision": record.decision.to_json()}
+    return len(json.dumps(doc, separators=(",", ":"), default=str))
+
+
+def test_retention_keeps_within_the_byte_budget() -> None:
+    # Issue 15: records were capped by count only, so a few huge inputs held unbounded memory.
+    big = {f"k{i}": "v" * 4000 for i in range(4)}  # ~16 KB of input per record
+    one = _json_len(DecisionRecord.of(_result("d0", big)))
+    assert one > 16_000
+    records = DecisionRecords(max_entries=1000, ttl_s=100, max_bytes=3 * one + one // 2)
+    for i in range(10):
+        records.put(_result(f"d{i}", big))
+    assert len(records) == 3
+    assert records.size_bytes <= 3 * one + one // 2
+    assert [records.get(f"d{i}") is not None for i in range(10)] == [False] * 7 + [True] * 3
+
+
+def test_byte_budget_counts_the_masked_record_and_replacements() -> None:
+    records = DecisionRecords(mask=RecordMask(secrets={SECRET}), max_bytes=1_000_000)
+    records.put(_result("d1", {"customer-id": SECRET * 100}))
+    held = records.get("d1")
+    assert held is not None and records.size_bytes == _json_len(held)
+    records.put(_result("d1", {"customer-id": "small"}))  # the same id again: replaced, not added
+    assert len(records) == 1 and records.size_bytes == _json_len(records.get("d1"))
