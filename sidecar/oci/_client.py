@@ -13,7 +13,7 @@ import orjson
 
 from sidecar.config import RegistryConfig
 from sidecar.errors import DigestMismatch, RegistryError
-from sidecar.oci._http import Transport
+from sidecar.oci._http import Transport, read_capped
 from sidecar.oci._media import (
     ACCEPT_MANIFESTS,
     OCI_INDEX,
@@ -25,7 +25,13 @@ from sidecar.oci._media import (
 )
 from sidecar.oci._upload import mount_blob, pull_scope, push_blob, push_scope
 
-__all__ = ["COSIGN_TAG_TYPES", "REF_NAME", "RegistryClient"]
+__all__ = [
+    "COSIGN_TAG_TYPES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_REFERRERS_BYTES",
+    "REF_NAME",
+    "RegistryClient",
+]
 
 _T = TypeVar("_T")
 
@@ -37,6 +43,10 @@ COSIGN_TAG_TYPES = {
     ".sbom": "application/vnd.dev.cosign.artifact.sbom.v1+json",
 }
 _CHUNK = 1 << 16
+# The distribution spec lets registries refuse manifests above 4 MiB; nothing larger is read.
+MAX_MANIFEST_BYTES = 4 << 20
+# A referrers API answer is an index too (1,000 descriptors take well under 1 MiB).
+MAX_REFERRERS_BYTES = 4 << 20
 _NO_REFERRERS_API_TTL_S = 300.0  # how long a 404 from the referrers API is believed
 
 
@@ -97,7 +107,7 @@ class RegistryClient:
         async with self._t.request(
             "GET", path, what=what, scopes=pull_scope(repository), headers=headers
         ) as resp:
-            data = await resp.read()
+            data = await read_capped(resp, MAX_MANIFEST_BYTES, what, "manifest")
             served = resp.headers.get("Docker-Content-Digest", "")
             media_type = resp.content_type
         expected = reference if reference.startswith("sha256:") else served
@@ -227,15 +237,20 @@ class RegistryClient:
         """
         if time.monotonic() < self._no_referrers_api_until:
             return None
+        what = self._what(repository, digest)
         async with self._t.request(
             "GET",
             f"/v2/{repository}/referrers/{digest}",
-            what=self._what(repository, digest),
+            what=what,
             scopes=pull_scope(repository),
             headers={"Accept": OCI_INDEX},
             ok=(200, 404),
         ) as resp:
-            listed = await resp.read() if resp.status == 200 else None
+            listed = (
+                await read_capped(resp, MAX_REFERRERS_BYTES, what, "referrers list")
+                if resp.status == 200
+                else None
+            )
         if listed is None:
             self._no_referrers_api_until = time.monotonic() + _NO_REFERRERS_API_TTL_S
             return None

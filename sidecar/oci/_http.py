@@ -20,10 +20,21 @@ from sidecar.oci._auth import Authenticator, credentials_for
 from sidecar.oci.ratelimit import TokenBucket
 from sidecar.telemetry import get_logger
 
-__all__ = ["Transport", "base_url", "count_requests", "retry_after_seconds", "ssl_context"]
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "Transport",
+    "base_url",
+    "count_requests",
+    "credentials_allowed",
+    "read_capped",
+    "retry_after_seconds",
+    "same_origin",
+    "ssl_context",
+]
 
 _log = get_logger("sidecar.oci")
 
+MAX_TOKEN_BYTES = 1 << 20  # a token service's JSON answer (a JWT or two) is never near this
 _DEFAULT_HOSTS = {"dockerhub": "registry-1.docker.io", "docker": "registry-1.docker.io"}
 # The request tally of the current task and the tasks it starts (see count_requests).
 _TALLY: ContextVar[list[int] | None] = ContextVar("oci_request_tally", default=None)
@@ -61,6 +72,41 @@ def base_url(registry: RegistryConfig) -> str:
         endpoint = "https://" + endpoint
     url = URL(endpoint)
     return str(url.origin())
+
+
+def same_origin(a: URL, b: URL) -> bool:
+    """True when both URLs have the same scheme, host and port (default ports made explicit)."""
+    return (a.scheme.lower(), (a.host or "").lower(), a.port) == (
+        b.scheme.lower(),
+        (b.host or "").lower(),
+        b.port,
+    )
+
+
+def credentials_allowed(registry_origin: URL, target: URL, *, insecure: bool = False) -> bool:
+    """May the registry's credentials (basic, or a bearer token) go to ``target``?
+
+    Only to the registry's own origin (scheme, host and port of its configured endpoint: plain
+    ``http://`` there only because the configuration says so) and, for a token realm on another
+    origin, only over https (plain http as well when the registry is configured ``insecure``).
+    Upload ``Location``s and redirects elsewhere never get them: see :meth:`Transport.request`.
+    """
+    if same_origin(target, registry_origin):
+        return True
+    return target.scheme == "https" or (insecure and target.scheme == "http")
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int, what: str, kind: str) -> bytes:
+    """Read a response body of at most ``limit`` bytes; RegistryError naming the size beyond it."""
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise RegistryError(f"{what}: {kind} is {declared} bytes, more than the {limit} allowed")
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise RegistryError(f"{what}: {kind} exceeds {limit} bytes (read {len(data)} so far)")
+    return bytes(data)
 
 
 def ssl_context(registry: RegistryConfig) -> ssl.SSLContext | bool:
@@ -125,6 +171,8 @@ class Transport:
         """Prepare (but do not open) the session; it opens on first use inside the event loop."""
         self.name = registry.name
         self.base = base_url(registry)
+        self.origin = URL(self.base).origin()
+        self._insecure = registry.insecure
         self.requests = 0
         # A registry whose TLS files are missing must not stop the sidecar (nor the other
         # registries): every request to it fails with the reason, and the prober marks it down.
@@ -170,14 +218,25 @@ class Transport:
     async def _fetch_token(
         self, realm: str, params: Mapping[str, Any], authorization: str | None
     ) -> Mapping[str, Any]:
+        what = f"registry {self.name}: token endpoint {realm}"
+        target = URL(realm)
+        if target.scheme not in ("http", "https") or not target.host:
+            raise RegistryError(f"{what}: not an http(s) URL", status=401)
+        if authorization and not credentials_allowed(self.origin, target, insecure=self._insecure):
+            # Refuse rather than ask anonymously: an anonymous token would only fail later, less
+            # clearly (denied pushes), and the credentials must not cross plain http elsewhere.
+            raise RegistryError(
+                f"{what}: credentials are not sent to a plain-http token realm on another origin "
+                f"than {self.origin} (https, the registry's own origin, or insecure: true)",
+                status=401,
+            )
         headers = {"Authorization": authorization} if authorization else {}
         query = [(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])]
-        what = f"registry {self.name}: token endpoint {realm}"
-        async with self._send("GET", URL(realm).with_query(query), headers, None, what) as resp:
+        async with self._send("GET", target.with_query(query), headers, None, what) as resp:
             if resp.status != 200:
                 raise await self._error(resp, what)
             try:
-                doc = orjson.loads(await resp.read())
+                doc = orjson.loads(await read_capped(resp, MAX_TOKEN_BYTES, what, "token answer"))
             except orjson.JSONDecodeError as exc:
                 raise RegistryError(f"{what}: answer is not JSON", status=resp.status) from exc
         return doc if isinstance(doc, dict) else {}
@@ -228,11 +287,15 @@ class Transport:
 
         A 401 teaches the authenticator the registry's challenge and the request is sent once
         more (unless its body is a one-shot stream); any other status outside ``ok`` raises.
+        Credentials go only to the registry's own origin: an absolute upload ``Location`` (or
+        ``Link``) elsewhere is sent without them, and its 401 challenges are not learnt. (aiohttp
+        drops ``Authorization`` itself when following a redirect to another origin.)
         """
         url = self.url(path_or_url)
+        own = same_origin(url, self.origin)
         for attempt in (0, 1):
             sent = dict(headers or {})
-            authorization = await self.auth.header(scopes)
+            authorization = await self.auth.header(scopes) if own else None
             if authorization:
                 sent["Authorization"] = authorization
             async with self._send(method, url, sent, data, what) as resp:
@@ -241,6 +304,8 @@ class Transport:
                     return
                 if (
                     resp.status == 401
+                    and own
+                    and same_origin(resp.url, self.origin)
                     and attempt == 0
                     and replayable
                     and self.auth.learn(resp.headers.get("WWW-Authenticate", ""))

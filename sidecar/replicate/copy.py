@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from opentelemetry import trace
 
-from sidecar.errors import SidecarError
+from sidecar.errors import RegistryError, SidecarError
 from sidecar.model.jobs import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
 from sidecar.oci import (
     OCI_INDEX,
@@ -40,11 +40,15 @@ from sidecar.oci import (
 )
 from sidecar.telemetry import get_logger
 
-__all__ = ["SPAN_COPY", "ImageCopier"]
+__all__ = ["MANIFEST_CONCURRENCY", "MAX_FOLLOWED_MANIFESTS", "SPAN_COPY", "ImageCopier"]
 
 SPAN_COPY = "oci.copy"
 _T = TypeVar("_T")
 _PROGRESS_INTERVAL_S = 0.2  # at most ~5 progress reports a second: each may be a database write
+# Index children and referrers one copy follows (all levels together): beyond it the copy fails
+# before fetching them — a hostile or broken source must not make us walk an unbounded tree.
+MAX_FOLLOWED_MANIFESTS = 1_000
+MANIFEST_CONCURRENCY = 8  # manifest fetches and referrer lookups in flight per copy
 _KNOWN_BLOBS = 50_000  # blob locations remembered per destination registry (least recent go first)
 _log = get_logger(__name__)
 
@@ -57,6 +61,7 @@ class _Tree:
     manifests: list[tuple[Manifest, str]] = field(default_factory=list)
     listings: dict[str, list[Descriptor]] = field(default_factory=dict)
     referrers: int = 0
+    followed: int = 0  # child and referrer manifests fetched (or about to be)
 
 
 @dataclass
@@ -136,6 +141,17 @@ async def _all(aws: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
     return [task.result() for task in tasks]
 
 
+async def _all_bounded(calls: Iterable[Callable[[], Awaitable[_T]]], limit: int) -> list[_T]:
+    """Like :func:`_all`, with at most ``limit`` of the calls running at a time."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(call: Callable[[], Awaitable[_T]]) -> _T:
+        async with semaphore:
+            return await call()
+
+    return await _all(run(call) for call in calls)
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The most telling failure of a group: our own errors before anything else."""
     flat: list[BaseException] = []
@@ -153,14 +169,21 @@ class ImageCopier:
         *,
         blob_concurrency: int = 4,
         tracer: trace.Tracer | None = None,
+        max_manifests: int = MAX_FOLLOWED_MANIFESTS,
+        manifest_concurrency: int = MANIFEST_CONCURRENCY,
     ) -> None:
         """Copy with up to ``blob_concurrency`` blobs in flight; spans go to ``tracer``.
+
+        A copy follows at most ``max_manifests`` index children and referrers (it fails beyond),
+        fetching up to ``manifest_concurrency`` of them (or referrer lookups) at a time.
 
         Pass ``Telemetry.tracer``: the sidecar owns its provider, the global one is a no-op.
         """
         self._clients = clients
         self._concurrency = max(1, blob_concurrency)
         self._tracer = tracer or trace.get_tracer(__name__)
+        self._max_manifests = max(0, max_manifests)
+        self._manifest_concurrency = max(1, manifest_concurrency)
         self._locations: dict[str, _Locations] = {}  # per destination registry
         # (registry, digest) → done when the blob operation in flight there ends.
         self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -179,12 +202,25 @@ class ImageCopier:
         present = await dst.head_manifest(repo, spec.digest) is not None
         return present, present and not spec.tag
 
+    def _follow(self, src: RegistryClient, repo: str, tree: _Tree, count: int) -> None:
+        """Count ``count`` more manifests to fetch; RegistryError when past the cap."""
+        tree.followed += count
+        if tree.followed > self._max_manifests:
+            raise RegistryError(
+                f"registry {src.name}: {repo}: the image has more than {self._max_manifests} "
+                "index children and referrers to follow; not copied"
+            )
+
     async def _add(self, src: RegistryClient, repo: str, manifest: Manifest, tree: _Tree) -> None:
         """Add the blobs of an image, or the children (pushed before it) of an index."""
         for blob in manifest.blobs():
             tree.blobs.setdefault(blob.digest, blob)
         children = manifest.children()
-        subs = await _all([src.get_manifest(repo, child.digest) for child in children])
+        self._follow(src, repo, tree, len(children))
+        subs = await _all_bounded(
+            [partial(src.get_manifest, repo, child.digest) for child in children],
+            self._manifest_concurrency,
+        )
         for sub in subs:
             await self._add(src, repo, sub, tree)
             tree.manifests.append((sub, sub.digest))
@@ -195,12 +231,16 @@ class ImageCopier:
         await self._add(src, repo, top, tree)
         seen = {top.digest} | {m.digest for m, _ in tree.manifests}
         subjects = [top.digest, *(c.digest for c in top.children())]
-        listed = await _all([src.referrers(repo, subject) for subject in subjects])
+        listed = await _all_bounded(
+            [partial(src.referrers, repo, subject) for subject in subjects],
+            self._manifest_concurrency,
+        )
         for subject, refs in zip(subjects, listed, strict=True):
             for ref in refs:
                 if ref.digest in seen:
                     continue
                 seen.add(ref.digest)
+                self._follow(src, repo, tree, 1)
                 manifest = await src.get_manifest(repo, ref.digest)
                 await self._add(src, repo, manifest, tree)
                 tag = ref.annotations.get(REF_NAME, "")

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
+from aiohttp import web
 
 from sidecar.errors import DigestMismatch, RegistryError
 from sidecar.model.jobs import CopyProgress, JobSpec
-from sidecar.oci import RegistryClients, fallback_tag
+from sidecar.oci import OCI_INDEX, OCI_MANIFEST, RegistryClients, digest_of, fallback_tag
 from sidecar.replicate.copy import ImageCopier
 from sidecar.telemetry import Telemetry
 from sidecar.testing import InMemorySpans
+from tests.support.fake_registry import fake_server
 from tests.support.images import (
     INTOTO,
     SPDX,
@@ -254,3 +257,83 @@ async def test_auth_failure_is_a_clear_permanent_error(tmp_path: Path, setup: Se
             await clients.close()
     assert caught.value.status == 401 and not caught.value.transient
     assert "locked" in str(caught.value)
+
+
+# --- Bounded fan-out (issue 15): index children and referrers followed, and how many at a time.
+
+
+@dataclass
+class _FanOut:
+    """A fake source serving one OCI index of ``children`` tiny manifests (nothing else)."""
+
+    index: bytes
+    children: dict[str, bytes]
+    child_gets: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+
+def _fan_out(children: int) -> _FanOut:
+    docs = {}
+    for i in range(children):
+        doc = orjson.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "layers": [],
+                "annotations": {"i": str(i)},
+            }
+        )
+        docs[digest_of(doc)] = doc
+    entries = [{"mediaType": OCI_MANIFEST, "digest": d, "size": len(b)} for d, b in docs.items()]
+    index = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    return _FanOut(index, docs)
+
+
+def _fan_out_handler(fan: _FanOut) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        reference = request.path.rsplit("/", 1)[-1]
+        if "/manifests/" not in request.path or request.path.startswith("/v2/mirror/"):
+            return web.Response(status=404)
+        if reference == digest_of(fan.index):
+            return web.Response(body=fan.index, content_type=OCI_INDEX)
+        if reference not in fan.children:
+            return web.Response(status=404)
+        fan.child_gets += 1
+        fan.in_flight += 1
+        fan.most_in_flight = max(fan.most_in_flight, fan.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+        finally:
+            fan.in_flight -= 1
+        return web.Response(body=fan.children[reference], content_type=OCI_MANIFEST)
+
+    return handler
+
+
+async def test_index_fan_out_beyond_the_cap_fails_before_fetching_children() -> None:
+    fan = _fan_out(1001)
+    async with fake_server(_fan_out_handler(fan)) as server:
+        clients = RegistryClients(
+            [registry_config("src", server.url), registry_config("dst", server.url)]
+        )
+        try:
+            with pytest.raises(RegistryError, match="more than 1000 index children and referrers"):
+                await ImageCopier(clients).plan(_spec(digest_of(fan.index)))
+        finally:
+            await clients.close()
+    assert fan.child_gets == 0
+
+
+async def test_index_children_are_fetched_a_few_at_a_time() -> None:
+    fan = _fan_out(40)
+    async with fake_server(_fan_out_handler(fan)) as server:
+        clients = RegistryClients(
+            [registry_config("src", server.url), registry_config("dst", server.url)]
+        )
+        try:
+            plan = await ImageCopier(clients).plan(_spec(digest_of(fan.index)))
+        finally:
+            await clients.close()
+    assert plan.manifests == 41 and fan.child_gets == 40
+    assert 1 < fan.most_in_flight <= 8  # MANIFEST_CONCURRENCY

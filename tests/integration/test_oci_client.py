@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from sidecar.errors import DigestMismatch, NotFound, RegistryError, RegistryUnavailable
 from sidecar.oci import (
@@ -16,6 +18,8 @@ from sidecar.oci import (
     RegistryClients,
     digest_of,
 )
+from sidecar.oci._auth import basic_header
+from tests.support.fake_registry import fake_server
 from tests.support.images import (
     INTOTO,
     SPDX,
@@ -31,6 +35,7 @@ from tests.support.oci_proxy import oci_proxy
 from tests.support.registry import RegistryServer, registry_server
 
 pytestmark = pytest.mark.integration
+MAX_MANIFEST = 4 << 20  # the distribution spec's manifest size guidance
 
 
 @pytest.fixture
@@ -222,3 +227,138 @@ async def test_unknown_registry_name_is_not_found(registry: RegistryServer) -> N
             clients.get("nowhere")
     finally:
         await clients.close()
+
+
+# --- Registry client hygiene (issue 15): credentials stay at the registry's origin, bodies capped.
+
+
+def _holder() -> list[str]:
+    return [""]
+
+
+async def test_upload_location_on_another_origin_gets_no_credentials() -> None:
+    foreign_url = _holder()
+
+    async def foreign(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.method == "PATCH":
+            return web.Response(status=202, headers={"Location": f"{foreign_url[0]}/up/1?s=2"})
+        return web.Response(status=201 if request.method == "PUT" else 404)
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            return web.Response(status=202, headers={"Location": f"{foreign_url[0]}/up/1?s=1"})
+        return web.Response(status=404)
+
+    data = b"layer bytes" * 100
+    async with fake_server(foreign) as other, fake_server(registry) as own:
+        foreign_url[0] = other.url
+        client = RegistryClient(registry_config("reg", own.url, username="robot", password="pw"))
+        try:
+            assert not await client.push_blob("app", digest_of(data), len(data), _chunks(data))
+        finally:
+            await client.close()
+    assert [s.method for s in own.authorized()] == ["POST"]  # its own origin: credentials go
+    assert [s.method for s in other.seen] == ["PATCH", "PUT"]
+    assert other.authorized() == []
+
+
+async def test_cross_origin_redirect_drops_credentials() -> None:
+    blob = b"redirected blob"
+    digest = digest_of(blob)
+    foreign_url = _holder()
+
+    async def foreign(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=blob)
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=307, headers={"Location": f"{foreign_url[0]}/cdn/{digest}"})
+
+    async with fake_server(foreign) as other, fake_server(registry) as own:
+        foreign_url[0] = other.url
+        client = RegistryClient(registry_config("reg", own.url, username="robot", password="pw"))
+        try:
+            assert await client.read_blob("app", digest) == blob
+        finally:
+            await client.close()
+    assert own.authorized() and other.seen and other.authorized() == []
+
+
+def _bearer_registry(realm: list[str]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") == "Bearer tok":
+            return web.Response(body=b"{}")
+        challenge = f'Bearer realm="{realm[0]}/token",service="reg"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    return registry
+
+
+async def _token_service(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"token": "tok"})
+
+
+async def test_plain_http_token_realm_on_another_origin_gets_no_credentials() -> None:
+    realm = _holder()
+    async with fake_server(_token_service) as tokens, fake_server(_bearer_registry(realm)) as own:
+        realm[0] = tokens.url
+        config = registry_config("reg", own.url, username="robot", password="pw")
+        client = RegistryClient(config)
+        anonymous = RegistryClient(registry_config("reg", own.url))
+        try:
+            with pytest.raises(RegistryError, match="plain-http token realm") as caught:
+                await client.ping()
+            assert caught.value.status == 401 and not caught.value.transient
+            assert tokens.authorized() == []
+            await anonymous.ping()  # no credentials to leak: an anonymous token is fine
+            assert len(tokens.seen) == 1 and tokens.authorized() == []
+        finally:
+            await client.close()
+            await anonymous.close()
+        # Configured insecure: the operator accepts plain http, the realm gets the credentials.
+        insecure = RegistryClient(dataclasses.replace(config, insecure=True))
+        try:
+            await insecure.ping()
+        finally:
+            await insecure.close()
+        assert [s.authorization for s in tokens.authorized()] == [basic_header("robot", "pw")]
+
+
+async def _big_body(request: web.Request, size: int, *, chunked: bool) -> web.StreamResponse:
+    headers = {"Content-Type": OCI_INDEX}
+    if not chunked:
+        return web.Response(body=b" " * size, headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for start in range(0, size, 1 << 20):
+        await resp.write(b" " * min(1 << 20, size - start))
+    await resp.write_eof()
+    return resp
+
+
+async def test_oversized_manifest_and_referrers_are_refused_naming_registry_and_size() -> None:
+    digest = digest_of(b"subject")
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        chunked = request.path.endswith("/streamed") or "/referrers/" in request.path
+        return await _big_body(request, MAX_MANIFEST + 1, chunked=chunked)
+
+    async with fake_server(registry) as own:
+        client = RegistryClient(registry_config("huge", own.url))
+        try:
+            with pytest.raises(RegistryError) as caught:
+                await client.get_manifest("app", "v1")
+            assert str(caught.value) == (
+                f"registry huge: app:v1: manifest is {MAX_MANIFEST + 1} bytes, "
+                f"more than the {MAX_MANIFEST} allowed"
+            )
+            assert not caught.value.transient
+            with pytest.raises(
+                RegistryError, match=rf"huge: app:streamed: manifest exceeds {MAX_MANIFEST} bytes"
+            ):
+                await client.get_manifest("app", "streamed")
+            with pytest.raises(RegistryError, match=rf"huge: app@{digest}: referrers list exceeds"):
+                await client.referrers_api("app", digest)
+        finally:
+            await client.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from google.oauth2.credentials import Credentials
+from yarl import URL
 
 from sidecar.config._registries import AuthConfig, RegistryConfig, TlsConfig
 from sidecar.errors import RegistryError
@@ -23,7 +24,13 @@ from sidecar.oci._auth import (
     StaticCredentials,
     credentials_for,
 )
-from sidecar.oci._http import base_url, retry_after_seconds, ssl_context
+from sidecar.oci._http import (
+    base_url,
+    credentials_allowed,
+    retry_after_seconds,
+    same_origin,
+    ssl_context,
+)
 
 
 def _registry(**kw: Any) -> RegistryConfig:
@@ -191,3 +198,23 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     parsed = retry_after_seconds(soon.strftime("%a, %d %b %Y %H:%M:%S GMT"))
     assert parsed is not None and 25 < parsed <= 30
     assert retry_after_seconds("soon") is None
+
+
+@pytest.mark.parametrize(
+    ("target", "insecure", "allowed"),
+    [
+        ("http://reg.local:5000/token", False, True),  # the configured origin itself
+        ("HTTP://REG.LOCAL:5000/x", False, True),
+        ("https://auth.docker.io/token", False, True),  # a token service elsewhere, over https
+        ("http://auth.example.com/token", False, False),  # elsewhere over plain http
+        ("http://reg.local:5001/token", False, False),  # another port is another origin
+        ("https://reg.local:5000/token", False, True),
+        ("http://auth.example.com/token", True, True),  # the operator accepted plain http
+    ],
+)
+def test_credentials_go_only_to_the_registry_origin_or_https(
+    target: str, insecure: bool, allowed: bool
+) -> None:
+    origin = URL(base_url(_registry(endpoint="http://reg.local:5000")))
+    assert credentials_allowed(origin, URL(target), insecure=insecure) is allowed
+    assert same_origin(URL("https://h:443/a"), URL("https://H"))
