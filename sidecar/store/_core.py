@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -146,6 +146,22 @@ class SqlJobStore:
     def _tx(self) -> AbstractAsyncContextManager[Tx]:
         return self._backend.transaction()
 
+    async def _clock(self, tx: Tx) -> datetime | None:
+        """Return the database's time now (PostgreSQL), or None: the local clock is the database's.
+
+        Leases and job times are written and compared on this clock only, so replicas whose own
+        clocks disagree never take a live lease for an expired one (issue 15). SQLite is used
+        by one process on one host: its clock is the local one.
+        """
+        sql = self._backend.dialect.now_sql
+        if not sql:
+            return None
+        rows = await tx.fetch(sql)
+        at = rows[0][0]
+        if not isinstance(at, datetime):
+            raise TypeError(f"the database clock answered {at!r}, not a timestamp")
+        return at
+
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Persist jobs (idempotent by digest and destination) and return them, existing or new."""
         return await self._upsert(specs, _REQUEUE)
@@ -159,9 +175,9 @@ class SqlJobStore:
 
     async def _upsert(self, specs: Sequence[JobSpec], requeue_sql: str) -> list[Job]:
         await self.open()
-        now = timestamp()
         jobs: list[Job] = []
         async with self._tx() as tx:
+            now = timestamp(await self._clock(tx))
             for spec in specs:
                 key = [
                     spec.digest,
@@ -221,7 +237,6 @@ class SqlJobStore:
         Jobs whose destination is in ``skip_registries`` (at its concurrency limit) are left.
         """
         await self.open()
-        now = timestamp()
         skip = sorted(skip_registries)
         skip_sql = (
             f"AND destination_registry NOT IN ({', '.join('?' for _ in skip)})" if skip else ""
@@ -234,8 +249,10 @@ class SqlJobStore:
             f"ORDER BY priority DESC, created_at, job_id LIMIT ? {self._backend.dialect.lock_clause})"
             f" RETURNING {_READ}"
         )
-        params = [worker_id, timestamp(plus_s=lease_s), now, now, now, *skip, limit]
         async with self._tx() as tx:
+            at = await self._clock(tx)
+            now = timestamp(at)
+            params = [worker_id, timestamp(at, plus_s=lease_s), now, now, now, *skip, limit]
             rows = await tx.fetch(sql, params)
         jobs = [job_from_row(r) for r in rows]
         # RETURNING does not promise an order; callers rely on priority order.
@@ -243,12 +260,19 @@ class SqlJobStore:
         return jobs
 
     async def _owned_update(
-        self, sets: str, params: Sequence[Any], job_id: str, worker: str
+        self,
+        sets: str,
+        params: Sequence[Any] | Callable[[datetime | None], Sequence[Any]],
+        job_id: str,
+        worker: str,
     ) -> bool:
+        """Update a job ``worker`` still leases; ``params`` may be built from the store's clock."""
         async with self._tx() as tx:
+            at = await self._clock(tx)
+            values = params(at) if callable(params) else params
             changed = await tx.execute(
                 f"UPDATE jobs SET {sets}, updated_at = ? WHERE {_OWNED}",
-                [*params, timestamp(), job_id, worker],
+                [*values, timestamp(at), job_id, worker],
             )
         return changed == 1
 
@@ -256,7 +280,7 @@ class SqlJobStore:
         """Extend a lease; return False when the lease was lost (another worker took the job)."""
         await self.open()
         return await self._owned_update(
-            "lease_expires = ?", [timestamp(plus_s=lease_s)], job_id, worker_id
+            "lease_expires = ?", lambda at: [timestamp(at, plus_s=lease_s)], job_id, worker_id
         )
 
     async def progress(self, job_id: str, worker_id: str, progress: CopyProgress) -> None:
@@ -293,15 +317,19 @@ class SqlJobStore:
         """Put a job back in the queue, runnable again after ``delay_s`` (ignored when lost)."""
         await self.open()
         sets = f"state = 'queued', not_before = ?, error = ?, error_code = ?, {_RELEASE}"
-        values = [timestamp(plus_s=max(0.0, delay_s)), error, error_code]
+        delay = max(0.0, delay_s)
+
+        def values(at: datetime | None) -> list[Any]:
+            return [timestamp(at, plus_s=delay), error, error_code]
+
         if not await self._owned_update(sets, values, job_id, worker_id):
             _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="retry")
 
     async def unpark(self, registry: str) -> int:
         """Requeue every parked job for ``registry`` with fresh attempts; return how many."""
         await self.open()
-        now = timestamp()
         async with self._tx() as tx:
+            now = timestamp(await self._clock(tx))
             return await tx.execute(
                 "UPDATE jobs SET state = 'queued', attempts = 0, not_before = ?, updated_at = ?, "
                 f"{_RELEASE} WHERE destination_registry = ? AND state = 'parked'",
@@ -312,7 +340,8 @@ class SqlJobStore:
         """Park every queued job for ``registry`` (it is unavailable); return how many."""
         await self.open()
         async with self._tx() as tx:
-            return await recovery.park(tx, registry, error=error, now=timestamp())
+            now = timestamp(await self._clock(tx))
+            return await recovery.park(tx, registry, error=error, now=now)
 
     async def requeue_parked(
         self, registries: Collection[str], *, parked_for_s: float = 0.0
@@ -320,10 +349,13 @@ class SqlJobStore:
         """Requeue jobs parked at least ``parked_for_s`` whose source and destination are in
         ``registries`` (healthy now); return how many per destination."""
         await self.open()
-        before = timestamp(plus_s=-parked_for_s)
         async with self._tx() as tx:
+            at = await self._clock(tx)
             return await recovery.requeue_parked(
-                tx, registries, parked_before=before, now=timestamp()
+                tx,
+                registries,
+                parked_before=timestamp(at, plus_s=-parked_for_s),
+                now=timestamp(at),
             )
 
     async def defer(self, works: Sequence[DeferredWork]) -> None:

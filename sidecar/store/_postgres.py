@@ -24,6 +24,8 @@ POSTGRES = Dialect(
     # Replicas claiming at once each skip the rows the other is leasing: no job is taken twice.
     lock_clause="FOR UPDATE SKIP LOCKED",
     migrate_lock="SELECT pg_advisory_xact_lock(7243519)",
+    # Lease expiry and claims are judged on the server's clock, never a replica's own.
+    now_sql="SELECT now()",
 )
 
 

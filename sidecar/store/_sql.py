@@ -94,6 +94,10 @@ class Dialect:
     lock_clause: str
     # Taken inside the schema transaction so replicas starting together do not race on DDL.
     migrate_lock: str = ""
+    # The database's own clock (one query returning an aware datetime), used for every lease and
+    # job timestamp so that replicas whose clocks disagree never misjudge each other's leases.
+    # Empty: the local clock *is* the database's (SQLite: one process on one host).
+    now_sql: str = ""
 
     def sql(self, text: str) -> str:
         """Return ``text`` with ``?`` placeholders rewritten for this database."""

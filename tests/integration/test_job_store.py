@@ -273,3 +273,49 @@ _V1_INBOX = (
 )""",
     "CREATE INDEX events_pending ON events (completed_at, received_at, event_id)",
 )
+
+
+class _SkewedClock:
+    """A stand-in for ``datetime`` in :mod:`sidecar.store._sql` whose ``now`` is ``skew`` off."""
+
+    def __init__(self, skew: timedelta) -> None:
+        self.skew = skew
+
+    def now(self, tz: object = None) -> datetime:
+        return datetime.now(UTC) + self.skew
+
+
+async def test_replicas_with_skewed_clocks_never_steal_live_leases(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases are compared on the database's clock, not each replica's own (issue 15, item 2)."""
+    from sidecar.store import _sql  # noqa: PLC0415 - the store's time source, skewed per replica
+
+    clock = _SkewedClock(timedelta(0))
+    monkeypatch.setattr(_sql, "datetime", clock, raising=True)
+    ahead, behind = await open_job_store(postgres_dsn), await open_job_store(postgres_dsn)
+    try:
+        clock.skew = timedelta(hours=-1)
+        await ahead.enqueue([spec(1), spec(2)])  # runnable on both clocks
+        # The replica an hour behind claims with a 60 s lease: on its own clock the lease would
+        # already be long expired for the replica an hour ahead.
+        clock.skew = timedelta(hours=-1)
+        [held_behind] = await behind.claim("behind", lease_s=60)
+        clock.skew = timedelta(hours=1)
+        [held_ahead] = await ahead.claim("ahead", lease_s=60)
+        assert held_ahead.job_id != held_behind.job_id, "stole a live lease"
+        assert await ahead.claim("ahead", lease_s=60) == [], "stole a live lease"
+        # The replica behind must not see the other's lease as expired either, after renewing.
+        clock.skew = timedelta(hours=-1)
+        assert await behind.heartbeat(held_behind.job_id, "behind", lease_s=60)
+        clock.skew = timedelta(hours=1)
+        assert await behind.claim("behind", lease_s=60) == []
+        assert await ahead.heartbeat(held_ahead.job_id, "ahead", lease_s=60)
+        assert await ahead.claim("ahead", lease_s=60) == [], "stole a renewed lease"
+        clock.skew = timedelta(0)
+        for job_id, owner in ((held_ahead.job_id, "ahead"), (held_behind.job_id, "behind")):
+            assert (await ahead.get(job_id)).state is JobState.RUNNING
+            assert await ahead.heartbeat(job_id, owner, lease_s=60)
+    finally:
+        await ahead.close()
+        await behind.close()
