@@ -36,6 +36,7 @@ __all__ = [
     "PullCounts",
     "QueueAndDeferrals",
     "RegistryHealthView",
+    "StatePruning",
 ]
 
 
@@ -259,6 +260,23 @@ class PullCounts(Protocol):
         ...
 
 
+class StatePruning(Protocol):
+    """Deletes finished state past its retention (``policy.replication.retention``)."""
+
+    async def prune(
+        self,
+        now: datetime | None = None,
+        *,
+        jobs_days: float = 0.0,
+        events_days: float = 0.0,
+        dead_events_days: float = 0.0,
+        deferrals_days: float = 0.0,
+    ) -> dict[str, int]:
+        """Delete terminal jobs, completed and dead-lettered events and resolved deferrals older
+        than their retention (0 days keeps that kind); return how many per kind."""
+        ...
+
+
 class QueueAndDeferrals(JobQueue, Deferrals, Protocol):
     """Jobs plus deferred work: replication defers and enqueues, recovery replays and requeues."""
 
@@ -267,7 +285,9 @@ class InboxAndPulls(EventInbox, PullCounts, Protocol):
     """The webhook inbox plus pull counts: processing a pull event adds to the counts."""
 
 
-class JobStore(QueueAndDeferrals, Placements, HealthLedger, EventInbox, PullCounts, Protocol):
+class JobStore(
+    QueueAndDeferrals, Placements, HealthLedger, EventInbox, PullCounts, StatePruning, Protocol
+):
     """Every role of the durable store (SQLite or PostgreSQL), for the composition root that
     opens it, hands each part its role and closes it."""
 

@@ -126,6 +126,22 @@ class RevisionStore:
             raise NotFound(f"revision {revision!r} was never published through the admin API")
         return _revision(rows[0], archive=bytes(rows[0][-1]))
 
+    async def prune(self, keep: int) -> int:
+        """Delete archives beyond the newest ``keep`` revisions, never the active one; return how
+        many. ``keep`` 0 keeps every revision."""
+        if keep <= 0:
+            return 0
+        async with self._backend.transaction() as tx:
+            active = await tx.fetch("SELECT revision FROM bundle_active WHERE id = 1")
+            rows = await tx.fetch(
+                "SELECT revision FROM bundle_revisions ORDER BY published_at DESC, revision DESC"
+            )
+            spared = {str(r[0]) for r in active}
+            doomed = [str(r[0]) for r in rows[keep:] if str(r[0]) not in spared]
+            for revision in doomed:
+                await tx.execute("DELETE FROM bundle_revisions WHERE revision = ?", [revision])
+        return len(doomed)
+
     async def list(self, *, limit: int = 100, tenant: str | None = None) -> list[StoredRevision]:
         """Return revisions newest first (only those changing ``tenant``), without archives."""
         async with self._backend.transaction() as tx:

@@ -80,6 +80,17 @@ _EVENT_STATE = (
     "WHEN attempts > 0 OR next_attempt_at <> '' THEN 'retrying' ELSE 'pending' END"
 )
 _EVENT_OPEN = "completed_at = '' AND dead_at = ''"
+# Finished jobs past their retention, except the newest succeeded real copy of each placement
+# (digest in a destination repository): :meth:`SqlJobStore.placements` must still find it.
+_PRUNE_JOBS = (
+    "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'skipped') AND updated_at <= ? "
+    "AND NOT (state = 'succeeded' AND dry_run = 0 AND NOT EXISTS (SELECT 1 FROM jobs newer "
+    "WHERE newer.digest = jobs.digest "
+    "AND newer.destination_registry = jobs.destination_registry "
+    "AND newer.destination_repository = jobs.destination_repository "
+    "AND newer.state = 'succeeded' AND newer.dry_run = 0 AND (newer.updated_at > jobs.updated_at "
+    "OR (newer.updated_at = jobs.updated_at AND newer.job_id > jobs.job_id))))"
+)
 # The longest wait between two attempts of a failing event, however many it has had.
 _MAX_EVENT_DELAY_S = 900.0
 
@@ -521,6 +532,50 @@ class SqlJobStore:
                 "SELECT region, pulls_count FROM pulls WHERE repository = ?", [repository]
             )
         return {str(r[0]): int(r[1]) for r in rows}
+
+    async def prune(
+        self,
+        now: datetime | None = None,
+        *,
+        jobs_days: float = 0.0,
+        events_days: float = 0.0,
+        dead_events_days: float = 0.0,
+        deferrals_days: float = 0.0,
+    ) -> dict[str, int]:
+        """Delete finished state older than its retention at ``now``; return how many per kind.
+
+        Kinds: ``jobs`` (succeeded, failed or skipped, by last update), ``events`` (completed
+        webhook events), ``dead_events`` (dead-lettered ones, by when they died) and
+        ``deferrals`` (resolved deferred routes). A retention of 0 days keeps that kind forever.
+        Queued, running and parked jobs, pending or retrying events and unresolved deferrals are
+        never touched; nor is the newest succeeded real copy of each placement (digest into a
+        destination repository), which :meth:`placements` answers from.
+        """
+        await self.open()
+        at = now or datetime.now(UTC)
+
+        def cutoff(days: float) -> str:
+            return timestamp(at, plus_s=-days * 86400.0)
+
+        pruned = dict.fromkeys(("jobs", "events", "dead_events", "deferrals"), 0)
+        async with self._tx() as tx:
+            if jobs_days > 0:
+                pruned["jobs"] = await tx.execute(_PRUNE_JOBS, [cutoff(jobs_days)])
+            if events_days > 0:
+                pruned["events"] = await tx.execute(
+                    "DELETE FROM events WHERE completed_at <> '' AND completed_at <= ?",
+                    [cutoff(events_days)],
+                )
+            if dead_events_days > 0:
+                pruned["dead_events"] = await tx.execute(
+                    "DELETE FROM events WHERE completed_at = '' AND dead_at <> '' AND dead_at <= ?",
+                    [cutoff(dead_events_days)],
+                )
+            if deferrals_days > 0:
+                pruned["deferrals"] = await recovery.prune_deferrals(
+                    tx, resolved_before=cutoff(deferrals_days)
+                )
+        return pruned
 
     async def close(self) -> None:
         """Close connections."""

@@ -22,6 +22,7 @@ __all__ = [
     "park",
     "pending_deferrals",
     "placements",
+    "prune_deferrals",
     "record_health",
     "requeue_parked",
     "resolve_deferral",
@@ -182,6 +183,17 @@ async def resolve_deferral(tx: Tx, work: DeferredWork, *, now: str) -> bool:
         [now, *key, work.updated_at],
     )
     return changed == 1
+
+
+async def prune_deferrals(tx: Tx, *, resolved_before: str) -> int:
+    """Delete deferred routes resolved at or before ``resolved_before``; return how many.
+
+    Unresolved ones (``resolved_at = ''``) are never touched.
+    """
+    return await tx.execute(
+        "DELETE FROM deferred_routes WHERE resolved_at <> '' AND resolved_at <= ?",
+        [resolved_before],
+    )
 
 
 async def placements(tx: Tx, digest: str) -> list[tuple[str, str]]:
