@@ -40,6 +40,7 @@ from sidecar.config._registries import (
 )
 from sidecar.config._replication import (
     ReplicationSettings,
+    RetentionSettings,
     RetrySettings,
     WebhookSettings,
     job_store_url,
@@ -79,6 +80,7 @@ __all__ = [
     "RegistryConfig",
     "ReplicationRule",
     "ReplicationSettings",
+    "RetentionSettings",
     "RetrySettings",
     "SensitiveDataSettings",
     "SyncConfig",

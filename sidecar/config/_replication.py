@@ -24,6 +24,7 @@ from sidecar.config._read import Node, resolve_path
 
 __all__ = [
     "ReplicationSettings",
+    "RetentionSettings",
     "RetrySettings",
     "WebhookSettings",
     "job_store_url",
@@ -81,6 +82,34 @@ class WebhookSettings:
     max_attempts: _Positive = 10
 
 
+_Days = Annotated[Number, Field(ge=0)]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long finished state is kept before the periodic prune deletes it (0 = forever).
+
+    Never pruned: queued, running or parked jobs, pending or retrying webhook events, unresolved
+    deferrals, the active or the newest ``keep_revisions`` bundle revisions, and the audit log.
+    """
+
+    __pydantic_config__ = _FORBID
+
+    # Succeeded, failed and skipped jobs, by last update (the newest successful copy of each
+    # placement is kept: pull resolution reads it).
+    jobs_days: _Days = 30.0
+    # Completed webhook events (their ids deduplicate redeliveries until then).
+    events_days: _Days = 30.0
+    # Dead-lettered webhook events, kept longer for inspection.
+    dead_events_days: _Days = 90.0
+    # Resolved deferrals.
+    deferrals_days: _Days = 30.0
+    # Published bundle revisions kept for Rollback (the active one always); 0 = all.
+    keep_revisions: Annotated[Int, Field(ge=0)] = 50
+    # How often the prune runs (also once at start).
+    interval_s: Annotated[Duration, Field(ge=1)] = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicationSettings:
     """How the sidecar copies images: where jobs live and how hard it may push each registry."""
@@ -106,6 +135,7 @@ class ReplicationSettings:
     policy_retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
     retry: RetrySettings = field(default_factory=RetrySettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 
 def job_store_url(settings: ReplicationSettings, state_dir: str) -> str:
@@ -127,10 +157,15 @@ def parse_replication(node: Node, base: Path, registries: Collection[str]) -> Re
     section = node.fields()
     retry = section.get("retry") or node.child("retry", None)
     webhook = section.get("webhook") or node.child("webhook", None)
+    retention = section.get("retention") or node.child("retention", None)
     return read_record(
         ReplicationSettings,
         node,
         base=base,
         context={"registries": registries},
-        given={"retry": read_record(RetrySettings, retry), "webhook": _webhook(webhook)},
+        given={
+            "retry": read_record(RetrySettings, retry),
+            "webhook": _webhook(webhook),
+            "retention": read_record(RetentionSettings, retention),
+        },
     )

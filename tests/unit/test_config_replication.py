@@ -80,3 +80,22 @@ def test_invalid_settings_name_the_key(tmp_path: Path, text: str, key: str, prob
         _load(tmp_path, f"policy:\n  replication:\n    {text}\n")
     assert caught.value.key == key
     assert problem in caught.value.message
+
+
+def test_retention_defaults_and_overrides(tmp_path: Path) -> None:
+    defaults = _load(tmp_path, "").retention
+    assert (defaults.jobs_days, defaults.events_days, defaults.deferrals_days) == (30, 30, 30)
+    assert (defaults.dead_events_days, defaults.keep_revisions, defaults.interval_s) == (
+        90,
+        50,
+        3600,
+    )
+    settings = _load(
+        tmp_path,
+        "policy:\n  replication:\n    retention:\n"
+        "      {jobs_days: 7, eventsDays: 0.5, keep_revisions: 0, interval_s: 10m}\n",
+    ).retention
+    assert (settings.jobs_days, settings.events_days, settings.keep_revisions) == (7, 0.5, 0)
+    assert settings.interval_s == 600
+    with pytest.raises(ConfigError, match="jobs_days"):
+        _load(tmp_path, "policy:\n  replication:\n    retention: {jobs_days: -1}\n")
