@@ -42,6 +42,8 @@ class AdminRuntime:
     audit: AuditTrail
     connections: ConnectionRegistry | None
     max_message_bytes: int
+    # The published archives, pruned by sidecar.app.retention (None: not kept here).
+    revisions: RevisionStore | None = None
 
     @property
     def wants_relay(self) -> bool:
@@ -105,7 +107,11 @@ async def admin_runtime(
             raw = await asyncio.to_thread(Path(managed.bundle_path).read_bytes)
             await service.adopt(raw, "sidecar:startup")
         yield AdminRuntime(
-            service, audit, connections, settings.max_bundle_bytes + _TRANSPORT_MARGIN
+            service,
+            audit,
+            connections,
+            settings.max_bundle_bytes + _TRANSPORT_MARGIN,
+            revisions,
         )
     finally:
         await authorizer.close()

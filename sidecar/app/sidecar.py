@@ -17,6 +17,7 @@ from sidecar.app.bundle import LocalBundle, build_local_bundle
 from sidecar.app.governance import AdminRuntime, admin_runtime, tls_listener
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
+from sidecar.app.retention import retention_task
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
@@ -218,6 +219,14 @@ class Sidecar:
                     self.parts.store,
                     self.replication,
                     interval_s=settings.replication.policy_retry_interval_s,
+                )
+            )
+            await self._stack.enter_async_context(
+                retention_task(
+                    self.parts.store,
+                    self.admin.revisions,
+                    settings.replication.retention,
+                    self.telemetry.metrics_registry,
                 )
             )
             await self.parts.pool.start()
