@@ -87,9 +87,16 @@ def load_data(files: Mapping[str, bytes], problems: list[DataProblem]) -> Loaded
 
 
 def check_data(
-    data: LoadedData, roots: Iterable[str], inventory: Inventory | None
+    data: LoadedData,
+    roots: Iterable[str],
+    inventory: Inventory | None,
+    prefixes: Mapping[str, str] | None = None,
 ) -> list[DataProblem]:
-    """Return every schema, root, rule-chain, reference and lock-out problem of ``data``."""
+    """Return every schema, root, rule-chain, reference, tenancy and lock-out problem of ``data``.
+
+    ``prefixes`` is ``policy.tenancy.prefixes`` (repository prefix → tenant): a tenant's rules may
+    only send images into repositories that tenant owns (see :func:`_tenant_destinations`).
+    """
     problems: list[DataProblem] = []
     allowed = set(roots)
     for key in sorted(data.document):
@@ -110,8 +117,83 @@ def check_data(
     problems += [DataProblem("rules", where, p) for p in find_rule_problems(data.document)]
     if inventory is not None:
         problems += _references(data, inventory)
+    if prefixes:
+        problems += _tenant_destinations(data, prefixes)
     problems += _lockout(data)
     return problems
+
+
+_PLACEHOLDERS = ("{repository}", "{tag}")
+
+
+def _tenant_destinations(data: LoadedData, prefixes: Mapping[str, str]) -> list[DataProblem]:
+    """A tenant rule's ``set.destination_repository`` must stay in that tenant's namespace.
+
+    The repository a template can produce is known up to its first placeholder (``{repository}``
+    or ``{tag}``): that literal head must start with one of the tenant's prefixes, and no prefix
+    of another tenant may be reachable from it (the head lies in it, or it extends the head), so a
+    nested prefix (``acme/shared/`` of another tenant under ``acme/``) cannot be written into
+    either. A tenant without a configured prefix owns no namespace: its rules may set only
+    destinations that no other tenant's prefix can own. ``.``/``..`` segments are refused.
+    """
+    replication = data.document.get("replication")
+    tenants = replication.get("tenants") if isinstance(replication, Mapping) else None
+    if not isinstance(tenants, Mapping):
+        return []
+    owned: dict[str, list[str]] = {}
+    for prefix, owner in prefixes.items():
+        owned.setdefault(owner, []).append(prefix)
+    problems: list[DataProblem] = []
+    for path, rule in _rules({"tenants": tenants}):
+        tenant = str(path[2])  # ["replication", "tenants", <tenant>, "rules", <index>]
+        settings = rule.get("set")
+        destination = (
+            settings.get("destination_repository") if isinstance(settings, Mapping) else None
+        )
+        if not isinstance(destination, str):
+            continue  # unset (or a schema problem, reported by the schema check)
+        own = sorted(owned.get(tenant, ()))
+        reason = _destination_problem(destination, tenant, own, prefixes)
+        if reason:
+            where = [*path, "set", "destination_repository"]
+            allowed = ", ".join(repr(p) for p in own) if own else "none configured"
+            problems.append(
+                DataProblem(
+                    "tenancy",
+                    f"{data.origin(where)}:{'.'.join(str(p) for p in where)}",
+                    f"rule {rule.get('id')!r} of tenant {tenant!r} sets destination_repository "
+                    f"{destination!r}, {reason} (allowed prefixes of {tenant!r} in "
+                    f"policy.tenancy.prefixes: {allowed})",
+                )
+            )
+    return problems
+
+
+def _destination_problem(
+    destination: str, tenant: str, own: list[str], prefixes: Mapping[str, str]
+) -> str:
+    """Return why ``destination`` (a rule template) escapes ``tenant``'s namespace, or ""."""
+    cut = min((i for i in (destination.find(p) for p in _PLACEHOLDERS) if i >= 0), default=-1)
+    head = destination if cut < 0 else destination[:cut]
+    if destination.startswith("/") or any(
+        s in (".", "..") for s in destination.replace("{", "/").replace("}", "/").split("/")
+    ):
+        return "which has '.' or '..' segments or a leading '/'"
+    reasons = []
+    if own and not any(head.startswith(p) for p in own):
+        reasons.append("is outside the tenant's repository prefixes")
+    # The repository belongs to its longest matching prefix (as the tenant resolver reads it);
+    # a template may also reach any longer prefix that extends its literal head.
+    matching = [p for p in prefixes if head.startswith(p)]
+    longest = max(matching, key=len) if matching else None
+    reachable = {longest} if longest is not None else set()
+    if cut >= 0:
+        reachable |= {p for p in prefixes if p.startswith(head)}
+    foreign = sorted(p for p in reachable if p is not None and prefixes[p] != tenant)
+    if foreign:
+        owners = ", ".join(f"{p!r} of tenant {prefixes[p]!r}" for p in foreign)
+        reasons.append(f"can reach another tenant's repositories ({owners})")
+    return f"which {' and '.join(reasons)}" if reasons else ""
 
 
 def _references(data: LoadedData, inventory: Inventory) -> list[DataProblem]:

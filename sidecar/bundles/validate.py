@@ -5,14 +5,15 @@ size limits and safe members (``archive``/``size``), the ``.manifest`` (revision
 ``replication``/``system``), the signature (``signature``: a bundle that carries one must verify
 with the configured key; ``require_signature`` refuses unsigned ones), the data files (``data``)
 against the data schema (``schema``), rule ids and chain cycles (``rules``), registries and
-tenants the inventory lacks (``references``), ``opa check --strict`` (``opa-check``), the Rego
-tests (``opa-test``) and the conftest inventory checks (``inventory``).
+tenants the inventory lacks (``references``), tenant rules whose ``destination_repository``
+leaves the tenant's ``policy.tenancy.prefixes`` (``tenancy``), ``opa check --strict``
+(``opa-check``), the Rego tests (``opa-test``) and the conftest inventory checks (``inventory``).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ class BundleValidator:
         verification_key: Path,
         source_dir: Path,
         inventory: Inventory | None,
+        tenant_prefixes: Mapping[str, str] | None = None,
         max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     ) -> None:
@@ -117,6 +119,8 @@ class BundleValidator:
         self._tool_paths = tools if isinstance(tools, ToolPaths) else None
         self._key = verification_key
         self._inventory = inventory
+        # policy.tenancy.prefixes: a tenant's rules stay inside its own repository prefixes.
+        self._prefixes = dict(tenant_prefixes or {})
         self._max_bytes = max_bytes
         self._max_unpacked = max_unpacked_bytes
         self._inventory_policy = source_dir / "rego" / "inventory"
@@ -153,7 +157,7 @@ class BundleValidator:
         roots = self._manifest(archive, manifest, found)
         signed = self._signature(archive, require_signature, found)
         data = load_data(files, found)
-        found += check_data(data, roots, self._inventory)
+        found += check_data(data, roots, self._inventory, self._prefixes)
         checked, unparsable = opa_check(self._tools().opa, files)
         found += checked
         tests_run, failures = opa_test(
@@ -249,6 +253,7 @@ def validator_for(
         source_dir=Path(config.policy.bundle.source_dir),
         # An empty inventory (no config) names nothing: reference checks would refuse everything.
         inventory=inventory_of(config) if config.registries else None,
+        tenant_prefixes=config.policy.tenancy.prefixes,
         max_bytes=max_bytes,
         max_unpacked_bytes=max_unpacked_bytes,
     )

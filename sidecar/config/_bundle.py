@@ -22,7 +22,6 @@ from sidecar.config._model import (
     NonEmpty,
     Path_,
     Secret,
-    Str,
     Target,
     keys,
     read_record,
@@ -106,7 +105,7 @@ class BundleServeSettings:
     listen: HostPort = ""
     dir: Path_ = ""  # "" → <state_dir>/bundle-server
     token: Secret = ""
-    read_token: Annotated[Str, AfterValidator(lambda token: token or None)] | None = None
+    read_token: Annotated[Secret, AfterValidator(lambda token: token or None)] | None = None
     max_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_SERVE_MAX_BYTES
 
     @property

@@ -16,7 +16,7 @@ from sidecar.config._model import (
     Int,
     NonEmpty,
     Number,
-    Str,
+    Secret,
     frozen,
     read_record,
 )
@@ -74,7 +74,7 @@ class WebhookSettings:
     __pydantic_config__ = _FORBID
 
     listen: HostPort = ""
-    secret: Str = field(default="", repr=False)
+    secret: Secret = field(default="", repr=False)
     # Pace of retries for stored events whose processing failed (OPA down, store busy): the
     # first wait, doubled per failure (at most 15 minutes).
     retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from collections.abc import Callable, Collection
 from urllib.parse import urlsplit
@@ -105,10 +106,18 @@ def choice(options: Collection[str]) -> Callable[[object], str]:
     return check
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def expanded(secret: str) -> str:
-    """A secret must not be a ``${VAR}`` left as written: its variable is unset."""
-    if secret.startswith("${"):
-        raise ValueError(f"{secret} is not set in the environment")
+    """A secret must hold no ``${VAR}`` left as written (anywhere in it): its variable is unset.
+
+    Config loading expands set variables and keeps unset ones as written; a reference whose
+    variable is set came from the variable's own value and stays.
+    """
+    for found in _ENV_REF.finditer(secret):
+        if found.group(1) not in os.environ:
+            raise ValueError(f"{found.group(0)} is not set in the environment")
     return secret
 
 

@@ -117,3 +117,47 @@ async def test_tenant_admin_sees_only_its_tenants_history(sidecar: RunningSideca
     log = await stub.GetAuditLog(pb.GetAuditLogRequest(tenant="acme"), metadata=TENANT_ADMIN)
     assert log.events and all("acme" in e.tenants for e in log.events)
     await _refused(stub.GetAuditLog(pb.GetAuditLogRequest(), metadata=TENANT_ADMIN))
+
+
+async def test_tenant_admin_cannot_route_images_into_another_tenants_namespace(
+    sidecar: RunningSidecar, tmp_path: Path
+) -> None:
+    """Issue 15: a tenant rule's destination_repository stays inside the tenant's prefixes."""
+    stub = admin_stub(sidecar.channel)
+    serving = await _decided_revision(sidecar)
+
+    def steal(name: str, destination: str) -> bytes:
+        rule = {"id": "acme-steal", "match": {"repository": "acme/*"},
+                "set": {"destination_repository": destination}}  # fmt: skip
+        return _bundle(sidecar, tmp_path, name, **{
+            "replication.tenants": {"acme": {"rules": [rule]}}})  # fmt: skip
+
+    into_globex = steal("steal-globex", "globex/{repository}")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.PublishBundle(pb.PublishBundleRequest(bundle=into_globex), metadata=TENANT_ADMIN)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert (
+        "tenancy: data.json:replication.tenants.acme.rules.0.set.destination_repository: "
+        "rule 'acme-steal' of tenant 'acme' sets destination_repository 'globex/{repository}'"
+    ) in details, details
+    assert "'globex/' of tenant 'globex'" in details
+    assert "'acme-mirror/', 'acme/', 'low/'" in details  # the allowed prefixes
+    assert await _decided_revision(sidecar) == serving  # the previous revision keeps serving
+
+    # ValidateBundle runs the same check: a bare template may resolve anywhere.
+    anywhere = steal("steal-anywhere", "{repository}")
+    report = await stub.ValidateBundle(
+        pb.ValidateBundleRequest(bundle=anywhere), metadata=TENANT_ADMIN
+    )
+    assert not report.valid
+    assert any(
+        "'{repository}', which is outside the tenant's repository prefixes" in p
+        for p in report.problems
+    ), list(report.problems)
+
+    log = await stub.GetAuditLog(pb.GetAuditLogRequest(limit=2), metadata=POLICY_ADMIN)
+    assert [(e.action, e.outcome) for e in log.events] == [
+        ("ValidateBundle", "rejected"),
+        ("PublishBundle", "rejected"),
+    ]
