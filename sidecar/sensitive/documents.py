@@ -3,7 +3,7 @@
 The plaintext lives only in the returned :class:`SensitiveData` (its ``repr`` shows names and a
 digest of the *ciphertext*, never content), is sent only to OPA's Data API, and its string values
 are what decision records mask. Every failure is a ConfigError naming the config key and the
-problem (wrong key, tampered file, missing KMS key…), so ``serve`` exits with status 2 before
+problem (wrong key, tampered file, a file encrypted for another document, missing KMS key…), so ``serve`` exits with status 2 before
 anything serves; an unreachable KMS is KeyServiceUnavailable instead (exit 1: retry later).
 """
 
@@ -104,7 +104,7 @@ def load_sensitive_data(settings: SensitiveDataSettings) -> SensitiveData | None
         except OSError as exc:
             raise ConfigError(where, f"cannot read {path}: {exc}", settings.source) from None
         try:
-            value = open_envelope(Envelope.parse(raw, path), key, path)
+            value = open_envelope(Envelope.parse(raw, path), key, path, name=name)
         except SensitiveDataError as exc:
             raise ConfigError(where, f"{path}: {exc.problem}", settings.source) from None
         digest.update(f"{name}\0".encode() + hashlib.sha256(raw).digest())
