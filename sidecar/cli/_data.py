@@ -73,7 +73,7 @@ def _key(args: argparse.Namespace, config: Config) -> KeyEncryptionKey:
     )
 
 
-def _name(args: argparse.Namespace, path: str, config: Config, *, required: bool) -> str | None:
+def _configured_name(args: argparse.Namespace, path: str, config: Config) -> str | None:
     """The document name: ``--name``, else the configured document whose file is ``path``."""
     if args.name:
         return str(args.name)
@@ -81,13 +81,18 @@ def _name(args: argparse.Namespace, path: str, config: Config, *, required: bool
     for name, file in config.policy.sensitive_data.documents.items():
         if Path(file).resolve() == target:
             return name
-    if required:
+    return None
+
+
+def _name(args: argparse.Namespace, path: str, config: Config) -> str:
+    name = _configured_name(args, path, config)
+    if name is None:
         raise InvalidArgument(
             "--name",
             f"give --name: the document {path} holds (its key in "
             "policy.sensitive_data.documents), which the file is bound to",
         )
-    return None
+    return name
 
 
 def _read_plaintext(path: str) -> Any:
@@ -137,8 +142,7 @@ def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         return {"key_file": str(Path(args.key_file).resolve()), "fingerprint": fingerprint}
     key = _key(args, config)
     if action == "encrypt":
-        name = _name(args, args.output, config, required=True)
-        assert name is not None
+        name = _name(args, args.output, config)
         document = _read_plaintext(args.input)
         try:
             envelope = seal(document, key, name)
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
             raise SensitiveDataError(args.input, f"cannot read: {exc}") from None
         envelope = Envelope.parse(raw, args.input)
         value = open_envelope(
-            envelope, key, args.input, name=_name(args, args.input, config, required=False)
+            envelope, key, args.input, name=_configured_name(args, args.input, config)
         )
         return {
             "file": args.input,

@@ -327,7 +327,7 @@ class AdminService:
         """
         try:
             return await self._record(event)
-        except Exception as exc:  # noqa: BLE001 - any failure to write the record undoes
+        except Exception as exc:  # any failure to write the record undoes the change
             problem = exc.message if isinstance(exc, SidecarError) else f"{exc!r}"
         restored = await self._undo(previous, event.new_revision)
         back = (
@@ -352,7 +352,7 @@ class AdminService:
             files = tuple(sorted(self._validator.read(previous.archive).files))
             await self._delivery.deliver(previous.archive, previous.revision, files)
             await self._revisions.activate(previous.revision)
-        except Exception as exc:  # noqa: BLE001 - reported, and the caller gets an error
+        except Exception as exc:  # logged; the caller gets an error either way
             _log.error(
                 "audit record not written and restoring the previous revision failed: the "
                 "revision may be live without an audit record",

@@ -3,8 +3,9 @@
 The plaintext lives only in the returned :class:`SensitiveData` (its ``repr`` shows names and a
 digest of the *ciphertext*, never content), is sent only to OPA's Data API, and its string values
 are what decision records mask. Every failure is a ConfigError naming the config key and the
-problem (wrong key, tampered file, a file encrypted for another document, missing KMS key…), so ``serve`` exits with status 2 before
-anything serves; an unreachable KMS is KeyServiceUnavailable instead (exit 1: retry later).
+problem (wrong key, tampered file, a file encrypted for another document, missing KMS key…), so
+``serve`` exits with status 2 before anything serves; an unreachable KMS is KeyServiceUnavailable
+instead (exit 1: retry later).
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ def test_a_file_of_another_document_is_refused(key: FileKey) -> None:
     # Regression (issue 15): the document name is bound into the AES-GCM associated data, so
     # document A's file cannot be served as document B.
     doc = _sealed(key, "partners")
-    with pytest.raises(SensitiveDataError, match="swapped: .* for document 'partners', not 'customers'"):
+    with pytest.raises(
+        SensitiveDataError, match=r"swapped: .* for document 'partners', not 'customers'"
+    ):
         _open(doc, key, "customers")
     # Rewriting the header's name to match does not help: the tag covers the sealed name.
     doc["document"] = "customers"

@@ -17,8 +17,12 @@ SECRET = "customer-secret-4711"
 def test_loaded_data_shows_names_and_digest_never_values(tmp_path: Path) -> None:
     generate_key_file(tmp_path / "k.key")
     key = FileKey(tmp_path / "k.key")
-    (tmp_path / "a.enc").write_bytes(seal({"allowlist": {"r": [SECRET]}}, key, "customers").to_bytes())
-    (tmp_path / "b.enc").write_bytes(seal({"rate": "gold-contract-77"}, key, "costs/contracts").to_bytes())
+    (tmp_path / "a.enc").write_bytes(
+        seal({"allowlist": {"r": [SECRET]}}, key, "customers").to_bytes()
+    )
+    (tmp_path / "b.enc").write_bytes(
+        seal({"rate": "gold-contract-77"}, key, "costs/contracts").to_bytes()
+    )
     settings = SensitiveDataSettings(
         documents={
             "customers": str(tmp_path / "a.enc"),
@@ -43,7 +47,9 @@ def test_swapped_documents_are_refused_naming_both(tmp_path: Path) -> None:
     # ciphertext as document B (a swapped mount, a copied file) stops startup.
     generate_key_file(tmp_path / "k.key")
     key = FileKey(tmp_path / "k.key")
-    (tmp_path / "a.enc").write_bytes(seal({"allowlist": {"r": [SECRET]}}, key, "customers").to_bytes())
+    (tmp_path / "a.enc").write_bytes(
+        seal({"allowlist": {"r": [SECRET]}}, key, "customers").to_bytes()
+    )
     (tmp_path / "b.enc").write_bytes(seal({"allowlist": {"r": ["x"]}}, key, "partners").to_bytes())
     settings = SensitiveDataSettings(
         documents={"customers": str(tmp_path / "b.enc"), "partners": str(tmp_path / "a.enc")},
