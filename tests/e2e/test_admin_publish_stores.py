@@ -189,7 +189,7 @@ async def test_a_change_that_cannot_be_audited_is_undone(
 ) -> None:
     # Regression (issue 15): PublishBundle and Rollback delivered the bundle, then failed to
     # append the audit record and left the new revision live with no record of it.
-    async with _fleet_of_one("http", tmp_path) as (running, _store):
+    async with _fleet_of_one("http", tmp_path) as (running, store):
         stub, config = admin_stub(running.channel), running.sidecar.config
         admin = running.sidecar.admin
         assert admin is not None
@@ -207,8 +207,9 @@ async def test_a_change_that_cannot_be_audited_is_undone(
             listing = await stub.ListRevisions(pb.ListRevisionsRequest(), metadata=ADMIN)
             return next(r.revision for r in listing.revisions if r.active)
 
-        await publish("r1", 4)
+        r1 = await publish("r1", 4)
         await _until_decisions_carry(running, "r1")
+        assert store.server is not None
         seq = (await log.list(limit=1))[0].seq
 
         monkeypatch.setattr(log, "append", read_only)
@@ -217,16 +218,18 @@ async def test_a_change_that_cannot_be_audited_is_undone(
         assert "audit record could not be written" in (failed.value.details() or "")
         assert "'r1' is active again" in (failed.value.details() or "")
         monkeypatch.setattr(log, "append", append)
+        assert store.server.etag("replication") == f'"{r1.digest}"'  # the store serves r1 again
         await _until_decisions_carry(running, "r1")
         assert await active() == "r1"
         assert (await log.list(limit=1))[0].seq == seq  # nothing half-written
 
-        await publish("r3", 3)
+        r3 = await publish("r3", 3)
         await _until_decisions_carry(running, "r3")
         monkeypatch.setattr(log, "append", read_only)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await stub.Rollback(pb.RollbackRequest(revision="r1"), metadata=ADMIN)
         assert "'r3' is active again" in (failed.value.details() or "")
         monkeypatch.setattr(log, "append", append)
+        assert store.server.etag("replication") == f'"{r3.digest}"'
         await _until_decisions_carry(running, "r3")
         assert await active() == "r3"
