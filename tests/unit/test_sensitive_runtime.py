@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,22 @@ def test_swapped_documents_are_refused_naming_both(tmp_path: Path) -> None:
     assert "policy.sensitive_data.documents.customers" in err.value.message
     assert "encrypted for document 'partners', not 'customers'" in err.value.message
     assert SECRET not in err.value.message
+
+
+def test_a_file_sealed_before_not_before_is_refused_as_a_rollback(tmp_path: Path) -> None:
+    generate_key_file(tmp_path / "k.key")
+    key = FileKey(tmp_path / "k.key")
+    (tmp_path / "a.enc").write_bytes(seal({"r": [SECRET]}, key, "customers").to_bytes())
+    settings = SensitiveDataSettings(
+        documents={"customers": str(tmp_path / "a.enc")}, key_file=str(tmp_path / "k.key")
+    )
+    now = datetime.now(UTC)
+    loaded = load_sensitive_data(replace(settings, not_before=now - timedelta(minutes=1)))
+    assert loaded is not None and loaded.names == ("customers",)
+    with pytest.raises(ConfigError) as err:
+        load_sensitive_data(replace(settings, not_before=now + timedelta(minutes=1)))
+    assert "before policy.sensitive_data.not_before" in err.value.message
+    assert "data encrypt --name customers" in err.value.message
 
 
 @pytest.mark.parametrize(
