@@ -37,6 +37,12 @@ def add_parser(sub: Any) -> None:
     encrypt.add_argument("output", metavar="OUT", help="encrypted file to write")
     check = dsub.add_parser("check", help="decrypt a file in memory and report its shape")
     check.add_argument("input", metavar="FILE", help="encrypted file")
+    for parser, does in ((encrypt, "bind the file to"), (check, "check the file is bound to")):
+        parser.add_argument(
+            "--name",
+            help=f"{does} this document name (its key in policy.sensitive_data.documents); "
+            "default: the configured document whose file is OUT/FILE",
+        )
     for parser in (encrypt, check):
         key = parser.add_mutually_exclusive_group()
         key.add_argument("--kms-key-id", help="AWS KMS key id, ARN or alias (the KEK)")
@@ -65,6 +71,28 @@ def _key(args: argparse.Namespace, config: Config) -> KeyEncryptionKey:
         region=args.kms_region or settings.kms_region,
         endpoint_url=args.kms_endpoint_url or settings.kms_endpoint_url,
     )
+
+
+def _configured_name(args: argparse.Namespace, path: str, config: Config) -> str | None:
+    """The document name: ``--name``, else the configured document whose file is ``path``."""
+    if args.name:
+        return str(args.name)
+    target = Path(path).resolve()
+    for name, file in config.policy.sensitive_data.documents.items():
+        if Path(file).resolve() == target:
+            return name
+    return None
+
+
+def _name(args: argparse.Namespace, path: str, config: Config) -> str:
+    name = _configured_name(args, path, config)
+    if name is None:
+        raise InvalidArgument(
+            "--name",
+            f"give --name: the document {path} holds (its key in "
+            "policy.sensitive_data.documents), which the file is bound to",
+        )
+    return name
 
 
 def _read_plaintext(path: str) -> Any:
@@ -114,21 +142,35 @@ def run(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         return {"key_file": str(Path(args.key_file).resolve()), "fingerprint": fingerprint}
     key = _key(args, config)
     if action == "encrypt":
+        name = _name(args, args.output, config)
         document = _read_plaintext(args.input)
         try:
-            envelope = seal(document, key)
+            envelope = seal(document, key, name)
         except (TypeError, ValueError):
             raise InvalidArgument(
                 "IN", f"{args.input} holds values JSON cannot represent (dates? quote them)"
             ) from None
         _write(Path(args.output), envelope.to_bytes())
-        return {"output": str(Path(args.output).resolve()), "kek": dict(envelope.kek)}
+        return {
+            "output": str(Path(args.output).resolve()),
+            "document": name,
+            "kek": dict(envelope.kek),
+        }
     if action == "check":
         try:
             raw = Path(args.input).read_bytes()
         except OSError as exc:
             raise SensitiveDataError(args.input, f"cannot read: {exc}") from None
         envelope = Envelope.parse(raw, args.input)
-        value = open_envelope(envelope, key, args.input)
-        return {"file": args.input, "kek": dict(envelope.kek), "ok": True, **_shape(value)}
+        value = open_envelope(
+            envelope, key, args.input, name=_configured_name(args, args.input, config)
+        )
+        return {
+            "file": args.input,
+            "document": envelope.document,
+            "sealed_at": envelope.sealed_at,
+            "kek": dict(envelope.kek),
+            "ok": True,
+            **_shape(value),
+        }
     raise AssertionError(f"unhandled data action {action}")  # argparse rejects unknown ones

@@ -106,6 +106,7 @@ class AdminService:
             )  # fmt: skip
             await self._authorize(caller, base, {**changes.target(), "revision": base.new_revision})
             report = await self._validated(raw, base)
+            previous = await self._stored(active)
             try:
                 out = raw
                 signed = self._delivery.needs_signing(archive, report.signed, revision or None)
@@ -125,8 +126,8 @@ class AdminService:
                 outcome = "rejected" if bad_input else "failed"
                 await self._record(_replace(base, outcome=outcome, detail=exc.message))
                 raise
-            record = await self._record(
-                _replace(base, new_revision=new_revision, digest=delivered.digest)
+            record = await self._record_or_undo(
+                _replace(base, new_revision=new_revision, digest=delivered.digest), previous
             )
         return PublishOutcome(
             new_revision, delivered.digest, active, delivered.location, changes, signed, record.seq
@@ -153,13 +154,14 @@ class AdminService:
             await self._authorize(caller, base, {**changes.target(), "revision": revision})
             # Validated again: the inventory or the checks may have changed since it was first live.
             await self._validated(stored.archive, base, require_signature=True)
+            previous = await self._stored(active)
             try:
                 await self._delivery.deliver(stored.archive, revision, tuple(sorted(archive.files)))
                 await self._revisions.activate(revision)
             except SidecarError as exc:
                 await self._record(_replace(base, outcome="failed", detail=exc.message))
                 raise
-            record = await self._record(base)
+            record = await self._record_or_undo(base, previous)
         return RollbackOutcome(revision, active, stored.digest, record.seq)
 
     async def validate(self, credentials: Credentials, raw: bytes) -> ValidationReport:
@@ -301,6 +303,70 @@ class AdminService:
         if active:
             current = self._validator.read((await self._revisions.get(active)).archive)
         return active, archive, bundle_changes(current, archive)
+
+    async def _stored(self, revision: str) -> StoredRevision | None:
+        """The active revision as stored, to restore if the change cannot be audited."""
+        if not revision:
+            return None
+        try:
+            return await self._revisions.get(revision)
+        except SidecarError:
+            return None
+
+    async def _record_or_undo(
+        self, event: AuditEvent, previous: StoredRevision | None
+    ) -> AuditRecord:
+        """Audit a delivered change; when the record cannot be written, undo the change.
+
+        No revision may stay live without its audit record: if the append fails, ``previous``
+        (the revision active before the change) is delivered and marked active again and the
+        call fails. The bundle store and OPA are not in the audit database's transaction, so
+        this is compensation, not atomicity: a crash between delivery and the append, or a
+        failing undo (logged at error level, naming both revisions), can still leave the new
+        revision live without its record — the residual risk docs/policy.md names.
+        """
+        try:
+            return await self._record(event)
+        except Exception as exc:  # any failure to write the record undoes the change
+            problem = exc.message if isinstance(exc, SidecarError) else f"{exc!r}"
+        restored = await self._undo(previous, event.new_revision)
+        back = (
+            f"revision {previous.revision!r} is active again"
+            if restored and previous is not None
+            else "the previous revision could NOT be restored (see the sidecar log)"
+        )
+        raise SidecarError(
+            f"{event.action} of revision {event.new_revision!r} undone: its audit record could "
+            f"not be written ({problem}); {back}"
+        )
+
+    async def _undo(self, previous: StoredRevision | None, revision: str) -> bool:
+        if previous is None:
+            _log.error(
+                "audit record not written and no previous revision to restore: "
+                "the revision is live without an audit record",
+                bundle_revision=revision,
+            )
+            return False
+        try:
+            files = tuple(sorted(self._validator.read(previous.archive).files))
+            await self._delivery.deliver(previous.archive, previous.revision, files)
+            await self._revisions.activate(previous.revision)
+        except Exception as exc:  # logged; the caller gets an error either way
+            _log.error(
+                "audit record not written and restoring the previous revision failed: the "
+                "revision may be live without an audit record",
+                bundle_revision=revision,
+                previous_revision=previous.revision,
+                error=f"{exc!r}",
+            )
+            return False
+        _log.warning(
+            "audit record not written: previous revision restored",
+            bundle_revision=revision,
+            previous_revision=previous.revision,
+        )
+        return True
 
     async def _record(self, event: AuditEvent) -> AuditRecord:
         if len(event.detail) > _DETAIL_MAX:

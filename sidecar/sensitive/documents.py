@@ -3,8 +3,9 @@
 The plaintext lives only in the returned :class:`SensitiveData` (its ``repr`` shows names and a
 digest of the *ciphertext*, never content), is sent only to OPA's Data API, and its string values
 are what decision records mask. Every failure is a ConfigError naming the config key and the
-problem (wrong key, tampered file, missing KMS key…), so ``serve`` exits with status 2 before
-anything serves; an unreachable KMS is KeyServiceUnavailable instead (exit 1: retry later).
+problem (wrong key, tampered file, a file encrypted for another document, missing KMS key…), so
+``serve`` exits with status 2 before anything serves; an unreachable KMS is KeyServiceUnavailable
+instead (exit 1: retry later).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,27 @@ def _place(tree: dict[str, Any], name: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _check_not_before(
+    sealed_at: str, settings: SensitiveDataSettings, where: str, name: str, path: str
+) -> None:
+    """Refuse a file sealed before ``not_before`` (checked after opening: then it is authentic)."""
+    floor = settings.not_before
+    if floor is None:
+        return
+    try:
+        sealed = datetime.fromisoformat(sealed_at.replace("Z", "+00:00"))
+    except ValueError:
+        sealed = None
+    if sealed is None or sealed.tzinfo is None or sealed < floor:
+        raise ConfigError(
+            where,
+            f"{path}: sealed at {sealed_at}, before policy.sensitive_data.not_before "
+            f"{floor:%Y-%m-%dT%H:%M:%SZ}: an older copy put back (rollback)? re-encrypt the "
+            f"current version with `policy-sidecar data encrypt --name {name}`",
+            settings.source,
+        )
+
+
 def load_sensitive_data(settings: SensitiveDataSettings) -> SensitiveData | None:
     """Decrypt every configured document (blocking: KMS calls); None when none is configured."""
     if not settings.enabled:
@@ -104,9 +127,11 @@ def load_sensitive_data(settings: SensitiveDataSettings) -> SensitiveData | None
         except OSError as exc:
             raise ConfigError(where, f"cannot read {path}: {exc}", settings.source) from None
         try:
-            value = open_envelope(Envelope.parse(raw, path), key, path)
+            envelope = Envelope.parse(raw, path)
+            value = open_envelope(envelope, key, path, name=name)
         except SensitiveDataError as exc:
             raise ConfigError(where, f"{path}: {exc.problem}", settings.source) from None
+        _check_not_before(envelope.sealed_at, settings, where, name, path)
         digest.update(f"{name}\0".encode() + hashlib.sha256(raw).digest())
         _place(tree, name, value)
         secrets.update(_strings(value))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -181,3 +182,54 @@ async def _until_watched(check: Callable[[], Awaitable[str]], revision: str) -> 
     while await check() != revision:
         assert time.monotonic() < deadline, f"OPA never reported {revision!r}"
         await asyncio.sleep(0.05)
+
+
+async def test_a_change_that_cannot_be_audited_is_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression (issue 15): PublishBundle and Rollback delivered the bundle, then failed to
+    # append the audit record and left the new revision live with no record of it.
+    async with _fleet_of_one("http", tmp_path) as (running, store):
+        stub, config = admin_stub(running.channel), running.sidecar.config
+        admin = running.sidecar.admin
+        assert admin is not None
+        log = admin.audit.log
+        append = log.append
+
+        async def read_only(event: object) -> object:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        async def publish(revision: str, keep: int) -> pb.PublishBundleResponse:
+            bundle = _bundle(config, tmp_path, revision, keep)
+            return await stub.PublishBundle(pb.PublishBundleRequest(bundle=bundle), metadata=ADMIN)
+
+        async def active() -> str:
+            listing = await stub.ListRevisions(pb.ListRevisionsRequest(), metadata=ADMIN)
+            return next(r.revision for r in listing.revisions if r.active)
+
+        r1 = await publish("r1", 4)
+        await _until_decisions_carry(running, "r1")
+        assert store.server is not None
+        seq = (await log.list(limit=1))[0].seq
+
+        monkeypatch.setattr(log, "append", read_only)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await publish("r2", 2)
+        assert "audit record could not be written" in (failed.value.details() or "")
+        assert "'r1' is active again" in (failed.value.details() or "")
+        monkeypatch.setattr(log, "append", append)
+        assert store.server.etag("replication") == f'"{r1.digest}"'  # the store serves r1 again
+        await _until_decisions_carry(running, "r1")
+        assert await active() == "r1"
+        assert (await log.list(limit=1))[0].seq == seq  # nothing half-written
+
+        r3 = await publish("r3", 3)
+        await _until_decisions_carry(running, "r3")
+        monkeypatch.setattr(log, "append", read_only)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Rollback(pb.RollbackRequest(revision="r1"), metadata=ADMIN)
+        assert "'r3' is active again" in (failed.value.details() or "")
+        monkeypatch.setattr(log, "append", append)
+        assert store.server.etag("replication") == f'"{r3.digest}"'
+        await _until_decisions_carry(running, "r3")
+        assert await active() == "r3"

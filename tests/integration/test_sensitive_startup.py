@@ -19,7 +19,7 @@ import boto3
 import pytest
 import yaml
 
-from sidecar.sensitive import generate_key_file
+from sidecar.sensitive import FileKey, generate_key_file, seal
 from tests.support.moto import MotoServer, moto_server
 from tests.support.sensitive import ALLOWLIST, sensitive_config
 
@@ -91,6 +91,14 @@ def test_tampered_ciphertext(tmp_path: Path) -> None:
     _serve_fails(config, 2, _DOC, "tampered: the ciphertext")
 
 
+def test_file_of_another_document(tmp_path: Path) -> None:
+    # Regression (issue 15): a file encrypted (with the right key) for another document name.
+    config = sensitive_config(tmp_path)
+    key = FileKey(tmp_path / "kek.key")
+    (tmp_path / "customers.enc.json").write_bytes(seal(ALLOWLIST, key, "partners").to_bytes())
+    _serve_fails(config, 2, _DOC, "swapped: this file was encrypted for document 'partners'")
+
+
 def test_plaintext_document(tmp_path: Path) -> None:
     config = sensitive_config(tmp_path)
     (tmp_path / "customers.enc.json").write_text(json.dumps(ALLOWLIST))
@@ -130,15 +138,23 @@ def test_data_cli_encrypts_with_kms_and_checks(moto: MotoServer, tmp_path: Path)
     key = _new_key(moto)
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump({"customers": ALLOWLIST}))
     kms = ["--kms-key-id", key, "--kms-endpoint-url", moto.endpoint_url]
-    done = _cli("data", "encrypt", *kms, str(tmp_path / "plain.yaml"), str(tmp_path / "out.json"))
+    plain, out = str(tmp_path / "plain.yaml"), str(tmp_path / "out.json")
+    done = _cli("data", "encrypt", *kms, plain, out)  # no --name, no config: which document?
+    assert done.returncode == 2 and "give --name" in done.stderr, done.stderr
+    done = _cli("data", "encrypt", *kms, "--name", "customers", plain, out)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["kek"] == {"type": "aws-kms", "key_id": key}
+    assert json.loads(done.stdout)["document"] == "customers"
     assert b"cust-" not in (tmp_path / "out.json").read_bytes()
 
-    done = _cli("data", "check", *kms, str(tmp_path / "out.json"))
+    done = _cli("data", "check", *kms, "--name", "partners", out)
+    assert done.returncode == 2 and "encrypted for document 'customers'" in done.stderr
+    done = _cli("data", "check", *kms, out)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) | {"file": ""} == {
+    assert json.loads(done.stdout) | {"file": "", "sealed_at": ""} == {
         "file": "",
+        "document": "customers",
+        "sealed_at": "",
         "kek": {"type": "aws-kms", "key_id": key},
         "ok": True,
         "type": "object",
@@ -147,6 +163,6 @@ def test_data_cli_encrypts_with_kms_and_checks(moto: MotoServer, tmp_path: Path)
     assert "cust-" not in done.stdout + done.stderr
 
     missing = ["--kms-key-id", "alias/nope", "--kms-endpoint-url", moto.endpoint_url]
-    done = _cli("data", "encrypt", *missing, str(tmp_path / "plain.yaml"), str(tmp_path / "x"))
+    done = _cli("data", "encrypt", *missing, "--name", "customers", plain, str(tmp_path / "x"))
     assert done.returncode == 2 and "'alias/nope' does not exist" in done.stderr
     assert not (tmp_path / "x").exists()

@@ -89,7 +89,7 @@ def sensitive_config(
         generate_key_file(work / "kek.key")
         key = FileKey(work / "kek.key")
         settings["key_file"] = str(work / "kek.key")
-    envelope = seal(ALLOWLIST if document is None else document, key)
+    envelope = seal(ALLOWLIST if document is None else document, key, "customers")
     (work / "customers.enc.json").write_bytes(envelope.to_bytes())
     raw["policy"]["sensitive_data"] = settings
     raw["policy"]["decision_records"] = {"mask": ["input.image.labels.customer-id"]}

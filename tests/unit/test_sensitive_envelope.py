@@ -13,6 +13,7 @@ import pytest
 
 from sidecar.errors import ConfigError, SensitiveDataError
 from sidecar.sensitive import Envelope, FileKey, generate_key_file, open_envelope, seal
+from sidecar.sensitive.envelope import FORMAT
 
 SECRET = "customer-secret-4711"
 DOCUMENT = {"allowlist": {"prod-us": [SECRET, "other-customer"]}, "rate": 0.013}
@@ -24,20 +25,54 @@ def key(tmp_path: Path) -> FileKey:
     return FileKey(tmp_path / "kek.key")
 
 
-def _sealed(key: FileKey) -> dict[str, Any]:
-    return json.loads(seal(DOCUMENT, key).to_bytes())
+def _sealed(key: FileKey, name: str = "customers") -> dict[str, Any]:
+    return json.loads(seal(DOCUMENT, key, name).to_bytes())
 
 
-def _open(doc: dict[str, Any], key: FileKey) -> Any:
-    return open_envelope(Envelope.parse(json.dumps(doc).encode(), "f.json"), key, "f.json")
+def _open(doc: dict[str, Any], key: FileKey, name: str | None = "customers") -> Any:
+    envelope = Envelope.parse(json.dumps(doc).encode(), "f.json")
+    return open_envelope(envelope, key, "f.json", name=name)
 
 
 def test_round_trip_and_the_file_holds_no_plaintext(key: FileKey) -> None:
-    raw = seal(DOCUMENT, key).to_bytes()
+    raw = seal(DOCUMENT, key, "customers").to_bytes()
     assert SECRET.encode() not in raw and b"allowlist" not in raw and b"0.013" not in raw
-    assert open_envelope(Envelope.parse(raw, "f.json"), key, "f.json") == DOCUMENT
+    envelope = Envelope.parse(raw, "f.json")
+    assert open_envelope(envelope, key, "f.json", name="customers") == DOCUMENT
+    assert (envelope.document, json.loads(raw)["format"]) == ("customers", FORMAT)
     # A fresh data key and nonce each time: equal plaintexts do not give equal files.
-    assert seal(DOCUMENT, key).to_bytes() != raw
+    assert seal(DOCUMENT, key, "customers").to_bytes() != raw
+
+
+def test_a_file_of_another_document_is_refused(key: FileKey) -> None:
+    # Regression (issue 15): the document name is bound into the AES-GCM associated data, so
+    # document A's file cannot be served as document B.
+    doc = _sealed(key, "partners")
+    with pytest.raises(
+        SensitiveDataError, match=r"swapped: .* for document 'partners', not 'customers'"
+    ):
+        _open(doc, key, "customers")
+    # Rewriting the header's name to match does not help: the tag covers the sealed name.
+    doc["document"] = "customers"
+    with pytest.raises(SensitiveDataError, match="tampered"):
+        _open(doc, key, "customers")
+    # Nor does back-dating (or post-dating) the authenticated sealing time.
+    doc = _sealed(key)
+    doc["sealed_at"] = "2020-01-01T00:00:00Z"
+    with pytest.raises(SensitiveDataError, match="tampered"):
+        _open(doc, key)
+    # Without an expected name (``data check FILE``) the file's own, authenticated name is used.
+    assert _open(_sealed(key, "partners"), key, None) == DOCUMENT
+
+
+def test_a_version_1_file_is_refused_with_how_to_re_encrypt(key: FileKey) -> None:
+    doc = _sealed(key)
+    doc["format"] = "policy-sidecar.sensitive-data/v1"
+    del doc["document"], doc["sealed_at"]
+    with pytest.raises(SensitiveDataError) as err:
+        _open(doc, key)
+    assert "no longer accepted" in err.value.problem
+    assert "policy-sidecar data encrypt --name" in err.value.problem
 
 
 def test_key_file_is_private_and_never_overwritten(tmp_path: Path) -> None:
@@ -104,7 +139,7 @@ def test_edited_header_fails_authentication(key: FileKey, tmp_path: Path) -> Non
     [
         (b"{not json", "not JSON"),
         (b'{"allowlist": []}', "not an encrypted data file"),
-        (b'{"format": "policy-sidecar.sensitive-data/v1", "kek": {}}', "lacks encrypted_key"),
+        (b'{"format": "policy-sidecar.sensitive-data/v2", "kek": {}}', "lacks document"),
     ],
 )
 def test_plaintext_or_broken_file_is_refused(raw: bytes, problem: str) -> None:
