@@ -95,6 +95,14 @@ _BOUNDS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "
 _WORDING = {"string_too_short": "must not be empty", "missing": "required"}
 
 
+def _number(value: object) -> str:
+    """A bound's value as the config wrote it: "0" from 0, 0.0 or the numeric string "0"."""
+    try:
+        return f"{float(value):g}"  # type: ignore[arg-type]  # anything float() refuses is shown as is
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _problem(error: Mapping[str, Any]) -> str:
     """The config's wording for one pydantic error."""
     kind_, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
@@ -102,7 +110,8 @@ def _problem(error: Mapping[str, Any]) -> str:
         return str(ctx["error"])
     if kind_ in _BOUNDS:
         key, words = _BOUNDS[kind_]
-        return f"must be {words} {ctx[key]:g}, got {value:g}"
+        # The input is what the file held, before coercion: a numeric string reads as its number.
+        return f"must be {words} {_number(ctx[key])}, got {_number(value)}"
     if kind_ in ("tuple_type", "list_type", "dict_type"):
         expected = "a mapping" if kind_ == "dict_type" else "a list"
         return f"expected {expected}, got {kind(value)}"
