@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +23,7 @@ from sidecar.config._model import (
     read_record,
 )
 from sidecar.config._read import Node
-from sidecar.config._scalars import as_str, expanded
+from sidecar.config._scalars import as_moment, expanded
 
 __all__ = [
     "DEFAULT_MAX_BUNDLE_BYTES",
@@ -50,20 +50,6 @@ def _matching(pattern: re.Pattern[str], problem: str) -> AfterValidator:
         return text
 
     return AfterValidator(check)
-
-
-def _expiry(value: object) -> datetime:
-    """An RFC 3339 time with a time zone (YAML may already have read it as a datetime)."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(as_str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("expected an RFC 3339 time, e.g. 2027-01-01T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise ValueError("needs a time zone (e.g. a trailing Z)")
-    return moment.astimezone(UTC)
 
 
 def _file(text: str) -> str:
@@ -104,9 +90,9 @@ class AdminToken:
     bcrypt: Annotated[Str, _matching(_BCRYPT, "expected a bcrypt hash ($2b$12$…)")] | None = field(
         default=None, repr=False
     )
-    expires_at: Annotated[datetime, BeforeValidator(_expiry, json_schema_input_type=str)] | None = (
-        None
-    )
+    expires_at: (
+        Annotated[datetime, BeforeValidator(as_moment, json_schema_input_type=str)] | None
+    ) = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from sidecar.config._target import parse_target
@@ -19,6 +20,7 @@ from sidecar.errors import InvalidArgument
 __all__ = [
     "as_bool",
     "as_int",
+    "as_moment",
     "as_number",
     "as_seconds",
     "as_str",
@@ -147,3 +149,17 @@ def url(text: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"expected an http(s)://host:port URL, got {text!r}")
     return text.rstrip("/")
+
+
+def as_moment(value: object) -> datetime:
+    """An RFC 3339 time with a time zone (YAML may already have read it as a datetime)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(as_str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("expected an RFC 3339 time, e.g. 2027-01-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("needs a time zone (e.g. a trailing Z)")
+    return moment.astimezone(UTC)

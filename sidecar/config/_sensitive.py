@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from sidecar.config._model import Duration, Key, NonEmpty, Path_, frozen, keys, read_record
 from sidecar.config._read import Node
-from sidecar.config._scalars import as_str
+from sidecar.config._scalars import as_moment
 
 __all__ = ["SENSITIVE_ROOT", "SensitiveDataSettings", "parse_sensitive_data"]
 
@@ -48,20 +48,6 @@ def _endpoint(text: str) -> str:
     return text
 
 
-def _moment(value: object) -> datetime:
-    """An RFC 3339 time with a time zone (YAML may already have read it as a datetime)."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(as_str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("expected an RFC 3339 time, e.g. 2027-01-01T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise ValueError("needs a time zone (e.g. a trailing Z)")
-    return moment.astimezone(UTC)
-
-
 _Documents = Mapping[
     Annotated[Key, AfterValidator(_name)], Annotated[Path_, _existing("encrypted file")]
 ]
@@ -80,9 +66,9 @@ class SensitiveDataSettings:
     kms_endpoint_url: Annotated[NonEmpty, AfterValidator(_endpoint)] | None = None
     check_interval_s: Annotated[Duration, Field(ge=0.1)] = 10.0
     # Rollback floor: a file sealed before this time is refused (an old copy put back).
-    not_before: Annotated[datetime, BeforeValidator(_moment, json_schema_input_type=str)] | None = (
-        None
-    )
+    not_before: (
+        Annotated[datetime, BeforeValidator(as_moment, json_schema_input_type=str)] | None
+    ) = None
     # The config file, so errors found later (decryption at startup) can name it; where a
     # setting was written is not part of what it means, hence not compared.
     source: SkipJsonSchema[str] = field(default="", compare=False)
