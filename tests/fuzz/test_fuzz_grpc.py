@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sidecar._proto import policy_pb2 as pb
-from sidecar.config import load_config
+from sidecar.config import Limits, load_config
 from tests.support.fuzz import CASES_CONFIG, contract_violations, examples, nasty_text, near_rfc3339
 from tests.support.sidecar import RunningSidecar
 
@@ -27,8 +27,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DIGEST = "sha256:" + "c" * 64
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-# gRPC's default receive limit; a bigger request is refused by the transport, not by us.
-_MAX_MESSAGE = 4 * 1024 * 1024
+# The sidecar's receive cap (policy.limits.max_message_bytes): a bigger request is refused
+# RESOURCE_EXHAUSTED before it is parsed; anything smaller gets a decision or INVALID_ARGUMENT.
+_MAX_MESSAGE = Limits().max_message_bytes
 
 
 @dataclass(frozen=True)
