@@ -7,12 +7,13 @@ sensitive policy data), so nothing masked is ever held, let alone returned. Each
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from sidecar.masking import RecordMask
 from sidecar.model.decision import Decision, DecisionResult
@@ -56,7 +57,8 @@ class DecisionRecord:
 def record_size(record: DecisionRecord) -> int:
     """Return the approximate bytes ``record`` holds: the length of its JSON (input + decision)."""
     doc = {"input": record.input, "decision": record.decision.to_json()}
-    return len(json.dumps(doc, separators=(",", ":"), default=str))
+    # orjson, as for the OPA query itself: this runs once per decision, on the hot path.
+    return len(orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS))
 
 
 class DecisionRecords:
