@@ -6,7 +6,13 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sidecar.model.decision import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
+from sidecar.model.decision import (
+    BatchAnswer,
+    DecideRequest,
+    DecisionResult,
+    EngineAnswer,
+    PolicyInput,
+)
 from sidecar.model.jobs import (
     CopyPlan,
     CopyProgress,
@@ -21,6 +27,7 @@ from sidecar.model.jobs import (
 from sidecar.records import DecisionRecord
 
 __all__ = [
+    "BatchEngine",
     "Copier",
     "DecisionStore",
     "Deferrals",
@@ -49,6 +56,18 @@ class PolicyEngine(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class BatchEngine(Protocol):
+    """Evaluates many policy inputs in one query, and other documents of the bundle (OPA)."""
+
+    async def evaluate_batch(self, inputs: Sequence[Mapping[str, Any]]) -> BatchAnswer:
+        """Return the decision of every input, in order; PolicyUnavailable/PolicyError."""
+        ...
+
+    async def query(self, path: str, policy_input: Mapping[str, Any]) -> tuple[Any, str, int]:
+        """Evaluate ``data.<path>``: (result, bundle revision, eval ns); PolicyError if undefined."""
         ...
 
 

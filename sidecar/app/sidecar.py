@@ -47,7 +47,7 @@ from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
 from sidecar.webhooks import WebhookServer
 
-__all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
+__all__ = ["PolicyRuntime", "Sidecar", "decision_service", "policy_runtime", "run_forever"]
 
 _log = get_logger("sidecar.app")
 
@@ -61,6 +61,8 @@ class PolicyRuntime:
     managed: ManagedOpa | None
     bundle_revision: str
     sensitive: SensitiveRuntime | None = None
+    # The REST engine itself: batch decisions and other documents (the reconciler's queries).
+    opa: OpaEngine | None = None
 
     def ready(self) -> bool:
         """Return whether decisions can be served now (with the sensitive data, if configured)."""
@@ -81,7 +83,7 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
         try:
             async with keep_in_opa(sensitive, lambda: address, load_now=True):
                 yield PolicyRuntime(
-                    gated(engine, sensitive, lambda: True), address, None, "", sensitive
+                    gated(engine, sensitive, lambda: True), address, None, "", sensitive, engine
                 )
         finally:
             await engine.close()
@@ -110,6 +112,7 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
                     managed,
                     revision,
                     sensitive,
+                    engine,
                 )
         finally:
             await engine.close()
@@ -137,6 +140,44 @@ def _activation_actor(config: Config, opa_url: str) -> str:
     if service is not None:
         return f"bundle-service:{service.url}"
     return f"opa:{opa_url}"
+
+
+def decision_service(
+    config: Config, telemetry: Telemetry, runtime: PolicyRuntime, parts: ReplicationParts
+) -> DecisionService:
+    """Build the decision path (validate → enrich → policy → record) on ``runtime``."""
+    settings = config.policy
+    limits = settings.limits
+
+    def validate(request: DecideRequest) -> None:
+        validate_request(request, limits, config.inventory())
+
+    return DecisionService(
+        enricher=StaticEnricher(
+            config,
+            # Probed health first: the request's registry_health (a static source) still wins.
+            extra_sources=(*health_sources(parts.health), *registry_sources(config, parts)),
+        ),
+        engine=resilient_engine(runtime.engine, settings.opa, telemetry.metrics),
+        telemetry=telemetry,
+        records=DecisionRecords(
+            settings.decision_records.max_entries,
+            settings.decision_records.ttl_s,
+            max_bytes=settings.decision_records.max_bytes,
+            mask=RecordMask(
+                settings.decision_records.mask,
+                runtime.sensitive.data.secrets if runtime.sensitive else (),
+            ),
+        ),
+        validate=validate,
+        engine_url=runtime.url,
+        fallback=Fallback.from_config(
+            config, sensitive=runtime.sensitive.data.document() if runtime.sensitive else None
+        ),
+        bundle_revision=runtime.bundle_revision,
+        # The batch query bypasses the sensitive-data gate: one query each while that is on.
+        batch_engine=runtime.opa if runtime.sensitive is None else None,
+    )
 
 
 class Sidecar:
@@ -276,41 +317,7 @@ class Sidecar:
         )
 
     def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
-        settings = self.config.policy
-        limits = settings.limits
-        config = self.config
-
-        def validate(request: DecideRequest) -> None:
-            validate_request(request, limits, config.inventory())
-
-        return DecisionService(
-            enricher=StaticEnricher(
-                self.config,
-                # Probed health first: the request's registry_health (a static source) still wins.
-                extra_sources=(
-                    *health_sources(parts.health),
-                    *registry_sources(self.config, parts),
-                ),
-            ),
-            engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
-            telemetry=self.telemetry,
-            records=DecisionRecords(
-                settings.decision_records.max_entries,
-                settings.decision_records.ttl_s,
-                max_bytes=settings.decision_records.max_bytes,
-                mask=RecordMask(
-                    settings.decision_records.mask,
-                    runtime.sensitive.data.secrets if runtime.sensitive else (),
-                ),
-            ),
-            validate=validate,
-            engine_url=runtime.url,
-            fallback=Fallback.from_config(
-                self.config,
-                sensitive=runtime.sensitive.data.document() if runtime.sensitive else None,
-            ),
-            bundle_revision=runtime.bundle_revision,
-        )
+        return decision_service(self.config, self.telemetry, runtime, parts)
 
     async def _start_metrics(self) -> None:
         listen = self.config.policy.metrics_listen

@@ -26,6 +26,8 @@ OUTCOMES = (
     # OPA began serving a revision no PolicyAdmin call published (`bundle publish --to`, another
     # replica's own store, an external OPA's operator): seen by the sidecar, never missed.
     "activated",
+    # The reconciler deleted a copy the policy's `remove` or retention asked for (DESIGN §3.4).
+    "removed",
 )
 
 

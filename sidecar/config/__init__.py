@@ -30,6 +30,7 @@ from sidecar.config._legacy import (
 )
 from sidecar.config._policy import known_tenants, parse_policy
 from sidecar.config._read import Node, Warnings, read_yaml
+from sidecar.config._reconcile import ReconcileSettings
 from sidecar.config._registries import (
     AuthConfig,
     RegistryConfig,
@@ -77,6 +78,7 @@ __all__ = [
     "OpaSettings",
     "PolicySettings",
     "PublishTarget",
+    "ReconcileSettings",
     "RegistryConfig",
     "ReplicationRule",
     "ReplicationSettings",

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from sidecar.policy.managed import ManagedOpa
-from sidecar.policy.opa import OpaEngine
+from sidecar.policy.opa import BATCH_PATH, OpaEngine
 
-__all__ = ["ManagedOpa", "OpaEngine"]
+__all__ = ["BATCH_PATH", "ManagedOpa", "OpaEngine"]

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
 from sidecar.errors import PolicyError, PolicyUnavailable
-from sidecar.model.decision import EngineAnswer
+from sidecar.model.decision import BatchAnswer, EngineAnswer
 
-__all__ = ["OpaEngine"]
+__all__ = ["BATCH_PATH", "OpaEngine"]
+
+#: The batch rule: a list of decisions for ``input.items`` (rego/replication/batch.rego).
+BATCH_PATH = "replication/batch/decisions"
 
 _UNDEFINED = "decision undefined: is the bundle activated?"
 # Reusing a pooled connection that OPA already dropped (it restarted) fails before any answer
@@ -89,6 +92,41 @@ class OpaEngine:
             eval_ns=int(eval_ns),
             engine_decision_id=str(doc.get("decision_id", "")),
         )
+
+    async def evaluate_batch(
+        self, inputs: Sequence[Mapping[str, Any]], *, path: str = BATCH_PATH
+    ) -> BatchAnswer:
+        """Evaluate many decisions in one query of ``data.<path>`` (``{"items": inputs}`` → list).
+
+        The batch rule evaluates ``data.replication.decision`` ``with input as`` each item, so
+        the answers are exactly what one query per input would return, in the same order.
+        """
+        result, revision, eval_ns = await self.query(path, {"items": list(inputs)})
+        if not isinstance(result, list) or len(result) != len(inputs):
+            raise PolicyError(
+                f"data.{path.replace('/', '.')} answered {type(result).__name__} "
+                f"of {len(result) if isinstance(result, list) else '?'} for {len(inputs)} inputs"
+            )
+        if not all(isinstance(r, dict) for r in result):
+            raise PolicyError(f"data.{path.replace('/', '.')} holds a non-object decision")
+        return BatchAnswer(tuple(result), revision, eval_ns)
+
+    async def query(self, path: str, policy_input: Mapping[str, Any]) -> tuple[Any, str, int]:
+        """Evaluate ``data.<path>`` for ``policy_input``: (result, bundle revision, eval ns).
+
+        PolicyError when the document is undefined (the bundle lacks that package).
+        """
+        dotted = path.strip("/").replace(".", "/")
+        url = f"{self.base_url}/v1/data/{dotted}?provenance=true&metrics=true"
+        body = orjson.dumps({"input": policy_input}, default=_jsonable)
+        status, doc = await self._request("POST", url, body)
+        if status >= 400:
+            raise _http_error(url, status, doc)
+        if "result" not in doc:
+            raise PolicyError(f"data.{dotted.replace('/', '.')} is undefined at {self.base_url}")
+        metrics = doc.get("metrics")
+        eval_ns = metrics.get("timer_rego_query_eval_ns", 0) if isinstance(metrics, dict) else 0
+        return doc["result"], _revision(doc.get("provenance")), int(eval_ns)
 
     async def health(self, bundles: bool = True) -> bool:
         """Return whether OPA answers ``/health`` (with ``?bundles``: every bundle activated)."""

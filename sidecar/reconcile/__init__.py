@@ -1,0 +1,31 @@
+"""Reconcile use case: observe the registries → decide every source image → plan → apply.
+
+:class:`Reconciler` runs one pass; :class:`Plan` is its value (actions ``copy``, ``retag``,
+``keep``, ``remove``, ``cleanup`` with totals), printed by ``policy-sidecar reconcile`` and
+streamed by the ``Reconcile`` RPC. See docs/reconcile.md.
+"""
+
+from __future__ import annotations
+
+from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
+from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
+from sidecar.reconcile.remove import Remover
+from sidecar.reconcile.service import RETENTION_PATH, ApplyReport, Reconciler, present_at
+
+__all__ = [
+    "KINDS",
+    "RETENTION_PATH",
+    "ApplyReport",
+    "Observation",
+    "ObservedTag",
+    "Observer",
+    "Plan",
+    "PlanAction",
+    "Progress",
+    "Reconciler",
+    "Remover",
+    "Scope",
+    "SourceImage",
+    "build_plan",
+    "present_at",
+]

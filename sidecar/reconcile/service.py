@@ -1,0 +1,309 @@
+"""The reconciler: observe → decide (event ``reconcile``, in batches) → plan → apply.
+
+The decisions come from :class:`~sidecar.decide.DecisionService` (validate → enrich → policy,
+fail mode included): the reconciler adds only what it observed, ``image.present_at``. Applying
+sends copies through the durable job queue, like every other copy, and removals through
+:class:`~sidecar.reconcile.remove.Remover`, which re-checks each one before it deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from opentelemetry import trace
+
+from sidecar.config import Config
+from sidecar.decide import DecisionService
+from sidecar.errors import PolicyError, PolicyUnavailable
+from sidecar.model.decision import Caller, DecideRequest, ImageRef
+from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
+from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
+from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
+from sidecar.reconcile.remove import Remover
+from sidecar.telemetry import get_logger
+from sidecar.typing import BatchEngine, JobQueue
+
+__all__ = ["RETENTION_PATH", "ApplyReport", "Reconciler", "present_at"]
+
+_log = get_logger("sidecar.reconcile")
+_tracer = trace.get_tracer("sidecar.reconcile")
+#: The retention query of DESIGN §3.4.
+RETENTION_PATH = "replication/retention"
+_SETTLED = TERMINAL_STATES | {JobState.PARKED}
+
+
+def present_at(
+    tag: ObservedTag, observation: Observation, sources: Sequence[str]
+) -> tuple[str, ...]:
+    """Registries other than the sources holding ``tag``'s digest at the same repository:tag."""
+    held = []
+    for name in sorted({t.registry for t in observation.tags}):
+        if name in sources or name == tag.registry:
+            continue
+        found = observation.at(name, tag.repository, tag.tag)
+        if found is not None and found.digest == tag.digest:
+            held.append(name)
+    return tuple(held)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    """What applying a plan did: jobs queued for copies, removals done, refused or left."""
+
+    jobs: tuple[Job, ...] = ()
+    removed: tuple[PlanAction, ...] = ()
+    refused: tuple[tuple[PlanAction, str], ...] = ()  # (action, why it was not executed)
+    stopped: str = ""  # non-empty: the run stopped removing early, and why
+
+    def to_json(self) -> dict[str, object]:
+        """Return the report as a JSON object."""
+        return {
+            "jobs": [
+                {"job_id": j.job_id, "destination": j.destination, "state": j.state.value}
+                for j in self.jobs
+            ],
+            "removed": [a.to_json() for a in self.removed],
+            "refused": [{**a.to_json(), "refused": why} for a, why in self.refused],
+            "stopped": self.stopped,
+        }
+
+
+class Reconciler:
+    """Brings the registries in scope to what the policy decides for every source image."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        observer: Observer,
+        decisions: DecisionService,
+        queries: BatchEngine | None = None,
+        jobs: JobQueue | None = None,
+        remover: Remover | None = None,
+        wait: bool = True,
+        wait_timeout_s: float = 600.0,
+    ) -> None:
+        self._config = config
+        self._settings = config.policy.reconcile
+        self._observer = observer
+        self._decisions = decisions
+        self._queries = queries
+        self._jobs = jobs
+        self._remover = remover
+        self._wait = wait
+        self._wait_timeout_s = wait_timeout_s
+        self._scope = Scope(self._settings)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The source registries (``policy.reconcile.sources``)."""
+        return self._settings.sources
+
+    def _observed_registries(self) -> list[str]:
+        chosen = self._settings.registries or tuple(r.name for r in self._config.registries)
+        return list(dict.fromkeys((*self.sources, *chosen)))
+
+    async def plan(self, *, progress: Progress | None = None) -> Plan:
+        """Observe, decide every source image in scope, and return the plan (changes nothing)."""
+        return (await self.observe_and_plan(progress=progress))[0]
+
+    async def run(
+        self, *, dry_run: bool = True, progress: Progress | None = None
+    ) -> tuple[Plan, ApplyReport | None]:
+        """Plan, then unless ``dry_run`` apply it: copies as durable jobs, then removals."""
+        plan, observation = await self.observe_and_plan(progress=progress)
+        if dry_run:
+            return plan, None
+        return plan, await self.apply(plan, observation, progress=progress)
+
+    async def apply(
+        self, plan: Plan, observation: Observation, *, progress: Progress | None = None
+    ) -> ApplyReport:
+        """Queue the copies, wait for them, then run the removals within the safety rails."""
+        with _tracer.start_as_current_span("reconcile.apply") as span:
+            jobs = await self.enqueue_copies(plan)
+            span.set_attribute("reconcile.jobs", len(jobs))
+            if progress is not None:
+                progress("copies queued", len(jobs), len(jobs))
+            removed: list[PlanAction] = []
+            refused: list[tuple[PlanAction, str]] = []
+            stopped = ""
+            if self._remover is not None and plan.of("remove", "cleanup"):
+                removed, refused, stopped = await self._remover.apply(
+                    plan, observation, copies=jobs, wait_copies=self._wait_jobs
+                )
+            elif self._wait and jobs:
+                jobs = list(await self._wait_jobs(jobs))
+            span.set_attribute("reconcile.removed", len(removed))
+        _log.info(
+            "reconcile applied",
+            jobs=len(jobs),
+            removed=len(removed),
+            refused=len(refused),
+            stopped=stopped,
+        )
+        return ApplyReport(tuple(jobs), tuple(removed), tuple(refused), stopped)
+
+    async def _wait_jobs(self, jobs: Sequence[Job]) -> list[Job]:
+        """Poll the store until every job is terminal (or parked), or the wait times out."""
+        if self._jobs is None:
+            return list(jobs)
+        deadline = time.monotonic() + self._wait_timeout_s
+        current = {j.job_id: j for j in jobs}
+        while True:
+            for job_id, job in list(current.items()):
+                if job.state not in _SETTLED:
+                    current[job_id] = await self._jobs.get(job_id)
+            if all(j.state in _SETTLED for j in current.values()):
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        return [current[j.job_id] for j in jobs]
+
+    async def observe_and_plan(
+        self, *, progress: Progress | None = None
+    ) -> tuple[Plan, Observation]:
+        """Observe, decide and plan; return the plan and the observation it was made from."""
+        with _tracer.start_as_current_span("reconcile.plan") as span:
+            started = time.perf_counter()
+            observation = await self._observer.observe(
+                self._observed_registries(), progress=progress
+            )
+            span.set_attribute("reconcile.tags_observed", len(observation.tags))
+            originals = [t for t in observation.tags if t.registry in self.sources]
+            images = await self._decide(originals, observation, progress)
+            cleanups = await self._cleanups(images, observation)
+            plan = build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+            span.set_attribute("reconcile.images", plan.images)
+            for kind, count in plan.counts().items():
+                span.set_attribute(f"reconcile.{kind}", count)
+        _log.info(
+            "reconcile planned",
+            images=plan.images,
+            counts=plan.counts(),
+            bytes_to_copy=plan.bytes_to_copy,
+            bytes_freed=plan.bytes_freed,
+            unreadable=sorted(plan.unreadable),
+            requests=observation.requests,
+            duration_s=round(time.perf_counter() - started, 3),
+        )
+        return plan, observation
+
+    async def _decide(
+        self, originals: Sequence[ObservedTag], observation: Observation, progress: Progress | None
+    ) -> list[SourceImage]:
+        decided: list[SourceImage] = []
+        size = self._settings.batch_size
+        caller = Caller(subject="reconciler", roles=("reconciler",))
+        for start in range(0, len(originals), size):
+            batch = originals[start : start + size]
+            requests = [
+                DecideRequest(
+                    image=ImageRef(t.registry, t.repository, t.tag, t.digest),
+                    event="reconcile",
+                    caller=caller,
+                    size_bytes=t.size_bytes,
+                    present_at=present_at(t, observation, self.sources),
+                )
+                for t in batch
+            ]
+            with _tracer.start_as_current_span("reconcile.decide_batch") as span:
+                span.set_attribute("reconcile.batch", len(requests))
+                results = await self._decisions.decide_batch(requests)
+            decided += [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
+            if progress is not None:
+                progress("decide", len(decided), len(originals))
+        return decided
+
+    async def _cleanups(
+        self, images: Sequence[SourceImage], observation: Observation
+    ) -> list[PlanAction]:
+        """Ask the retention policy about each tenant's copies (none when it has no package)."""
+        if self._queries is None:
+            return []
+        by_tenant: dict[str, list[SourceImage]] = {}
+        for image in images:
+            facts = image.result.input.image if image.result.input else None
+            if facts is not None and facts.tenant:
+                by_tenant.setdefault(facts.tenant, []).append(image)
+        usage = self._config.policy.tenancy.usage
+        planned: list[PlanAction] = []
+        for tenant, owned in sorted(by_tenant.items()):
+            digests = {i.tag.digest: i for i in owned}
+            copies = [
+                t
+                for t in observation.tags
+                if t.digest in digests and t.registry not in self.sources
+            ]
+            limit = usage[tenant].storage_limit_bytes if tenant in usage else 0
+            doc = {
+                "now": owned[0].result.input.now if owned[0].result.input else "",
+                "tenant": {
+                    "id": tenant,
+                    "storage_used_bytes": sum(t.size_bytes for t in copies),
+                    "storage_limit_bytes": limit,
+                },
+                "images": [
+                    {
+                        "registry": t.registry,
+                        "repository": t.repository,
+                        "tag": t.tag,
+                        "digest": t.digest,
+                        "created_at": _created(digests[t.digest]),
+                        "size_bytes": t.size_bytes,
+                        "pulls": 0,
+                        "last_pulled_at": None,
+                    }
+                    for t in copies
+                ],
+            }
+            try:
+                answer, revision, _ = await self._queries.query(RETENTION_PATH, doc)
+            except PolicyError as exc:
+                # No retention package in this bundle (or it is broken): plan no cleanups.
+                _log.info("reconcile: no retention answer", tenant=tenant, error=exc.message)
+                return []
+            except PolicyUnavailable:
+                return []  # a cleanup is never planned without the policy's word
+            if isinstance(answer, dict):
+                planned += cleanup_actions(
+                    answer, observation, self._scope, self.sources,
+                    decision_of=digests, bundle_revision=revision,
+                )  # fmt: skip
+        return planned
+
+    async def enqueue_copies(self, plan: Plan) -> list[Job]:
+        """Queue one durable copy job per ``copy``/``retag`` action (idempotent by destination)."""
+        if self._jobs is None:
+            raise PolicyError("reconcile: no job store to apply the plan to")
+        specs = [_spec(a) for a in plan.of("copy", "retag")]
+        if not specs:
+            return []
+        # requeue: the destination was observed lacking the image, an earlier success is stale.
+        return await self._jobs.requeue(specs)
+
+
+def _spec(action: PlanAction) -> JobSpec:
+    source, _, digest = action.source.partition("@")
+    registry, _, path = source.partition("/")
+    repository = path.rpartition(":")[0]
+    return JobSpec(
+        source_registry=registry,
+        source_repository=repository,
+        digest=digest,
+        destination_registry=action.registry,
+        destination_repository=action.repository,
+        tag=action.tag,
+        priority=action.priority,
+        decision_id=action.decision_id,
+        bundle_revision=action.bundle_revision,
+    )
+
+
+def _created(image: SourceImage) -> str | None:
+    facts = image.result.input.image if image.result.input else None
+    return facts.created_at if facts is not None else None

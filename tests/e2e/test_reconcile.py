@@ -1,0 +1,181 @@
+"""The reconciler on real registries and a real OPA: observe → decide → plan → apply.
+
+Five CNCF Distribution registries (tests/support/fleet.py, deletes enabled) and the default
+bundle on a managed OPA. Images are pushed to ``ci`` with no sidecar running — as if they were
+there before any rule — and every assertion reads the registries back by digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sidecar.app.reconcile import reconciler
+from sidecar.cli import main
+from sidecar.config import Config, ReconcileSettings, load_config
+from sidecar.oci import RegistryClients
+from sidecar.reconcile import Reconciler
+from sidecar.telemetry import Telemetry
+from tests.support.fleet import FLEET, Fleet, registry_fleet
+from tests.support.images import push_image, push_manifest, scanned_labels
+from tests.support.sidecar import isolated_config
+
+# clock: decisions use the wall clock (scan ages)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
+
+
+async def where(clients: RegistryClients, repository: str, digest: str) -> frozenset[str]:
+    """The registries other than ``ci`` holding ``repository@digest``."""
+    found = set()
+    for name in FLEET:
+        if name != "ci" and await clients.get(name).head_manifest(repository, digest) is not None:
+            found.add(name)
+    return frozenset(found)
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """The registries, with a short lease so the in-process worker pool turns jobs over fast."""
+    with registry_fleet(tmp_path, replication={"lease_s": 5, "workers": 4}) as running:
+        yield running
+
+
+@pytest.fixture
+async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
+    """Our OCI client for every registry of the fleet (with prod-eu's credentials)."""
+    pool = RegistryClients(load_config(fleet.config_path).registries)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _config(fleet: Fleet, tmp_path: Path, **reconcile: object) -> Config:
+    settings = ReconcileSettings(sources=("ci",), **reconcile)  # type: ignore[arg-type]
+    config = isolated_config(load_config(fleet.config_path), tmp_path / "state")
+    return dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, reconcile=settings)
+    )
+
+
+async def _push(
+    clients: RegistryClients,
+    repository: str,
+    tag: str,
+    seed: int,
+    *,
+    to: tuple[str, ...] = ("ci",),
+    **labels: str,
+) -> str:
+    """Push one image to each of ``to`` (same bytes, so the same digest) and tag it ``tag``."""
+    scanned = scanned_labels(**labels)
+    digests = set()
+    for name in to:
+        client = clients.get(name)
+        image = await push_image(client, repository, seed=seed, labels=scanned)
+        manifest = await client.get_manifest(repository, image.digest)
+        await push_manifest(client, repository, manifest.json, tag)
+        digests.add(image.digest)
+    (digest,) = digests
+    return digest
+
+
+async def test_images_pushed_before_any_rule_are_backfilled_where_decisions_route_them(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-1.0", 1)
+    tool = await _push(clients, "tools/cli", "dev-2", 2)
+    misc = await _push(clients, "misc/thing", "1.0", 3)
+    config = _config(fleet, tmp_path)
+    telemetry = Telemetry("reconcile-test")
+    async with reconciler(config, telemetry, run_workers=True) as rec:
+        assert isinstance(rec, Reconciler)
+        plan = await rec.plan()
+        copies = {(a.registry, a.repository, a.tag, a.digest) for a in plan.of("copy")}
+        assert copies == {
+            ("prod-eu", "web/app", "prod-1.0", app),
+            ("prod-us", "web/app", "prod-1.0", app),
+            ("dev-us", "tools/cli", "dev-2", tool),
+            ("sandbox", "misc/thing", "1.0", misc),
+        }
+        assert plan.images == 3 and plan.bytes_to_copy > 4 * (96 << 10)
+        # Planning alone changed nothing.
+        assert await where(clients, "web/app", app) == frozenset()
+
+        plan, report = await rec.run(dry_run=False)
+        assert report is not None
+        assert sorted(j.state.value for j in report.jobs) == ["succeeded"] * 4
+        assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
+        assert await where(clients, "tools/cli", tool) == {"dev-us"}
+        assert await where(clients, "misc/thing", misc) == {"sandbox"}
+        held = await clients.get("prod-us").head_manifest("web/app", "prod-1.0")
+        assert held is not None and held.digest == app
+
+        # Converged: a second pass has nothing to copy and keeps the four copies.
+        again = await rec.plan()
+        assert again.counts()["copy"] == 0 and again.counts()["keep"] == 4
+    telemetry.shutdown()
+
+
+async def test_compliance_required_copy_outside_gdpr_is_removed_and_gdpr_copies_kept(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # A legacy rule since removed from the bundle had copied it to the non-GDPR prod-us too.
+    billing = await _push(
+        clients, "eu/billing", "prod-7", 7,
+        to=("ci", "prod-us", "prod-eu"), **{"compliance-required": "true"},
+    )  # fmt: skip
+    assert await where(clients, "eu/billing", billing) == {"prod-us", "prod-eu"}
+    telemetry = Telemetry("reconcile-test")
+    async with reconciler(_config(fleet, tmp_path), telemetry, run_workers=True) as rec:
+        plan = await rec.plan()
+        removes = plan.of("remove")
+        assert [(a.registry, a.reasons, a.blocked) for a in removes] == [
+            ("prod-us", ("NOT_GDPR",), "")
+        ]
+        assert [a.registry for a in plan.of("keep")] == ["prod-eu"]
+        assert plan.bytes_freed == removes[0].size_bytes > 0
+
+        _, report = await rec.run(dry_run=False)
+        assert report is not None and [a.registry for a in report.removed] == ["prod-us"]
+    telemetry.shutdown()
+    assert await where(clients, "eu/billing", billing) == {"prod-eu"}
+    source = await clients.get("ci").head_manifest("eu/billing", "prod-7")
+    assert source is not None and source.digest == billing  # the source is never touched
+
+
+async def test_cli_dry_run_prints_the_plan_and_changes_nothing(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = await _push(clients, "web/app", "prod-2.0", 11)
+    doc = yaml.safe_load(fleet.config_path.read_text(encoding="utf-8"))
+    doc["policy"]["reconcile"] = {"sources": ["ci"]}
+    doc["policy"]["state_dir"] = str(tmp_path / "cli-state")
+    doc["policy"]["bundle"] = {"output": str(tmp_path / "cli-state" / "bundle.tar.gz")}
+    path = tmp_path / "reconcile.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    # main() runs its own event loop: in a thread, beside this test's.
+    assert (
+        await asyncio.to_thread(main, ["--config", str(path), "reconcile", "--json", "--quiet"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["dry_run"] is True
+    planned = {(a["kind"], a["registry"]) for a in out["plan"]["actions"]}
+    assert planned == {("copy", "prod-eu"), ("copy", "prod-us")}
+    assert out["plan"]["counts"]["copy"] == 2
+    assert await where(clients, "web/app", app) == frozenset()
+
+    assert await asyncio.to_thread(main, ["--config", str(path), "reconcile"]) == 0
+    captured = capsys.readouterr()
+    assert "copy  prod-eu/web/app:prod-2.0" in captured.out
+    assert "1 image(s): copy 2" in captured.out
+    assert "reconcile: decide: 1/1" in captured.err
+    assert await where(clients, "web/app", app) == frozenset()
