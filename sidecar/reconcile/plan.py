@@ -165,7 +165,8 @@ def _image_actions(
             blocked = BLOCKED_UNREADABLE
         yield PlanAction(
             "remove", removal.registry, src.repository, src.tag, src.digest,
-            reasons=removal.reasons, blocked=blocked, **common,  # type: ignore[arg-type]
+            reasons=removal.reasons, blocked=blocked,
+            **{**common, "size_bytes": held.size_bytes},  # type: ignore[arg-type]
         )  # fmt: skip
 
 

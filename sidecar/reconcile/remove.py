@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.audit import AuditEvent, AuditTrail
-from sidecar.errors import SidecarError
+from sidecar.errors import RegistryError, SidecarError
 from sidecar.model.jobs import Job, JobState
 from sidecar.oci import RegistryClients
 from sidecar.reconcile.observe import Observation, Scope
@@ -157,9 +157,20 @@ class Remover:
             and t.digest == action.digest
             and t.tag != action.tag
         ]
-        # Deleting by digest takes every tag of it along: only when no other tag keeps it.
-        reference = action.tag if others else action.digest
-        await client.delete_manifest(action.repository, reference)
+        if not others:
+            await client.delete_manifest(action.repository, action.digest)
+            return
+        # Deleting by digest takes every tag of it along: with other tags keeping it, untag only.
+        try:
+            await client.delete_manifest(action.repository, action.tag)
+        except RegistryError as exc:
+            if exc.status not in (400, 405):
+                raise
+            kept = ", ".join(sorted(t.tag for t in others))
+            raise RegistryError(
+                f"registry {action.registry} refuses to delete a tag, and the digest is kept by "
+                f"other tags ({kept}): left in place"
+            ) from exc
 
     async def _record(self, action: PlanAction) -> None:
         reason = action.reasons[0] if action.reasons else ""

@@ -9,6 +9,7 @@ sends copies through the durable job queue, like every other copy, and removals 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ _tracer = trace.get_tracer("sidecar.reconcile")
 #: The retention query of DESIGN §3.4.
 RETENTION_PATH = "replication/retention"
 _SETTLED = TERMINAL_STATES | {JobState.PARKED}
+# The referrers fallback tag and cosign's tags (sha256-<hex>[.sig|.att|.sbom]) are not images of
+# their own: they travel with the image they refer to (sidecar.replicate.copy).
+_REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
 
 
 def present_at(
@@ -174,7 +178,11 @@ class Reconciler:
                 self._observed_registries(), progress=progress
             )
             span.set_attribute("reconcile.tags_observed", len(observation.tags))
-            originals = [t for t in observation.tags if t.registry in self.sources]
+            originals = [
+                t
+                for t in observation.tags
+                if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
+            ]
             images = await self._decide(originals, observation, progress)
             cleanups = await self._cleanups(images, observation)
             plan = build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)

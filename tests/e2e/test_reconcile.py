@@ -17,8 +17,11 @@ import pytest
 import yaml
 
 from sidecar.app.reconcile import reconciler
+from sidecar.app.replication import replication_parts
+from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.cli import main
 from sidecar.config import Config, ReconcileSettings, load_config
+from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.oci import RegistryClients
 from sidecar.reconcile import Reconciler
 from sidecar.telemetry import Telemetry
@@ -179,3 +182,36 @@ async def test_cli_dry_run_prints_the_plan_and_changes_nothing(
     assert "1 image(s): copy 2" in captured.out
     assert "reconcile: decide: 1/1" in captured.err
     assert await where(clients, "web/app", app) == frozenset()
+
+
+async def test_batched_decisions_are_the_decisions_one_query_each_would_give(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    tags = [("web/app", "prod-1", 21), ("tools/cli", "dev-1", 22), ("misc/x", "1.0", 23)]
+    pushed = [(r, t, await _push(clients, r, t, s)) for r, t, s in tags]
+    config = _config(fleet, tmp_path)
+    telemetry = Telemetry("reconcile-test")
+    now = "2026-12-06T12:00:00Z"
+    requests = [
+        DecideRequest(
+            image=ImageRef("ci", repository, tag, digest),
+            event="reconcile",
+            now=now,
+            present_at=("prod-us",) if tag == "prod-1" else (),
+        )
+        for repository, tag, digest in pushed
+    ]
+    async with (
+        policy_runtime(config) as runtime,
+        replication_parts(config, telemetry) as parts,
+    ):
+        batched_service = decision_service(config, telemetry, runtime, parts)
+        assert runtime.opa is not None
+        batched = await batched_service.decide_batch(requests)
+        single = [await batched_service.decide(r) for r in requests]
+    telemetry.shutdown()
+    assert [b.decision for b in batched] == [s.decision for s in single]
+    assert [b.degraded for b in batched] == [False] * 3
+    assert len({b.decision_id for b in batched}) == 3
+    assert batched[0].input is not None and batched[0].input.image.present_at == ("prod-us",)
+    assert {r.registry for r in batched[0].decision.routes} == {"prod-us", "prod-eu"}
