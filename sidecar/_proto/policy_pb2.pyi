@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Image(_message.Message):
-    __slots__ = ("registry", "repository", "tag", "digest", "labels", "annotations", "created_at", "size_bytes", "platforms")
+    __slots__ = ("registry", "repository", "tag", "digest", "labels", "annotations", "created_at", "size_bytes", "platforms", "present_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Image(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_AT_FIELD_NUMBER: _ClassVar[int]
     registry: str
     repository: str
     tag: str
@@ -40,7 +41,8 @@ class Image(_message.Message):
     created_at: str
     size_bytes: int
     platforms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., platforms: _Optional[_Iterable[str]] = ...) -> None: ...
+    present_at: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., platforms: _Optional[_Iterable[str]] = ..., present_at: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Caller(_message.Message):
     __slots__ = ("subject", "tenant", "roles")
@@ -145,7 +147,7 @@ class Reason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allow", "priority", "routes", "denied", "deferred", "actions", "reasons", "policies")
+    __slots__ = ("allow", "priority", "routes", "denied", "deferred", "actions", "reasons", "policies", "remove")
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +156,7 @@ class Decision(_message.Message):
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
     allow: bool
     priority: int
     routes: _containers.RepeatedCompositeFieldContainer[Route]
@@ -162,7 +165,8 @@ class Decision(_message.Message):
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     policies: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, allow: _Optional[bool] = ..., priority: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., denied: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ..., deferred: _Optional[_Iterable[_Union[Deferral, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., policies: _Optional[_Iterable[str]] = ...) -> None: ...
+    remove: _containers.RepeatedCompositeFieldContainer[Denial]
+    def __init__(self, allow: _Optional[bool] = ..., priority: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., denied: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ..., deferred: _Optional[_Iterable[_Union[Deferral, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., policies: _Optional[_Iterable[str]] = ..., remove: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
     __slots__ = ("decision", "decision_id", "bundle_revision", "trace_id", "degraded", "request_id", "error")
@@ -519,3 +523,89 @@ class ValidateBundleResponse(_message.Message):
     signed: bool
     tests_run: int
     def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., revision: _Optional[str] = ..., digest: _Optional[str] = ..., details: _Optional[_Iterable[_Union[BundleProblem, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., signed: _Optional[bool] = ..., tests_run: _Optional[int] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
+    __slots__ = ("dry_run", "candidate_bundle")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    candidate_bundle: bytes
+    def __init__(self, dry_run: _Optional[bool] = ..., candidate_bundle: _Optional[bytes] = ...) -> None: ...
+
+class ReconcileAction(_message.Message):
+    __slots__ = ("kind", "registry", "repository", "tag", "digest", "source", "size_bytes", "priority", "rank", "decision_id", "bundle_revision", "reasons", "blocked")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    source: str
+    size_bytes: int
+    priority: int
+    rank: int
+    decision_id: str
+    bundle_revision: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    blocked: str
+    def __init__(self, kind: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., priority: _Optional[int] = ..., rank: _Optional[int] = ..., decision_id: _Optional[str] = ..., bundle_revision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., blocked: _Optional[str] = ...) -> None: ...
+
+class ReconcileSummary(_message.Message):
+    __slots__ = ("images", "degraded", "bundle_revision", "counts", "bytes_to_copy", "bytes_freed", "unreadable")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UnreadableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TO_COPY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    images: int
+    degraded: int
+    bundle_revision: str
+    counts: _containers.ScalarMap[str, int]
+    bytes_to_copy: int
+    bytes_freed: int
+    unreadable: _containers.ScalarMap[str, str]
+    def __init__(self, images: _Optional[int] = ..., degraded: _Optional[int] = ..., bundle_revision: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_to_copy: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., unreadable: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReconcileEvent(_message.Message):
+    __slots__ = ("planned", "summary", "job", "removed", "refused", "done")
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    planned: ReconcileAction
+    summary: ReconcileSummary
+    job: Job
+    removed: ReconcileAction
+    refused: ReconcileAction
+    done: str
+    def __init__(self, planned: _Optional[_Union[ReconcileAction, _Mapping]] = ..., summary: _Optional[_Union[ReconcileSummary, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., removed: _Optional[_Union[ReconcileAction, _Mapping]] = ..., refused: _Optional[_Union[ReconcileAction, _Mapping]] = ..., done: _Optional[str] = ...) -> None: ...

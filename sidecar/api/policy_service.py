@@ -10,6 +10,7 @@ import grpc
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api._reconcile_rpc import ReconcileRpc
 from sidecar.api._replication_rpcs import ReplicationRpcs
 from sidecar.api._resolve_rpc import ResolvePullRpc
 from sidecar.api.convert import (
@@ -22,6 +23,7 @@ from sidecar.api.status import grpc_status
 from sidecar.decide import DecisionService
 from sidecar.errors import SidecarError
 from sidecar.health import PullResolver
+from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
 from sidecar.telemetry import extract_context
 
@@ -34,7 +36,7 @@ __all__ = ["PolicyServicer"]
 STREAM_WINDOW = 64
 
 
-class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
+class PolicyServicer(ReplicationRpcs, ResolvePullRpc, ReconcileRpc, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
     """Implements freightliner.policy.v1.PolicyService (replication RPCs and ResolvePull mixed in)."""
 
     def __init__(
@@ -42,8 +44,10 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
         decisions: DecisionService,
         replication: ReplicationService | None = None,
         resolver: PullResolver | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._decisions = decisions
+        self._reconciler = reconciler
         self._replication = replication
         self._resolver = resolver
         self._streams: set[asyncio.Queue[pb.DecideResponse | None]] = set()

@@ -15,6 +15,7 @@ from sidecar.config import Limits
 from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
 from sidecar.health import PullResolver
+from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcServer"]
@@ -45,6 +46,7 @@ class GrpcServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         admin_max_message_bytes: int | None = None,
         relay_port: bool = False,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._listen = listen
         # The TLS admin listener relays to a loopback port of its own (governance/tls_front.py).
@@ -73,7 +75,7 @@ class GrpcServer:
             ],
         )
         pb_grpc.add_PolicyServiceServicer_to_server(
-            PolicyServicer(decisions, replication, resolver), self._server
+            PolicyServicer(decisions, replication, resolver, reconciler), self._server
         )
         if admin is not None:
             pb_grpc.add_PolicyAdminServicer_to_server(admin, self._server)

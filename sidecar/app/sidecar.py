@@ -18,6 +18,7 @@ from sidecar.app.governance import AdminRuntime, admin_runtime, tls_listener
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
 from sidecar.app.retention import retention_task
+from sidecar.audit import AuditTrail
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
@@ -33,6 +34,7 @@ from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
+from sidecar.reconcile import Observer, Reconciler, Remover, Scope
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.service import ReplicationService
@@ -205,6 +207,7 @@ class Sidecar:
         self.revisions: RevisionWatcher | None = None
         self.backlog: PolicyBacklog | None = None
         self.metrics: MetricsServer | None = None
+        self.reconciler: Reconciler | None = None
 
     async def start(self) -> None:
         """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
@@ -273,6 +276,9 @@ class Sidecar:
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
             await self._start_webhooks(self.replication)
+            self.reconciler = self._reconciler(
+                self.runtime, self.parts, self.decisions, self.admin.audit
+            )
             self.grpc = GrpcServer(
                 self.decisions,
                 settings.listen,
@@ -282,6 +288,7 @@ class Sidecar:
                 max_message_bytes=settings.limits.max_message_bytes,
                 admin_max_message_bytes=self.admin.max_message_bytes,
                 relay_port=self.admin.wants_relay,
+                reconciler=self.reconciler,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)
@@ -314,6 +321,31 @@ class Sidecar:
             decisions=decisions,
             replication=replication,
             wake=parts.pool.wake,
+        )
+
+    def _reconciler(
+        self,
+        runtime: PolicyRuntime,
+        parts: ReplicationParts,
+        decisions: DecisionService,
+        audit: AuditTrail,
+    ) -> Reconciler:
+        """The Reconcile RPC's reconciler: this sidecar's clients, decisions, store and workers."""
+        settings = self.config.policy.reconcile
+        return Reconciler(
+            self.config,
+            observer=Observer(parts.clients, settings),
+            decisions=decisions,
+            queries=runtime.opa,
+            jobs=parts.store,
+            remover=Remover(
+                parts.clients,
+                sources=settings.sources,
+                scope=Scope(settings),
+                max_removals=settings.max_removals_per_run,
+                audit=audit,
+                metrics_registry=self.telemetry.metrics_registry,
+            ),
         )
 
     def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:

@@ -30,7 +30,9 @@ def add_parser(sub: Any) -> None:
     mode.add_argument(
         "--dry-run", action="store_true", default=True, help="only print the plan (the default)"
     )
-    mode.add_argument("--apply", action="store_true", help="execute the plan: copies, then removals")
+    mode.add_argument(
+        "--apply", action="store_true", help="execute the plan: copies, then removals"
+    )
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -94,6 +96,7 @@ async def run(args: argparse.Namespace, config: Config) -> tuple[dict[str, Any] 
     from sidecar.app.reconcile import reconciler  # noqa: PLC0415 - keeps --help fast
 
     if not config.policy.reconcile.sources:
+        # Before OPA starts: the answer does not need it.
         raise InvalidArgument(
             "policy.reconcile.sources", "names no source registry: nothing to reconcile"
         )

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from sidecar.config import Config
 from sidecar.decide import DecisionService
-from sidecar.errors import PolicyError, PolicyUnavailable
+from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
@@ -172,6 +172,10 @@ class Reconciler:
         self, *, progress: Progress | None = None
     ) -> tuple[Plan, Observation]:
         """Observe, decide and plan; return the plan and the observation it was made from."""
+        if not self.sources:
+            raise InvalidArgument(
+                "policy.reconcile.sources", "names no source registry: nothing to reconcile"
+            )
         with _tracer.start_as_current_span("reconcile.plan") as span:
             started = time.perf_counter()
             observation = await self._observer.observe(

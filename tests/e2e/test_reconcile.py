@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sidecar._proto import policy_pb2 as pb
 from sidecar.app.reconcile import reconciler
 from sidecar.app.replication import replication_parts
 from sidecar.app.sidecar import decision_service, policy_runtime
@@ -27,7 +28,7 @@ from sidecar.reconcile import Reconciler
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
-from tests.support.sidecar import isolated_config
+from tests.support.sidecar import isolated_config, running_sidecar
 
 # clock: decisions use the wall clock (scan ages)
 pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
@@ -215,3 +216,26 @@ async def test_batched_decisions_are_the_decisions_one_query_each_would_give(
     assert len({b.decision_id for b in batched}) == 3
     assert batched[0].input is not None and batched[0].input.image.present_at == ("prod-us",)
     assert {r.registry for r in batched[0].decision.routes} == {"prod-us", "prod-eu"}
+
+
+async def test_reconcile_rpc_streams_the_plan_then_its_execution(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-3.0", 31)
+    async with running_sidecar(_config(fleet, tmp_path)) as running:
+        events = [e async for e in running.stub.Reconcile(pb.ReconcileRequest())]
+        kinds = [e.WhichOneof("event") for e in events]
+        assert kinds == ["planned", "planned", "summary", "done"]
+        assert {(e.planned.kind, e.planned.registry) for e in events[:2]} == {
+            ("copy", "prod-eu"),
+            ("copy", "prod-us"),
+        }
+        assert events[2].summary.counts["copy"] == 2 and events[2].summary.images == 1
+        assert events[3].done == "dry run: nothing changed"
+        assert await where(clients, "web/app", app) == frozenset()
+
+        applied = [e async for e in running.stub.Reconcile(pb.ReconcileRequest(dry_run=False))]
+        jobs = [e.job for e in applied if e.WhichOneof("event") == "job"]
+        assert sorted(j.state for j in jobs) == ["succeeded", "succeeded"]
+        assert applied[-1].done == "applied"
+    assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
