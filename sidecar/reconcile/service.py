@@ -313,6 +313,7 @@ def _spec(action: PlanAction) -> JobSpec:
         priority=action.priority,
         decision_id=action.decision_id,
         bundle_revision=action.bundle_revision,
+        rank=action.rank,
     )
 
 
