@@ -31,6 +31,7 @@ __all__ = [
     "Copier",
     "DecisionStore",
     "Deferrals",
+    "Deleter",
     "Enricher",
     "EventInbox",
     "HealthLedger",
@@ -116,6 +117,14 @@ class Copier(Protocol):
 
     async def copy(self, spec: JobSpec, progress: ProgressCallback | None = None) -> CopyResult:
         """Copy ``spec``; blobs first, manifests last; raise RegistryError on failure."""
+        ...
+
+
+class Deleter(Protocol):
+    """Runs a delete job: removes one image (by digest) from one destination tag, re-checked."""
+
+    async def delete(self, spec: JobSpec) -> CopyResult:
+        """Delete within the rails; raise RegistryError (a refusal is permanent) on failure."""
         ...
 
 

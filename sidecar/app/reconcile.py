@@ -9,7 +9,7 @@ from sidecar.app.replication import replication_parts
 from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.audit import AuditTrail, open_audit_log
 from sidecar.config import Config
-from sidecar.reconcile import Observer, Reconciler, Remover, Scope
+from sidecar.reconcile import Observer, Reconciler, Remover, Scope, waiter
 from sidecar.telemetry import Telemetry
 
 __all__ = ["reconciler"]
@@ -40,8 +40,12 @@ async def reconciler(
             decisions=decision_service(config, telemetry, runtime, parts),
             queries=runtime.opa,
             jobs=parts.store,
+            wait_timeout_s=settings.wait_s,
             remover=Remover(
                 parts.clients,
+                parts.store,
+                wait=waiter(parts.store, timeout_s=settings.wait_s),
+                wake=parts.pool.wake,
                 sources=settings.sources,
                 scope=scope,
                 max_removals=settings.max_removals_per_run,

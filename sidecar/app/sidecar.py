@@ -34,7 +34,7 @@ from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
-from sidecar.reconcile import Observer, Reconciler, Remover, Scope
+from sidecar.reconcile import Observer, Reconciler, Remover, Scope, waiter
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.service import ReplicationService
@@ -338,8 +338,12 @@ class Sidecar:
             decisions=decisions,
             queries=runtime.opa,
             jobs=parts.store,
+            wait_timeout_s=settings.wait_s,
             remover=Remover(
                 parts.clients,
+                parts.store,
+                wait=waiter(parts.store, timeout_s=settings.wait_s),
+                wake=parts.pool.wake,
                 sources=settings.sources,
                 scope=Scope(settings),
                 max_removals=settings.max_removals_per_run,

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo
 
 from sidecar.config._glob import glob_regex
-from sidecar.config._model import Int, NonEmpty, read_record
+from sidecar.config._model import Duration, Int, NonEmpty, read_record
 from sidecar.config._read import Node
 
 __all__ = ["ReconcileSettings", "parse_reconcile"]
@@ -53,6 +53,9 @@ class ReconcileSettings:
     batch_size: Annotated[Int, Field(ge=1, le=5000)] = 200
     # Concurrent requests per registry while observing (the registry's rate limit applies too).
     concurrency: Annotated[Int, Field(ge=1, le=64)] = 4
+    # How long an applying run waits for its copy and delete jobs before it reports them as
+    # they stand (they go on in the worker pool).
+    wait_s: Annotated[Duration, Field(ge=1)] = 600.0
     # Bounds of one observation: repositories per registry and tags per repository.
     max_repositories: Annotated[Int, Field(ge=1)] = 10_000
     max_tags: Annotated[Int, Field(ge=1)] = 100_000

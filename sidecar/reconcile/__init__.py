@@ -7,6 +7,7 @@ streamed by the ``Reconcile`` RPC. See docs/reconcile.md.
 
 from __future__ import annotations
 
+from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
 from sidecar.reconcile.remove import Remover
@@ -28,4 +29,6 @@ __all__ = [
     "SourceImage",
     "build_plan",
     "present_at",
+    "settle",
+    "waiter",
 ]

@@ -9,24 +9,26 @@ The rails (DESIGN §3.4, docs/reconcile.md), in the order they are checked:
 5. never before the copies that replace it (same image, copy/retag in the plan) succeeded;
 6. never a tag whose digest changed since the plan (HEAD again): someone else's write.
 
-What is deleted: the manifest by digest when no other tag of that repository still points at it
-(observed), else only the tag reference (which the registry may refuse: then it is reported).
-Every removal is an audit event (actor, decision id, revision, reasons) and a metric.
+Each removal that passes is a durable ``delete`` job (sidecar.replicate.delete), which checks the
+source and the digest once more when it runs and deletes by digest only when no other tag keeps
+it. Every removal is an audit event (actor, decision id, revision, reasons, job) and a metric.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.audit import AuditEvent, AuditTrail
-from sidecar.errors import RegistryError, SidecarError
-from sidecar.model.jobs import Job, JobState
+from sidecar.errors import SidecarError
+from sidecar.model.jobs import Job, JobSpec, JobState
 from sidecar.oci import RegistryClients
+from sidecar.reconcile.jobs import WaitJobs
 from sidecar.reconcile.observe import Observation, Scope
 from sidecar.reconcile.plan import BLOCKED_PROTECTED, BLOCKED_SOURCE, Plan, PlanAction
 from sidecar.telemetry import METRIC_PREFIX, get_logger
+from sidecar.typing import JobQueue
 
 __all__ = ["RemovalOutcome", "Remover"]
 
@@ -34,8 +36,6 @@ _log = get_logger("sidecar.reconcile.remove")
 
 #: (action, "" when removed, else why not); ``stopped`` says why the run stopped removing.
 RemovalOutcome = tuple[list[PlanAction], list[tuple[PlanAction, str]], str]
-#: Waits for copy jobs to end and returns them as they ended.
-WaitJobs = Callable[[Sequence[Job]], Awaitable[Sequence[Job]]]
 
 
 class Remover:
@@ -44,7 +44,10 @@ class Remover:
     def __init__(
         self,
         clients: RegistryClients,
+        jobs: JobQueue,
         *,
+        wait: WaitJobs,
+        wake: Callable[[], None] = lambda: None,
         sources: Collection[str],
         scope: Scope,
         max_removals: int,
@@ -53,6 +56,9 @@ class Remover:
         actor: str = "reconciler",
     ) -> None:
         self._clients = clients
+        self._jobs = jobs
+        self._wait = wait
+        self._wake = wake
         self._sources = frozenset(sources)
         self._scope = scope
         self._max = max_removals
@@ -77,45 +83,56 @@ class Remover:
         plan: Plan,
         observation: Observation,
         *,
-        copies: Sequence[Job] = (),
-        wait_copies: WaitJobs | None = None,
+        copies: Sequence[Job] | None = None,
     ) -> RemovalOutcome:
-        """Run every unblocked removal of ``plan``; return (removed, refused, stopped)."""
+        """Run every unblocked removal of ``plan`` as a delete job; return (removed, refused, stopped).
+
+        ``copies`` are this run's copy jobs as they ended (None: no copy ran in this run): a
+        removal of an image whose copies are planned waits for all of them to have succeeded.
+        ``observation`` is what the plan was made from (kept for the caller's report).
+        """
+        del observation  # the rails read the registries again instead
         removed: list[PlanAction] = []
         refused: list[tuple[PlanAction, str]] = []
+        queued: list[PlanAction] = []
         stopped = ""
-        settled: dict[str, bool] | None = None
+        settled = _successes(copies) if copies is not None else None
         for action in plan.of("remove", "cleanup"):
             why = self._static_rail(action)
             if why:
                 self._refuse(refused, action, why, "plan")
                 continue
-            if len(removed) >= self._max:
+            if len(queued) >= self._max:
                 stopped = (
-                    f"stopped after {len(removed)} removal(s): policy.reconcile."
+                    f"stopped after {len(queued)} removal(s): policy.reconcile."
                     f"max_removals_per_run is {self._max}"
                 )
                 self._refuse(refused, action, stopped, "max_removals_per_run")
                 continue
-            if settled is None and wait_copies is not None and copies:
-                # Rebalancing: the new copies first, then the removal of the dropped ones.
-                settled = _successes(await wait_copies(copies))
+            # Rebalancing: the new copies first, then the removal of the dropped ones.
             why = _copies_pending(action, plan, settled)
             if why:
                 self._refuse(refused, action, why, "copy_pending")
                 continue
             try:
                 why = await self._live_rail(action)
-                if not why:
-                    await self._delete(action, observation)
             except SidecarError as exc:
-                self._refuse(refused, action, f"failed: {exc.message}", "registry_error")
-                continue
+                why = f"failed: {exc.message}"
             if why:
                 self._refuse(refused, action, why, "changed")
                 continue
-            removed.append(action)
-            await self._record(action)
+            queued.append(action)
+        if queued:
+            # Durable before anything is deleted: a crash leaves jobs that resume, idempotent.
+            jobs = await self._jobs.requeue([_delete_spec(a) for a in queued])
+            self._wake()
+            ended = await self._wait(jobs)
+            for action, job in zip(queued, ended, strict=True):
+                if job.state is JobState.SUCCEEDED:
+                    removed.append(action)
+                    await self._record(action, job)
+                else:
+                    self._refuse(refused, action, f"failed: {job.error or job.state.value}", "job")
         if stopped:
             _log.warning("reconcile stopped removing", reason=stopped, removed=len(removed))
         return removed, refused, stopped
@@ -148,36 +165,13 @@ class Remover:
             return f"digest changed since the plan ({held.digest}): someone else's write"
         return ""
 
-    async def _delete(self, action: PlanAction, observation: Observation) -> None:
-        client = self._clients.get(action.registry)
-        others = [
-            t
-            for t in observation.in_registry(action.registry)
-            if t.repository == action.repository
-            and t.digest == action.digest
-            and t.tag != action.tag
-        ]
-        if not others:
-            await client.delete_manifest(action.repository, action.digest)
-            return
-        # Deleting by digest takes every tag of it along: with other tags keeping it, untag only.
-        try:
-            await client.delete_manifest(action.repository, action.tag)
-        except RegistryError as exc:
-            if exc.status not in (400, 405):
-                raise
-            kept = ", ".join(sorted(t.tag for t in others))
-            raise RegistryError(
-                f"registry {action.registry} refuses to delete a tag, and the digest is kept by "
-                f"other tags ({kept}): left in place"
-            ) from exc
-
-    async def _record(self, action: PlanAction) -> None:
+    async def _record(self, action: PlanAction, job: Job) -> None:
         reason = action.reasons[0] if action.reasons else ""
         self._removed.labels(kind=action.kind, reason=reason or "none").inc()
         detail = (
             f"{action.kind} {action.target}@{action.digest} source={action.source} "
-            f"decision_id={action.decision_id} reasons={','.join(action.reasons)}"
+            f"decision_id={action.decision_id} reasons={','.join(action.reasons)} "
+            f"job_id={job.job_id}"
         )
         _log.info(
             "reconcile removed",
@@ -188,6 +182,7 @@ class Remover:
             bundle_revision=action.bundle_revision,
             reasons=list(action.reasons),
             actor=self._actor,
+            job_id=job.job_id,
         )
         if self._audit is not None:
             await self._audit.record(
@@ -228,3 +223,21 @@ def _copies_pending(action: PlanAction, plan: Plan, settled: dict[str, bool] | N
     if not settled.get(action.digest, False):
         return "the copies replacing it have not all succeeded"
     return ""
+
+
+def _delete_spec(action: PlanAction) -> JobSpec:
+    """The delete job of one removal: the action's target, its source, its decision."""
+    source, _, digest = action.source.partition("@")
+    registry, _, path = source.partition("/")
+    return JobSpec(
+        source_registry=registry,
+        source_repository=path.rpartition(":")[0],
+        digest=digest or action.digest,
+        destination_registry=action.registry,
+        destination_repository=action.repository,
+        tag=action.tag,
+        priority=action.priority,
+        decision_id=action.decision_id,
+        bundle_revision=action.bundle_revision,
+        kind="delete",
+    )

@@ -8,7 +8,6 @@ sends copies through the durable job queue, like every other copy, and removals 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -20,7 +19,8 @@ from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
-from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
+from sidecar.model.jobs import Job, JobSpec
+from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
 from sidecar.reconcile.remove import Remover
@@ -33,7 +33,6 @@ _log = get_logger("sidecar.reconcile")
 _tracer = trace.get_tracer("sidecar.reconcile")
 #: The retention query of DESIGN §3.4.
 RETENTION_PATH = "replication/retention"
-_SETTLED = TERMINAL_STATES | {JobState.PARKED}
 # The referrers fallback tag and cosign's tags (sha256-<hex>[.sig|.att|.sbom]) are not images of
 # their own: they travel with the image they refer to (sidecar.replicate.copy).
 _REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
@@ -132,15 +131,15 @@ class Reconciler:
             span.set_attribute("reconcile.jobs", len(jobs))
             if progress is not None:
                 progress("copies queued", len(jobs), len(jobs))
+            if self._wait and jobs:
+                jobs = await self._wait_jobs(jobs)
             removed: list[PlanAction] = []
             refused: list[tuple[PlanAction, str]] = []
             stopped = ""
             if self._remover is not None and plan.of("remove", "cleanup"):
                 removed, refused, stopped = await self._remover.apply(
-                    plan, observation, copies=jobs, wait_copies=self._wait_jobs
+                    plan, observation, copies=jobs if self._wait else None
                 )
-            elif self._wait and jobs:
-                jobs = list(await self._wait_jobs(jobs))
             span.set_attribute("reconcile.removed", len(removed))
         _log.info(
             "reconcile applied",
@@ -152,21 +151,9 @@ class Reconciler:
         return ApplyReport(tuple(jobs), tuple(removed), tuple(refused), stopped)
 
     async def _wait_jobs(self, jobs: Sequence[Job]) -> list[Job]:
-        """Poll the store until every job is terminal (or parked), or the wait times out."""
         if self._jobs is None:
             return list(jobs)
-        deadline = time.monotonic() + self._wait_timeout_s
-        current = {j.job_id: j for j in jobs}
-        while True:
-            for job_id, job in list(current.items()):
-                if job.state not in _SETTLED:
-                    current[job_id] = await self._jobs.get(job_id)
-            if all(j.state in _SETTLED for j in current.values()):
-                break
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        return [current[j.job_id] for j in jobs]
+        return await settle(self._jobs, jobs, timeout_s=self._wait_timeout_s)
 
     async def observe_and_plan(
         self, *, progress: Progress | None = None

@@ -16,8 +16,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.config import ReconcileSettings
+from sidecar.errors import RegistryError
+from sidecar.model.jobs import JobSpec, JobState
 from sidecar.oci import RegistryClients
-from sidecar.reconcile import Observer, Plan, PlanAction, Remover, Scope
+from sidecar.reconcile import Observer, Plan, PlanAction, Remover, Scope, waiter
+from sidecar.replicate.copy import ImageCopier
+from sidecar.replicate.delete import ImageDeleter
+from sidecar.replicate.retry import RetryPolicy
+from sidecar.replicate.workers import WorkerPool
+from sidecar.store import SqlJobStore, open_job_store
 from tests.support.images import push_image, push_manifest, registry_config
 from tests.support.registry import RegistryServer, registry_server
 
@@ -28,10 +35,12 @@ _NAMES = ("src", "a", "b")
 
 @dataclass(frozen=True)
 class Rig:
-    """The registries, a client pool for them, and the servers (to stop one)."""
+    """The registries, a client pool for them, the servers (to stop one), the job store and pool."""
 
     servers: dict[str, RegistryServer]
     clients: RegistryClients
+    store: SqlJobStore
+    pool: WorkerPool
 
 
 @contextlib.contextmanager
@@ -45,9 +54,21 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     """Three registries and our clients for them."""
     with _servers(tmp_path) as servers:
         clients = RegistryClients(registry_config(n, servers[n].url) for n in _NAMES)
+        store = await open_job_store(f"sqlite://{tmp_path}/jobs.db")
+        pool = WorkerPool(
+            store,
+            ImageCopier(clients),
+            worker_id="rails",
+            poll_interval_s=0.05,
+            retry=RetryPolicy(max_attempts=1),
+            deleter=ImageDeleter(clients, sources=("src",)),
+        )
+        await pool.start()
         try:
-            yield Rig(servers, clients)
+            yield Rig(servers, clients, store, pool)
         finally:
+            await pool.stop()
+            await store.close()
             await clients.close()
 
 
@@ -76,6 +97,9 @@ def _remover(rig: Rig, *, max_removals: int = 10, protect: tuple[str, ...] = ())
     settings = ReconcileSettings(sources=("src",), protect=protect)
     return Remover(
         rig.clients,
+        rig.store,
+        wait=waiter(rig.store, timeout_s=30),
+        wake=rig.pool.wake,
         sources=("src",),
         scope=Scope(settings),
         max_removals=max_removals,
@@ -183,8 +207,40 @@ async def test_a_digest_another_tag_keeps_loses_only_the_removed_tag(rig: Rig) -
     # Deleting by digest would take keep-me along; Distribution 2.8 cannot delete a tag alone.
     assert removed == []
     assert [why for _, why in refused] == [
-        "failed: registry a refuses to delete a tag, and the digest is kept by other tags "
-        "(keep-me): left in place"
+        "failed: a/web/app:prod-1: the registry refuses to delete a tag, and the digest is kept "
+        "by other tags (keep-me): left in place"
     ]
     assert await _holds(rig, "a", "web/app", "keep-me") == digest
     assert await _holds(rig, "a", "web/app", "prod-1") == digest
+
+
+async def test_a_removal_is_a_durable_delete_job_recorded_with_its_decision(rig: Rig) -> None:
+    digest = await _image(rig, "web/app", "prod-1", 1, ("src", "a"))
+    plan = Plan((_remove("a", "web/app", "prod-1", digest),))
+    removed, _, _ = await _remover(rig).apply(plan, await _observe(rig))  # type: ignore[arg-type]
+    assert len(removed) == 1
+    [job] = await rig.store.list_jobs()
+    assert (job.spec.kind, job.state, job.spec.decision_id) == ("delete", JobState.SUCCEEDED, "d-1")
+    assert (job.spec.destination_registry, job.spec.tag, job.spec.digest) == ("a", "prod-1", digest)
+    assert job.spec.source_registry == "src" and job.attempts == 1
+
+
+async def test_the_delete_job_checks_again_when_it_runs_and_is_idempotent(rig: Rig) -> None:
+    digest = await _image(rig, "web/app", "prod-1", 1, ("src", "a"))
+    deleter = ImageDeleter(rig.clients, sources=("src",))
+    spec = JobSpec("src", "web/app", digest, "a", "web/app", tag="prod-1", kind="delete")
+    planted = await _image(rig, "web/app", "prod-1", 5, ("a",))
+    with pytest.raises(RegistryError, match="someone else's write"):
+        await deleter.delete(spec)
+    assert await _holds(rig, "a", "web/app", "prod-1") == planted
+    # Back at the planned digest: deleted once; a rerun (crash after the DELETE) changes nothing.
+    client = rig.clients.get("a")
+    await push_manifest(
+        client, "web/app", (await client.get_manifest("web/app", digest)).json, "prod-1"
+    )
+    assert (await deleter.delete(spec)).manifests_pushed == 1
+    assert await _holds(rig, "a", "web/app", digest) is None
+    assert (await deleter.delete(spec)).manifests_pushed == 0
+    assert await _holds(rig, "src", "web/app", digest) == digest
+    with pytest.raises(RegistryError, match="never removed from a source registry"):
+        await deleter.delete(JobSpec("src", "web/app", digest, "src", "web/app", tag="prod-1"))
