@@ -103,6 +103,9 @@ _PRUNE = _closed(
                 "type": "string",
                 "minLength": 1,
                 "not": {"anyOf": [{"enum": list(_NEVER_PRUNE)}, {"pattern": "^SCAN_"}]},
+                # Read by bundle validation as the problem text of a failed "not".
+                "$comment": "this code never removes a copy (DESIGN §3.4: only a lasting denial "
+                "such as NOT_GDPR, TENANT_ISOLATION or COST_CONSOLIDATED does)",
             },
         }
     }
