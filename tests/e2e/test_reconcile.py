@@ -22,7 +22,7 @@ from sidecar.app.replication import replication_parts
 from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.cli import main
 from sidecar.config import Config, ReconcileSettings, load_config
-from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.model.decision import DecideRequest, ImageRef, TenantUsage
 from sidecar.oci import RegistryClients
 from sidecar.reconcile import Reconciler
 from sidecar.telemetry import Telemetry
@@ -239,3 +239,70 @@ async def test_reconcile_rpc_streams_the_plan_then_its_execution(
         assert sorted(j.state for j in jobs) == ["succeeded", "succeeded"]
         assert applied[-1].done == "applied"
     assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
+
+
+async def test_a_tenant_over_its_limit_is_cleaned_oldest_first_and_never_in_the_source(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # Three acme images copied to dev-us long ago; none is routed any more (prod tags without a
+    # scan), each ~99 kB against a 150 kB limit: retention keeps the newest per repository.
+    pushed = {}
+    for n, month in ((1, "01"), (2, "02"), (3, "03")):
+        pushed[n] = await _push_created(
+            clients, "acme/app", f"prod-{n}", 40 + n, f"2026-{month}-01T00:00:00Z"
+        )
+    data = tmp_path / "acme-data" / "replication" / "tenants"
+    data.mkdir(parents=True)
+    (data / "data.json").write_text(
+        json.dumps({"acme": {"retention": {"keep_last": 1, "older_than_days": 1}}}),
+        encoding="utf-8",
+    )
+    config = _config(fleet, tmp_path)
+    policy = config.policy
+    config = dataclasses.replace(
+        config,
+        policy=dataclasses.replace(
+            policy,
+            tenancy=dataclasses.replace(
+                policy.tenancy,
+                tenants=("acme",),
+                usage={"acme": TenantUsage("acme", 0, 150_000)},
+            ),
+            bundle=dataclasses.replace(policy.bundle, data_dirs=(str(tmp_path / "acme-data"),)),
+        ),
+    )
+    telemetry = Telemetry("reconcile-test")
+    async with reconciler(config, telemetry, run_workers=True) as rec:
+        plan = await rec.plan()
+        cleanups = plan.of("cleanup")
+        assert [(a.registry, a.tag, a.reasons) for a in cleanups] == [
+            ("dev-us", "prod-1", ("QUOTA_EXCEEDED",)),
+            ("dev-us", "prod-2", ("QUOTA_EXCEEDED",)),
+        ]
+        assert plan.of("copy") == () and plan.of("remove") == ()
+        _, report = await rec.run(dry_run=False)
+        assert report is not None and len(report.removed) == 2
+    telemetry.shutdown()
+    assert await where(clients, "acme/app", pushed[1]) == frozenset()
+    assert await where(clients, "acme/app", pushed[2]) == frozenset()
+    assert await where(clients, "acme/app", pushed[3]) == {"dev-us"}
+    for n in (1, 2, 3):  # the source keeps every original
+        held = await clients.get("ci").head_manifest("acme/app", f"prod-{n}")
+        assert held is not None and held.digest == pushed[n]
+
+
+async def _push_created(
+    clients: RegistryClients, repository: str, tag: str, seed: int, created: str
+) -> str:
+    """Push an unscanned acme image made at ``created`` to ci and dev-us (a legacy copy)."""
+    digests = set()
+    for name in ("ci", "dev-us"):
+        client = clients.get(name)
+        image = await push_image(
+            client, repository, seed=seed, labels={"tenant": "acme"}, created=created
+        )
+        manifest = await client.get_manifest(repository, image.digest)
+        await push_manifest(client, repository, manifest.json, tag)
+        digests.add(image.digest)
+    (digest,) = digests
+    return digest
