@@ -39,6 +39,7 @@ __all__ = [
     "JobQueue",
     "JobStore",
     "KeyEncryptionKey",
+    "Leases",
     "Placements",
     "PolicyEngine",
     "PullCounts",
@@ -288,6 +289,26 @@ class PullCounts(Protocol):
         ...
 
 
+class Leases(Protocol):
+    """Named leases in the store: one holder at a time across replicas (the scheduled reconcile)."""
+
+    async def acquire_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take (or renew) ``name`` for ``ttl_s``; False while another owner holds it unexpired."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give ``name`` up if ``owner`` holds it."""
+        ...
+
+    async def lease_last_run(self, name: str) -> datetime | None:
+        """When the run guarded by ``name`` last completed (its scheduled time), or None."""
+        ...
+
+    async def record_lease_run(self, name: str, owner: str, at: datetime) -> None:
+        """Record that ``owner``, holding ``name``, completed the run scheduled at ``at``."""
+        ...
+
+
 class StatePruning(Protocol):
     """Deletes finished state past its retention (``policy.replication.retention``)."""
 
@@ -314,7 +335,14 @@ class InboxAndPulls(EventInbox, PullCounts, Protocol):
 
 
 class JobStore(
-    QueueAndDeferrals, Placements, HealthLedger, EventInbox, PullCounts, StatePruning, Protocol
+    QueueAndDeferrals,
+    Placements,
+    HealthLedger,
+    EventInbox,
+    PullCounts,
+    StatePruning,
+    Leases,
+    Protocol,
 ):
     """Every role of the durable store (SQLite or PostgreSQL), for the composition root that
     opens it, hands each part its role and closes it."""

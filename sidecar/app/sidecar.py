@@ -22,7 +22,7 @@ from sidecar.audit import AuditTrail
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
-from sidecar.config import Config
+from sidecar.config import Config, Cron
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
 from sidecar.errors import PolicyUnavailable
@@ -34,7 +34,15 @@ from sidecar.policy.managed import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
-from sidecar.reconcile import Observer, Reconciler, Remover, Scope, waiter
+from sidecar.reconcile import (
+    Observer,
+    Reconciler,
+    Remover,
+    Scheduler,
+    Scope,
+    scheduled,
+    waiter,
+)
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.service import ReplicationService
@@ -273,12 +281,13 @@ class Sidecar:
                     self.telemetry.metrics_registry,
                 )
             )
-            await self.parts.pool.start()
-            self._stack.push_async_callback(self.parts.pool.stop)
-            await self._start_webhooks(self.replication)
             self.reconciler = self._reconciler(
                 self.runtime, self.parts, self.decisions, self.admin.audit
             )
+            await self.parts.pool.start()
+            self._stack.push_async_callback(self.parts.pool.stop)
+            await self._stack.enter_async_context(scheduled(self._scheduler(self.parts)))
+            await self._start_webhooks(self.replication)
             self.grpc = GrpcServer(
                 self.decisions,
                 settings.listen,
@@ -321,6 +330,25 @@ class Sidecar:
             decisions=decisions,
             replication=replication,
             wake=parts.pool.wake,
+        )
+
+    def _scheduler(self, parts: ReplicationParts) -> Scheduler | None:
+        """The scheduled reconcile (``policy.reconcile.schedule``), None when not configured."""
+        settings = self.config.policy.reconcile
+        reconciler = self.reconciler
+        if not settings.schedule or not settings.sources or reconciler is None:
+            return None
+
+        async def run() -> object:
+            return await reconciler.run(dry_run=not settings.scheduled_apply)
+
+        return Scheduler(
+            Cron.parse(settings.schedule),
+            run,
+            parts.store,
+            owner=parts.pool.worker_id,
+            # Held for a whole run: observing, deciding, and waiting for the jobs.
+            lease_s=2 * settings.wait_s + 3600,
         )
 
     def _reconciler(

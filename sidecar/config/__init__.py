@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sidecar.config._admin import AdminToken
 from sidecar.config._bundle import BundleServeSettings
+from sidecar.config._cron import Cron
 from sidecar.config._glob import destination_template, glob_regex
 from sidecar.config._health import HealthSettings
 from sidecar.config._legacy import (
@@ -71,6 +72,7 @@ __all__ = [
     "BundleServeSettings",
     "BundleSettings",
     "Config",
+    "Cron",
     "DecisionRecordSettings",
     "HealthSettings",
     "LegacySettings",

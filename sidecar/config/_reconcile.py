@@ -8,8 +8,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo
 
+from sidecar.config._cron import Cron
 from sidecar.config._glob import glob_regex
-from sidecar.config._model import Duration, Int, NonEmpty, read_record
+from sidecar.config._model import Bool, Duration, Int, NonEmpty, Str, read_record
 from sidecar.config._read import Node
 
 __all__ = ["ReconcileSettings", "parse_reconcile"]
@@ -20,6 +21,12 @@ def _registry(name: str, info: ValidationInfo) -> str:
     if name not in registries:
         raise ValueError(f"unknown registry {name!r} (registries: {sorted(registries)})")
     return name
+
+
+def _cron(expression: str) -> str:
+    if expression:
+        Cron.parse(expression)  # its ValueError is the problem
+    return expression
 
 
 def _glob(pattern: str) -> str:
@@ -56,6 +63,11 @@ class ReconcileSettings:
     # How long an applying run waits for its copy and delete jobs before it reports them as
     # they stand (they go on in the worker pool).
     wait_s: Annotated[Duration, Field(ge=1)] = 600.0
+    # When the serving sidecar reconciles by itself: 5-field cron, UTC ("" = never). One replica
+    # runs each time (a lease in the job store); a time missed while none was up runs at start.
+    schedule: Annotated[Str, AfterValidator(_cron)] = ""
+    # Scheduled runs execute their plan (else they only plan and log it).
+    scheduled_apply: Bool = False
     # Bounds of one observation: repositories per registry and tags per repository.
     max_repositories: Annotated[Int, Field(ge=1)] = 10_000
     max_tags: Annotated[Int, Field(ge=1)] = 100_000

@@ -11,10 +11,12 @@ from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
 from sidecar.reconcile.remove import Remover
+from sidecar.reconcile.schedule import LEASE, Scheduler, scheduled
 from sidecar.reconcile.service import RETENTION_PATH, ApplyReport, Reconciler, present_at
 
 __all__ = [
     "KINDS",
+    "LEASE",
     "RETENTION_PATH",
     "ApplyReport",
     "Observation",
@@ -25,10 +27,12 @@ __all__ = [
     "Progress",
     "Reconciler",
     "Remover",
+    "Scheduler",
     "Scope",
     "SourceImage",
     "build_plan",
     "present_at",
+    "scheduled",
     "settle",
     "waiter",
 ]

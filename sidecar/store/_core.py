@@ -596,6 +596,48 @@ class SqlJobStore:
                 )
         return pruned
 
+    async def acquire_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take (or renew) lease ``name`` for ``ttl_s`` on the database's clock; False if held."""
+        await self.open()
+        async with self._tx() as tx:
+            at = await self._clock(tx)
+            now, until = timestamp(at), timestamp(at, plus_s=ttl_s)
+            changed = await tx.execute(
+                "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires = excluded.expires WHERE leases.owner = '' OR leases.expires <= ? "
+                "OR leases.owner = excluded.owner",
+                [name, owner, until, now],
+            )
+        return changed == 1
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give lease ``name`` up if ``owner`` holds it."""
+        await self.open()
+        async with self._tx() as tx:
+            await tx.execute(
+                "UPDATE leases SET owner = '', expires = '' WHERE name = ? AND owner = ?",
+                [name, owner],
+            )
+
+    async def lease_last_run(self, name: str) -> datetime | None:
+        """When the run guarded by ``name`` last completed (its scheduled time), or None."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch("SELECT last_run FROM leases WHERE name = ?", [name])
+        if not rows or not rows[0][0]:
+            return None
+        return datetime.strptime(str(rows[0][0]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+    async def record_lease_run(self, name: str, owner: str, at: datetime) -> None:
+        """Record the run scheduled at ``at`` as done, if ``owner`` still holds ``name``."""
+        await self.open()
+        async with self._tx() as tx:
+            await tx.execute(
+                "UPDATE leases SET last_run = ? WHERE name = ? AND owner = ?",
+                [timestamp(at), name, owner],
+            )
+
     async def close(self) -> None:
         """Close connections."""
         async with self._open_lock:

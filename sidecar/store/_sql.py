@@ -225,6 +225,13 @@ def schema_statements(dialect: Dialect) -> list[str]:
   dead_at TEXT NOT NULL DEFAULT ''
 )""",
         "CREATE INDEX IF NOT EXISTS events_pending ON events (completed_at, received_at, event_id)",
+        # Named leases (one scheduled reconcile at a time across replicas) and their last run.
+        """CREATE TABLE IF NOT EXISTS leases (
+  name TEXT PRIMARY KEY,
+  owner TEXT NOT NULL DEFAULT '',
+  expires TEXT NOT NULL DEFAULT '',
+  last_run TEXT NOT NULL DEFAULT ''
+)""",
         """CREATE TABLE IF NOT EXISTS pulls (
   repository TEXT NOT NULL,
   region TEXT NOT NULL,

@@ -306,3 +306,16 @@ async def _push_created(
         digests.add(image.digest)
     (digest,) = digests
     return digest
+
+
+async def test_a_scheduled_reconcile_backfills_without_anyone_asking(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-4.0", 51)
+    # Every minute, applying: the run missed "this minute" happens at start.
+    config = _config(fleet, tmp_path, schedule="* * * * *", scheduled_apply=True)
+    async with running_sidecar(config):
+        deadline = asyncio.get_running_loop().time() + 60
+        while await where(clients, "web/app", app) != {"prod-eu", "prod-us"}:
+            assert asyncio.get_running_loop().time() < deadline, "the schedule never ran"
+            await asyncio.sleep(0.5)
