@@ -182,7 +182,12 @@ class DecisionService:
         return decision, revision
 
     async def decide_batch(
-        self, requests: Sequence[DecideRequest], *, parent: Context | None = None
+        self,
+        requests: Sequence[DecideRequest],
+        *,
+        parent: Context | None = None,
+        enrich_concurrency: int = 8,
+        timeout_s: float | None = None,
     ) -> list[DecisionResult]:
         """Decide many requests with one policy query (the reconciler's bulk path), in order.
 
@@ -190,6 +195,10 @@ class DecisionService:
         OPA together (``data.replication.batch.decisions``) when a batch engine is configured,
         else one query each. When OPA is unavailable every answer comes from the fail mode,
         marked ``degraded``. A request that fails validation raises for the whole batch.
+        At most ``enrich_concurrency`` requests are enriched at once: enrichment reads the source
+        registry, and a batch all at once would run its sources into their deadlines (a fact
+        missing that way degrades the decision, e.g. to SCAN_MISSING). ``timeout_s`` is the batch
+        query's deadline (default: the engine's per-decision one, too short for a large batch).
         """
         if not requests:
             return []
@@ -200,11 +209,17 @@ class DecisionService:
             span.set_attribute(ATTR_BATCH_SIZE, len(requests))
             for request in requests:
                 self._validate(request)
+            limit = asyncio.Semaphore(max(1, enrich_concurrency))
+
+            async def enrich(request: DecideRequest) -> PolicyInput:
+                async with limit:
+                    return await self._enricher.enrich(request)
+
             with tracer.start_as_current_span(names.SPAN_ENRICH):
-                inputs = list(await asyncio.gather(*(self._enricher.enrich(r) for r in requests)))
+                inputs = list(await asyncio.gather(*(enrich(r) for r in requests)))
             docs = [policy_input.to_json() for policy_input in inputs]
             try:
-                raw, revision, eval_ns = await self._query_batch(docs)
+                raw, revision, eval_ns = await self._query_batch(docs, timeout_s)
             except PolicyUnavailable as exc:
                 if self._fallback is None:
                     raise
@@ -240,7 +255,7 @@ class DecisionService:
         return results
 
     async def _query_batch(
-        self, docs: Sequence[Mapping[str, Any]]
+        self, docs: Sequence[Mapping[str, Any]], timeout_s: float | None
     ) -> tuple[list[Mapping[str, Any]], str, int]:
         if self._batch_engine is None:
             answers = await asyncio.gather(*(self._query(doc) for doc in docs))
@@ -251,7 +266,7 @@ class DecisionService:
             span.set_attribute(ATTR_BATCH_SIZE, len(docs))
             started = time.perf_counter()
             try:
-                answer = await self._batch_engine.evaluate_batch(docs)
+                answer = await self._batch_engine.evaluate_batch(docs, timeout_s=timeout_s)
             except SidecarError as exc:
                 metrics.observe_opa_error(exc.code.value)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))

@@ -64,11 +64,15 @@ class PolicyEngine(Protocol):
 class BatchEngine(Protocol):
     """Evaluates many policy inputs in one query, and other documents of the bundle (OPA)."""
 
-    async def evaluate_batch(self, inputs: Sequence[Mapping[str, Any]]) -> BatchAnswer:
+    async def evaluate_batch(
+        self, inputs: Sequence[Mapping[str, Any]], *, timeout_s: float | None = None
+    ) -> BatchAnswer:
         """Return the decision of every input, in order; PolicyUnavailable/PolicyError."""
         ...
 
-    async def query(self, path: str, policy_input: Mapping[str, Any]) -> tuple[Any, str, int]:
+    async def query(
+        self, path: str, policy_input: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> tuple[Any, str, int]:
         """Evaluate ``data.<path>``: (result, bundle revision, eval ns); PolicyError if undefined."""
         ...
 

@@ -58,7 +58,11 @@ class ReconcileSettings:
     max_removals_per_run: Annotated[Int, Field(ge=0)] = 10
     # Policy inputs per OPA batch query (data.replication.batch.decisions).
     batch_size: Annotated[Int, Field(ge=1, le=5000)] = 200
-    # Concurrent requests per registry while observing (the registry's rate limit applies too).
+    # Deadline of one batch query (and of a retention query) on OPA: a batch of hundreds of
+    # inputs takes far longer than one decision's policy.opa.timeout_ms.
+    batch_timeout_s: Annotated[Duration, Field(ge=0.1)] = 30.0
+    # Concurrent requests per registry while observing, and enrichments at once while deciding
+    # (the registry's rate limit applies too).
     concurrency: Annotated[Int, Field(ge=1, le=64)] = 4
     # How long an applying run waits for its copy and delete jobs before it reports them as
     # they stand (they go on in the worker pool).

@@ -94,14 +94,20 @@ class OpaEngine:
         )
 
     async def evaluate_batch(
-        self, inputs: Sequence[Mapping[str, Any]], *, path: str = BATCH_PATH
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        path: str = BATCH_PATH,
+        timeout_s: float | None = None,
     ) -> BatchAnswer:
         """Evaluate many decisions in one query of ``data.<path>`` (``{"items": inputs}`` → list).
 
         The batch rule evaluates ``data.replication.decision`` ``with input as`` each item, so
         the answers are exactly what one query per input would return, in the same order.
         """
-        result, revision, eval_ns = await self.query(path, {"items": list(inputs)})
+        result, revision, eval_ns = await self.query(
+            path, {"items": list(inputs)}, timeout_s=timeout_s
+        )
         if not isinstance(result, list) or len(result) != len(inputs):
             raise PolicyError(
                 f"data.{path.replace('/', '.')} answered {type(result).__name__} "
@@ -111,15 +117,18 @@ class OpaEngine:
             raise PolicyError(f"data.{path.replace('/', '.')} holds a non-object decision")
         return BatchAnswer(tuple(result), revision, eval_ns)
 
-    async def query(self, path: str, policy_input: Mapping[str, Any]) -> tuple[Any, str, int]:
+    async def query(
+        self, path: str, policy_input: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> tuple[Any, str, int]:
         """Evaluate ``data.<path>`` for ``policy_input``: (result, bundle revision, eval ns).
 
         PolicyError when the document is undefined (the bundle lacks that package).
+        ``timeout_s`` replaces the engine's per-decision deadline (a batch takes longer).
         """
         dotted = path.strip("/").replace(".", "/")
         url = f"{self.base_url}/v1/data/{dotted}?provenance=true&metrics=true"
         body = orjson.dumps({"input": policy_input}, default=_jsonable)
-        status, doc = await self._request("POST", url, body)
+        status, doc = await self._request("POST", url, body, timeout_s=timeout_s)
         if status >= 400:
             raise _http_error(url, status, doc)
         if "result" not in doc:
@@ -153,14 +162,17 @@ class OpaEngine:
             await self._session.close()
         self._session = None
 
-    async def _request(self, method: str, url: str, body: bytes | None) -> tuple[int, Any]:
+    async def _request(
+        self, method: str, url: str, body: bytes | None, *, timeout_s: float | None = None
+    ) -> tuple[int, Any]:
         """Send one request within the deadline; return (status, decoded JSON object)."""
+        deadline_s = timeout_s or self.timeout_s
         session = self._client()
         started = time.monotonic()
         headers = {"Content-Type": "application/json"} if body is not None else None
         attempt = 0
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(deadline_s):
                 while True:
                     attempt += 1
                     try:
@@ -175,7 +187,7 @@ class OpaEngine:
         except TimeoutError:
             elapsed = time.monotonic() - started
             raise PolicyUnavailable(
-                f"OPA at {url} did not answer within the {self.timeout_s:g}s deadline "
+                f"OPA at {url} did not answer within the {deadline_s:g}s deadline "
                 f"(gave up after {elapsed:.3f}s)"
             ) from None
         except aiohttp.ClientError as exc:

@@ -212,7 +212,11 @@ class Reconciler:
             ]
             with _tracer.start_as_current_span("reconcile.decide_batch") as span:
                 span.set_attribute("reconcile.batch", len(requests))
-                results = await self._decisions.decide_batch(requests)
+                results = await self._decisions.decide_batch(
+                    requests,
+                    enrich_concurrency=self._settings.concurrency,
+                    timeout_s=self._settings.batch_timeout_s,
+                )
             decided += [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
             if progress is not None:
                 progress("decide", len(decided), len(originals))
@@ -261,7 +265,9 @@ class Reconciler:
                 ],
             }
             try:
-                answer, revision, _ = await self._queries.query(RETENTION_PATH, doc)
+                answer, revision, _ = await self._queries.query(
+                    RETENTION_PATH, doc, timeout_s=self._settings.batch_timeout_s
+                )
             except PolicyError as exc:
                 # No retention package in this bundle (or it is broken): plan no cleanups.
                 _log.info("reconcile: no retention answer", tenant=tenant, error=exc.message)
