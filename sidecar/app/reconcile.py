@@ -41,6 +41,9 @@ async def reconciler(
             queries=runtime.opa,
             jobs=parts.store,
             wait_timeout_s=settings.wait_s,
+            leases=parts.store,
+            owner=parts.pool.worker_id,
+            metrics_registry=telemetry.metrics_registry,
             remover=Remover(
                 parts.clients,
                 parts.store,

@@ -367,6 +367,9 @@ class Sidecar:
             queries=runtime.opa,
             jobs=parts.store,
             wait_timeout_s=settings.wait_s,
+            leases=parts.store,
+            owner=parts.pool.worker_id,
+            metrics_registry=self.telemetry.metrics_registry,
             remover=Remover(
                 parts.clients,
                 parts.store,

@@ -12,9 +12,16 @@ from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progre
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
 from sidecar.reconcile.remove import Remover
 from sidecar.reconcile.schedule import LEASE, Scheduler, scheduled
-from sidecar.reconcile.service import RETENTION_PATH, ApplyReport, Reconciler, present_at
+from sidecar.reconcile.service import (
+    APPLY_LEASE,
+    RETENTION_PATH,
+    ApplyReport,
+    Reconciler,
+    present_at,
+)
 
 __all__ = [
+    "APPLY_LEASE",
     "KINDS",
     "LEASE",
     "RETENTION_PATH",

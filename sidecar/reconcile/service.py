@@ -8,31 +8,35 @@ sends copies through the durable job queue, like every other copy, and removals 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.config import Config
 from sidecar.decide import DecisionService
-from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable
+from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import Job, JobSpec
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
 from sidecar.reconcile.remove import Remover
-from sidecar.telemetry import get_logger
-from sidecar.typing import BatchEngine, JobQueue
+from sidecar.telemetry import METRIC_PREFIX, get_logger
+from sidecar.typing import BatchEngine, JobQueue, Leases
 
-__all__ = ["RETENTION_PATH", "ApplyReport", "Reconciler", "present_at"]
+__all__ = ["APPLY_LEASE", "RETENTION_PATH", "ApplyReport", "Reconciler", "present_at"]
 
 _log = get_logger("sidecar.reconcile")
 _tracer = trace.get_tracer("sidecar.reconcile")
 #: The retention query of DESIGN §3.4.
 RETENTION_PATH = "replication/retention"
+#: The lease an applying run holds (one applying run at a time across replicas and the CLI).
+APPLY_LEASE = "reconcile-apply"
 # The referrers fallback tag and cosign's tags (sha256-<hex>[.sig|.att|.sbom]) are not images of
 # their own: they travel with the image they refer to (sidecar.replicate.copy).
 _REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
@@ -74,6 +78,48 @@ class ApplyReport:
         }
 
 
+class _Metrics:
+    """The reconciler's metric families: plan sizes (drift), runs, the last successful run."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = f"{METRIC_PREFIX}reconcile_"
+        self.actions = Gauge(
+            f"{p}plan_actions", "Actions of the last plan by kind (copy/retag/remove/cleanup: drift).",
+            ["kind"], registry=registry,
+        )  # fmt: skip
+        self.bytes = Gauge(
+            f"{p}plan_bytes", "Bytes of the last plan: to copy, and freed.", ["what"],
+            registry=registry,
+        )  # fmt: skip
+        self.degraded = Gauge(
+            f"{p}plan_degraded_decisions", "Decisions of the last plan the fail mode answered.",
+            registry=registry,
+        )  # fmt: skip
+        self.runs = Counter(
+            f"{p}runs", "Reconcile runs by mode and outcome.", ["mode", "outcome"],
+            registry=registry,
+        )  # fmt: skip
+        self.last_success = Gauge(
+            f"{p}last_success_timestamp_seconds", "When a reconcile run last finished cleanly.",
+            ["mode"], registry=registry,
+        )  # fmt: skip
+
+    def planned(self, plan: Plan) -> None:
+        for kind, count in plan.counts().items():
+            self.actions.labels(kind=kind).set(count)
+        self.bytes.labels(what="to_copy").set(plan.bytes_to_copy)
+        self.bytes.labels(what="freed").set(plan.bytes_freed)
+        self.degraded.set(plan.degraded)
+
+    def finished(self, mode: str, report: ApplyReport | None) -> None:
+        clean = report is None or (
+            not report.stopped and all(j.state.value == "succeeded" for j in report.jobs)
+        )
+        self.runs.labels(mode=mode, outcome="ok" if clean else "incomplete").inc()
+        if clean:
+            self.last_success.labels(mode=mode).set(time.time())
+
+
 class Reconciler:
     """Brings the registries in scope to what the policy decides for every source image."""
 
@@ -88,6 +134,9 @@ class Reconciler:
         remover: Remover | None = None,
         wait: bool = True,
         wait_timeout_s: float = 600.0,
+        leases: Leases | None = None,
+        owner: str = "reconciler",
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self._config = config
         self._settings = config.policy.reconcile
@@ -98,7 +147,10 @@ class Reconciler:
         self._remover = remover
         self._wait = wait
         self._wait_timeout_s = wait_timeout_s
+        self._leases = leases
+        self._owner = owner
         self._scope = Scope(self._settings)
+        self._metrics = _Metrics(metrics_registry or CollectorRegistry())
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -116,16 +168,55 @@ class Reconciler:
     async def run(
         self, *, dry_run: bool = True, progress: Progress | None = None
     ) -> tuple[Plan, ApplyReport | None]:
-        """Plan, then unless ``dry_run`` apply it: copies as durable jobs, then removals."""
-        plan, observation = await self.observe_and_plan(progress=progress)
-        if dry_run:
-            return plan, None
-        return plan, await self.apply(plan, observation, progress=progress)
+        """Plan, then unless ``dry_run`` apply it: copies as durable jobs, then removals.
+
+        Applying holds the store's ``reconcile-apply`` lease from before observing until the
+        last job ended: of two applying runs (replicas, the CLI, the schedule) one waits for
+        nothing and the other fails with ReconcileBusy.
+        """
+        mode = "dry_run" if dry_run else "apply"
+        try:
+            if dry_run:
+                plan, _ = await self.observe_and_plan(progress=progress)
+                report = None
+            else:
+                async with self._applying():
+                    plan, observation = await self.observe_and_plan(progress=progress)
+                    report = await self._apply(plan, observation, progress=progress)
+        except BaseException:
+            self._metrics.runs.labels(mode=mode, outcome="error").inc()
+            raise
+        self._metrics.finished(mode, report)
+        return plan, report
 
     async def apply(
         self, plan: Plan, observation: Observation, *, progress: Progress | None = None
     ) -> ApplyReport:
-        """Queue the copies, wait for them, then run the removals within the safety rails."""
+        """Apply a plan made by :meth:`observe_and_plan` (holding the apply lease meanwhile)."""
+        async with self._applying():
+            report = await self._apply(plan, observation, progress=progress)
+        self._metrics.finished("apply", report)
+        return report
+
+    @contextlib.asynccontextmanager
+    async def _applying(self) -> AsyncIterator[None]:
+        if self._leases is None:
+            yield
+            return
+        ttl = 2 * self._wait_timeout_s + 3600
+        if not await self._leases.acquire_lease(APPLY_LEASE, self._owner, ttl_s=ttl):
+            raise ReconcileBusy(
+                "another reconcile is applying a plan (the job store's reconcile-apply lease is "
+                "held); try again when it has finished"
+            )
+        try:
+            yield
+        finally:
+            await self._leases.release_lease(APPLY_LEASE, self._owner)
+
+    async def _apply(
+        self, plan: Plan, observation: Observation, *, progress: Progress | None = None
+    ) -> ApplyReport:
         with _tracer.start_as_current_span("reconcile.apply") as span:
             jobs = await self.enqueue_copies(plan)
             span.set_attribute("reconcile.jobs", len(jobs))
@@ -177,6 +268,7 @@ class Reconciler:
             images = await self._decide(originals, observation, progress)
             cleanups = await self._cleanups(images, observation)
             plan = build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+            self._metrics.planned(plan)
             span.set_attribute("reconcile.images", plan.images)
             for kind, count in plan.counts().items():
                 span.set_attribute(f"reconcile.{kind}", count)

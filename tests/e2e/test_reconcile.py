@@ -20,11 +20,14 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar.app.reconcile import reconciler
 from sidecar.app.replication import replication_parts
 from sidecar.app.sidecar import decision_service, policy_runtime
+from sidecar.audit import open_audit_log
 from sidecar.cli import main
-from sidecar.config import Config, ReconcileSettings, load_config
+from sidecar.config import Config, ReconcileSettings, job_store_url, load_config
+from sidecar.errors import ReconcileBusy
 from sidecar.model.decision import DecideRequest, ImageRef, TenantUsage
 from sidecar.oci import RegistryClients
-from sidecar.reconcile import Reconciler
+from sidecar.reconcile import APPLY_LEASE, Reconciler
+from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
@@ -124,7 +127,16 @@ async def test_images_pushed_before_any_rule_are_backfilled_where_decisions_rout
         # Converged: a second pass has nothing to copy and keeps the four copies.
         again = await rec.plan()
         assert again.counts()["copy"] == 0 and again.counts()["keep"] == 4
+    metrics = telemetry.metrics_registry
     telemetry.shutdown()
+    # Drift by kind, from the last plan; the last clean applying run.
+    gauge = "policy_sidecar_reconcile_plan_actions"
+    assert metrics.get_sample_value(gauge, {"kind": "copy"}) == 0
+    assert metrics.get_sample_value(gauge, {"kind": "keep"}) == 4
+    last = metrics.get_sample_value(
+        "policy_sidecar_reconcile_last_success_timestamp_seconds", {"mode": "apply"}
+    )
+    assert last is not None and last > 0
 
 
 async def test_compliance_required_copy_outside_gdpr_is_removed_and_gdpr_copies_kept(
@@ -148,8 +160,24 @@ async def test_compliance_required_copy_outside_gdpr_is_removed_and_gdpr_copies_
 
         _, report = await rec.run(dry_run=False)
         assert report is not None and [a.registry for a in report.removed] == ["prod-us"]
+    metrics = telemetry.metrics_registry
     telemetry.shutdown()
     assert await where(clients, "eu/billing", billing) == {"prod-eu"}
+    # Every removal is a metric and an audit event naming the decision and its revision.
+    labels = {"kind": "remove", "reason": "NOT_GDPR"}
+    assert metrics.get_sample_value("policy_sidecar_reconcile_removals_total", labels) == 1
+    log = await open_audit_log(job_store_url(_config(fleet, tmp_path).policy.replication,
+                                             str(tmp_path / "state")))  # fmt: skip
+    try:
+        [record] = [r for r in await log.list() if r.event.action == "Reconcile"]
+    finally:
+        await log.close()
+    assert (record.event.outcome, record.event.actor, record.event.digest) == (
+        "removed", "reconciler", billing,
+    )  # fmt: skip
+    executed = report.removed[0]  # the applying run planned again: its own decision
+    assert f"decision_id={executed.decision_id}" in record.event.detail
+    assert record.event.new_revision == executed.bundle_revision != ""
     source = await clients.get("ci").head_manifest("eu/billing", "prod-7")
     assert source is not None and source.digest == billing  # the source is never touched
 
@@ -319,3 +347,28 @@ async def test_a_scheduled_reconcile_backfills_without_anyone_asking(
         while await where(clients, "web/app", app) != {"prod-eu", "prod-us"}:
             assert asyncio.get_running_loop().time() < deadline, "the schedule never ran"
             await asyncio.sleep(0.5)
+
+
+async def test_an_applying_run_waits_for_no_one_another_holding_the_lease_refuses_it(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-5.0", 61)
+    config = _config(fleet, tmp_path)
+    other = await open_job_store(job_store_url(config.policy.replication, str(tmp_path / "state")))
+    telemetry = Telemetry("reconcile-test")
+    try:
+        # Another replica (or a CLI) is applying a plan right now.
+        assert await other.acquire_lease(APPLY_LEASE, "other-replica", ttl_s=600)
+        async with reconciler(config, telemetry, run_workers=True) as rec:
+            with pytest.raises(ReconcileBusy, match="another reconcile is applying"):
+                await rec.run(dry_run=False)
+            plan, _ = await rec.run()  # a dry run needs no lease
+            assert plan.counts()["copy"] == 2
+            assert await where(clients, "web/app", app) == frozenset()
+            await other.release_lease(APPLY_LEASE, "other-replica")
+            _, report = await rec.run(dry_run=False)
+            assert report is not None and len(report.jobs) == 2
+    finally:
+        await other.close()
+        telemetry.shutdown()
+    assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
