@@ -347,8 +347,7 @@ class Sidecar:
             run,
             parts.store,
             owner=parts.pool.worker_id,
-            # Held for a whole run: observing, deciding, and waiting for the jobs.
-            lease_s=2 * settings.wait_s + 3600,
+            lease_s=settings.lease_s,
         )
 
     def _reconciler(

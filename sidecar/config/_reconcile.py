@@ -72,6 +72,9 @@ class ReconcileSettings:
     schedule: Annotated[Str, AfterValidator(_cron)] = ""
     # Scheduled runs execute their plan (else they only plan and log it).
     scheduled_apply: Bool = False
+    # The job-store leases of a run (one applying run, one scheduled run at a time): renewed
+    # every third of this while it runs; a killed run frees its lease this long after.
+    lease_s: Annotated[Duration, Field(ge=1)] = 60.0
     # Bounds of one observation: repositories per registry and tags per repository.
     max_repositories: Annotated[Int, Field(ge=1)] = 10_000
     max_tags: Annotated[Int, Field(ge=1)] = 100_000

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 from sidecar.config import Cron
+from sidecar.reconcile.lease import held
 from sidecar.telemetry import get_logger
 from sidecar.typing import Leases
 
@@ -44,10 +45,12 @@ class Scheduler:
 
     async def once(self, due: datetime) -> bool:
         """Run for the time ``due`` unless another replica holds the lease or already ran it."""
-        if not await self._leases.acquire_lease(LEASE, self._owner, ttl_s=self._lease_s):
-            _log.info("scheduled reconcile skipped: another replica runs it", due=due.isoformat())
-            return False
-        try:
+        async with held(self._leases, LEASE, self._owner, ttl_s=self._lease_s) as mine:
+            if not mine:
+                _log.info(
+                    "scheduled reconcile skipped: another replica runs it", due=due.isoformat()
+                )
+                return False
             last = await self._leases.lease_last_run(LEASE)
             if last is not None and last >= due:
                 return False  # another replica ran this one already
@@ -58,8 +61,6 @@ class Scheduler:
                 _log.exception("scheduled reconcile failed", due=due.isoformat())
             await self._leases.record_lease_run(LEASE, self._owner, due)
             return True
-        finally:
-            await self._leases.release_lease(LEASE, self._owner)
 
     async def catch_up(self) -> bool:
         """Run once now when the last scheduled time passed without a run (missed while down)."""

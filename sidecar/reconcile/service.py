@@ -23,6 +23,7 @@ from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, Reco
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import Job, JobSpec
 from sidecar.reconcile.jobs import settle
+from sidecar.reconcile.lease import held
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
 from sidecar.reconcile.remove import Remover
@@ -203,16 +204,15 @@ class Reconciler:
         if self._leases is None:
             yield
             return
-        ttl = 2 * self._wait_timeout_s + 3600
-        if not await self._leases.acquire_lease(APPLY_LEASE, self._owner, ttl_s=ttl):
-            raise ReconcileBusy(
-                "another reconcile is applying a plan (the job store's reconcile-apply lease is "
-                "held); try again when it has finished"
-            )
-        try:
+        async with held(
+            self._leases, APPLY_LEASE, self._owner, ttl_s=self._settings.lease_s
+        ) as mine:
+            if not mine:
+                raise ReconcileBusy(
+                    "another reconcile is applying a plan (the job store's reconcile-apply "
+                    "lease is held); try again when it has finished"
+                )
             yield
-        finally:
-            await self._leases.release_lease(APPLY_LEASE, self._owner)
 
     async def _apply(
         self, plan: Plan, observation: Observation, *, progress: Progress | None = None

@@ -8,8 +8,11 @@ there before any rule — and every assertion reads the registries back by diges
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -372,3 +375,66 @@ async def test_an_applying_run_waits_for_no_one_another_holding_the_lease_refuse
         await other.close()
         telemetry.shutdown()
     assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
+
+
+async def test_a_reconcile_killed_while_applying_converges_when_run_again(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    apps = [await _push(clients, f"web/app{n}", "prod-1", 70 + n) for n in range(4)]
+    billing = await _push(
+        clients, "eu/billing", "prod-8", 80,
+        to=("ci", "prod-us", "prod-eu"), **{"compliance-required": "true"},
+    )  # fmt: skip
+    doc = yaml.safe_load(fleet.config_path.read_text(encoding="utf-8"))
+    state = tmp_path / "crash-state"
+    doc["policy"]["reconcile"] = {"sources": ["ci"], "lease_s": 2}
+    doc["policy"]["state_dir"] = str(state)
+    doc["policy"]["bundle"] = {"output": str(state / "bundle.tar.gz")}
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    command = [sys.executable, "-m", "sidecar", "--config", str(path), "reconcile", "--apply"]
+    first = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    # SIGKILL as soon as the first job is durable: copies (and maybe the delete) in flight.
+    deadline = asyncio.get_running_loop().time() + 120
+    while not _jobs_recorded(state / "jobs.db"):
+        assert first.returncode is None, "the run ended before any job was recorded"
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    first.kill()
+    await first.wait()
+    # The killed run's lease is not renewed any more: free once lease_s has passed.
+    await asyncio.sleep(2.5)
+
+    again = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert await again.wait() == 0
+    for digest, n in zip(apps, range(4), strict=True):
+        assert await where(clients, f"web/app{n}", digest) == {"prod-eu", "prod-us"}
+    assert await where(clients, "eu/billing", billing) == {"prod-eu"}
+    held = await clients.get("ci").head_manifest("eu/billing", "prod-8")
+    assert held is not None and held.digest == billing
+    # Nothing removed twice, nothing the plan did not list: one delete job, for prod-us only.
+    deletes = _delete_jobs(state / "jobs.db")
+    assert deletes == [("prod-us", "eu/billing", "prod-8", billing, "succeeded")]
+
+
+def _jobs_recorded(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return bool(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    except sqlite3.Error:
+        return False  # created but not yet migrated
+
+
+def _delete_jobs(db: Path) -> list[tuple[str, ...]]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT destination_registry, destination_repository, tag, digest, state FROM jobs "
+            "WHERE kind = 'delete'"
+        ).fetchall()
+    return [tuple(str(c) for c in row) for row in rows]
