@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -204,9 +205,9 @@ class Reconciler:
         if self._leases is None:
             yield
             return
-        async with held(
-            self._leases, APPLY_LEASE, self._owner, ttl_s=self._settings.lease_s
-        ) as mine:
+        # One owner per run: two runs of one process (the schedule and an RPC) exclude each other.
+        owner = f"{self._owner}/{uuid.uuid4().hex[:8]}"
+        async with held(self._leases, APPLY_LEASE, owner, ttl_s=self._settings.lease_s) as mine:
             if not mine:
                 raise ReconcileBusy(
                     "another reconcile is applying a plan (the job store's reconcile-apply "
