@@ -48,9 +48,12 @@ from sidecar.config._replication import (
 from sidecar.config._schema import config_schema
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
+    DEFAULT_GATE_LABELS,
+    DEFAULT_OVERRIDE_ROLES,
     FAIL_MODES,
     BundleSettings,
     DecisionRecordSettings,
+    FactSettings,
     LegacySettings,
     Limits,
     OpaSettings,
@@ -63,6 +66,8 @@ from sidecar.errors import NotFound
 from sidecar.model.decision import RegistryFacts
 
 __all__ = [
+    "DEFAULT_GATE_LABELS",
+    "DEFAULT_OVERRIDE_ROLES",
     "FAIL_MODES",
     "SENSITIVE_ROOT",
     "AdminToken",
@@ -71,6 +76,7 @@ __all__ = [
     "BundleSettings",
     "Config",
     "DecisionRecordSettings",
+    "FactSettings",
     "HealthSettings",
     "LegacySettings",
     "Limits",
