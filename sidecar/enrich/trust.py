@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sidecar.config import DEFAULT_GATE_LABELS, DEFAULT_OVERRIDE_ROLES
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 OVERRIDE_FACTS = ("now", "registry_health", "tenant_usage", "access")
-_GATE_ANNOTATIONS = ("policy-sidecar.io/*",)
 # Gate label values that can only close a gate, kept even when nothing was observed.
 _CLOSING = {"compliance-required": "true"}
 _CONFLICT = "the registry's value wins"
@@ -67,6 +67,11 @@ class FactTrust:
     gate_labels: tuple[str, ...] = DEFAULT_GATE_LABELS
     # The local operator (the in-process CLI, the bench): it owns the config, its request is a replay.
     trust_all: bool = False
+    # gate_labels as one compiled pattern: matched once per stated label on every decision.
+    _gates: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_gates", _compile(self.gate_labels))
 
     @classmethod
     def operator(cls) -> FactTrust:
@@ -79,11 +84,15 @@ class FactTrust:
 
     def gate_label(self, key: str) -> bool:
         """Whether label ``key`` is a gate fact (matches a ``gate_labels`` glob)."""
-        return _matches(key, self.gate_labels)
+        return self._gates.match(key) is not None
 
 
-def _matches(key: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regular expression matching any of the shell-style ``patterns`` (none: nothing)."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+
+
+_GATE_ANNOTATIONS = _compile(("policy-sidecar.io/*",))
 
 
 def _stated(request: DecideRequest) -> list[str]:
@@ -125,7 +134,7 @@ def _merge_map(
     held: Mapping[str, str],
     *,
     observed: bool,
-    gate: Collection[str] | None,
+    gate: Callable[[str], bool],
     believe: bool,
 ) -> tuple[dict[str, str], dict[str, str], list[DroppedFact]]:
     """Merge request ``stated`` into ``held`` (labels or annotations): (merged, origins, dropped)."""
@@ -140,8 +149,8 @@ def _merge_map(
             elif key not in held:
                 dropped.append(DroppedFact(path, _NOT_IN_REGISTRY))
             continue
-        is_gate = gate is not None and _matches(key, gate)
-        if is_gate and not believe and _CLOSING.get(key) != value.strip().lower():
+        opens = not believe and _CLOSING.get(key) != value.strip().lower()
+        if opens and gate(key):
             dropped.append(DroppedFact(path, _UNOBSERVED))
             continue
         merged[key] = value
@@ -181,7 +190,7 @@ def merge_request_image(
         request.labels,
         image.labels,
         observed="image.labels" in observed,
-        gate=trust.gate_labels,
+        gate=trust.gate_label,
         believe=believe,
     )
     annotations, annotation_origins, more = _merge_map(
@@ -189,7 +198,7 @@ def merge_request_image(
         request.annotations,
         image.annotations,
         observed="image.annotations" in observed,
-        gate=_GATE_ANNOTATIONS,
+        gate=lambda key: _GATE_ANNOTATIONS.match(key) is not None,
         believe=believe,
     )
     origins.update(annotation_origins)
