@@ -307,3 +307,34 @@ async def test_a_replaying_caller_is_believed_and_explain_says_so(sidecar: Sidec
     configured = await sidecar.decide("acme/app")
     assert [a.type for a in configured.decision.actions] == ["cleanup"]
     await sidecar.still_serving()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_streamed_and_replicated_requests_are_held_to_the_same_rules(
+    sidecar: Sidecar,
+) -> None:
+    image = pb.Image(registry="ci", repository="team/unscanned", tag="prod-1", labels=FORGED_SCAN)
+    fake_now = _rfc3339(NOW + dt.timedelta(days=1))
+
+    async def requests() -> AsyncIterator[pb.DecideRequest]:
+        yield pb.DecideRequest(image=image, caller=NO_ROLE, request_id="forged-scan")
+        yield pb.DecideRequest(image=image, caller=NO_ROLE, now=fake_now, request_id="fake-now")
+
+    answers = {a.request_id: a async for a in sidecar.stub.DecideStream(requests(), timeout=60)}
+    assert (answers["fake-now"].error.code, answers["fake-now"].error.field) == (
+        "invalid_argument",
+        "now",
+    )
+    forged = answers["forged-scan"]
+    assert not forged.HasField("error")
+    assert {r: _denied(forged)[r][0] for r in PROD} == dict.fromkeys(PROD, "SCAN_MISSING")
+
+    # Replicate decides the same way: no job for a registry the forged scan would have opened.
+    dry = pb.ReplicateRequest(request=pb.DecideRequest(image=image, caller=NO_ROLE), dry_run=True)
+    replicated = await sidecar.stub.Replicate(dry, timeout=30)
+    assert not replicated.decision.decision.routes and not replicated.job_ids
+    insisting = pb.DecideRequest(image=image, caller=NO_ROLE, access={"us-east-1": 10**6})
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await sidecar.stub.Replicate(pb.ReplicateRequest(request=insisting), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await sidecar.still_serving()
