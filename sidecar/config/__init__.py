@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config._admin import AdminToken
+from sidecar.config._auth import AuthSettings, AuthUnixSettings
 from sidecar.config._bundle import BundleServeSettings
 from sidecar.config._glob import destination_template, glob_regex
 from sidecar.config._health import HealthSettings
@@ -67,6 +68,8 @@ __all__ = [
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
+    "AuthSettings",
+    "AuthUnixSettings",
     "BundleServeSettings",
     "BundleSettings",
     "Config",
