@@ -69,12 +69,7 @@ CASES = [
     ("policy:\n  listne: 127.0.0.1:1\n", "policy.listne", "did you mean 'listen'", 2),
     ("policy:\n  opa: {timout_ms: 5}\n", "policy.opa.timout_ms", "did you mean 'timeout_ms'", 2),
     # Regression (deep fuzz): a bound broken by a numeric string crashed the error's formatting.
-    (
-        "policy:\n  opa: {timeout_ms: '0'}\n",
-        "policy.opa.timeout_ms",
-        "must be at least 1, got 0",
-        2,
-    ),
+    ("policy:\n  opa: {timeout_ms: '0'}\n", "policy.opa.timeout_ms", "must be at least 1, got 0", 2),
     ("policy:\n  opa: {timeout_ms: 0}\n", "policy.opa.timeout_ms", "at least 1", 2),
     ("policy:\n  opa: {address: 'localhost:8181'}\n", "policy.opa.address", "http(s)://", 2),
     ("policy:\n  opa: {port: 70000}\n", "policy.opa.port", "at most 65535", 2),
