@@ -12,6 +12,7 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api.status import grpc_status
 from sidecar.app.sidecar import policy_runtime
+from sidecar.cli._channel import caller_subject, data_plane_channel
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
@@ -37,7 +38,7 @@ def request_from_args(
         annotations=annotations,
         size_bytes=args.size_bytes,
         event=args.event,
-        caller=Caller(subject=args.caller, tenant=args.caller_tenant or None),
+        caller=Caller(subject=caller_subject(args.caller), tenant=args.caller_tenant or None),
         now=args.now,
         registry_health=dict.fromkeys(args.unhealthy, False),
     )
@@ -103,7 +104,7 @@ async def _decide_remote(server: str, request: DecideRequest) -> dict[str, Any]:
         now=request.now or "",
         registry_health=dict(request.registry_health),
     )
-    async with grpc.aio.insecure_channel(server) as channel:
+    async with data_plane_channel(server) as channel:
         try:
             answer = await pb_grpc.PolicyServiceStub(channel).Decide(msg, timeout=10)
         except grpc.aio.AioRpcError as exc:

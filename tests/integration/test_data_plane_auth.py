@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
 from tests.support.admin import CASES_CONFIG, TlsMaterial, tls_material
 from tests.support.data_plane_auth import (
+    TOKENS,
     auth_config,
     decide_request,
     short_socket_dir,
@@ -165,3 +168,28 @@ async def test_without_policy_auth_startup_says_the_data_plane_is_unauthenticate
     warned = [e for e in logs if "the data plane is unauthenticated" in str(e.get("event"))]
     assert warned and warned[0]["log_level"] == "warning"
     assert "keep policy.listen on loopback" in warned[0]["event"]
+
+
+async def _cli(*args: str, token: str | None) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "POLICY_SIDECAR_TOKEN"}
+    if token is not None:
+        env["POLICY_SIDECAR_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_cli_calls_with_the_token_of_its_environment(sidecar: RunningSidecar) -> None:
+    server = ("--server", sidecar.address)
+    code, out, err = await _cli("jobs", "--json", *server, token=TOKENS["platform-ci"])
+    assert code == 0, err
+    assert isinstance(json.loads(out), list)
+    image = f"ci/acme/web:prod-1.0@sha256:{'e' * 64}"
+    code, out, err = await _cli("decide", "--image", image, *server, token=TOKENS["acme-ci"])
+    assert code == 0, err
+    assert json.loads(out)["decision_id"]
+    code, _, err = await _cli("jobs", "--json", *server, token=None)
+    assert code != 0 and "UNAUTHENTICATED" in err
