@@ -20,7 +20,7 @@ from sidecar.app.retention import retention_task
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
-from sidecar.config import Config
+from sidecar.config import Config, is_loopback
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, validate_request
 from sidecar.errors import PolicyUnavailable
@@ -256,6 +256,12 @@ class Sidecar:
                     "the data plane is unauthenticated: PolicyService trusts every caller's "
                     "claimed caller (subject, tenant, roles); keep policy.listen on loopback, "
                     "or configure policy.auth",
+                    listen=settings.listen,
+                )
+            elif not is_loopback(settings.listen):
+                _log.warning(
+                    "policy.listen is plaintext and not loopback: bearer tokens sent there can be "
+                    "read on the network; prefer the mTLS listener (policy.auth.listen)",
                     listen=settings.listen,
                 )
             await self.grpc.set_serving(True)
