@@ -249,10 +249,13 @@ async def test_sharing_an_admins_source_port_yields_no_identity(
 ) -> None:
     """alice holds an mTLS admin connection from 127.0.0.1:P; a local attacker connects from P too.
 
-    Before: identities were looked up by the peer string ``ipv4:127.0.0.1:PORT`` of the TLS
-    front's relay connection, so a process reusing that source port inherited alice's certificate.
-    Now the certificate is read from the call's own TLS connection: the attacker's connection,
-    with the very same peer address, carries no identity on any listener.
+    Before: the TLS front relayed alice to the gRPC server and identities were looked up by that
+    relay connection's peer string ``ipv4:127.0.0.1:P``. Linux lets connections to *different*
+    destinations share a source port (connect()'s autobind, or SO_REUSEADDR on both sides), so a
+    local process connecting to policy.listen from P inherited alice's certificate. Here the
+    attacker gets that very peer string deterministically (both sockets SO_REUSEADDR) and calls
+    every other listener: the certificate is read from the call's own TLS connection, so the
+    attacker has no identity anywhere, and alice's connection is unaffected.
     """
     running = sidecar.sidecar
     assert running.admin_tls is not None and running.data_tls is not None and running.grpc
