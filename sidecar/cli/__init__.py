@@ -61,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     decide.add_argument("--event", default="manual", help="push|reconcile|failover|manual")
     decide.add_argument("--size-bytes", type=int, default=0, help="image size in bytes")
-    decide.add_argument("--caller", default="cli", help="caller subject")
+    decide.add_argument(
+        "--caller",
+        default=None,
+        help="caller subject (default: cli; with $POLICY_SIDECAR_TOKEN: the token's identity)",
+    )
     decide.add_argument("--caller-tenant", default=None, help="caller tenant id")
     decide.add_argument(
         "--caller-role",

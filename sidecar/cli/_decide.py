@@ -12,6 +12,7 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api.status import grpc_status
 from sidecar.app.sidecar import policy_runtime
+from sidecar.cli._channel import caller_subject, data_plane_channel
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.enrich import FactTrust, StaticEnricher, validate_request
@@ -38,7 +39,7 @@ def request_from_args(
         size_bytes=args.size_bytes,
         event=args.event,
         caller=Caller(
-            subject=args.caller,
+            subject=caller_subject(args.caller),
             tenant=args.caller_tenant or None,
             roles=tuple(getattr(args, "caller_role", ())),
         ),
@@ -113,7 +114,7 @@ async def _decide_remote(server: str, request: DecideRequest) -> dict[str, Any]:
         now=request.now or "",
         registry_health=dict(request.registry_health),
     )
-    async with grpc.aio.insecure_channel(server) as channel:
+    async with data_plane_channel(server) as channel:
         try:
             answer = await pb_grpc.PolicyServiceStub(channel).Decide(msg, timeout=10)
         except grpc.aio.AioRpcError as exc:

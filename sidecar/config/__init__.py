@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config._admin import AdminToken
+from sidecar.config._auth import AuthSettings, AuthUnixSettings, is_loopback
 from sidecar.config._bundle import BundleServeSettings
 from sidecar.config._glob import destination_template, glob_regex
 from sidecar.config._health import HealthSettings
@@ -72,6 +73,8 @@ __all__ = [
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
+    "AuthSettings",
+    "AuthUnixSettings",
     "BundleServeSettings",
     "BundleSettings",
     "Config",
@@ -99,6 +102,7 @@ __all__ = [
     "destination_template",
     "endpoint_host",
     "glob_regex",
+    "is_loopback",
     "is_valid_bundle_name",
     "job_store_url",
     "load_config",

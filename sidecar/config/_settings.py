@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sidecar.config._admin import AdminSettings
+from sidecar.config._auth import AuthSettings
 from sidecar.config._bundle import BundleServeSettings, BundleServiceSettings
 from sidecar.config._health import HealthSettings
 from sidecar.config._legacy import ReplicationRule, SyncConfigPath
-from sidecar.config._model import URL, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
+from sidecar.config._model import URL, Bool, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
 from sidecar.config._replication import ReplicationSettings
 from sidecar.config._scalars import choice, host_port, url
 from sidecar.config._sensitive import SensitiveDataSettings
@@ -268,3 +269,7 @@ class PolicySettings:
     sensitive_data: SensitiveDataSettings = field(default_factory=SensitiveDataSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     facts: FactSettings = field(default_factory=FactSettings)
+    # None: the data plane trusts its callers (loopback only); else who they are (config/_auth.py)
+    auth: AuthSettings | None = None
+    # Serve an unauthenticated data plane on a non-loopback policy.listen anyway (not advised).
+    allow_unauthenticated_listen: Bool = False
