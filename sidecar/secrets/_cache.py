@@ -29,7 +29,8 @@ MIN_REFRESH_S = 1.0  # a value fetched less than this long ago is not dropped on
 class _Entry:
     value: bytes | None = field(default=None, repr=False)
     failure: ReadFailed | None = None
-    at: float = 0.0
+    at: float = 0.0  # when it was read
+    until: float = 0.0  # when it must be read again
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -57,10 +58,9 @@ class SecretCache:
         self.reads = 0  # reads sent to a manager (tests and benchmarks count them)
 
     def _fresh(self, entry: _Entry) -> bool:
-        age = self._clock() - entry.at
-        if entry.value is not None:
-            return age < self._ttl_s
-        return entry.failure is not None and age < self._failure_ttl_s
+        return (
+            entry.value is not None or entry.failure is not None
+        ) and self._clock() < entry.until
 
     async def read(self, ref: SecretRef) -> bytes:
         """Return the secret's value, reading it when not cached; ReadFailed when unusable."""
@@ -94,10 +94,21 @@ class SecretCache:
             entry.value, entry.failure = value, None
             _log.info("registry_secret_read", secret=ref.label, ttl_s=self._ttl_s)
         entry.at = self._clock()
+        entry.until = entry.at + (self._ttl_s if entry.failure is None else self._failure_ttl_s)
         if entry.failure is not None:
             _log.warning(
                 "registry_secret_unusable", secret=ref.label, problem=entry.failure.problem
             )
+
+    def distrust(self, ref: SecretRef, value: bytes) -> None:
+        """``value`` cannot be used (malformed): read it again as soon as a failed read would be.
+
+        Kept until then (another registry may find its entry in it), so a secret the operator
+        fixes is picked up within ``failure_ttl_s``, not at the end of the TTL.
+        """
+        entry = self._entries.get(ref)
+        if entry is not None and entry.value == value:
+            entry.until = min(entry.until, entry.at + self._failure_ttl_s)
 
     def forget(self, ref: SecretRef, value: bytes) -> bool:
         """A registry refused credentials read from ``value``: drop it so the next read fetches.
@@ -113,5 +124,5 @@ class SecretCache:
             return True
         if self._clock() - entry.at < self._min_refresh_s:
             return False
-        entry.value, entry.at = None, 0.0
+        entry.value, entry.until = None, 0.0
         return True

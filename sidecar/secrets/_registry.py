@@ -9,9 +9,12 @@ from sidecar.errors import SecretUnusable
 from sidecar.secrets._cache import SecretCache
 from sidecar.secrets._payload import PayloadOwner, credentials_from
 from sidecar.secrets._readers import AwsSecretsManager, GcpSecretManager, ReadFailed, SecretReader
+from sidecar.telemetry import get_logger
 from sidecar.typing import RegistryCredentials
 
 __all__ = ["ManagedCredentials", "RegistrySecrets"]
+
+_log = get_logger("sidecar.secrets")
 
 
 class ManagedCredentials:
@@ -34,12 +37,14 @@ class ManagedCredentials:
         )
         # The value last parsed and what it held: parsing again only when the value changes.
         self._parsed: tuple[bytes, tuple[str, str]] | None = None
+        # The value last found unusable and why (logged once per value, not once per request).
+        self._unusable: tuple[bytes, str] | None = None
 
     def __repr__(self) -> str:
         """Name the registry and the secret only."""
         return f"ManagedCredentials(registry={self.registry!r}, secret={self.ref.label!r})"
 
-    def _unusable(self, problem: str, *, transient: bool = False) -> SecretUnusable:
+    def _error(self, problem: str, *, transient: bool = False) -> SecretUnusable:
         return SecretUnusable(
             f"registry {self.registry}: auth: {self.ref.label}: {problem}", transient=transient
         )
@@ -49,15 +54,26 @@ class ManagedCredentials:
         try:
             value = await self._cache.read(self.ref)
         except ReadFailed as exc:
-            raise self._unusable(exc.problem, transient=exc.transient) from None
+            raise self._error(exc.problem, transient=exc.transient) from None
         parsed = self._parsed
         if parsed is not None and parsed[0] == value:
             return parsed[1]
+        unusable = self._unusable
+        if unusable is not None and unusable[0] == value:
+            raise self._error(unusable[1])
         try:
             credentials = credentials_from(value, self._owner)
         except ValueError as exc:
-            raise self._unusable(str(exc)) from None
-        self._parsed = (value, credentials)
+            self._unusable = (value, str(exc))
+            self._cache.distrust(self.ref, value)
+            _log.warning(
+                "registry_secret_unusable",
+                registry=self.registry,
+                secret=self.ref.label,
+                problem=str(exc),
+            )
+            raise self._error(str(exc)) from None
+        self._parsed, self._unusable = (value, credentials), None
         return credentials
 
     def refused(self, credentials: tuple[str, str]) -> bool:
