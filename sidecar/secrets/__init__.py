@@ -12,13 +12,15 @@ google-cloud-secret-manager) are imported only when a registry uses their manage
 
 from __future__ import annotations
 
-from sidecar.secrets._cache import SecretCache
+from sidecar.secrets._cache import FAILURE_TTL_S, MIN_REFRESH_S, SecretCache
 from sidecar.secrets._payload import MAX_SECRET_BYTES, PayloadOwner, credentials_from
 from sidecar.secrets._readers import AwsSecretsManager, GcpSecretManager, ReadFailed, SecretReader
 from sidecar.secrets._registry import ManagedCredentials, RegistrySecrets
 
 __all__ = [
+    "FAILURE_TTL_S",
     "MAX_SECRET_BYTES",
+    "MIN_REFRESH_S",
     "AwsSecretsManager",
     "GcpSecretManager",
     "ManagedCredentials",

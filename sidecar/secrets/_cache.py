@@ -17,7 +17,7 @@ from sidecar.config import SecretRef
 from sidecar.secrets._readers import ReadFailed, SecretReader
 from sidecar.telemetry import get_logger
 
-__all__ = ["SecretCache"]
+__all__ = ["FAILURE_TTL_S", "MIN_REFRESH_S", "SecretCache"]
 
 _log = get_logger("sidecar.secrets")
 

@@ -19,14 +19,23 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from aiohttp import web
 
-from sidecar.config import Config, load_config
+from sidecar.config import Config, SecretRef, SecretsSettings, load_config
 from sidecar.errors import RegistryError, SecretUnusable
 from sidecar.model.jobs import JobSpec
 from sidecar.oci import RegistryClients
+from sidecar.oci._auth import basic_header
 from sidecar.replicate.copy import ImageCopier
-from sidecar.secrets import RegistrySecrets
-from sidecar.secrets._cache import MIN_REFRESH_S
+from sidecar.secrets import (
+    FAILURE_TTL_S,
+    MIN_REFRESH_S,
+    AwsSecretsManager,
+    ReadFailed,
+    RegistrySecrets,
+    SecretCache,
+)
+from tests.support.fake_registry import fake_server
 from tests.support.gcp_secrets import GcpSecretServer, gcp_secret_server
 from tests.support.images import push_image, registry_config
 from tests.support.moto import MotoServer, moto_server
@@ -57,7 +66,7 @@ def gcp() -> Iterator[GcpSecretServer]:
 class Manager:
     """One secret manager the test can write to, as the operator would."""
 
-    def __init__(self, kind: str, moto: MotoServer, gcp: GcpSecretServer) -> None:
+    def __init__(self, kind: str, moto: MotoServer, gcp: GcpSecretServer | None) -> None:
         self.kind, self._moto, self._gcp = kind, moto, gcp
         self._sm = boto3.client(
             "secretsmanager", endpoint_url=moto.endpoint_url, region_name=moto.region
@@ -65,7 +74,7 @@ class Manager:
 
     def put(self, name: str, value: str) -> None:
         """Create the secret, or add a new current version of it (a rotation)."""
-        if self.kind == "gcp":
+        if self._gcp is not None and self.kind == "gcp":
             self._gcp.add_version(PROJECT, name, value)
             return
         try:
@@ -80,7 +89,7 @@ class Manager:
             "awsSecretRegion": self._moto.region,
             "awsEndpointUrl": self._moto.endpoint_url,
             "gcpSecretProject": PROJECT,
-            "gcpEndpoint": self._gcp.endpoint,
+            "gcpEndpoint": self._gcp.endpoint if self._gcp else "",
             "gcpInsecure": True,
         }
 
@@ -250,3 +259,113 @@ async def test_an_unusable_secret_fails_the_copy_without_a_request(
         assert "first-pw" not in message
         # Never anonymous: the destination was not asked anything at all.
         assert clients.get("dst").requests == 0
+
+
+async def test_a_token_service_refusing_a_rotated_secret_gets_the_new_one(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """Bearer registries: the token service's 401 is what says the secret rotated."""
+    accepted = {"password": "old-pw", "token": "token-1"}
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if request.path == "/token":
+            if request.headers.get("Authorization") != basic_header(USER, accepted["password"]):
+                return web.Response(status=401)
+            return web.json_response({"token": accepted["token"], "expires_in": 300})
+        if request.headers.get("Authorization") == f"Bearer {accepted['token']}":
+            return web.Response(status=200)
+        realm = f"{request.url.origin()}/token"
+        return web.Response(
+            status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="fake"'}
+        )
+
+    manager = Manager("aws", moto, None)
+    manager.put("bearer-creds", json.dumps({"username": USER, "password": "old-pw"}))
+    async with fake_server(registry) as fake:
+        doc = {
+            "secrets": {"awsSecretRegion": moto.region, "awsEndpointUrl": moto.endpoint_url},
+            "registries": [
+                {
+                    "name": "dst",
+                    "endpoint": fake.url,
+                    "auth": {"use_secrets_manager": True, "secret_name": "bearer-creds"},
+                }
+            ],
+        }
+        path = tmp_path / "bearer.yaml"
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        config = load_config(path)
+        async with copier(config) as (_, secrets, clients):
+            await clients.get("dst").ping()
+            assert secrets.cache.reads == 1
+            # Rotation: the old token is revoked, the token service takes only the new password.
+            accepted.update(password="new-pw", token="token-2")
+            manager.put("bearer-creds", json.dumps({"username": USER, "password": "new-pw"}))
+            await asyncio.sleep(MIN_REFRESH_S)
+            await clients.get("dst").ping()
+            assert secrets.cache.reads == 2
+    token_asks = [s.authorization for s in fake.seen if s.path.startswith("/token")]
+    assert token_asks == [
+        basic_header(USER, "old-pw"),
+        basic_header(USER, "old-pw"),  # refused: the secret is read again …
+        basic_header(USER, "new-pw"),  # … and the exchange tried once more
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("denied", "access denied (PermissionDenied)"),
+        ("disabled", "version is disabled or destroyed (FailedPrecondition)"),
+    ],
+)
+async def test_gcp_refusals_name_the_secret_and_the_reason(
+    tmp_path: Path, moto: MotoServer, gcp: GcpSecretServer, case: str, problem: str
+) -> None:
+    name = f"gcp-{case}"
+    number = gcp.add_version(PROJECT, name, json.dumps({"username": USER, "password": "pw"}))
+    if case == "denied":
+        gcp.denied.add((PROJECT, name))
+    else:
+        gcp.disabled.add((PROJECT, name, number))
+    with registry_server(tmp_path / "dst", username=USER, password="pw") as dst:
+        world = World(dst, dst, Manager("gcp", moto, gcp), tmp_path)
+        async with copier(world.config(name)) as (_, _, clients):
+            with pytest.raises(SecretUnusable) as caught:
+                await clients.get("dst").ping()
+    assert str(caught.value) == (
+        f"registry dst: auth: GCP Secret Manager secret "
+        f"'projects/{PROJECT}/secrets/{name}/versions/latest': {problem}"
+    )
+    assert not caught.value.transient
+    # The client asked without credentials of its own (the emulator is plaintext, anonymous).
+    assert all("authorization" not in m for m in gcp.metadata)
+
+
+async def test_a_secret_is_read_again_once_its_ttl_is_over(moto: MotoServer) -> None:
+    Manager("aws", moto, None).put("ttl-creds", "v1")
+    settings = SecretsSettings(
+        aws_endpoint_url=moto.endpoint_url, aws_secret_region=moto.region, cache_ttl_s=60
+    )
+    now = [1000.0]
+    reader = AwsSecretsManager(settings)
+    cache = SecretCache({"aws": reader}, ttl_s=60, timeout_s=10, clock=lambda: now[0])
+    ref = SecretRef("aws", "ttl-creds", moto.region)
+    missing = SecretRef("aws", "ttl-absent", moto.region)
+    try:
+        assert await cache.read(ref) == b"v1"
+        Manager("aws", moto, None).put("ttl-creds", "v2")
+        now[0] += 59
+        assert await cache.read(ref) == b"v1"  # within the TTL: the cached value
+        now[0] += 2
+        assert await cache.read(ref) == b"v2"  # past it: read again
+        for _ in range(3):  # a missing secret is asked for once per failure TTL, not per call
+            with pytest.raises(ReadFailed, match="not found"):
+                await cache.read(missing)
+        assert cache.reads == 3
+        now[0] += FAILURE_TTL_S
+        with pytest.raises(ReadFailed):
+            await cache.read(missing)
+        assert cache.reads == 4
+    finally:
+        reader.close()
