@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from sidecar.config._model import URL, Bool, Duration, Expanded, HostPort, Str, read_record
+from sidecar.config._model import URL, Bool, Duration, Expanded, HostPort, Str, keys, read_record
 from sidecar.config._read import Node, Warnings, did_you_mean, resolve_path
 from sidecar.config._registries import RegistryConfig
 from sidecar.config._scalars import choice
@@ -72,7 +72,7 @@ class SecretsSettings:
     gcp_insecure: Bool = False
 
 
-SECRETS_KEYS = tuple(f for f in SecretsSettings.__dataclass_fields__)
+SECRETS_KEYS = keys(SecretsSettings)
 
 
 @dataclass(frozen=True, slots=True)
