@@ -23,7 +23,7 @@ from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
 from sidecar.config import Config
 from sidecar.decide import DecisionService
-from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.enrich import StaticEnricher, check_request_facts, trust_of, validate_request
 from sidecar.errors import PolicyUnavailable
 from sidecar.fallback.modes import Fallback
 from sidecar.governance.tls_front import TlsFront
@@ -279,18 +279,23 @@ class Sidecar:
         settings = self.config.policy
         limits = settings.limits
         config = self.config
+        trust = trust_of(config)
 
         def validate(request: DecideRequest) -> None:
             validate_request(request, limits, config.inventory())
+            # now/registry_health/tenant_usage/access need an override role: refused, not ignored.
+            check_request_facts(request, trust)
 
         return DecisionService(
             enricher=StaticEnricher(
                 self.config,
-                # Probed health first: the request's registry_health (a static source) still wins.
+                # Observation first: probed health, registry facts; a request's registry_health
+                # (a static source, override role only) still wins over the probe.
                 extra_sources=(
                     *health_sources(parts.health),
                     *registry_sources(self.config, parts),
                 ),
+                trust=trust,
             ),
             engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
             telemetry=self.telemetry,

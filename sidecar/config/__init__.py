@@ -58,9 +58,12 @@ from sidecar.config._secrets import (
 )
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
+    DEFAULT_GATE_LABELS,
+    DEFAULT_OVERRIDE_ROLES,
     FAIL_MODES,
     BundleSettings,
     DecisionRecordSettings,
+    FactSettings,
     LegacySettings,
     Limits,
     OpaSettings,
@@ -73,6 +76,8 @@ from sidecar.errors import NotFound
 from sidecar.model.decision import RegistryFacts
 
 __all__ = [
+    "DEFAULT_GATE_LABELS",
+    "DEFAULT_OVERRIDE_ROLES",
     "DEFAULT_SECRET_CACHE_TTL_S",
     "FAIL_MODES",
     "SECRET_MANAGERS",
@@ -83,6 +88,7 @@ __all__ = [
     "BundleSettings",
     "Config",
     "DecisionRecordSettings",
+    "FactSettings",
     "HealthSettings",
     "LegacySettings",
     "Limits",
