@@ -62,4 +62,5 @@ async def test_a_flood_of_unknown_admin_tokens_does_not_stall_decisions(tmp_path
         # back to back gets many answers, each far quicker than one check.
         assert len(load.latencies) >= 10, (len(load.latencies), flood_s, check_s)
         assert statistics.median(load.latencies) < check_s / 2, (load.latencies, check_s)
+        assert max(load.latencies) < check_s * 2, (max(load.latencies), check_s)
         await assert_serving(running)

@@ -154,3 +154,66 @@ async def test_an_index_with_thousands_of_children_fails_before_any_is_fetched(
             assert "more than 1000 index children and referrers" in job.error, job.error
             await assert_serving(running)
     assert child_gets[0] == 0
+
+
+async def test_an_upload_location_on_another_host_gets_no_credentials(tmp_path: Path) -> None:
+    layer, config_blob = b"layer bytes " * 1000, b'{"architecture":"amd64","os":"linux"}'
+    blobs = {digest_of(layer): layer, digest_of(config_blob): config_blob}
+    manifest = orjson.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_of(config_blob), "size": len(config_blob)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest_of(layer), "size": len(layer)}],
+    })  # fmt: skip
+    foreign_url = [""]
+
+    async def source(request: web.Request) -> web.StreamResponse:
+        reference = request.path.rsplit("/", 1)[-1]
+        if "/manifests/" in request.path and reference == digest_of(manifest):
+            return web.Response(body=manifest, content_type=OCI_MANIFEST)
+        if "/blobs/" in request.path and reference in blobs:
+            return web.Response(body=blobs[reference])
+        return web.json_response({"errors": [{"code": "UNKNOWN"}]}, status=404)
+
+    async def destination(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.method == "POST" and request.path.endswith("/blobs/uploads/"):
+            # The hostile (or misconfigured) registry sends the upload elsewhere.
+            return web.Response(status=202, headers={"Location": f"{foreign_url[0]}/up/1?s=1"})
+        if request.method == "PUT" and "/manifests/" in request.path:
+            return web.Response(status=201, headers={"Docker-Content-Digest": digest_of(manifest)})
+        return web.json_response({"errors": [{"code": "UNKNOWN"}]}, status=404)
+
+    async def foreign(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.method == "PATCH":
+            return web.Response(status=202, headers={"Location": f"{foreign_url[0]}/up/1?s=2"})
+        return web.Response(status=201 if request.method == "PUT" else 404)
+
+    async with (
+        fake_server(source) as src,
+        fake_server(destination) as dst,
+        fake_server(foreign) as attacker,
+    ):
+        foreign_url[0] = attacker.url
+        registries = [
+            registry_entry("ci", src.url, environment="ci"),
+            registry_entry("dev-us", dst.url, environment="dev", auth=ROBOT),
+        ]
+        async with attacked_sidecar(sidecar_config(registries), tmp_path) as running:
+            request = decide_request(2)
+            request.image.digest = digest_of(manifest)
+            outcome = await running.stub.Replicate(pb.ReplicateRequest(request=request), timeout=30)
+            assert outcome.job_ids, outcome
+            deadline = time.monotonic() + 60
+            while True:
+                job = await running.stub.GetJob(pb.GetJobRequest(job_id=outcome.job_ids[0]))
+                if job.state in ("failed", "succeeded"):
+                    break
+                assert time.monotonic() < deadline, job
+                await asyncio.sleep(0.1)
+            await assert_serving(running)
+    assert {s.method for s in attacker.seen} >= {"PATCH", "PUT"}, attacker.seen
+    assert attacker.authorized() == [], attacker.authorized()
+    assert basic_header("robot", "robot-password") in {s.authorization for s in dst.seen}
