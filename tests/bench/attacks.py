@@ -67,6 +67,7 @@ WEBHOOK_SECRET = "bench-webhook-secret"
 FAN_OUT = 5000
 MANIFEST_OFFERED = 128 * MIB
 _BCRYPT_COST = 12
+STREAMS, STREAM_REQUESTS = 20, 1000  # non-reading DecideStreams, requests each offers
 
 
 @dataclass
@@ -195,13 +196,14 @@ async def at_the_limit(target: Target) -> Outcome:
 
 @attack("stream that never reads", "3: DecideStream's answer queue was unbounded")
 async def non_reading_streams(target: Target) -> Outcome:
-    """20 DecideStreams, each offering 5,000 requests and reading no answer, held for 5 s."""
+    """20 DecideStreams, each offering 1,000 requests and reading no answer, held for 5 s."""
+    streams, each = STREAMS, STREAM_REQUESTS
     sent = 0
     size = decide_request(0).ByteSize()
 
     async def requests() -> AsyncIterator[pb.DecideRequest]:
         nonlocal sent
-        for i in range(5000):
+        for i in range(each):
             sent += 1
             yield decide_request(i)
 
@@ -209,14 +211,14 @@ async def non_reading_streams(target: Target) -> Outcome:
     options = [("grpc.http2.bdp_probe", 0)]
     async with grpc.aio.insecure_channel(target.address, options=options) as channel:
         stub = pb_grpc.PolicyServiceStub(channel)
-        calls = [stub.DecideStream(requests()) for _ in range(20)]
+        calls = [stub.DecideStream(requests()) for _ in range(streams)]
         await asyncio.sleep(5)
         # Decisions made for anyone (ordinary callers included) while the streams were stuck.
         decided = await _metric(target.metrics_url, "policy_sidecar_decisions_total") - decided
         for call in calls:
             call.cancel()
     return Outcome(
-        f"backpressure: {sent:,} of {20 * 5000:,} requests written, {decided:,.0f} decisions "
+        f"backpressure: {sent:,} of {streams * each:,} requests written, {decided:,.0f} decisions "
         "made in all", sent, sent * size, "each stream holds ≤ 64 answers",
     )  # fmt: skip
 
