@@ -9,7 +9,8 @@ listeners on loopback, a managed OPA, SQLite state) next to hostile servers it r
 registry that streams endless manifests, one whose token realm lives on the attacker's host, one
 with a 5,000-child index, and a registry whose tags never exist (for failing webhook events).
 
-First ``--concurrency`` closed-loop ordinary callers decide for ``--baseline-s`` seconds: the
+First ``--concurrency`` closed-loop ordinary callers (in a process of their own, so that the
+attacks' own CPU does not count as the sidecar's) decide for ``--baseline-s`` seconds: the
 baseline p99. Then, one after the other, each attack runs while the same callers keep deciding;
 for each the table reports whether and how the sidecar refused, its RSS before, at peak (sampled
 every 50 ms) and after, the p99 of the ordinary decisions during the attack, their errors, and
@@ -449,23 +450,78 @@ def _config(work: Path, servers: dict[str, FakeServer], ports: list[int]) -> dic
     return doc
 
 
+class _LoadProcess:
+    """The ordinary callers, in a process of their own (``--load ADDRESS``).
+
+    The attacks themselves cost CPU in this process (serialising 12.5 MB messages, streaming
+    manifests): measured here, the ordinary callers' latencies would include that. Apart, they
+    see only what the sidecar does. ``stop()`` ends the load and returns its latencies and errors.
+    """
+
+    def __init__(self, address: str, concurrency: int) -> None:
+        self._args = [sys.executable, "-m", "tests.bench.attacks", "--load", address,
+                      "--concurrency", str(concurrency)]  # fmt: skip
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> _LoadProcess:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=64 << 20,  # the results are one JSON line: thousands of latencies
+        )
+        assert self._proc.stdout is not None
+        ready = await self._proc.stdout.readline()
+        assert ready.strip() == b"ready", ready
+        return self
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop the callers after their calls in flight; their latencies (s) and errors."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"stop\n")
+        await proc.stdin.drain()
+        result: dict[str, Any] = json.loads(await proc.stdout.readline())
+        await proc.wait()
+        return result
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+
+async def _load_main(address: str, concurrency: int) -> None:
+    """``--load``: decide with ``concurrency`` callers until "stop" on stdin; print the results."""
+    loop = asyncio.get_running_loop()
+    async with (
+        grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel,
+        DecisionLoad(pb_grpc.PolicyServiceStub(channel), concurrency) as load,
+    ):
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+    print(json.dumps({"latencies": load.latencies, "errors": load.errors}), flush=True)
+
+
 async def _measure(
     target: Target, pid: int, concurrency: int, run: Callable[[], Awaitable[Outcome | None]]
 ) -> dict[str, Any]:
     before = _rss_mib(pid)
-    async with _Peak(pid) as peak, DecisionLoad(target.stub, concurrency) as load:
+    async with _Peak(pid) as peak, _LoadProcess(target.address, concurrency) as load:
         started = time.perf_counter()
         outcome = await run()
         elapsed = time.perf_counter() - started
+        result = await load.stop()
+    latencies, errors = result["latencies"], result["errors"]
     row: dict[str, Any] = {
         "seconds": round(elapsed, 2),
         "rss_before_mib": before,
         "rss_peak_mib": peak.peak,
         "rss_after_mib": _rss_mib(pid),
-        "decisions": len(load.latencies),
-        "p99_ms": round(p99_ms(load.latencies), 1),
-        "decision_errors": len(load.errors),
-        "decision_error_sample": load.errors[:2],
+        "decisions": len(latencies),
+        "p99_ms": round(p99_ms(latencies), 1),
+        "decision_errors": len(errors),
+        "decision_error_sample": errors[:2],
     }
     if outcome is not None:
         row.update(asdict(outcome))
@@ -577,7 +633,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated attack names")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--list", action="store_true", help="list the attacks and exit")
+    parser.add_argument("--load", metavar="ADDRESS", help=argparse.SUPPRESS)  # the callers' process
     args = parser.parse_args(argv)
+    if args.load:
+        asyncio.run(_load_main(args.load, args.concurrency))
+        return 0
     if args.list:
         for a in ATTACKS:
             print(f"{a.name:<34} {a.finding}")
