@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.api._auth import CallAuth
 from sidecar.api._replication_rpcs import job_to_proto
 from sidecar.api.status import grpc_status
 from sidecar.errors import SidecarError
@@ -52,11 +53,15 @@ class ReconcileRpc:
     """Mixed into the PolicyService servicer; ``self._reconciler`` is None when it is not wired."""
 
     _reconciler: Reconciler | None
+    _auth: CallAuth | None
 
     async def Reconcile(
         self, request: pb.ReconcileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ReconcileEvent]:
         """Stream the plan's actions and summary, then (dry_run false) what applying it did."""
+        if self._auth is not None:
+            # Fleet-wide: data.system.authz must grant action Reconcile (no tenant narrows it).
+            await self._auth.admit(context, "Reconcile")
         if self._reconciler is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Reconcile is not enabled")
             raise AssertionError("context.abort returned")
