@@ -223,12 +223,10 @@ async def test_batched_decisions_are_the_decisions_one_query_each_would_give(
     pushed = [(r, t, await _push(clients, r, t, s)) for r, t, s in tags]
     config = _config(fleet, tmp_path)
     telemetry = Telemetry("reconcile-test")
-    now = "2026-12-06T12:00:00Z"
     requests = [
         DecideRequest(
             image=ImageRef("ci", repository, tag, digest),
             event="reconcile",
-            now=now,
             present_at=("prod-us",) if tag == "prod-1" else (),
         )
         for repository, tag, digest in pushed
