@@ -130,13 +130,13 @@ class BundleRejected(BundleError):
 
 
 class Unauthenticated(SidecarError):
-    """An admin caller could not be identified: no, unknown or expired token, or a bad certificate."""
+    """A caller could not be identified: no credentials, or an unknown or expired token."""
 
     code = ErrorCode.UNAUTHENTICATED
 
 
 class PermissionDenied(SidecarError):
-    """OPA (``data.system.authz``) refused an identified caller the requested admin action."""
+    """An identified caller was refused: by ``data.system.authz``, or for widening its caller."""
 
     code = ErrorCode.PERMISSION_DENIED
 

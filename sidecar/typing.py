@@ -6,7 +6,13 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sidecar.model.decision import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
+from sidecar.model.decision import (
+    DecideRequest,
+    DecisionResult,
+    EngineAnswer,
+    FactProvenance,
+    PolicyInput,
+)
 from sidecar.model.jobs import (
     CopyPlan,
     CopyProgress,
@@ -57,6 +63,10 @@ class Enricher(Protocol):
 
     async def enrich(self, request: DecideRequest) -> PolicyInput:
         """Return the policy input for ``request``; never raises for a missing fact."""
+        ...
+
+    async def enrich_traced(self, request: DecideRequest) -> tuple[PolicyInput, FactProvenance]:
+        """Return the policy input and where each of its facts came from (Explain shows it)."""
         ...
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config._admin import AdminToken
+from sidecar.config._auth import AuthSettings, AuthUnixSettings, is_loopback
 from sidecar.config._bundle import BundleServeSettings
 from sidecar.config._glob import destination_template, glob_regex
 from sidecar.config._health import HealthSettings
@@ -48,9 +49,12 @@ from sidecar.config._replication import (
 from sidecar.config._schema import config_schema
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
+    DEFAULT_GATE_LABELS,
+    DEFAULT_OVERRIDE_ROLES,
     FAIL_MODES,
     BundleSettings,
     DecisionRecordSettings,
+    FactSettings,
     LegacySettings,
     Limits,
     OpaSettings,
@@ -63,14 +67,19 @@ from sidecar.errors import NotFound
 from sidecar.model.decision import RegistryFacts
 
 __all__ = [
+    "DEFAULT_GATE_LABELS",
+    "DEFAULT_OVERRIDE_ROLES",
     "FAIL_MODES",
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
+    "AuthSettings",
+    "AuthUnixSettings",
     "BundleServeSettings",
     "BundleSettings",
     "Config",
     "DecisionRecordSettings",
+    "FactSettings",
     "HealthSettings",
     "LegacySettings",
     "Limits",
@@ -93,6 +102,7 @@ __all__ = [
     "destination_template",
     "endpoint_host",
     "glob_regex",
+    "is_loopback",
     "is_valid_bundle_name",
     "job_store_url",
     "load_config",
