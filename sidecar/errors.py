@@ -18,6 +18,7 @@ __all__ = [
     "PolicyUnavailable",
     "RegistryError",
     "RegistryUnavailable",
+    "SecretUnusable",
     "SensitiveDataError",
     "SidecarError",
     "TagSuperseded",
@@ -177,6 +178,17 @@ class RegistryUnavailable(RegistryError):
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, transient=True, retry_after=retry_after)
+
+
+class SecretUnusable(RegistryError):
+    """A registry's credentials could not be read from its secret manager (missing, denied, malformed).
+
+    The message names the registry and the secret, never the secret's value. ``transient`` when
+    the manager itself could not be reached (asking again later can succeed).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message, status=None, transient=transient)
 
 
 class DigestMismatch(RegistryError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,6 +41,8 @@ __all__ = [
     "PolicyEngine",
     "PullCounts",
     "QueueAndDeferrals",
+    "RegistryCredentialSource",
+    "RegistryCredentials",
     "RegistryHealthView",
     "StatePruning",
 ]
@@ -96,6 +98,26 @@ class KeyEncryptionKey(Protocol):
     def unwrap(self, wrapped: bytes, descriptor: Mapping[str, str]) -> bytes:
         """Return the data key; SensitiveDataError for a wrong key or a tampered wrapped key."""
         ...
+
+
+class RegistryCredentials(Protocol):
+    """A registry's username and password, wherever they are kept (config, a cloud, a secret manager)."""
+
+    async def get(self) -> tuple[str, str]:
+        """Return ``(username, password)``; raise RegistryError when they cannot be had."""
+        ...
+
+    def refused(self, credentials: tuple[str, str]) -> bool:
+        """The registry answered 401 to ``credentials``: forget them if still held.
+
+        True when asking :meth:`get` again can yield other credentials, so the refused request is
+        worth one more try; False for fixed ones (nothing to refresh).
+        """
+        ...
+
+
+RegistryCredentialSource = Callable[[str], "RegistryCredentials | None"]
+"""Registry name → its credentials from outside the config (a secret manager), or None."""
 
 
 class Copier(Protocol):

@@ -38,6 +38,7 @@ from sidecar.config._registries import (
     endpoint_host,
     normalise_environment,
     parse_registries,
+    registry_nodes,
 )
 from sidecar.config._replication import (
     ReplicationSettings,
@@ -47,6 +48,15 @@ from sidecar.config._replication import (
     job_store_url,
 )
 from sidecar.config._schema import config_schema
+from sidecar.config._secrets import (
+    DEFAULT_SECRET_CACHE_TTL_S,
+    SECRET_MANAGERS,
+    SecretRef,
+    SecretsSettings,
+    check_registry_secrets,
+    parse_secrets,
+    secret_ref,
+)
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
     DEFAULT_GATE_LABELS,
@@ -69,7 +79,9 @@ from sidecar.model.decision import RegistryFacts
 __all__ = [
     "DEFAULT_GATE_LABELS",
     "DEFAULT_OVERRIDE_ROLES",
+    "DEFAULT_SECRET_CACHE_TTL_S",
     "FAIL_MODES",
+    "SECRET_MANAGERS",
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
@@ -91,6 +103,8 @@ __all__ = [
     "ReplicationSettings",
     "RetentionSettings",
     "RetrySettings",
+    "SecretRef",
+    "SecretsSettings",
     "SensitiveDataSettings",
     "SyncConfig",
     "SyncImage",
@@ -109,6 +123,7 @@ __all__ = [
     "load_sync_config",
     "normalise_environment",
     "parse_target",
+    "secret_ref",
 ]
 
 # Keys that would make a sync config ambiguous: such a file must be one thing or the other.
@@ -124,6 +139,8 @@ class Config:
     default_source: str | None = None
     default_destination: str | None = None
     source: str = ""
+    # The top-level ``secrets:`` section: where registries using a secret manager read credentials.
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
     # What loaded but looks wrong (unknown registry keys), as "file:line: key: problem" lines.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -174,6 +191,12 @@ def load_config(path: str | Path | None, *, strict: bool = False) -> Config:
     registries = parse_registries(
         top.get("registries", doc.child("registries", None)), known_tenants(policy_node), warnings
     )
+    secrets_node = top.get("secrets", doc.child("secrets", None))
+    secrets = parse_secrets(secrets_node, resolved.parent, warnings)
+    registries_node = top.get("registries", doc.child("registries", None))
+    check_registry_secrets(
+        registries.registries, registry_nodes(registries_node), secrets, secrets_node, warnings
+    )
     policy = parse_policy(policy_node, resolved.parent, registries.registries)
     # Freightliner's registries.yaml keeps its defaults at the top level instead.
     default_source = registries.default_source
@@ -188,5 +211,6 @@ def load_config(path: str | Path | None, *, strict: bool = False) -> Config:
         default_source=default_source,
         default_destination=default_destination,
         source=str(resolved),
+        secrets=secrets,
         warnings=tuple(warnings.messages),
     )

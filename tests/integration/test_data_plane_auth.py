@@ -125,11 +125,11 @@ async def test_explain_is_role_gated(sidecar: RunningSidecar) -> None:
 
 async def test_a_tenant_lists_only_its_own_jobs(sidecar: RunningSidecar) -> None:
     acme = await sidecar.stub.Replicate(
-        pb.ReplicateRequest(request=decide_request("acme/web"), dry_run=True),
+        pb.ReplicateRequest(request=decide_request("acme/web", tag="dev-1.0"), dry_run=True),
         metadata=token("acme-ci"),
     )
     globex = await sidecar.stub.Replicate(
-        pb.ReplicateRequest(request=decide_request("globex/api"), dry_run=True),
+        pb.ReplicateRequest(request=decide_request("globex/api", tag="dev-1.0"), dry_run=True),
         metadata=token("globex-ci"),
     )
     assert acme.job_ids and globex.job_ids

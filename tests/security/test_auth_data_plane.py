@@ -167,7 +167,7 @@ async def test_an_empty_request_tenant_is_the_identitys_tenant_not_the_platform(
 
 async def test_a_tenant_cannot_read_another_tenants_jobs(sidecar: RunningSidecar) -> None:
     acme = await sidecar.stub.Replicate(
-        pb.ReplicateRequest(request=decide_request("acme/web"), dry_run=True),
+        pb.ReplicateRequest(request=decide_request("acme/web", tag="dev-1.0"), dry_run=True),
         metadata=token("acme-ci"),
     )
     job_id = acme.job_ids[0]

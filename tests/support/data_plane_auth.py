@@ -8,6 +8,7 @@ bearer tokens and a unix socket, and role bindings for each identity.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import tempfile
 from collections.abc import Mapping
@@ -96,6 +97,12 @@ def token(subject: str) -> tuple[tuple[str, str], ...]:
     return bearer(TOKENS[subject])
 
 
+def _an_hour_ago() -> str:
+    """Return an RFC 3339 time an hour ago: a fresh scan whatever the clock says."""
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
 def decide_request(
     repository: str = "acme/web",
     *,
@@ -103,22 +110,24 @@ def decide_request(
     subject: str = "",
     tenant: str = "",
     roles: tuple[str, ...] = (),
+    tag: str = "prod-1.0",
 ) -> pb.DecideRequest:
-    """Return a scanned prod image request, with the caller fields given (empty: derived)."""
+    """Return an image request (prod: scanned by its labels), with the caller fields given
+    (empty: derived). The labels are the caller's word: the registry is not read here, so only a
+    ``dev-*`` tag, which needs no scan, is routed for a caller without a fact-override role."""
     labels = {
         "security.scan.status": "passed",
-        "security.scan.completed-at": "2026-11-27T12:00:00Z",
+        "security.scan.completed-at": _an_hour_ago(),
         "security.scan.critical": "0",
         "security.scan.high": "0",
     }
     image = pb.Image(
-        registry=registry, repository=repository, tag="prod-1.0", digest=DIGEST,
+        registry=registry, repository=repository, tag=tag, digest=DIGEST,
         size_bytes=1_000_000, labels=labels,
     )  # fmt: skip
     return pb.DecideRequest(
         image=image,
         caller=pb.Caller(subject=subject, tenant=tenant, roles=list(roles)),
-        now="2026-11-28T12:00:00Z",
     )
 
 
