@@ -21,6 +21,7 @@ __all__ = [
     "SecretUnusable",
     "SensitiveDataError",
     "SidecarError",
+    "TagSuperseded",
     "ToolMissing",
     "Unauthenticated",
     "WebhookRejected",
@@ -44,6 +45,7 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
     KEY_SERVICE_UNAVAILABLE = "key_service_unavailable"
+    SUPERSEDED = "superseded"
     INTERNAL = "internal"
 
 
@@ -193,6 +195,20 @@ class DigestMismatch(RegistryError):
     """Content did not hash to the digest it was fetched or pushed by (never retried blindly)."""
 
     code = ErrorCode.DIGEST_MISMATCH
+
+
+class TagSuperseded(SidecarError):
+    """The source tag moved to another digest while a copy ran: the destination tag is not written.
+
+    A copy must never move a destination tag backwards (issue 13): the newer image's own copy
+    owns the tag. ``current`` is the digest the source tag names now.
+    """
+
+    code = ErrorCode.SUPERSEDED
+
+    def __init__(self, message: str, *, current: str) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class WebhookRejected(SidecarError):

@@ -4,7 +4,8 @@
 #   Composes the DESIGN 3.2 decision from the concern packages: every registry but the source
 #   lands in exactly one of routes, denied (a denial always beats a route) or deferred; allow is
 #   false only for SCAN_EXPIRED and CROSS_TENANT, and then every registry is denied with those
-#   codes alone. Every field is always present, whatever parts of the input are missing.
+#   codes alone. remove (DESIGN 3.4) is the part of denied that holds a copy now and must lose
+#   it. Every field is always present, whatever parts of the input are missing.
 # scope: package
 # custom:
 #   id: replication.decision
@@ -20,6 +21,7 @@ import data.replication.legacy
 import data.replication.lib
 import data.replication.placement
 import data.replication.priority
+import data.replication.removal
 import data.replication.ruleset
 import data.replication.scan
 import data.replication.tenancy
@@ -128,6 +130,9 @@ _deferred := [{"registry": name, "reason": "REGISTRY_UNAVAILABLE"} | some name i
 
 _actions := [action | some action in tenancy.actions]
 
+# A subset of denied: only registries present_at names, only for prune codes.
+_remove := removal.remove(_denied)
+
 _routed contains route.registry if some route in _routes
 
 _used_codes contains code if {
@@ -163,6 +168,8 @@ _policies contains object.get(_owners, code, "replication.rules") if some code i
 
 _policies contains "replication.placement" if count(_routes) > 0
 
+_policies contains "replication.removal" if count(_remove) > 0
+
 # A rule contributed when one of its denials stands or it set a value the decision used.
 _policies contains "replication.rules" if {
 	some denial in ruleset.deny
@@ -193,6 +200,7 @@ decision := {
 	"denied": _denied,
 	"deferred": _deferred,
 	"actions": _actions,
+	"remove": _remove,
 	"reasons": _reasons,
 	"policies": sort(_policies),
 }

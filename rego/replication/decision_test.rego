@@ -26,7 +26,7 @@ _exactly_once(decision, source) if {
 	{name | some name in listed} == {r.name | some r in fx.registries; r.name != source}
 }
 
-_keys := {"allow", "priority", "routes", "denied", "deferred", "actions", "reasons", "policies"}
+_keys := {"allow", "priority", "routes", "denied", "deferred", "actions", "remove", "reasons", "policies"}
 
 test_prod_image_routes_to_prod_registries if {
 	decision := replication.decision with input as fx.base

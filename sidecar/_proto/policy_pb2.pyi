@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Image(_message.Message):
-    __slots__ = ("registry", "repository", "tag", "digest", "labels", "annotations", "created_at", "size_bytes", "platforms")
+    __slots__ = ("registry", "repository", "tag", "digest", "labels", "annotations", "created_at", "size_bytes", "platforms", "present_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Image(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_AT_FIELD_NUMBER: _ClassVar[int]
     registry: str
     repository: str
     tag: str
@@ -40,7 +41,8 @@ class Image(_message.Message):
     created_at: str
     size_bytes: int
     platforms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., platforms: _Optional[_Iterable[str]] = ...) -> None: ...
+    present_at: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., annotations: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., size_bytes: _Optional[int] = ..., platforms: _Optional[_Iterable[str]] = ..., present_at: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Caller(_message.Message):
     __slots__ = ("subject", "tenant", "roles")
@@ -145,7 +147,7 @@ class Reason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allow", "priority", "routes", "denied", "deferred", "actions", "reasons", "policies")
+    __slots__ = ("allow", "priority", "routes", "denied", "deferred", "actions", "reasons", "policies", "remove")
     ALLOW_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +156,7 @@ class Decision(_message.Message):
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
     allow: bool
     priority: int
     routes: _containers.RepeatedCompositeFieldContainer[Route]
@@ -162,7 +165,8 @@ class Decision(_message.Message):
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     policies: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, allow: _Optional[bool] = ..., priority: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., denied: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ..., deferred: _Optional[_Iterable[_Union[Deferral, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., policies: _Optional[_Iterable[str]] = ...) -> None: ...
+    remove: _containers.RepeatedCompositeFieldContainer[Denial]
+    def __init__(self, allow: _Optional[bool] = ..., priority: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., denied: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ..., deferred: _Optional[_Iterable[_Union[Deferral, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., policies: _Optional[_Iterable[str]] = ..., remove: _Optional[_Iterable[_Union[Denial, _Mapping]]] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
     __slots__ = ("decision", "decision_id", "bundle_revision", "trace_id", "degraded", "request_id", "error")

@@ -60,6 +60,7 @@ def decide_request_from_proto(msg: pb.DecideRequest) -> DecideRequest:
             if usage is not None and usage.id
             else None
         ),
+        present_at=tuple(image.present_at),
     )
 
 
@@ -85,6 +86,7 @@ def decision_to_proto(decision: Decision) -> pb.Decision:
         ],
         reasons=[pb.Reason(code=r.code, message=r.message) for r in decision.reasons],
         policies=list(decision.policies),
+        remove=[pb.Denial(registry=d.registry, reasons=list(d.reasons)) for d in decision.remove],
     )
 
 

@@ -25,6 +25,8 @@ _STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     ErrorCode.KEY_SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    # Another write of the same tag won the race: a concurrency conflict, not a failure.
+    ErrorCode.SUPERSEDED: grpc.StatusCode.ABORTED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 

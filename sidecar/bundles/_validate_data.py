@@ -110,8 +110,12 @@ def check_data(
             )
     for error in sorted(_VALIDATOR.iter_errors(data.document), key=lambda e: list(e.path)):
         path = ".".join(str(p) for p in error.absolute_path) or "(root)"
+        message = error.message
+        if error.validator == "not" and isinstance(error.schema, Mapping):
+            # jsonschema words a failed "not" as the whole sub-schema; the schema says why.
+            message = f"{error.instance!r}: {error.schema.get('$comment', 'not allowed here')}"
         problems.append(
-            DataProblem("schema", f"{data.origin(error.absolute_path)}:{path}", error.message)
+            DataProblem("schema", f"{data.origin(error.absolute_path)}:{path}", message)
         )
     where = data.origin(["replication"])
     problems += [DataProblem("rules", where, p) for p in find_rule_problems(data.document)]

@@ -89,6 +89,28 @@ _SETTINGS = _closed(
     }
 )
 
+# Denial codes whose registries lose an existing copy (DESIGN §3.4). Codes that mean "not now" or
+# "not known" never remove: the policy ignores them here, and the schema refuses them so that
+# an author who lists one learns it at once instead of wondering why nothing is removed.
+_NEVER_PRUNE = ("CROSS_TENANT", "ENV_MISMATCH", "POLICY_UNAVAILABLE", "REGISTRY_UNAVAILABLE",
+                "SECONDARY_STANDBY")  # fmt: skip
+_PRUNE = _closed(
+    {
+        "reasons": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {
+                "type": "string",
+                "minLength": 1,
+                "not": {"anyOf": [{"enum": list(_NEVER_PRUNE)}, {"pattern": "^SCAN_"}]},
+                # Read by bundle validation as the problem text of a failed "not".
+                "$comment": "this code never removes a copy (DESIGN §3.4: only a lasting denial "
+                "such as NOT_GDPR, TENANT_ISOLATION or COST_CONSOLIDATED does)",
+            },
+        }
+    }
+)
+
 # Generated from config by the sidecar (sidecar/fallback/legacy.py); only the shape is pinned here.
 _LEGACY = {
     "type": "object",
@@ -130,6 +152,7 @@ DATA_SCHEMA: dict[str, Any] = {
                     ),
                 },
                 "legacy": _LEGACY,
+                "prune": _PRUNE,
             }
         ),
         "system": {

@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         help="treat REGISTRY as unhealthy for this decision (repeatable)",
     )
     decide.add_argument(
+        "--present-at",
+        action="append",
+        default=[],
+        metavar="REGISTRY",
+        help="REGISTRY holds this image now (image.present_at; repeatable): the decision's "
+        "remove lists the copies the policy wants gone",
+    )
+    decide.add_argument(
         "--server", metavar="HOST:PORT", help="ask a running sidecar over gRPC instead"
     )
 

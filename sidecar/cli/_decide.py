@@ -45,6 +45,7 @@ def request_from_args(
         ),
         now=args.now,
         registry_health=dict.fromkeys(args.unhealthy, False),
+        present_at=tuple(args.present_at),
     )
 
 
@@ -104,6 +105,7 @@ async def _decide_remote(server: str, request: DecideRequest) -> dict[str, Any]:
             labels=dict(request.labels),
             annotations=dict(request.annotations),
             size_bytes=request.size_bytes,
+            present_at=list(request.present_at),
         ),
         event=request.event,
         caller=pb.Caller(

@@ -205,7 +205,8 @@ class Limits:
     max_labels: _Positive = 256
     max_label_key_bytes: _Positive = 256
     max_label_value_bytes: _Positive = 4096
-    # access (region -> pulls), image.platforms, caller.roles: entries, and bytes of each string
+    # access (region -> pulls) and image.present_at, image.platforms, caller.roles: entries, and
+    # bytes of each string
     max_access_regions: _Positive = 256
     max_platforms: _Positive = 64
     max_roles: _Positive = 64

@@ -52,6 +52,7 @@ def base_draft(request: DecideRequest, config: Config, now: str) -> PolicyInput:
             created_at=request.created_at,
             size_bytes=request.size_bytes,
             platforms=tuple(request.platforms),
+            present_at=tuple(request.present_at),
         ),
         registries=config.inventory(),
         access=dict(request.access),

@@ -96,6 +96,16 @@ def _check_image(request: DecideRequest, names: set[str]) -> None:
         )
 
 
+def _check_present_at(present_at: Sequence[str], names: set[str], limits: Limits) -> None:
+    # Inventory names only, each once: the policy may turn any of them into a removal.
+    _check_list("image.present_at", present_at, limits.max_access_regions, limits)
+    unknown = sorted(set(present_at) - names) if names else []
+    if unknown:
+        raise InvalidArgument("image.present_at", f"unknown registries {unknown[:10]}")
+    if len(set(present_at)) != len(present_at):
+        raise InvalidArgument("image.present_at", "a registry is named more than once")
+
+
 def validate_request(
     request: DecideRequest, limits: Limits, inventory: Sequence[RegistryFacts] = ()
 ) -> None:
@@ -121,6 +131,7 @@ def validate_request(
     unknown = sorted(set(request.registry_health) - names) if names else []
     if unknown:
         raise InvalidArgument("registry_health", f"unknown registries {unknown}")
+    _check_present_at(request.present_at, names, limits)
     for region, pulls in request.access.items():
         if pulls < 0:
             raise InvalidArgument("access", f"pulls for {region!r} must not be negative")

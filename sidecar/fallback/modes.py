@@ -2,7 +2,8 @@
 
 * ``closed`` — ``allow: false``; every registry but the source denied ``POLICY_UNAVAILABLE``.
 * ``last-known`` — the decision OPA gave for the same facts (the input without ``now``) under the
-  same bundle revision, from a bounded LRU cache; a miss answers like ``closed``.
+  same bundle revision, from a bounded LRU cache, without its ``remove`` and ``actions``; a miss
+  answers like ``closed``.
 * ``legacy`` — the Freightliner rules evaluated natively with the policy's safety denials
   (:mod:`sidecar.fallback._legacy`).
 
@@ -142,6 +143,8 @@ class Fallback:
         if self.mode == "last-known":
             cached = self._cache.get(policy_input.to_json(), revision)
             if cached is not None:
-                return cached, revision, "last-known"
+                # A degraded answer never destroys anything (DESIGN §3.4, §6): the replayed
+                # decision keeps its routes and denials, not its removals or cleanups.
+                return dataclasses.replace(cached, remove=(), actions=()), revision, "last-known"
             return closed_decision(policy_input), revision, "last-known-miss"
         return closed_decision(policy_input), revision, "closed"

@@ -100,6 +100,9 @@ class ImageFacts:
     platforms: tuple[str, ...] = ()
     scan: ScanFacts | None = None
     tenant: str | None = None
+    # Registries holding this digest now at the routed repository:tag (observed by a reconcile;
+    # empty when nobody looked). Only the policy turns it into removals (DESIGN §3.4).
+    present_at: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the policy-input JSON object."""
@@ -115,6 +118,7 @@ class ImageFacts:
             "platforms": list(self.platforms),
             "scan": self.scan.to_json() if self.scan else None,
             "tenant": self.tenant,
+            "present_at": list(self.present_at),
         }
 
 
@@ -258,6 +262,8 @@ class Decision:
     actions: tuple[Action, ...] = ()
     reasons: tuple[Reason, ...] = ()
     policies: tuple[str, ...] = ()
+    # Copies to delete (DESIGN §3.4): a subset of ``denied``, each with the codes that remove it.
+    remove: tuple[Denial, ...] = ()
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Decision:
@@ -289,6 +295,10 @@ class Decision:
                 Reason(str(r["code"]), str(r.get("message", ""))) for r in doc.get("reasons", [])
             ),
             policies=tuple(str(p) for p in doc.get("policies", [])),
+            remove=tuple(
+                Denial(str(d["registry"]), tuple(str(c) for c in d["reasons"]))
+                for d in doc.get("remove", [])
+            ),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -311,6 +321,7 @@ class Decision:
                 }
                 for a in self.actions
             ],
+            "remove": [{"registry": d.registry, "reasons": list(d.reasons)} for d in self.remove],
             "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
             "policies": list(self.policies),
         }
@@ -371,6 +382,7 @@ class DecideRequest:
     ``registry_health`` and ``access`` let a caller that observes health or pull history (the
     replication service, a test, a replay) supply it; enrichment fills what is missing.
     ``now`` pins evaluation time for replays; normally the sidecar's clock is used.
+    ``present_at`` names the registries a reconcile found holding the image (DESIGN §3.1).
     """
 
     image: ImageRef
@@ -385,6 +397,7 @@ class DecideRequest:
     registry_health: Mapping[str, bool] = field(default_factory=dict)
     access: Mapping[str, int] = field(default_factory=dict)
     tenant_usage: TenantUsage | None = None
+    present_at: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

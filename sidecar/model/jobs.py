@@ -21,7 +21,11 @@ __all__ = [
 
 
 class JobState(StrEnum):
-    """Where a job is in its life; ``parked`` waits for its registry, ``skipped`` had nothing to do."""
+    """Where a job is in its life; ``parked`` waits for its registry, ``skipped`` had nothing to do.
+
+    A copy whose source tag moved on while it ran is ``skipped`` with error code ``superseded``:
+    the newer image owns the destination tag (it was pushed by digest only).
+    """
 
     QUEUED = "queued"
     RUNNING = "running"

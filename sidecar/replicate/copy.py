@@ -5,6 +5,13 @@ registry, else streamed source → destination and verified), then child and ref
 digest, then the referrers fallback tags, and the top manifest last — under the tag when there is
 one — so the destination tag never points at a partial image.
 
+A tag never moves backwards: right before writing it, the copier asks the source what the tag
+names now. When the source tag has moved to another digest (a newer push whose own copy owns the
+tag), the image is pushed by digest only and the copy ends with :class:`TagSuperseded`. A source
+without that tag (deleted, or renamed by a legacy prefix/suffix) cannot say, and the tag is
+written as decided. The check and the write are two requests: a push landing between them can
+still lose, which the newer image's own copy (queued after it) then corrects.
+
 Shared layers move once per destination registry. The copier remembers which repository of each
 destination it last saw holding a blob, and mounts from there (one request, no bytes) when another
 repository needs it; concurrent copies needing the same blob at the same registry take turns, so
@@ -25,7 +32,7 @@ from typing import Any, TypeVar
 import orjson
 from opentelemetry import trace
 
-from sidecar.errors import RegistryError, SidecarError
+from sidecar.errors import RegistryError, SidecarError, TagSuperseded
 from sidecar.model.jobs import CopyPlan, CopyProgress, CopyResult, JobSpec, ProgressCallback
 from sidecar.oci import (
     OCI_INDEX,
@@ -313,6 +320,7 @@ class ImageCopier:
             return 0, 0
         if present:
             # Complete images only ever appear at the destination (top manifest last): just re-tag.
+            await self._tag_still_names(spec, src)
             await dst.put_manifest(
                 dst_repo, spec.tag, await dst.get_manifest(dst_repo, spec.digest)
             )
@@ -329,9 +337,29 @@ class ImageCopier:
         for manifest, reference in tree.manifests:
             await dst.put_manifest(dst_repo, reference, manifest)
         listed = await self._list_referrers(dst, dst_repo, tree.listings)
+        if spec.tag:
+            try:
+                await self._tag_still_names(spec, src)
+            except TagSuperseded:
+                # The image is complete at the destination by digest; the tag is the newer one's.
+                await dst.put_manifest(dst_repo, top.digest, top)
+                await run.report(force=True)
+                raise
         await dst.put_manifest(dst_repo, spec.tag or top.digest, top)
         await run.report(force=True)
         return len(tree.manifests) + listed + 1, tree.referrers
+
+    async def _tag_still_names(self, spec: JobSpec, src: RegistryClient) -> None:
+        """Raise TagSuperseded when the source tag now names another digest than ``spec``'s."""
+        current = await src.head_manifest(spec.source_repository, spec.tag)
+        if current is not None and current.digest != spec.digest:
+            raise TagSuperseded(
+                f"{spec.source_registry}/{spec.source_repository}:{spec.tag} now names "
+                f"{current.digest}, not {spec.digest}: the destination tag "
+                f"{spec.destination_registry}/{spec.destination_repository}:{spec.tag} is left "
+                "to the newer image (this one was pushed by digest only)",
+                current=current.digest,
+            )
 
     async def _blob(
         self, spec: JobSpec, src: RegistryClient, dst: RegistryClient, run: _Run, desc: Descriptor

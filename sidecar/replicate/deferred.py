@@ -28,7 +28,11 @@ AWAITING_POLICY = "@policy"
 
 
 def request_to_json(request: DecideRequest) -> str:
-    """Return the facts of ``request`` a later decision needs, as JSON text."""
+    """Return the facts of ``request`` a later decision needs, as JSON text.
+
+    ``present_at`` is left out: it is an observation of one moment, and a later decision made on
+    a stale one could name a copy for removal that is no longer there (or miss a new one).
+    """
     image, caller, usage = request.image, request.caller, request.tenant_usage
     doc: dict[str, Any] = {
         "image": {

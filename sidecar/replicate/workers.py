@@ -17,7 +17,13 @@ from collections.abc import Awaitable, Mapping
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sidecar.errors import ErrorCode, RegistryError, RegistryUnavailable, SidecarError
+from sidecar.errors import (
+    ErrorCode,
+    RegistryError,
+    RegistryUnavailable,
+    SidecarError,
+    TagSuperseded,
+)
 from sidecar.model.jobs import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
@@ -259,6 +265,8 @@ class WorkerPool:
             except asyncio.CancelledError:
                 span.set_attribute("replicate.outcome", "cancelled")
                 raise
+            except TagSuperseded as exc:
+                outcome = await self._superseded(job, exc)
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))
@@ -310,6 +318,19 @@ class WorkerPool:
         self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
         self._metrics.bytes.inc(result.bytes_moved)
         return JobState.SUCCEEDED.value
+
+    async def _superseded(self, job: Job, exc: TagSuperseded) -> str:
+        # Nothing to retry and nothing wrong: a newer image owns the tag. Skipped, with why.
+        await self._write(
+            self.store.finish(
+                job.job_id, self.worker_id, JobState.SKIPPED,
+                error=exc.message, error_code=exc.code.value,
+            )
+        )  # fmt: skip
+        self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+        _log.info("job_superseded", job_id=job.job_id, digest=job.spec.digest,
+                  destination=job.destination, current=exc.current)  # fmt: skip
+        return "superseded"
 
     async def _failed(self, job: Job, exc: Exception) -> str:
         decision = self._retry.classify(exc, job.attempts)

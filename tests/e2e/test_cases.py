@@ -1,4 +1,8 @@
-"""Runs every data-driven case in tests/cases/*.yaml through the real gRPC Decide against a real OPA."""
+"""Runs every data-driven case in tests/cases/*.yaml against a real OPA.
+
+A case with a ``request`` goes through the real gRPC Decide; a case with ``retention`` is a
+retention query (DESIGN §3.4) sent to the sidecar's own OPA at ``data.replication.retention``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from google.protobuf.json_format import ParseDict
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
+from sidecar.policy.opa import OpaEngine
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
 # clock: every case pins `now`; the year-ahead run proves no case depends on today's date
@@ -29,17 +34,19 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-def _load_cases() -> list[Any]:
+def _load_cases() -> list[tuple[str, dict[str, Any]]]:
     cases = []
     for path in sorted(CASES_DIR.glob("*.yaml")):
         if path.name == "sidecar.yaml":
             continue
         for case in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
-            cases.append(pytest.param(case, id=f"{path.stem}: {case['name']}"))
+            cases.append((f"{path.stem}: {case['name']}", case))
     return cases
 
 
-CASES = _load_cases()
+ALL_CASES = _load_cases()
+CASES = [pytest.param(case, id=name) for name, case in ALL_CASES if "request" in case]
+RETENTION_CASES = [pytest.param(case, id=name) for name, case in ALL_CASES if "retention" in case]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -53,6 +60,9 @@ async def sidecar(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
 
 def test_cases_exist() -> None:
     assert len(CASES) >= 40, "the case table must cover every rule of DESIGN §3.3"
+    assert len(RETENTION_CASES) >= 4, "the retention query (DESIGN §3.4) needs its cases"
+    # A case of neither kind would silently run as nothing.
+    assert [n for n, c in ALL_CASES if "request" not in c and "retention" not in c] == []
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -77,6 +87,8 @@ async def test_case(sidecar: RunningSidecar, case: dict[str, Any]) -> None:
     for registry, target in expect.get("route_targets", {}).items():
         route = next(r for r in decision.routes if r.registry == registry)
         assert f"{route.repository}:{route.tag}" == target
+    # DESIGN §3.4: remove is exact in every case (none without image.present_at).
+    assert {d.registry: list(d.reasons) for d in decision.remove} == expect.get("remove", {})
     # DESIGN §3.2: every registry but the source is in exactly one of routes, denied, deferred.
     listed = (
         [r.registry for r in decision.routes]
@@ -97,3 +109,24 @@ async def test_case(sidecar: RunningSidecar, case: dict[str, Any]) -> None:
             }
             for a in decision.actions
         ] == expect["actions"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("case", RETENTION_CASES)
+async def test_retention_case(sidecar: RunningSidecar, case: dict[str, Any]) -> None:
+    runtime = sidecar.sidecar.runtime
+    assert runtime is not None
+    engine = OpaEngine(runtime.url, timeout_s=10, path="replication/retention")
+    try:
+        answer = (await engine.evaluate(case["retention"])).result
+    finally:
+        await engine.close()
+    expect = case["expect"]
+
+    assert sorted(answer) == ["bytes_freed", "delete", "reasons"]
+    deleted = [f"{d['registry']}/{d['repository']}:{d['tag']}" for d in answer["delete"]]
+    assert deleted == expect.get("delete", [])
+    assert {d["reason"] for d in answer["delete"]} <= {"QUOTA_EXCEEDED"}
+    assert answer["bytes_freed"] == expect.get("bytes_freed", 0)
+    assert [r["code"] for r in answer["reasons"]] == expect.get("reasons", [])
+    assert all(r["message"] for r in answer["reasons"])

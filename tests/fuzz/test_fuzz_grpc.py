@@ -68,6 +68,11 @@ _FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "image.created_at": st.one_of(nasty_text, near_rfc3339),
     "image.size_bytes": INT64,
     "image.platforms": st.lists(nasty_text, max_size=5),
+    # Inventory names (a valid request whose decision may remove) or anything else.
+    "image.present_at": st.lists(
+        st.one_of(nasty_text, st.sampled_from(["prod-us", "acme-prod", "ci", "prod-eu", "x"])),
+        max_size=5,
+    ),
     "event": st.one_of(nasty_text, st.sampled_from(["push", "PUSH", "manual", "deny"])),
     "caller": st.tuples(nasty_text, nasty_text, st.lists(nasty_text, max_size=3)),
     "now": st.one_of(nasty_text, near_rfc3339),
@@ -120,11 +125,12 @@ def _inventory() -> tuple[str, ...]:
     return tuple(r.name for r in load_config(CASES_CONFIG).registries)
 
 
-def _decision_ok(decision: pb.Decision, source: str) -> None:
+def _decision_ok(decision: pb.Decision, request: pb.DecideRequest) -> None:
     as_json = MessageToDict(
         decision, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    assert contract_violations(as_json, _inventory(), source) == []
+    image = request.image
+    assert contract_violations(as_json, _inventory(), image.registry, image.present_at) == []
 
 
 def _names_a_replaced_field(detail: str, fuzzed: Fuzzed) -> bool:
@@ -164,7 +170,7 @@ async def test_decide_answers_a_decision_or_invalid_argument_naming_the_field(
     except grpc.aio.AioRpcError as err:
         _check_refusal(err, fuzzed)
     else:
-        _decision_ok(answer.decision, fuzzed.request.image.registry)
+        _decision_ok(answer.decision, fuzzed.request)
     await _still_serving(sidecar)
 
 
@@ -189,7 +195,7 @@ async def test_decide_stream_answers_every_request_in_band(
             assert answer.error.code == "invalid_argument", answer.error
             assert _names_a_replaced_field(answer.error.field, fuzzed), answer.error
         else:
-            _decision_ok(answer.decision, fuzzed.request.image.registry)
+            _decision_ok(answer.decision, fuzzed.request)
     await _still_serving(sidecar)
 
 
@@ -223,7 +229,7 @@ async def test_replicate_answers_jobs_or_a_clear_status(
         else:
             _check_refusal(err, fuzzed)
     else:
-        _decision_ok(answer.decision.decision, fuzzed.request.image.registry)
+        _decision_ok(answer.decision.decision, fuzzed.request)
         assert len(answer.job_ids) == len(answer.decision.decision.routes)
     await _still_serving(sidecar)
 
@@ -288,7 +294,7 @@ async def test_an_authenticated_sidecar_answers_fuzzed_requests_and_credentials(
             _check_refusal(err, fuzzed)
     else:
         assert valid
-        _decision_ok(answer.decision, fuzzed.request.image.registry)
+        _decision_ok(answer.decision, fuzzed.request)
     still = await authed_sidecar.stub.Decide(
         pb.DecideRequest(image=_valid().image),
         metadata=(("authorization", f"Bearer {FUZZ_TOKEN}"),),

@@ -101,6 +101,7 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
         "platforms": draw(st.lists(_text("linux/amd64", "linux/arm64"), max_size=3)),
         "scan": draw(_scan),
         "tenant": draw(st.none() | _text(*KNOWN_TENANTS)),
+        "present_at": draw(st.lists(st.sampled_from(names) | _text(*KNOWN_REGISTRIES), max_size=4)),
     }
     usage = st.fixed_dictionaries(
         {"id": _text(*KNOWN_TENANTS), "storage_used_bytes": _counts, "storage_limit_bytes": _counts}
@@ -141,7 +142,8 @@ async def test_every_answer_keeps_the_decision_contract(
     except PolicyError as exc:
         pytest.fail(f"schema-shaped input failed to evaluate: {exc.message}")
     names = [r["name"] for r in doc["registries"]]
-    assert contract_violations(answer.result, names, doc["image"]["registry"]) == []
+    image = doc["image"]
+    assert contract_violations(answer.result, names, image["registry"], image["present_at"]) == []
 
 
 @st.composite

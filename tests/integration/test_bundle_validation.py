@@ -196,3 +196,23 @@ def _symlink(name: str, target: str) -> Callable[[tarfile.TarFile], None]:
         archive.addfile(info)
 
     return add
+
+
+def test_prune_reasons_that_never_remove_are_refused(
+    validator: BundleValidator, good: bytes
+) -> None:
+    """DESIGN §3.4: "not now" codes never remove; listing one is a mistake the author must see."""
+
+    def edit(_: dict[str, bytes], data: dict[str, object]) -> None:
+        replication = data["replication"]
+        assert isinstance(replication, dict)
+        replication["prune"] = {"reasons": ["NOT_GDPR", "SCAN_MISSING", "ENV_MISMATCH", "EMBARGO"]}
+
+    report = validator.validate(_edited(good, edit))
+    schema = [str(p) for p in report.problems if p.check == "schema"]
+    assert not report.valid
+    never = "never removes a copy (DESIGN §3.4"
+    assert [p.partition(never)[0] for p in schema] == [
+        "schema: data.json:replication.prune.reasons.1: 'SCAN_MISSING': this code ",
+        "schema: data.json:replication.prune.reasons.2: 'ENV_MISMATCH': this code ",
+    ]

@@ -149,24 +149,58 @@ def _shape_problems(decision: Mapping[str, Any]) -> list[str]:
     priority = decision.get("priority")
     if not _is_int(priority) or not 0 <= priority <= 100:
         problems.append(f"priority is not an int in 0..100: {priority!r}")
-    for key in ("routes", "denied", "deferred", "actions", "reasons", "policies"):
+    for key in ("routes", "denied", "deferred", "actions", "remove", "reasons", "policies"):
         if not isinstance(decision.get(key, []), list):
             problems.append(f"{key} is not a list")
     return problems
 
 
+# Denial codes that never remove a copy (DESIGN §3.4).
+_NEVER_REMOVE = frozenset(
+    {"REGISTRY_UNAVAILABLE", "SECONDARY_STANDBY", "ENV_MISMATCH", "CROSS_TENANT"}
+)
+
+
+def _remove_problems(
+    decision: Mapping[str, Any], source: str, present_at: Sequence[str]
+) -> list[str]:
+    """``remove`` is a subset of ``denied`` within ``present_at``, never the source (§3.2, §3.4)."""
+    problems: list[str] = []
+    denied = {
+        d.get("registry"): d.get("reasons") or []
+        for d in decision.get("denied", [])
+        if isinstance(d, Mapping)
+    }
+    for entry in decision.get("remove", []):
+        name = entry.get("registry") if isinstance(entry, Mapping) else None
+        reasons = entry.get("reasons") if isinstance(entry, Mapping) else None
+        if name == source or name not in present_at or name not in denied:
+            problems.append(f"remove names {name!r}: not a denied registry of present_at")
+        elif not isinstance(reasons, list) or not reasons:
+            problems.append(f"remove entry without reasons: {entry!r}")
+        elif any(c not in denied[name] or c in _NEVER_REMOVE or str(c).startswith("SCAN_")
+                 for c in reasons):  # fmt: skip
+            problems.append(f"remove {name!r} for {reasons}, denied for {denied[name]}")
+    return problems
+
+
 def contract_violations(
-    decision: Mapping[str, Any], registries: Sequence[str], source: str
+    decision: Mapping[str, Any],
+    registries: Sequence[str],
+    source: str,
+    present_at: Sequence[str] = (),
 ) -> list[str]:
     """Return how ``decision`` breaks DESIGN §3.2 for an inventory of ``registries`` (empty: none).
 
     Checked: field types; every non-source registry in exactly one of routes/denied/deferred and
     the source (and unknown names) in none; ranks 1..n in order; ``allow: false`` → no routes and
-    no deferrals; every denial carries at least one reason.
+    no deferrals; every denial carries at least one reason; ``remove`` is a subset of ``denied``
+    within ``present_at`` (the image's observed copies), for removing codes only.
     """
     problems = _shape_problems(decision)
     if problems:
         return problems
+    problems += _remove_problems(decision, source, present_at)
     routes = decision.get("routes", [])
     denied = decision.get("denied", [])
     deferred = decision.get("deferred", [])

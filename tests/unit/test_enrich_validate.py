@@ -40,6 +40,7 @@ def _request(image: dict[str, str] | None = None, **fields: object) -> DecideReq
             registry_health={"prod-us": False},
             access={"us-east-1": 0},
             tenant_usage=TenantUsage("acme", 0, 0),
+            present_at=("prod-us", "ci"),
         ),
     ],
 )
@@ -78,6 +79,15 @@ def test_well_formed_requests_pass(request_: DecideRequest) -> None:
         (_request(now="2026-02-30T00:00:00Z"), "now", "RFC 3339"),
         (_request(registry_health={"prod-ap": False}), "registry_health", "prod-ap"),
         (_request(access={"us-east-1": -3}), "access", "negative"),
+        # present_at may become removals: inventory names only, each once, bounded.
+        (_request(present_at=("prod-ap",)), "image.present_at", "unknown registries ['prod-ap']"),
+        (_request(present_at=("prod-us", "prod-us")), "image.present_at", "more than once"),
+        (_request(present_at=("p" * 300,)), "image.present_at", "300 bytes"),
+        (
+            _request(present_at=tuple(f"r{i}" for i in range(257))),
+            "image.present_at",
+            "257 entries, at most 256",
+        ),
         # Issue 15: the repeated/map fields had no size limit (defaults 256/64/64, 256 bytes each).
         (_request(access={f"r{i}": 1 for i in range(257)}), "access", "257 entries, at most 256"),
         (_request(access={"r" * 257: 1}), "access", "257 bytes, at most 256"),

@@ -7,7 +7,16 @@ import dataclasses
 import pytest
 
 from sidecar.fallback.modes import POLICY_UNAVAILABLE, Fallback, LastKnownCache
-from sidecar.model.decision import Decision, ImageFacts, ImageRef, PolicyInput, RegistryFacts, Route
+from sidecar.model.decision import (
+    Action,
+    Decision,
+    Denial,
+    ImageFacts,
+    ImageRef,
+    PolicyInput,
+    RegistryFacts,
+    Route,
+)
 
 ALLOW = Decision(allow=True, priority=60, routes=(Route("prod-us", "team/app", "prod-1", 1),))
 
@@ -83,3 +92,19 @@ def test_unknown_modes_and_legacy_without_data_are_refused() -> None:
         Fallback("open")
     with pytest.raises(ValueError, match="bundle data"):
         Fallback("legacy")
+
+
+def test_a_replayed_decision_never_removes_or_cleans_up() -> None:
+    """DESIGN §3.4: a degraded decision never removes — not even one OPA made earlier."""
+    destructive = dataclasses.replace(
+        ALLOW,
+        denied=(Denial("prod-eu", ("NOT_GDPR",)),),
+        remove=(Denial("prod-eu", ("NOT_GDPR",)),),
+        actions=(Action("cleanup", "acme", 5, 14),),
+    )
+    fallback = Fallback("last-known", cache=LastKnownCache(5))
+    fallback.remember(_input().to_json(), "r1", destructive)
+    decision, _, how = fallback.decide(_input(), "r1")
+    assert how == "last-known"
+    assert decision.routes == ALLOW.routes and decision.denied == destructive.denied
+    assert decision.remove == () and decision.actions == ()

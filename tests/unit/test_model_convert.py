@@ -16,6 +16,7 @@ DECISION_JSON = {
     "denied": [{"registry": "dev-us", "reasons": ["ENV_MISMATCH"]}],
     "deferred": [{"registry": "prod-us", "reason": "REGISTRY_UNAVAILABLE"}],
     "actions": [{"type": "cleanup", "tenant": "acme", "keep_last": 5, "older_than_days": 14}],
+    "remove": [{"registry": "dev-us", "reasons": ["NOT_GDPR"]}],
     "reasons": [{"code": "ENV_MISMATCH", "message": "environment differs"}],
     "policies": ["replication.decision", "replication.environment"],
 }
@@ -39,6 +40,7 @@ def test_request_from_proto_maps_every_field() -> None:
             labels={"a": "b"},
             size_bytes=7,
             platforms=["linux/amd64"],
+            present_at=["prod-us", "dev-us"],
         ),
         caller=pb.Caller(subject="bot", tenant="", roles=["replicator"]),
         registry_health={"prod-us": False},
@@ -53,6 +55,7 @@ def test_request_from_proto_maps_every_field() -> None:
     assert req.access == {"eu-west-1": 3}
     assert req.tenant_usage is not None and req.tenant_usage.storage_limit_bytes == 1
     assert req.platforms == ("linux/amd64",)
+    assert req.present_at == ("prod-us", "dev-us")
 
 
 def test_response_carries_ids_and_decision() -> None:
@@ -65,6 +68,15 @@ def test_response_carries_ids_and_decision() -> None:
     )
     assert [r.registry for r in answer.decision.routes] == ["prod-eu"]
     assert list(answer.decision.denied[0].reasons) == ["ENV_MISMATCH"]
+    assert [(d.registry, list(d.reasons)) for d in answer.decision.remove] == [
+        ("dev-us", ["NOT_GDPR"])
+    ]
+
+
+def test_a_decision_without_remove_reads_as_removing_nothing() -> None:
+    """An older bundle's decision (no ``remove`` field) removes nothing."""
+    older = {k: v for k, v in DECISION_JSON.items() if k != "remove"}
+    assert Decision.from_json(older).remove == ()
 
 
 @pytest.mark.parametrize(
