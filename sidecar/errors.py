@@ -18,6 +18,7 @@ __all__ = [
     "PolicyUnavailable",
     "RegistryError",
     "RegistryUnavailable",
+    "ResourceExhausted",
     "SensitiveDataError",
     "SidecarError",
     "ToolMissing",
@@ -43,6 +44,7 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
     KEY_SERVICE_UNAVAILABLE = "key_service_unavailable"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     INTERNAL = "internal"
 
 
@@ -137,6 +139,16 @@ class PermissionDenied(SidecarError):
     """OPA (``data.system.authz``) refused an identified caller the requested admin action."""
 
     code = ErrorCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(SidecarError):
+    """A caller went over a limit (its call rate, a size); ``limit`` names the config key."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ToolMissing(SidecarError):

@@ -14,13 +14,14 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from sidecar.app.bundle import signing_keys
-from sidecar.audit import AuditLog, AuditTrail
+from sidecar.audit import AuditLog, AuditTrail, RefusalWindow
 from sidecar.bundles.validate import validator_for
 from sidecar.config import Config, job_store_url
 from sidecar.governance.admin import AdminService
 from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.delivery import BundleDelivery, StoreTarget
 from sidecar.governance.identity import Authenticator, ConnectionRegistry
+from sidecar.governance.ratelimit import CallRateLimiter, RateLimit, rate_limited_counter
 from sidecar.governance.revisions import RevisionStore
 from sidecar.governance.tls_front import TlsFront
 from sidecar.policy.managed import ManagedOpa
@@ -79,6 +80,8 @@ async def admin_runtime(
         signing_key, verification_key = bundle_keys(config)
         connections = ConnectionRegistry() if settings.tls is not None else None
         audit = AuditTrail(log, registry)
+        limit = settings.rate_limit
+        refusals = settings.audit_refusals
         service = AdminService(
             authenticator=Authenticator(
                 settings.tokens,
@@ -91,6 +94,7 @@ async def admin_runtime(
                 verification_key,
                 max_bytes=settings.max_bundle_bytes,
                 max_unpacked_bytes=settings.max_unpacked_bytes,
+                limits_from="policy.admin",
             ),
             delivery=BundleDelivery(
                 opa_binary=find_tool("opa", policy.opa.binary),
@@ -102,17 +106,31 @@ async def admin_runtime(
             ),
             revisions=revisions,
             audit=audit,
+            limiter=CallRateLimiter(
+                RateLimit(limit.rate, limit.burst, limit.max_identities, "policy.admin.rate_limit"),
+                surface="admin",
+                metric=rate_limited_counter(registry),
+            ),
+            refusals=RefusalWindow(
+                refusals.per_window,
+                refusals.window_s,
+                refusals.max_rows_per_window,
+                limit.max_identities,
+            ),
         )
         if managed is not None and policy.bundle.service is None and managed.bundle_path:
             raw = await asyncio.to_thread(Path(managed.bundle_path).read_bytes)
             await service.adopt(raw, "sidecar:startup")
-        yield AdminRuntime(
-            service,
-            audit,
-            connections,
-            settings.max_bundle_bytes + _TRANSPORT_MARGIN,
-            revisions,
-        )
+        try:
+            yield AdminRuntime(
+                service,
+                audit,
+                connections,
+                settings.max_bundle_bytes + _TRANSPORT_MARGIN,
+                revisions,
+            )
+        finally:
+            await service.close()  # refusal summaries still held back reach the audit log
     finally:
         await authorizer.close()
         await backend.close()
