@@ -8,10 +8,11 @@ target}``; a refusal of any kind is an audit event (aggregated under a flood, se
 A submitted bundle is untrusted bytes until its caller is authorised: nothing of it is read
 before authentication and the rate limit, and the read that the authorisation target needs (which
 tenants the bundle changes) is bounded by ``max_bundle_bytes``/``max_unpacked_bytes`` and runs in
-a worker thread, as does the full validation after it — never on the event loop, and never
-inside the publish lock. The lock covers only activation: it re-checks that the revision the
-bundle was compared with is still active (otherwise the comparison and authorisation are redone)
-and then delivers, records and audits, so publishes and rollbacks still go live one at a time.
+a worker process (``_workers``), as does the full validation after it — never on the event loop
+(nor under its GIL), and never inside the publish lock. The lock covers only activation: it
+re-checks that the revision the bundle was compared with is still active (otherwise the
+comparison and authorisation are redone) and then delivers, records and audits, so publishes and
+rollbacks still go live one at a time.
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ class AdminService:
         audit log says so, and later publishes are compared with (and can roll back to) it.
         """
         async with self._changing:
-            active, archive, changes = await self._compare(raw)
+            active, archive, changes = await self._compare(raw, trusted=True)
             revision = archive.revision
             if not revision or revision == active:
                 return
@@ -399,13 +400,17 @@ class AdminService:
         await asyncio.to_thread(self._validator.prepare)  # ToolMissing is raised here
         return await self._workers.run(_validate, self._validator, raw, archive, require_signature)
 
-    async def _compare(self, raw: bytes) -> tuple[str, BundleArchive, BundleChanges]:
-        """Read ``raw`` within the size limits and diff it with the active revision, off the loop."""
+    async def _compare(
+        self, raw: bytes, *, trusted: bool = False
+    ) -> tuple[str, BundleArchive, BundleChanges]:
+        """Read ``raw`` within the size limits and diff it with the active revision, off the loop.
+
+        ``trusted``: the sidecar's own startup bundle, read in a thread (no worker is started).
+        """
         active = await self._revisions.active()
         current = (await self._revisions.get(active)).archive if active else None
-        archive, changes = await self._workers.run(
-            _read_and_compare, self._validator.reader(), raw, current
-        )
+        run = asyncio.to_thread if trusted else self._workers.run
+        archive, changes = await run(_read_and_compare, self._validator.reader(), raw, current)
         return active, archive, changes
 
     async def _stored(self, revision: str) -> StoredRevision | None:
@@ -453,7 +458,7 @@ class AdminService:
             )
             return False
         try:
-            read = await self._workers.run(self._validator.reader(), previous.archive)
+            read = await asyncio.to_thread(self._validator.reader(), previous.archive)
             files = tuple(sorted(read.files))
             await self._delivery.deliver(previous.archive, previous.revision, files)
             await self._revisions.activate(previous.revision)

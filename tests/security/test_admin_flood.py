@@ -34,7 +34,7 @@ import yaml
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
-from tests.fault.process import SidecarProcess
+from tests.fault.process import SidecarProcess, child_pids
 from tests.support.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -119,6 +119,27 @@ async def attacked(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[At
             yield Attacked(process, config, channel, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         process.stop()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _memory(process: SidecarProcess) -> str:
+    """RSS of the sidecar and of its Python children (the bundle workers), in MiB."""
+    assert process.process is not None
+    workers = []
+    for pid in child_pids(process.process.pid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("python"):
+                workers.append(_rss_mib(pid))
+    sidecar = _rss_mib(process.process.pid)
+    return (
+        f"sidecar {sidecar:.0f} MiB, bundle workers {' + '.join(f'{w:.0f}' for w in workers)} MiB"
+    )
 
 
 def _decide_request(index: int) -> pb.DecideRequest:
@@ -296,7 +317,8 @@ async def test_gzip_bombs_are_refused_unread_or_bounded_and_decisions_keep_flowi
         f"\nDecide p99 (4 concurrent callers): before {baseline:.1f} ms ({len(before)} calls); "
         f"during {sent} unauthenticated bomb+15 MiB uploads {unauth_p99:.1f} ms "
         f"({len(during)} calls); during {viewer_calls} viewer bomb+48 MB JSON publishes "
-        f"{viewer_p99:.1f} ms ({len(during_viewer)} calls)"
+        f"{viewer_p99:.1f} ms ({len(during_viewer)} calls); memory after: "
+        f"{_memory(attacked.process)}"
     )
     # Each bomb is inflated to 64 MiB (bounded) in a worker thread: decisions slow down on two
     # shared cores but never stall behind it (on the event loop, each read stalled every call).
