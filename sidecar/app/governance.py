@@ -111,6 +111,7 @@ async def admin_runtime(
                 surface="admin",
                 metric=rate_limited_counter(registry),
             ),
+            parse_timeout_s=settings.parse_timeout_s,
             refusals=RefusalWindow(
                 refusals.per_window,
                 refusals.window_s,

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_ADMIN_RATE",
     "DEFAULT_MAX_BUNDLE_BYTES",
     "DEFAULT_MAX_UNPACKED_BYTES",
+    "DEFAULT_PARSE_TIMEOUT_S",
     "DEFAULT_RATE_LIMIT_IDENTITIES",
     "DEFAULT_REFUSALS_PER_WINDOW",
     "DEFAULT_REFUSAL_ROWS_PER_WINDOW",
@@ -46,6 +47,10 @@ __all__ = [
 
 DEFAULT_MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+# Reading and validating one bundle (opa check and the Rego tests included) in a worker process;
+# past it the job is killed: YAML data parses at a few MB a minute, so the size caps alone do not
+# bound the time a bundle can take.
+DEFAULT_PARSE_TIMEOUT_S = 120.0
 # Admin calls are rare and human- or pipeline-paced: 5/s sustained with bursts of 50 per identity
 # leaves room for scripts and test suites, and caps what one identity (or one peer address, for
 # callers that cannot authenticate) can make the sidecar do.
@@ -166,6 +171,7 @@ class AdminSettings:
     publish: AdminPublishSettings = field(default_factory=AdminPublishSettings)
     max_bundle_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_MAX_BUNDLE_BYTES
     max_unpacked_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_MAX_UNPACKED_BYTES
+    parse_timeout_s: Annotated[Duration, Field(ge=1)] = DEFAULT_PARSE_TIMEOUT_S
     rate_limit: AdminRateLimit = field(default_factory=AdminRateLimit)
     audit_refusals: AdminRefusalAudit = field(default_factory=AdminRefusalAudit)
 

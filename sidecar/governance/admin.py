@@ -108,6 +108,7 @@ class AdminService:
         refusals: RefusalWindow | None = None,
         parse_slots: int = PARSE_SLOTS,
         parse_in_processes: bool = True,
+        parse_timeout_s: float | None = None,
     ) -> None:
         self._authn = authenticator
         self._authz = authorizer
@@ -119,7 +120,12 @@ class AdminService:
         self._refusals = RefusalAudit(audit, refusals or RefusalWindow())
         # Bundle parsing in worker processes: bounded in memory and CPU, and off the event loop
         # (and off its GIL: a big JSON file would hold it for as long as it takes to parse).
-        self._workers = BundleWorkers(parse_slots, processes=parse_in_processes)
+        self._workers = BundleWorkers(
+            parse_slots,
+            processes=parse_in_processes,
+            timeout_s=parse_timeout_s,
+            timeout_key="policy.admin.parse_timeout_s",
+        )
         # One activation at a time: each replaces the revision it was compared with.
         self._changing = asyncio.Lock()
 

@@ -46,6 +46,7 @@ VIEWER = (("authorization", "Bearer viewer-secret"),)
 UNPACKED_LIMIT = 64 * 1024 * 1024  # the shipped default of policy.admin.max_unpacked_bytes
 RATE, BURST = 2.0, 10  # policy.admin.rate_limit of the attacked sidecar
 PER_WINDOW, WINDOW_S = 5, 2.0  # policy.admin.audit_refusals
+PARSE_TIMEOUT_S = 8.0  # policy.admin.parse_timeout_s
 DIGEST = "sha256:" + "a" * 64
 
 
@@ -98,6 +99,7 @@ def _config(work: Path, grpc_port: int, metrics_port: int) -> Path:
         ],
         "rate_limit": {"rate": RATE, "burst": BURST},
         "audit_refusals": {"per_window": PER_WINDOW, "window_s": WINDOW_S},
+        "parse_timeout_s": PARSE_TIMEOUT_S,
     }
     path = work / "sidecar.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -326,6 +328,40 @@ async def test_gzip_bombs_are_refused_unread_or_bounded_and_decisions_keep_flowi
     assert unauth_p99 < max(1000.0, 10 * baseline), (baseline, unauth_p99)
     answer = await attacked.decide.Decide(_decide_request(0), timeout=10)
     assert answer.decision_id
+
+
+def _slow_yaml() -> bytes:
+    """A bundle within every limit whose 4 MB YAML data file takes minutes to parse (~60 kB)."""
+    body = "tenants:\n  acme:\n    blob:\n" + "      - item\n" * 330_000
+    manifest = json.dumps({"revision": "slow", "roots": ["replication", "system"]}).encode()
+    return _gzipped_tar({".manifest": manifest, "replication/data.yaml": body.encode()})
+
+
+async def test_a_bundle_that_parses_for_minutes_is_cut_off_at_the_deadline(
+    attacked: Attacked,
+) -> None:
+    slow = _slow_yaml()
+    await _quiet(BURST / RATE)
+    async with _decisions(attacked) as during:
+        started = time.monotonic()
+        code, details = await _status(
+            attacked.admin.PublishBundle(
+                pb.PublishBundleRequest(bundle=slow), metadata=VIEWER, timeout=120
+            )
+        )
+        took = time.monotonic() - started
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+    assert "policy.admin.parse_timeout_s" in details
+    assert took < PARSE_TIMEOUT_S + 20
+    print(
+        f"\nviewer's 4 MB YAML bundle refused after {took:.1f} s; Decide p99 meanwhile "
+        f"{_p99_ms(during):.1f} ms ({len(during)} calls)"
+    )
+    # The killed workers start again for the next bundle.
+    report = await attacked.admin.ValidateBundle(
+        pb.ValidateBundleRequest(bundle=_bomb()), metadata=ADMIN, timeout=60
+    )
+    assert any("policy.admin.max_unpacked_bytes" in p for p in report.problems)
 
 
 def _suppressed(event: pb.AuditEvent) -> int:

@@ -7,14 +7,16 @@ the same ``verify`` that ``policy-sidecar audit verify`` runs.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.audit import AuditEvent, AuditTrail, RefusalAudit, RefusalWindow, open_audit_log
-from sidecar.errors import ErrorCode, ResourceExhausted
+from sidecar.errors import ErrorCode, InvalidArgument, ResourceExhausted
 from sidecar.governance import CallRateLimiter, RateLimit, peer_bucket
+from sidecar.governance._workers import BundleWorkers
 from sidecar.governance.ratelimit import rate_limited_counter
 
 
@@ -153,3 +155,34 @@ async def test_held_back_refusals_are_written_at_close_and_many_keys_stay_bounde
         assert (await log.verify()).ok
     finally:
         await log.close()
+
+
+def _refuse(field: str) -> None:
+    raise InvalidArgument(field, "refused in a worker process")
+
+
+async def test_bundle_workers_raise_a_workers_sidecar_error_as_itself() -> None:
+    workers = BundleWorkers(1)
+    try:
+        assert await workers.run(sum, (1, 2, 3)) == 6
+        with pytest.raises(InvalidArgument) as refused:
+            await workers.run(_refuse, "bundle")
+        assert refused.value.field == "bundle"
+        assert refused.value.message == "bundle: refused in a worker process"
+        assert refused.value.code is ErrorCode.INVALID_ARGUMENT
+    finally:
+        await workers.close()
+
+
+async def test_a_bundle_job_past_its_deadline_is_refused_and_the_workers_start_again() -> None:
+    workers = BundleWorkers(1, timeout_s=5, timeout_key="policy.admin.parse_timeout_s")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted) as refused:
+            await workers.run(time.sleep, 60)
+        assert time.monotonic() - started < 30
+        assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
+        assert "policy.admin.parse_timeout_s" in refused.value.message
+        assert await workers.run(sum, (1, 2)) == 3
+    finally:
+        await workers.close()
