@@ -117,10 +117,10 @@ class BundleWorkers:
             ) from None
 
     async def close(self) -> None:
-        """Stop the worker processes (running jobs are abandoned)."""
-        pool, self._pool = self._pool, None
+        """Stop the worker processes (a job still running is abandoned: its worker is killed)."""
+        pool = self._pool
         if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            self._kill(pool)
 
     def _ensure(self) -> ProcessPoolExecutor:
         if self._pool is None:
