@@ -37,7 +37,7 @@ from sidecar.governance._workers import BundleWorkers
 from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.changes import BundleChanges, bundle_changes
 from sidecar.governance.delivery import BundleDelivery
-from sidecar.governance.identity import Authenticator, Caller, CallerUnknown
+from sidecar.governance.identity import Authenticator, Caller, CallerUnknown, Credentials
 from sidecar.governance.ratelimit import CallRateLimiter, peer_bucket
 from sidecar.governance.revisions import RevisionStore, StoredRevision
 from sidecar.telemetry import get_logger
@@ -51,14 +51,6 @@ PARSE_SLOTS = 2
 # this many times before the call gives up: only other publishes landing meanwhile cause it.
 _ACTIVATION_ATTEMPTS = 5
 _log = get_logger("sidecar.governance.admin")
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a call presented: the gRPC peer address and the bearer token, if any."""
-
-    peer: str
-    bearer: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +338,7 @@ class AdminService:
     async def _caller(self, credentials: Credentials, action: str) -> Caller:
         """Authenticate, then take one call from the caller's rate limit; refusals are audited."""
         try:
-            caller = await self._authn.authenticate(credentials.peer, credentials.bearer)
+            caller = await self._authn.authenticate(credentials)
         except CallerUnknown as exc:
             # No identity to trust: the peer address is what a flood from one host shares.
             key = peer_bucket(credentials.peer)
