@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.api.server import Listener, tls_credentials
 from sidecar.app.bundle import signing_keys
-from sidecar.audit import AuditLog, AuditTrail
+from sidecar.audit import AuditLog, AuditTrail, RefusalWindow
 from sidecar.bundles.validate import validator_for
 from sidecar.config import Config, job_store_url
 from sidecar.governance.admin import AdminService
@@ -23,6 +23,7 @@ from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.delivery import BundleDelivery, StoreTarget
 from sidecar.governance.gate import DataPlaneGate, TenantScope
 from sidecar.governance.identity import Authenticator
+from sidecar.governance.ratelimit import CallRateLimiter, RateLimit, rate_limited_counter
 from sidecar.governance.revisions import RevisionStore
 from sidecar.policy.managed import ManagedOpa
 from sidecar.store import store_backend
@@ -73,6 +74,8 @@ async def admin_runtime(
         await revisions.create_schema()
         signing_key, verification_key = bundle_keys(config)
         audit = AuditTrail(log, registry)
+        limit = settings.rate_limit
+        refusals = settings.audit_refusals
         service = AdminService(
             authenticator=Authenticator(
                 settings.tokens, require_tls=settings.tls is not None and settings.require_tls
@@ -83,6 +86,7 @@ async def admin_runtime(
                 verification_key,
                 max_bytes=settings.max_bundle_bytes,
                 max_unpacked_bytes=settings.max_unpacked_bytes,
+                limits_from="policy.admin",
             ),
             delivery=BundleDelivery(
                 opa_binary=find_tool("opa", policy.opa.binary),
@@ -94,11 +98,28 @@ async def admin_runtime(
             ),
             revisions=revisions,
             audit=audit,
+            limiter=CallRateLimiter(
+                RateLimit(limit.rate, limit.burst, limit.max_identities, "policy.admin.rate_limit"),
+                surface="admin",
+                metric=rate_limited_counter(registry),
+            ),
+            parse_timeout_s=settings.parse_timeout_s,
+            refusals=RefusalWindow(
+                refusals.per_window,
+                refusals.window_s,
+                refusals.max_rows_per_window,
+                limit.max_identities,
+            ),
         )
         if managed is not None and policy.bundle.service is None and managed.bundle_path:
             raw = await asyncio.to_thread(Path(managed.bundle_path).read_bytes)
             await service.adopt(raw, "sidecar:startup")
-        yield AdminRuntime(service, audit, settings.max_bundle_bytes + _TRANSPORT_MARGIN, revisions)
+        try:
+            yield AdminRuntime(
+                service, audit, settings.max_bundle_bytes + _TRANSPORT_MARGIN, revisions
+            )
+        finally:
+            await service.close()  # refusal summaries still held back reach the audit log
     finally:
         await authorizer.close()
         await backend.close()
