@@ -70,7 +70,11 @@ async def admin_runtime(
     policy = config.policy
     backend = store_backend(job_store_url(policy.replication, str(policy.state_dir)))
     await backend.connect()
-    authorizer = OpaAuthorizer(opa_url, timeout_s=policy.opa.timeout_ms / 1000)
+    authorizer = OpaAuthorizer(
+        opa_url,
+        timeout_s=policy.opa.timeout_ms / 1000,
+        token=managed.token if managed is not None else None,
+    )
     try:
         log = AuditLog(backend, description="audit")
         await log.create_schema()
