@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -61,7 +61,8 @@ class PolicyRuntime:
     managed: ManagedOpa | None
     bundle_revision: str
     sensitive: SensitiveRuntime | None = None
-    token: str | None = None  # the managed OPA's API token (None: an external OPA)
+    # The managed OPA's API token (None: an external OPA); kept out of any repr or log.
+    token: str | None = field(default=None, repr=False)
 
     def ready(self) -> bool:
         """Return whether decisions can be served now (with the sensitive data, if configured)."""

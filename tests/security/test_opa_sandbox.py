@@ -306,5 +306,15 @@ async def test_the_opa_api_answers_only_the_sidecars_token(sidecar: RunningSidec
         # The token the sidecar holds does read it: the refusals above were about the token.
         async with http.get(f"{url}/v1/data/sensitive", headers=managed.headers) as answer:
             assert answer.status == 200 and ALLOWED in await answer.text()
+        # The admin RBAC (data.system.authz) is another document: OPA's API request shape, token
+        # included, grants no admin action.
+        api_shaped = {"identity": managed.token, "method": "GET", "path": ["health"]}
+        for extra in ({}, {"action": "PublishBundle", "target": {"global": True}}):
+            async with http.post(
+                f"{url}/v1/data/system/authz",
+                json={"input": {**api_shaped, **extra}},
+                headers=managed.headers,
+            ) as answer:
+                assert (await answer.json())["result"]["allow"] is False
 
     assert (await _serving(sidecar))[1], "the sidecar stopped applying data.sensitive"
