@@ -81,7 +81,7 @@ class DecisionService:
             try:
                 self._validate(request)
                 with tracer.start_as_current_span(names.SPAN_ENRICH):
-                    policy_input = await self._enricher.enrich(request)
+                    policy_input, provenance = await self._enricher.enrich_traced(request)
                 doc = policy_input.to_json()
                 try:
                     answer_result, revision, eval_ns = await self._query(doc)
@@ -119,6 +119,7 @@ class DecisionService:
                 eval_ns=eval_ns,
                 input=policy_input,
                 decided_at=_utc_now(),
+                provenance=provenance,
             )
             span.set_attribute(names.ATTR_BUNDLE_REVISION, revision)
             span.set_attribute(names.ATTR_POLICY_ALLOW, decision.allow)

@@ -18,6 +18,7 @@ __all__ = [
     "PolicyUnavailable",
     "RegistryError",
     "RegistryUnavailable",
+    "SecretUnusable",
     "SensitiveDataError",
     "SidecarError",
     "ToolMissing",
@@ -128,13 +129,13 @@ class BundleRejected(BundleError):
 
 
 class Unauthenticated(SidecarError):
-    """An admin caller could not be identified: no, unknown or expired token, or a bad certificate."""
+    """A caller could not be identified: no credentials, or an unknown or expired token."""
 
     code = ErrorCode.UNAUTHENTICATED
 
 
 class PermissionDenied(SidecarError):
-    """OPA (``data.system.authz``) refused an identified caller the requested admin action."""
+    """An identified caller was refused: by ``data.system.authz``, or for widening its caller."""
 
     code = ErrorCode.PERMISSION_DENIED
 
@@ -175,6 +176,17 @@ class RegistryUnavailable(RegistryError):
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, transient=True, retry_after=retry_after)
+
+
+class SecretUnusable(RegistryError):
+    """A registry's credentials could not be read from its secret manager (missing, denied, malformed).
+
+    The message names the registry and the secret, never the secret's value. ``transient`` when
+    the manager itself could not be reached (asking again later can succeed).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message, status=None, transient=transient)
 
 
 class DigestMismatch(RegistryError):

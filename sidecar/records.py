@@ -34,6 +34,8 @@ class DecisionRecord:
     trace_id: str = ""
     degraded: bool = False
     decided_at: str = ""
+    # Where each fact came from and which request facts were dropped (FactProvenance.to_json).
+    provenance: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, result: DecisionResult, mask: RecordMask | None = None) -> DecisionRecord:
@@ -51,12 +53,15 @@ class DecisionRecord:
             trace_id=result.trace_id,
             degraded=result.degraded,
             decided_at=result.decided_at,
+            provenance=result.provenance.to_json() if result.provenance is not None else None,
         )
 
 
 def record_size(record: DecisionRecord) -> int:
     """Return the approximate bytes ``record`` holds: the length of its JSON (input + decision)."""
-    doc = {"input": record.input, "decision": record.decision.to_json()}
+    doc: dict[str, Any] = {"input": record.input, "decision": record.decision.to_json()}
+    if record.provenance is not None:
+        doc["provenance"] = record.provenance
     # orjson, as for the OPA query itself: this runs once per decision, on the hot path.
     return len(orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS))
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sidecar.model.decision import DecideRequest, DecisionResult, EngineAnswer, PolicyInput
+from sidecar.model.decision import (
+    DecideRequest,
+    DecisionResult,
+    EngineAnswer,
+    FactProvenance,
+    PolicyInput,
+)
 from sidecar.model.jobs import (
     CopyPlan,
     CopyProgress,
@@ -35,6 +41,8 @@ __all__ = [
     "PolicyEngine",
     "PullCounts",
     "QueueAndDeferrals",
+    "RegistryCredentialSource",
+    "RegistryCredentials",
     "RegistryHealthView",
     "StatePruning",
 ]
@@ -57,6 +65,10 @@ class Enricher(Protocol):
 
     async def enrich(self, request: DecideRequest) -> PolicyInput:
         """Return the policy input for ``request``; never raises for a missing fact."""
+        ...
+
+    async def enrich_traced(self, request: DecideRequest) -> tuple[PolicyInput, FactProvenance]:
+        """Return the policy input and where each of its facts came from (Explain shows it)."""
         ...
 
 
@@ -86,6 +98,26 @@ class KeyEncryptionKey(Protocol):
     def unwrap(self, wrapped: bytes, descriptor: Mapping[str, str]) -> bytes:
         """Return the data key; SensitiveDataError for a wrong key or a tampered wrapped key."""
         ...
+
+
+class RegistryCredentials(Protocol):
+    """A registry's username and password, wherever they are kept (config, a cloud, a secret manager)."""
+
+    async def get(self) -> tuple[str, str]:
+        """Return ``(username, password)``; raise RegistryError when they cannot be had."""
+        ...
+
+    def refused(self, credentials: tuple[str, str]) -> bool:
+        """The registry answered 401 to ``credentials``: forget them if still held.
+
+        True when asking :meth:`get` again can yield other credentials, so the refused request is
+        worth one more try; False for fixed ones (nothing to refresh).
+        """
+        ...
+
+
+RegistryCredentialSource = Callable[[str], "RegistryCredentials | None"]
+"""Registry name → its credentials from outside the config (a secret manager), or None."""
 
 
 class Copier(Protocol):

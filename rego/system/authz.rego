@@ -1,7 +1,10 @@
 # METADATA
-# title: Admin API authorisation
+# title: Admin and data-plane authorisation
 # description: >-
-#   Authorises PolicyAdmin (and Explain) calls. The sidecar authenticates the caller (client
+#   Authorises PolicyAdmin calls, and PolicyService calls when policy.auth is configured (actions
+#   Decide, DecideStream, Replicate, GetJob, ListJobs, WatchJob, ResolvePull, Explain; the sidecar
+#   then derives the decision's caller from tenants/platform below and confines tenant callers to
+#   their tenant's jobs, decisions and registries). The sidecar authenticates the caller (client
 #   certificate or bearer token) and asks with input {caller: {subject, names, method}, action,
 #   target}. Roles come only from bundle data: data.system.bindings maps a caller name (certificate
 #   subject DN, a SAN as "DNS:…"/"URI:…"/"email:…", or "token:<name>") to {roles, tenant}, and
@@ -81,4 +84,29 @@ default allow := false
 allow if {
 	some binding in _caller_bindings
 	_binding_allows(binding)
+}
+
+_bound_tenant(binding) if {
+	is_string(binding.tenant)
+	binding.tenant != ""
+}
+
+# METADATA
+# scope: document
+# description: >-
+#   The tenants the caller's bindings name; a data-plane caller acts for one of these (its
+#   request's caller.tenant may pick one, never another).
+tenants contains binding.tenant if {
+	some binding in _caller_bindings
+	_bound_tenant(binding)
+}
+
+# METADATA
+# scope: document
+# description: True when one of the caller's bindings names no tenant, so it acts for the platform.
+default platform := false
+
+platform if {
+	some binding in _caller_bindings
+	not _bound_tenant(binding)
 }

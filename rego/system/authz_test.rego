@@ -9,6 +9,9 @@ _roles := {
 	"policy-author": ["ListRevisions", "GetAuditLog", "Explain", "ValidateBundle", "PublishBundle"],
 	"policy-admin": ["*"],
 	"tenant-admin": ["ListRevisions", "GetAuditLog", "Explain", "ValidateBundle", "PublishBundle"],
+	"replicator": ["Decide", "DecideStream", "Replicate", "GetJob", "ListJobs", "WatchJob", "ResolvePull"],
+	"auditor": ["Explain", "GetJob", "ListJobs", "WatchJob", "ListRevisions", "GetAuditLog"],
+	"platform-admin": ["*"],
 }
 
 _bindings := {
@@ -19,6 +22,11 @@ _bindings := {
 	"token:no-tenant": {"roles": ["tenant-admin"]},
 	"token:odd": {"roles": [7, null, "viewer"]},
 	"token:junk": "not a binding",
+	"unix:replicator": {"roles": ["replicator"]},
+	"token:acme-ci": {"roles": ["replicator"], "tenant": "acme"},
+	"CN=acme-ci": {"roles": ["replicator"], "tenant": "acme"},
+	"URI:spiffe://corp/acme-ci": {"roles": ["auditor"], "tenant": "acme"},
+	"token:auditor": {"roles": ["auditor"]},
 }
 
 _global := {"tenants": [], "global": true}
@@ -89,4 +97,52 @@ test_roles_come_from_data_not_input if {
 	not authz.allow with input as {"caller": {"names": ["CN=x"], "roles": ["policy-admin"]}, "action": "Rollback"}
 		with data.system.roles as _roles
 		with data.system.bindings as _bindings
+}
+
+_data_plane := ["Decide", "DecideStream", "Replicate", "GetJob", "ListJobs", "WatchJob", "ResolvePull"]
+
+_query(names) := {"caller": {"subject": names[0], "names": names}, "action": "Decide", "target": {"tenants": []}}
+
+test_replicator_calls_every_data_plane_method if {
+	every action in _data_plane {
+		_allowed(["unix:replicator"], action, {"tenants": [], "global": true})
+	}
+}
+
+test_replicator_may_not_explain_or_administer if {
+	not _allowed(["unix:replicator"], "Explain", _global)
+	not _allowed(["unix:replicator"], "PublishBundle", _global)
+}
+
+test_auditor_explains_and_reads_jobs_but_does_not_decide if {
+	_allowed(["token:auditor"], "Explain", _global)
+	_allowed(["token:auditor"], "ListJobs", _global)
+	not _allowed(["token:auditor"], "Decide", _global)
+	not _allowed(["token:auditor"], "Replicate", _global)
+}
+
+test_platform_admin_may_call_everything if {
+	every action in array.concat(_data_plane, ["Explain", "Rollback"]) {
+		authz.allow with input as {"caller": {"names": ["token:platform"]}, "action": action, "target": _global}
+			with data.system.roles as _roles
+			with data.system.bindings as {"token:platform": {"roles": ["platform-admin"]}}
+	}
+}
+
+test_a_tenant_replicator_is_confined_to_its_tenant if {
+	_allowed(["token:acme-ci"], "Decide", {"tenants": ["acme"], "global": false})
+	authz.tenants == {"acme"} with input as _query(["token:acme-ci"]) with data.system.bindings as _bindings
+	not authz.platform with input as _query(["token:acme-ci"]) with data.system.bindings as _bindings
+}
+
+test_tenants_and_roles_gather_every_name_of_the_caller if {
+	q := _query(["CN=acme-ci", "URI:spiffe://corp/acme-ci"])
+	authz.tenants == {"acme"} with input as q with data.system.bindings as _bindings
+	authz.roles == {"replicator", "auditor"} with input as q with data.system.bindings as _bindings
+}
+
+test_a_binding_without_tenant_acts_for_the_platform if {
+	authz.platform with input as _query(["unix:replicator"]) with data.system.bindings as _bindings
+	count(authz.tenants) == 0 with input as _query(["unix:replicator"]) with data.system.bindings as _bindings
+	not authz.platform with input as _query(["CN=nobody"]) with data.system.bindings as _bindings
 }

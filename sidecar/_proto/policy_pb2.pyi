@@ -199,7 +199,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("decision_id", "input_json", "result_json", "decision", "bundle_revision", "trace_id", "degraded", "decided_at")
+    __slots__ = ("decision_id", "input_json", "result_json", "decision", "bundle_revision", "trace_id", "degraded", "decided_at", "provenance_json")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,7 @@ class ExplainResponse(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_JSON_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     input_json: str
     result_json: str
@@ -216,7 +217,8 @@ class ExplainResponse(_message.Message):
     trace_id: str
     degraded: bool
     decided_at: str
-    def __init__(self, decision_id: _Optional[str] = ..., input_json: _Optional[str] = ..., result_json: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., bundle_revision: _Optional[str] = ..., trace_id: _Optional[str] = ..., degraded: _Optional[bool] = ..., decided_at: _Optional[str] = ...) -> None: ...
+    provenance_json: str
+    def __init__(self, decision_id: _Optional[str] = ..., input_json: _Optional[str] = ..., result_json: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., bundle_revision: _Optional[str] = ..., trace_id: _Optional[str] = ..., degraded: _Optional[bool] = ..., decided_at: _Optional[str] = ..., provenance_json: _Optional[str] = ...) -> None: ...
 
 class ReplicateRequest(_message.Message):
     __slots__ = ("request", "dry_run")

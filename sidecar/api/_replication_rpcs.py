@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.api._auth import CallAuth
 from sidecar.api.convert import decide_request_from_proto, decide_response_to_proto
 from sidecar.api.status import grpc_status
 from sidecar.errors import SidecarError
+from sidecar.governance import Admission
 from sidecar.model.jobs import Job, JobState
 from sidecar.replicate import ReplicationService
 from sidecar.telemetry import extract_context
@@ -68,6 +71,27 @@ class ReplicationRpcs:
     """Mixed into the PolicyService servicer; ``self._replication`` is None when replication is off."""
 
     _replication: ReplicationService | None
+    _auth: CallAuth | None
+
+    async def _admit(
+        self, context: grpc.aio.ServicerContext[Any, Any], action: str
+    ) -> Admission | None:
+        return await self._auth.admit(context, action) if self._auth is not None else None
+
+    async def _visible(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        admission: Admission | None,
+        action: str,
+        job: Job,
+    ) -> None:
+        """Refuse a job of another tenant (its source and destination repositories say whose)."""
+        if self._auth is None or admission is None or _sees(admission, job):
+            return
+        await self._auth.deny(
+            context, admission, action,
+            f"job_id: {job.job_id!r} is not a job of {admission.identity.subject}'s tenants",
+        )  # fmt: skip
 
     async def _service(self, context: grpc.aio.ServicerContext[Any, Any]) -> ReplicationService:
         if self._replication is None:
@@ -83,10 +107,12 @@ class ReplicationRpcs:
         """Decide, persist one job per route, and return the decision with the job ids."""
         service = await self._service(context)
         parent = extract_context(context.invocation_metadata() or ())
+        model = decide_request_from_proto(request.request)
+        if self._auth is not None:
+            caller = await self._auth.caller(context, "Replicate", model.caller)
+            model = dataclasses.replace(model, caller=caller)
         try:
-            outcome = await service.replicate(
-                decide_request_from_proto(request.request), dry_run=request.dry_run, parent=parent
-            )
+            outcome = await service.replicate(model, dry_run=request.dry_run, parent=parent)
         except SidecarError as exc:
             await _abort(context, exc)
         return pb.ReplicateResponse(
@@ -99,18 +125,22 @@ class ReplicationRpcs:
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
         """Return one job by id."""
+        admission = await self._admit(context, "GetJob")
         service = await self._service(context)
         if not request.job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: required")
         try:
-            return job_to_proto(await service.get(request.job_id))
+            job = await service.get(request.job_id)
         except SidecarError as exc:
             await _abort(context, exc)
+        await self._visible(context, admission, "GetJob", job)
+        return job_to_proto(job)
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
-        """Return jobs, newest first, optionally filtered by state."""
+        """Return jobs, newest first, optionally filtered by state (a tenant's own jobs only)."""
+        admission = await self._admit(context, "ListJobs")
         service = await self._service(context)
         state = None
         if request.state:
@@ -126,18 +156,36 @@ class ReplicationRpcs:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"limit: must be between 0 and {_MAX_LIMIT}"
             )
-        jobs = await service.list_jobs(state=state, limit=request.limit or _DEFAULT_LIMIT)
+        limit = request.limit or _DEFAULT_LIMIT
+        if admission is None or admission.platform:
+            jobs = await service.list_jobs(state=state, limit=limit)
+        else:
+            # Filtered after reading: a tenant's jobs among the newest _MAX_LIMIT.
+            recent = await service.list_jobs(state=state, limit=_MAX_LIMIT)
+            jobs = [j for j in recent if _sees(admission, j)][:limit]
         return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
     async def WatchJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.Job]:
         """Stream the job's progress until it reaches a terminal state."""
+        admission = await self._admit(context, "WatchJob")
         service = await self._service(context)
         if not request.job_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: required")
         try:
+            if admission is not None:
+                await self._visible(
+                    context, admission, "WatchJob", await service.get(request.job_id)
+                )
             async for job in service.watch(request.job_id):
                 yield job_to_proto(job)
         except SidecarError as exc:
             await _abort(context, exc)
+
+
+def _sees(admission: Admission, job: Job) -> bool:
+    spec = job.spec
+    return admission.sees_repository(spec.source_repository) or admission.sees_repository(
+        spec.destination_repository
+    )

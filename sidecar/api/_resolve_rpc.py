@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import grpc
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.api._auth import CallAuth
 from sidecar.api.status import grpc_status
 from sidecar.errors import SidecarError
-from sidecar.health import PullCandidate, PullResolver
+from sidecar.governance import Admission
+from sidecar.health import PullAnswer, PullCandidate, PullResolver
 from sidecar.model.decision import ImageRef
 
 __all__ = ["ResolvePullRpc", "candidate_to_proto"]
@@ -33,11 +36,18 @@ class ResolvePullRpc:
     """Mixed into the PolicyService servicer; ``self._resolver`` is None when it is not wired."""
 
     _resolver: PullResolver | None
+    _auth: CallAuth | None
 
     async def ResolvePull(
         self, request: pb.ResolvePullRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolvePullResponse:
         """Answer where to pull the image now, or abort naming why nowhere will do."""
+        admission = await self._auth.admit(context, "ResolvePull") if self._auth else None
+        if self._auth and admission and not admission.sees_registry(request.image.registry):
+            await self._auth.deny(
+                context, admission, "ResolvePull",
+                f"image.registry: {request.image.registry!r} is dedicated to other tenants",
+            )  # fmt: skip
         if self._resolver is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ResolvePull is not enabled")
             raise AssertionError("context.abort returned")
@@ -48,6 +58,15 @@ class ResolvePullRpc:
         except SidecarError as exc:
             await context.abort(grpc_status(exc.code), exc.message)
             raise AssertionError("context.abort returned") from exc
+        if admission is not None and not admission.platform:
+            visible = _visible(answer, admission)
+            if visible is None:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    "no registry shared with or dedicated to your tenant holds the image",
+                )
+                raise AssertionError("context.abort returned")
+            answer = visible
         chosen = answer.chosen
         return pb.ResolvePullResponse(
             registry=chosen.registry,
@@ -60,3 +79,17 @@ class ResolvePullRpc:
             pull_ref=chosen.pull_ref,
             candidates=[candidate_to_proto(c) for c in answer.candidates],
         )
+
+
+def _visible(answer: PullAnswer, admission: Admission) -> PullAnswer | None:
+    """The answer with every registry dedicated to other tenants left out (None: nothing left)."""
+    candidates = tuple(c for c in answer.candidates if admission.sees_registry(c.registry))
+    alternatives = tuple(c for c in answer.alternatives if admission.sees_registry(c.registry))
+    chosen = answer.chosen
+    if not admission.sees_registry(chosen.registry):
+        if not alternatives:
+            return None
+        chosen, alternatives = alternatives[0], alternatives[1:]
+    return dataclasses.replace(
+        answer, chosen=chosen, alternatives=alternatives, candidates=candidates
+    )

@@ -9,6 +9,7 @@ import grpc
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api._auth import Listener, call_credentials
 from sidecar.api.status import grpc_status
 from sidecar.audit import AuditRecord
 from sidecar.bundles.validate import ValidationReport
@@ -25,8 +26,9 @@ _MAX_LIMIT = 1000
 class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # generated base is untyped
     """Implements freightliner.policy.v1.PolicyAdmin."""
 
-    def __init__(self, admin: AdminService) -> None:
+    def __init__(self, admin: AdminService, listener: Listener | None = None) -> None:
         self._admin = admin
+        self._listener = listener or Listener("plain", "")
 
     async def PublishBundle(
         self, request: pb.PublishBundleRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -34,6 +36,7 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
         """Validate, sign, publish and activate a bundle."""
         out = await _call(
             context,
+            self._listener,
             lambda creds: self._admin.publish(creds, request.bundle, request.revision),
         )
         return pb.PublishBundleResponse(
@@ -53,6 +56,7 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
         """List published revisions, newest first."""
         out = await _call(
             context,
+            self._listener,
             lambda creds: self._admin.list_revisions(
                 creds, tenant=request.tenant, limit=_limit(request.limit)
             ),
@@ -67,7 +71,9 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
         """Publish an earlier revision again."""
         if not request.revision:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "revision: required")
-        out = await _call(context, lambda creds: self._admin.rollback(creds, request.revision))
+        out = await _call(
+            context, self._listener, lambda creds: self._admin.rollback(creds, request.revision)
+        )
         return pb.RollbackResponse(
             revision=out.revision,
             previous_revision=out.previous_revision,
@@ -81,6 +87,7 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
         """Return audit records, newest first."""
         records = await _call(
             context,
+            self._listener,
             lambda creds: self._admin.audit_log(
                 creds,
                 tenant=request.tenant,
@@ -94,30 +101,23 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
         self, request: pb.ValidateBundleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidateBundleResponse:
         """Run every validation check; an invalid bundle is an answer, not an error."""
-        report = await _call(context, lambda creds: self._admin.validate(creds, request.bundle))
+        report = await _call(
+            context, self._listener, lambda creds: self._admin.validate(creds, request.bundle)
+        )
         return _report(report)
 
 
 async def _call(
     context: grpc.aio.ServicerContext[Any, Any],
+    listener: Listener,
     action: Callable[[Credentials], Awaitable[_T]],
 ) -> _T:
-    credentials = Credentials(peer=context.peer() or "", bearer=_bearer(context))
+    credentials = call_credentials(context, listener)
     try:
         return await action(credentials)
     except SidecarError as exc:
         await context.abort(grpc_status(exc.code), exc.message)
         raise  # abort() raises; this keeps type checkers certain
-
-
-def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization":
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-    return None
 
 
 def _limit(requested: int) -> int:

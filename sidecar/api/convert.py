@@ -118,4 +118,7 @@ def explain_response_to_proto(record: DecisionRecord) -> pb.ExplainResponse:
         trace_id=record.trace_id,
         degraded=record.degraded,
         decided_at=record.decided_at,
+        provenance_json=(
+            json.dumps(record.provenance, sort_keys=True) if record.provenance is not None else ""
+        ),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import grpc
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api._auth import CallAuth
 from sidecar.api._replication_rpcs import ReplicationRpcs
 from sidecar.api._resolve_rpc import ResolvePullRpc
 from sidecar.api.convert import (
@@ -42,10 +44,14 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
         decisions: DecisionService,
         replication: ReplicationService | None = None,
         resolver: PullResolver | None = None,
+        *,
+        auth: CallAuth | None = None,
     ) -> None:
         self._decisions = decisions
         self._replication = replication
         self._resolver = resolver
+        # None: no policy.auth, callers are trusted as they say (the loopback-only default).
+        self._auth = auth
         self._streams: set[asyncio.Queue[pb.DecideResponse | None]] = set()
 
     @property
@@ -58,8 +64,12 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
     ) -> pb.DecideResponse:
         """Answer one decision, or abort with the status of the error."""
         parent = extract_context(context.invocation_metadata() or ())
+        model = decide_request_from_proto(request)
+        if self._auth is not None:
+            caller = await self._auth.caller(context, "Decide", model.caller)
+            model = dataclasses.replace(model, caller=caller)
         try:
-            result = await self._decisions.decide(decide_request_from_proto(request), parent=parent)
+            result = await self._decisions.decide(model, parent=parent)
         except SidecarError as exc:
             await context.abort(grpc_status(exc.code), exc.message)
         return decide_response_to_proto(result, request.request_id)
@@ -71,6 +81,9 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
     ) -> AsyncIterator[pb.DecideResponse]:
         """Answer a stream of requests; a failed request gets an in-band error, the stream goes on."""
         parent = extract_context(context.invocation_metadata() or ())
+        auth = self._auth
+        # Authorised once per stream; each request's caller is narrowed from that identity.
+        admission = await auth.admit(context, "DecideStream") if auth is not None else None
         # A window slot is taken per request and given back only once its answer was yielded, so
         # at most STREAM_WINDOW answers (plus the end marker) are ever queued.
         answers: asyncio.Queue[pb.DecideResponse | None] = asyncio.Queue(STREAM_WINDOW + 1)
@@ -78,7 +91,11 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
 
         async def answer(msg: pb.DecideRequest) -> None:
             try:
-                result = await self._decisions.decide(decide_request_from_proto(msg), parent=parent)
+                model = decide_request_from_proto(msg)
+                if auth is not None and admission is not None:
+                    caller = auth.narrow(admission, "DecideStream", model.caller)
+                    model = dataclasses.replace(model, caller=caller)
+                result = await self._decisions.decide(model, parent=parent)
                 response = decide_response_to_proto(result, msg.request_id)
             except SidecarError as exc:
                 response = pb.DecideResponse(
@@ -120,6 +137,7 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
         self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExplainResponse:
         """Return the stored record of an earlier decision."""
+        admission = await self._auth.admit(context, "Explain") if self._auth else None
         if not request.decision_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "decision_id: required")
         record = self._decisions.explain(request.decision_id)
@@ -128,5 +146,13 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
                 grpc.StatusCode.NOT_FOUND,
                 f"decision_id: no record of {request.decision_id!r} "
                 "(unknown, or older than the decision-record retention)",
+            )
+        if self._auth and admission and not admission.sees_record(record.input):
+            await self._auth.deny(
+                context,
+                admission,
+                "Explain",
+                f"decision_id: {request.decision_id!r} is not a decision of "
+                f"{admission.identity.subject}'s tenants",
             )
         return explain_response_to_proto(record)

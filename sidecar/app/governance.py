@@ -1,6 +1,6 @@
 """Builds the admin side of a running sidecar: audit log, revisions, validation, delivery, authn/z.
 
-Also runs the TLS admin listener, which needs the gRPC server's relay port (started after it).
+Also the data plane's gate (policy.auth) and the listeners the gRPC server binds for both.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
+from sidecar.api.server import Listener, tls_credentials
 from sidecar.app.bundle import signing_keys
 from sidecar.audit import AuditLog, AuditTrail
 from sidecar.bundles.validate import validator_for
@@ -20,14 +21,14 @@ from sidecar.config import Config, job_store_url
 from sidecar.governance.admin import AdminService
 from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.delivery import BundleDelivery, StoreTarget
-from sidecar.governance.identity import Authenticator, ConnectionRegistry
+from sidecar.governance.gate import DataPlaneGate, TenantScope
+from sidecar.governance.identity import Authenticator
 from sidecar.governance.revisions import RevisionStore
-from sidecar.governance.tls_front import TlsFront
 from sidecar.policy.managed import ManagedOpa
 from sidecar.store import store_backend
 from sidecar.tools import find_tool
 
-__all__ = ["AdminRuntime", "admin_runtime", "bundle_keys", "tls_listener"]
+__all__ = ["AdminRuntime", "admin_runtime", "bundle_keys", "data_plane_gate", "listeners"]
 
 # gRPC's transport cap on one message, above the bundle limit so that a bundle somewhat over the
 # limit still reaches the admin API, which refuses it by name and audits the refusal.
@@ -40,15 +41,9 @@ class AdminRuntime:
 
     service: AdminService
     audit: AuditTrail
-    connections: ConnectionRegistry | None
     max_message_bytes: int
     # The published archives, pruned by sidecar.app.retention (None: not kept here).
     revisions: RevisionStore | None = None
-
-    @property
-    def wants_relay(self) -> bool:
-        """Whether a TLS admin listener relays to the gRPC server."""
-        return self.connections is not None
 
 
 def bundle_keys(config: Config) -> tuple[Path | None, Path]:
@@ -81,13 +76,10 @@ async def admin_runtime(
         revisions = RevisionStore(backend)
         await revisions.create_schema()
         signing_key, verification_key = bundle_keys(config)
-        connections = ConnectionRegistry() if settings.tls is not None else None
         audit = AuditTrail(log, registry)
         service = AdminService(
             authenticator=Authenticator(
-                settings.tokens,
-                connections,
-                require_tls=connections is not None and settings.require_tls,
+                settings.tokens, require_tls=settings.tls is not None and settings.require_tls
             ),
             authorizer=authorizer,
             validator=validator_for(
@@ -110,40 +102,65 @@ async def admin_runtime(
         if managed is not None and policy.bundle.service is None and managed.bundle_path:
             raw = await asyncio.to_thread(Path(managed.bundle_path).read_bytes)
             await service.adopt(raw, "sidecar:startup")
-        yield AdminRuntime(
-            service,
-            audit,
-            connections,
-            settings.max_bundle_bytes + _TRANSPORT_MARGIN,
-            revisions,
-        )
+        yield AdminRuntime(service, audit, settings.max_bundle_bytes + _TRANSPORT_MARGIN, revisions)
     finally:
         await authorizer.close()
         await backend.close()
 
 
+async def listeners(config: Config) -> tuple[Listener, ...]:
+    """Return the listeners beside policy.listen: the admin and data-plane mTLS ones, the socket."""
+    found: list[Listener] = []
+    admin, auth = config.policy.admin, config.policy.auth
+    if admin.tls is not None and admin.listen:
+        tls = admin.tls
+        credentials = await asyncio.to_thread(
+            tls_credentials, "policy.admin.tls", tls.cert_file, tls.key_file, tls.client_ca_file
+        )
+        found.append(Listener("admin-tls", admin.listen, credentials))
+    if auth is not None and auth.tls is not None and auth.listen:
+        tls = auth.tls
+        credentials = await asyncio.to_thread(
+            tls_credentials, "policy.auth.tls", tls.cert_file, tls.key_file, tls.client_ca_file
+        )
+        found.append(Listener("tls", auth.listen, credentials))
+    if auth is not None and auth.unix is not None:
+        unix = auth.unix
+        found.append(
+            Listener("unix", f"unix:{unix.path}", bound=f"unix:{unix.subject}", mode=unix.file_mode)
+        )
+    return tuple(found)
+
+
 @contextlib.asynccontextmanager
-async def tls_listener(
-    config: Config, admin: AdminRuntime, backend_port: int
-) -> AsyncIterator[TlsFront | None]:
-    """Run the TLS admin listener relaying to ``backend_port`` (None when not configured)."""
-    settings = config.policy.admin
-    if settings.tls is None or admin.connections is None:
+async def data_plane_gate(
+    config: Config, *, opa_url: str, registry: CollectorRegistry
+) -> AsyncIterator[DataPlaneGate | None]:
+    """Yield the gate PolicyService calls pass with policy.auth (None without: trusted callers)."""
+    auth = config.policy.auth
+    if auth is None:
         yield None
         return
-    front = TlsFront(
-        settings.listen,
-        cert_file=settings.tls.cert_file,
-        key_file=settings.tls.key_file,
-        client_ca_file=settings.tls.client_ca_file,
-        backend_port=backend_port,
-        connections=admin.connections,
+    refusals = Counter(
+        "policy_sidecar_data_plane_refusals",
+        "PolicyService calls refused by policy.auth, by action and error code.",
+        ["action", "code"],
+        registry=registry,
     )
-    await front.start()
+    authorizer = OpaAuthorizer(opa_url, timeout_s=config.policy.opa.timeout_ms / 1000)
+    scope = TenantScope(
+        dict(config.policy.tenancy.prefixes),
+        {f.name: tuple(f.tenants) for f in config.inventory()},
+    )
     try:
-        yield front
+        yield DataPlaneGate(
+            Authenticator(auth.tokens, "policy.auth.tokens", require_tls=False),
+            authorizer,
+            scope,
+            on_refused=lambda action, code: refusals.labels(action=action, code=code).inc(),
+        )
     finally:
-        await front.stop()
+        await authorizer.close()
 
 
 def _store(config: Config) -> StoreTarget | None:

@@ -21,7 +21,7 @@ from sidecar.health.resolve import PullResolver
 from sidecar.health.source import ProbedHealth
 from sidecar.oci import RegistryClients
 from sidecar.replicate.service import ReplicationService
-from sidecar.typing import HealthLedger, JobStore
+from sidecar.typing import HealthLedger, JobStore, RegistryCredentialSource
 
 __all__ = ["HealthRuntime", "health_runtime", "health_sources", "open_monitor"]
 
@@ -37,15 +37,25 @@ class HealthRuntime:
 
 @contextlib.asynccontextmanager
 async def open_monitor(
-    config: Config, store: HealthLedger, metrics_registry: CollectorRegistry
+    config: Config,
+    store: HealthLedger,
+    metrics_registry: CollectorRegistry,
+    *,
+    credentials: RegistryCredentialSource | None = None,
 ) -> AsyncIterator[HealthMonitor | None]:
-    """Yield the (not yet started) prober, or None when ``policy.health.enabled`` is false."""
+    """Yield the (not yet started) prober, or None when ``policy.health.enabled`` is false.
+
+    ``credentials`` are the secret-manager ones the copying clients use too: a registry whose
+    secret cannot be used probes down, with the reason.
+    """
     settings = config.policy.health
     if not settings.enabled or not config.registries:
         yield None
         return
     # Its own sessions: a probe must not queue behind blob uploads or their rate limit.
-    clients = RegistryClients(config.registries, timeout_s=settings.timeout_s)
+    clients = RegistryClients(
+        config.registries, timeout_s=settings.timeout_s, credentials=credentials
+    )
 
     async def ping(name: str) -> float:
         return await clients.get(name).ping()

@@ -27,6 +27,7 @@ from sidecar.oci import RegistryClients
 from sidecar.replicate.copy import ImageCopier
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.replicate.workers import WorkerPool
+from sidecar.secrets import RegistrySecrets
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry, get_logger
 from sidecar.typing import JobStore
@@ -89,12 +90,21 @@ async def replication_parts(
                 for r in config.registries
             }
             rates = {name: rps for name, rps in rates.items() if rps}
+        # One secret cache for the copying clients and the prober's: a rotation read by one is
+        # seen by both, and the manager is asked once per TTL, not once per client.
+        secrets = RegistrySecrets(config.registries, config.secrets)
+        stack.callback(secrets.close)
+        if secrets.names:
+            _log.info("registry credentials from a secret manager", registries=list(secrets.names))
         clients = RegistryClients(
-            config.registries, rate_limit_rps=rates, timeout_s=settings.request_timeout_s
+            config.registries,
+            rate_limit_rps=rates,
+            timeout_s=settings.request_timeout_s,
+            credentials=secrets.credentials,
         )
         stack.push_async_callback(clients.close)
         health = await stack.enter_async_context(
-            open_monitor(config, store, telemetry.metrics_registry)
+            open_monitor(config, store, telemetry.metrics_registry, credentials=secrets.credentials)
         )
         copier = ImageCopier(
             clients, blob_concurrency=settings.blob_concurrency, tracer=telemetry.tracer

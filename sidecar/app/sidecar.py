@@ -12,22 +12,20 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from sidecar.api.admin_service import AdminServicer
-from sidecar.api.server import GrpcServer
+from sidecar.api.server import BoundListener, GrpcServer
 from sidecar.app.bundle import LocalBundle, build_local_bundle
-from sidecar.app.governance import AdminRuntime, admin_runtime, tls_listener
+from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
 from sidecar.app.retention import retention_task
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
-from sidecar.config import Config
+from sidecar.config import Config, is_loopback
 from sidecar.decide import DecisionService
-from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.enrich import StaticEnricher, check_request_facts, trust_of, validate_request
 from sidecar.errors import PolicyUnavailable
 from sidecar.fallback.modes import Fallback
-from sidecar.governance.tls_front import TlsFront
 from sidecar.masking import RecordMask
 from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
@@ -184,7 +182,8 @@ class Sidecar:
         self.webhooks: WebhookServer | None = None
         self.grpc: GrpcServer | None = None
         self.admin: AdminRuntime | None = None
-        self.admin_tls: TlsFront | None = None
+        self.admin_tls: BoundListener | None = None  # policy.admin.listen, once bound
+        self.data_tls: BoundListener | None = None  # policy.auth.listen, once bound
         self.revisions: RevisionWatcher | None = None
         self.backlog: PolicyBacklog | None = None
         self.metrics: MetricsServer | None = None
@@ -257,21 +256,39 @@ class Sidecar:
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
             await self._start_webhooks(self.replication)
+            gate = await self._stack.enter_async_context(
+                data_plane_gate(
+                    self.config, opa_url=self.runtime.url, registry=self.telemetry.metrics_registry
+                )
+            )
             self.grpc = GrpcServer(
                 self.decisions,
                 settings.listen,
                 replication=self.replication,
                 resolver=self.health.resolver,
-                admin=AdminServicer(self.admin.service),
+                admin=self.admin.service,
                 max_message_bytes=settings.limits.max_message_bytes,
                 admin_max_message_bytes=self.admin.max_message_bytes,
-                relay_port=self.admin.wants_relay,
+                listeners=await listeners(self.config),
+                gate=gate,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)
-            self.admin_tls = await self._stack.enter_async_context(
-                tls_listener(self.config, self.admin, self.grpc.internal_port)
-            )
+            self.admin_tls = self.grpc.bound.get("admin-tls")
+            self.data_tls = self.grpc.bound.get("tls")
+            if gate is None:
+                _log.warning(
+                    "the data plane is unauthenticated: PolicyService trusts every caller's "
+                    "claimed caller (subject, tenant, roles); keep policy.listen on loopback, "
+                    "or configure policy.auth",
+                    listen=settings.listen,
+                )
+            elif not is_loopback(settings.listen):
+                _log.warning(
+                    "policy.listen is plaintext and not loopback: bearer tokens sent there can be "
+                    "read on the network; prefer the mTLS listener (policy.auth.listen)",
+                    listen=settings.listen,
+                )
             await self.grpc.set_serving(True)
         except BaseException:
             await self.stop()
@@ -304,18 +321,23 @@ class Sidecar:
         settings = self.config.policy
         limits = settings.limits
         config = self.config
+        trust = trust_of(config)
 
         def validate(request: DecideRequest) -> None:
             validate_request(request, limits, config.inventory())
+            # now/registry_health/tenant_usage/access need an override role: refused, not ignored.
+            check_request_facts(request, trust)
 
         return DecisionService(
             enricher=StaticEnricher(
                 self.config,
-                # Probed health first: the request's registry_health (a static source) still wins.
+                # Observation first: probed health, registry facts; a request's registry_health
+                # (a static source, override role only) still wins over the probe.
                 extra_sources=(
                     *health_sources(parts.health),
                     *registry_sources(self.config, parts),
                 ),
+                trust=trust,
             ),
             engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
             telemetry=self.telemetry,

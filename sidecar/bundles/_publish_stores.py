@@ -118,7 +118,7 @@ class GcsPublisher:
     def _client(self) -> Any:
         # Imported lazily: google-cloud-storage is heavy and only this store needs it.
         from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
-        from google.cloud import storage  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
+        from google.cloud import storage  # type: ignore[import-untyped,attr-defined,unused-ignore]  # noqa: PLC0415
 
         if self._endpoint:
             return storage.Client(

@@ -61,8 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     decide.add_argument("--event", default="manual", help="push|reconcile|failover|manual")
     decide.add_argument("--size-bytes", type=int, default=0, help="image size in bytes")
-    decide.add_argument("--caller", default="cli", help="caller subject")
+    decide.add_argument(
+        "--caller",
+        default=None,
+        help="caller subject (default: cli; with $POLICY_SIDECAR_TOKEN: the token's identity)",
+    )
     decide.add_argument("--caller-tenant", default=None, help="caller tenant id")
+    decide.add_argument(
+        "--caller-role",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="caller role (repeatable); with --server, --now and --unhealthy need a role in "
+        "policy.facts.override_roles",
+    )
     decide.add_argument("--now", default=None, help="RFC3339 evaluation time (default: now)")
     decide.add_argument(
         "--unhealthy",

@@ -12,9 +12,10 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api.status import grpc_status
 from sidecar.app.sidecar import policy_runtime
+from sidecar.cli._channel import caller_subject, data_plane_channel
 from sidecar.config import Config
 from sidecar.decide import DecisionService
-from sidecar.enrich import StaticEnricher, validate_request
+from sidecar.enrich import FactTrust, StaticEnricher, validate_request
 from sidecar.errors import InvalidArgument, PolicyUnavailable
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.records import DecisionRecords
@@ -37,7 +38,11 @@ def request_from_args(
         annotations=annotations,
         size_bytes=args.size_bytes,
         event=args.event,
-        caller=Caller(subject=args.caller, tenant=args.caller_tenant or None),
+        caller=Caller(
+            subject=caller_subject(args.caller),
+            tenant=args.caller_tenant or None,
+            roles=tuple(getattr(args, "caller_role", ())),
+        ),
         now=args.now,
         registry_health=dict.fromkeys(args.unhealthy, False),
     )
@@ -66,7 +71,9 @@ async def decide_image(
     try:
         async with policy_runtime(config) as runtime:
             service = DecisionService(
-                enricher=StaticEnricher(config),
+                # In process, the caller is the local operator, who owns the config and the
+                # bundle: the facts it states are believed, as a replay's are (docs/facts.md).
+                enricher=StaticEnricher(config, trust=FactTrust.operator()),
                 engine=runtime.engine,
                 telemetry=telemetry,
                 records=DecisionRecords(1, 60.0),
@@ -99,11 +106,15 @@ async def _decide_remote(server: str, request: DecideRequest) -> dict[str, Any]:
             size_bytes=request.size_bytes,
         ),
         event=request.event,
-        caller=pb.Caller(subject=request.caller.subject, tenant=request.caller.tenant or ""),
+        caller=pb.Caller(
+            subject=request.caller.subject,
+            tenant=request.caller.tenant or "",
+            roles=list(request.caller.roles),
+        ),
         now=request.now or "",
         registry_health=dict(request.registry_health),
     )
-    async with grpc.aio.insecure_channel(server) as channel:
+    async with data_plane_channel(server) as channel:
         try:
             answer = await pb_grpc.PolicyServiceStub(channel).Decide(msg, timeout=10)
         except grpc.aio.AioRpcError as exc:

@@ -18,12 +18,15 @@ from google.protobuf.json_format import MessageToDict
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.cli._channel import caller_subject, data_plane_channel
 from sidecar.config import Config, job_store_url
 from sidecar.errors import ErrorCode, InvalidArgument, NotFound, SidecarError
 from sidecar.model.decision import ImageRef
 from sidecar.model.jobs import InboxEvent
 
 __all__ = ["add_parsers", "run_events", "run_jobs", "run_replicate"]
+
+_CALLER_HELP = "caller subject (default: cli; with $POLICY_SIDECAR_TOKEN: the token's identity)"
 
 _TERMINAL = frozenset({"succeeded", "failed", "skipped"})
 _BAR = 24
@@ -36,7 +39,7 @@ def add_parsers(sub: Any) -> None:
     rep.add_argument("--label", action="append", default=[], metavar="K=V", help="image label")
     rep.add_argument("--dry-run", action="store_true", help="report what would be copied only")
     rep.add_argument("--no-wait", action="store_true", help="return once the jobs are queued")
-    rep.add_argument("--caller", default="cli", help="caller subject")
+    rep.add_argument("--caller", default=None, help=_CALLER_HELP)
     rep.add_argument("--caller-tenant", default=None, help="caller tenant id")
     rep.add_argument(
         "--server", metavar="HOST:PORT", help="sidecar address (default: policy.listen)"
@@ -152,11 +155,11 @@ async def run_replicate(
                 labels=labels,
             ),
             event="manual",
-            caller=pb.Caller(subject=args.caller, tenant=args.caller_tenant or ""),
+            caller=pb.Caller(subject=caller_subject(args.caller), tenant=args.caller_tenant or ""),
         ),
         dry_run=args.dry_run,
     )
-    async with grpc.aio.insecure_channel(server) as channel:
+    async with data_plane_channel(server) as channel:
         stub = pb_grpc.PolicyServiceStub(channel)
         try:
             answer = await stub.Replicate(request, timeout=60)
@@ -227,7 +230,7 @@ async def run_jobs(args: argparse.Namespace, config: Config) -> str:
     if args.events:
         return await run_events(args, config)
     server = _address(args, config)
-    async with grpc.aio.insecure_channel(server) as channel:
+    async with data_plane_channel(server) as channel:
         stub = pb_grpc.PolicyServiceStub(channel)
         try:
             if args.job_id:

@@ -29,7 +29,7 @@ import yaml
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.config import Config, load_config
-from sidecar.enrich import StaticEnricher
+from sidecar.enrich import FactTrust, StaticEnricher
 from sidecar.errors import PolicyUnavailable
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 
@@ -137,7 +137,8 @@ def _request(i: int) -> DecideRequest:
             "criticality": "high",
         },
         size_bytes=300_000_000,
-        caller=Caller("bench"),
+        # The bench states its facts (scan labels, access): a caller with an override role.
+        caller=Caller("bench", roles=("replay",)),
         access={"eu-west-1": 120, "us-east-1": 40},
     )
 
@@ -152,7 +153,7 @@ def _to_proto(req: DecideRequest) -> pb.DecideRequest:
             labels=dict(req.labels),
             size_bytes=req.size_bytes,
         ),
-        caller=pb.Caller(subject=req.caller.subject),
+        caller=pb.Caller(subject=req.caller.subject, roles=list(req.caller.roles)),
         access=dict(req.access),
         event=req.event,
     )
@@ -287,7 +288,7 @@ async def _drain(proc: asyncio.subprocess.Process) -> None:
 async def _measure(
     config: Config, address: str, opa_url: str, levels: list[int], total: int
 ) -> dict[str, Any]:
-    enricher = StaticEnricher(config)
+    enricher = StaticEnricher(config, trust=FactTrust.operator())  # the bench states its facts
     inputs = [(await enricher.enrich(_request(i))).to_json() for i in range(200)]
     protos = [_to_proto(_request(i)) for i in range(200)]
     rows = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config._admin import AdminToken
+from sidecar.config._auth import AuthSettings, AuthUnixSettings, is_loopback
 from sidecar.config._bundle import BundleServeSettings
 from sidecar.config._glob import destination_template, glob_regex
 from sidecar.config._health import HealthSettings
@@ -37,6 +38,7 @@ from sidecar.config._registries import (
     endpoint_host,
     normalise_environment,
     parse_registries,
+    registry_nodes,
 )
 from sidecar.config._replication import (
     ReplicationSettings,
@@ -46,11 +48,23 @@ from sidecar.config._replication import (
     job_store_url,
 )
 from sidecar.config._schema import config_schema
+from sidecar.config._secrets import (
+    DEFAULT_SECRET_CACHE_TTL_S,
+    SECRET_MANAGERS,
+    SecretRef,
+    SecretsSettings,
+    check_registry_secrets,
+    parse_secrets,
+    secret_ref,
+)
 from sidecar.config._sensitive import SENSITIVE_ROOT, SensitiveDataSettings
 from sidecar.config._settings import (
+    DEFAULT_GATE_LABELS,
+    DEFAULT_OVERRIDE_ROLES,
     FAIL_MODES,
     BundleSettings,
     DecisionRecordSettings,
+    FactSettings,
     LegacySettings,
     Limits,
     OpaSettings,
@@ -63,14 +77,21 @@ from sidecar.errors import NotFound
 from sidecar.model.decision import RegistryFacts
 
 __all__ = [
+    "DEFAULT_GATE_LABELS",
+    "DEFAULT_OVERRIDE_ROLES",
+    "DEFAULT_SECRET_CACHE_TTL_S",
     "FAIL_MODES",
+    "SECRET_MANAGERS",
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
+    "AuthSettings",
+    "AuthUnixSettings",
     "BundleServeSettings",
     "BundleSettings",
     "Config",
     "DecisionRecordSettings",
+    "FactSettings",
     "HealthSettings",
     "LegacySettings",
     "Limits",
@@ -82,6 +103,8 @@ __all__ = [
     "ReplicationSettings",
     "RetentionSettings",
     "RetrySettings",
+    "SecretRef",
+    "SecretsSettings",
     "SensitiveDataSettings",
     "SyncConfig",
     "SyncImage",
@@ -93,12 +116,14 @@ __all__ = [
     "destination_template",
     "endpoint_host",
     "glob_regex",
+    "is_loopback",
     "is_valid_bundle_name",
     "job_store_url",
     "load_config",
     "load_sync_config",
     "normalise_environment",
     "parse_target",
+    "secret_ref",
 ]
 
 # Keys that would make a sync config ambiguous: such a file must be one thing or the other.
@@ -114,6 +139,8 @@ class Config:
     default_source: str | None = None
     default_destination: str | None = None
     source: str = ""
+    # The top-level ``secrets:`` section: where registries using a secret manager read credentials.
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
     # What loaded but looks wrong (unknown registry keys), as "file:line: key: problem" lines.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -164,6 +191,12 @@ def load_config(path: str | Path | None, *, strict: bool = False) -> Config:
     registries = parse_registries(
         top.get("registries", doc.child("registries", None)), known_tenants(policy_node), warnings
     )
+    secrets_node = top.get("secrets", doc.child("secrets", None))
+    secrets = parse_secrets(secrets_node, resolved.parent, warnings)
+    registries_node = top.get("registries", doc.child("registries", None))
+    check_registry_secrets(
+        registries.registries, registry_nodes(registries_node), secrets, secrets_node, warnings
+    )
     policy = parse_policy(policy_node, resolved.parent, registries.registries)
     # Freightliner's registries.yaml keeps its defaults at the top level instead.
     default_source = registries.default_source
@@ -178,5 +211,6 @@ def load_config(path: str | Path | None, *, strict: bool = False) -> Config:
         default_source=default_source,
         default_destination=default_destination,
         source=str(resolved),
+        secrets=secrets,
         warnings=tuple(warnings.messages),
     )

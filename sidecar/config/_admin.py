@@ -33,6 +33,9 @@ __all__ = [
     "AdminTlsSettings",
     "AdminToken",
     "parse_admin",
+    "parse_tls",
+    "parse_token",
+    "subject_name",
 ]
 
 DEFAULT_MAX_BUNDLE_BYTES = 16 * 1024 * 1024
@@ -77,15 +80,18 @@ class AdminTlsSettings:
     client_ca_file: _File | None = None
 
 
+subject_name = Annotated[
+    NonEmpty, _matching(_SUBJECT, "use letters, digits and . _ @ - (at most 128)")
+]
+
+
 @dataclass(frozen=True, slots=True)
 class AdminToken:
     """One bearer token, stored hashed: it authenticates as ``token:<subject>``."""
 
     __pydantic_config__ = _FORBID
 
-    subject: Annotated[
-        NonEmpty, _matching(_SUBJECT, "use letters, digits and . _ @ - (at most 128)")
-    ]
+    subject: subject_name
     sha256: _Sha256 | None = None
     bcrypt: Annotated[Str, _matching(_BCRYPT, "expected a bcrypt hash ($2b$12$…)")] | None = field(
         default=None, repr=False
@@ -130,9 +136,9 @@ def parse_admin(node: Node, base: Path) -> AdminSettings:
     f = node.fields(keys(AdminSettings), strict=True)
     given: dict[str, object] = {}
     if "tls" in f and not f["tls"].is_null:
-        given["tls"] = _tls(f["tls"], base)
+        given["tls"] = parse_tls(f["tls"], base)
     if "tokens" in f:
-        given["tokens"] = tuple(_token(item) for item in f["tokens"].items())
+        given["tokens"] = tuple(parse_token(item) for item in f["tokens"].items())
     if "publish" in f and not f["publish"].is_null:
         given["publish"] = read_record(AdminPublishSettings, f["publish"])
     admin = read_record(AdminSettings, node, given=given)
@@ -147,14 +153,16 @@ def parse_admin(node: Node, base: Path) -> AdminSettings:
     return admin
 
 
-def _tls(node: Node, base: Path) -> AdminTlsSettings:
+def parse_tls(node: Node, base: Path) -> AdminTlsSettings:
+    """Parse a ``tls`` mapping (cert_file, key_file, client_ca_file)."""
     f = node.fields(keys(AdminTlsSettings), strict=True)
     if any(key not in f or f[key].is_null for key in ("cert_file", "key_file")):
         raise node.error("needs cert_file and key_file (PEM)")
     return read_record(AdminTlsSettings, node, base=base)
 
 
-def _token(node: Node) -> AdminToken:
+def parse_token(node: Node) -> AdminToken:
+    """Parse one hashed token entry (subject, sha256 or bcrypt, expires_at)."""
     f = node.fields((*keys(AdminToken), "token"), strict=True)
     if "token" in f:
         raise f["token"].error(

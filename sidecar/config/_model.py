@@ -38,6 +38,7 @@ __all__ = [
     "URL",
     "Bool",
     "Duration",
+    "Expanded",
     "HostPort",
     "Int",
     "Key",
@@ -80,6 +81,8 @@ HostPort = Annotated[Str, AfterValidator(host_port), Field(description="HOST:POR
 URL = Annotated[NonEmpty, AfterValidator(url), Field(description="http(s)://host:port")]
 Path_ = Annotated[NonEmpty, AfterValidator(_path)]
 Secret = Annotated[Str, AfterValidator(expanded), Field(description="a secret, e.g. ${VARIABLE}")]
+# A value an unset ${VARIABLE} must not reach as literal text (a username, a secret's name).
+Expanded = Annotated[Str, AfterValidator(expanded)]
 Target = Annotated[NonEmpty, AfterValidator(bundle_target)]
 # A mapping key written by the user (a tenant, a prefix, a document name): YAML may read it as a
 # number or a boolean; it is taken as written.

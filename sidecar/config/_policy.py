@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field
 
 from sidecar.config._admin import parse_admin
+from sidecar.config._auth import is_loopback, parse_auth
 from sidecar.config._bundle import parse_bundle_serve, parse_bundle_service
 from sidecar.config._health import parse_health
 from sidecar.config._legacy import read_rule
@@ -27,6 +28,7 @@ from sidecar.config._settings import (
     BUNDLE_OUTPUT,
     BundleSettings,
     DecisionRecordSettings,
+    FactSettings,
     LegacySettings,
     Limits,
     OpaSettings,
@@ -152,11 +154,24 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
         "telemetry": read_record(TelemetrySettings, section("telemetry")),
         "limits": read_record(Limits, section("limits")),
         "decision_records": read_record(DecisionRecordSettings, section("decision_records")),
+        "facts": read_record(FactSettings, section("facts")),
         "replication": parse_replication(section("replication"), base, names),
         "health": parse_health(section("health")),
         "sensitive_data": parse_sensitive_data(section("sensitive_data"), base),
         "admin": parse_admin(section("admin"), base),
+        "auth": parse_auth(section("auth"), base),
     }
     if "metrics_listen" in f and f["metrics_listen"].is_null:
         sections["metrics_listen"] = ""  # null: no metrics listener
-    return read_record(PolicySettings, node, base=base, given=sections)
+    policy = read_record(PolicySettings, node, base=base, given=sections)
+    if (
+        policy.auth is None
+        and not policy.allow_unauthenticated_listen
+        and not is_loopback(policy.listen)
+    ):
+        raise section("listen").error(
+            f"{policy.listen} is not loopback, and without policy.auth every caller there is "
+            "trusted: configure policy.auth, listen on 127.0.0.1, or set "
+            "policy.allow_unauthenticated_listen: true"
+        )
+    return policy

@@ -17,7 +17,17 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from sidecar.config._model import Bool, Duration, Int, NonEmpty, Str, keys, read_record
+from sidecar.config._model import (
+    Bool,
+    Duration,
+    Expanded,
+    Int,
+    NonEmpty,
+    Secret,
+    Str,
+    keys,
+    read_record,
+)
 from sidecar.config._read import Node, Warnings, did_you_mean
 from sidecar.config._scalars import as_str
 from sidecar.model.decision import RegistryFacts
@@ -31,6 +41,7 @@ __all__ = [
     "endpoint_host",
     "normalise_environment",
     "parse_registries",
+    "registry_nodes",
 ]
 
 # Freightliner's examples spell environments out; the policy's bundle data uses the short forms.
@@ -72,14 +83,16 @@ class AuthConfig:
     """A registry's credentials as Freightliner configures them (secrets stay out of repr)."""
 
     type: Annotated[Str, _or("anonymous")] = "anonymous"
-    username: Str = ""
-    password: Str = field(default="", repr=False)
-    token: Str = field(default="", repr=False)
-    profile: Str = ""
-    role_arn: Str = ""
-    credentials_file: Str = ""
+    # An unset ${VAR} in any credential field is refused at load, never sent as literal text.
+    username: Expanded = ""
+    password: Secret = field(default="", repr=False)
+    token: Secret = field(default="", repr=False)
+    profile: Expanded = ""
+    role_arn: Expanded = ""
+    credentials_file: Expanded = ""
+    # Credentials from the secret manager of the top-level ``secrets:`` section (sidecar/secrets).
     use_secrets_manager: Bool = False
-    secret_name: Str = ""
+    secret_name: Expanded = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +270,14 @@ def _check_backs(registries: tuple[RegistryConfig, ...], nodes: list[Node]) -> N
             )
 
 
+def registry_nodes(node: Node) -> list[Node]:
+    """The entry nodes of ``registries:`` in either Freightliner shape (a list, or a wrapper)."""
+    entries = node
+    if isinstance(node.value, dict):
+        entries = node.fields().get("registries", node.child("registries", None))
+    return list(entries.items())
+
+
 def parse_registries(
     node: Node, known_tenants: frozenset[str] = frozenset(), warnings: Warnings | None = None
 ) -> RegistryList:
@@ -267,15 +288,13 @@ def parse_registries(
     """
     warnings = warnings if warnings is not None else Warnings()
     default_source = default_destination = None
-    entries = node
     if isinstance(node.value, dict):
         wrapper = node.fields()
-        entries = wrapper.get("registries", node.child("registries", None))
         if "default_source" in wrapper:
             default_source = wrapper["default_source"].optional_string()
         if "default_destination" in wrapper:
             default_destination = wrapper["default_destination"].optional_string()
-    nodes = list(entries.items())
+    nodes = registry_nodes(node)
     registries = tuple(_registry(n, known_tenants, warnings) for n in nodes)
     seen: dict[str, int] = {}
     for index, registry in enumerate(registries):

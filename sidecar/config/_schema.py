@@ -15,6 +15,7 @@ from pydantic import ConfigDict, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 from sidecar.config._registries import RegistryEntry
+from sidecar.config._secrets import SecretsSettings
 from sidecar.config._settings import PolicySettings
 
 __all__ = ["config_schema"]
@@ -44,6 +45,7 @@ class _ConfigFile:
     default_source: str | None = None
     default_destination: str | None = None
     policy: PolicySettings | None = None
+    secrets: SecretsSettings | None = None
 
 
 _NULL = {"type": "null"}

@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sidecar.config._admin import AdminSettings
+from sidecar.config._auth import AuthSettings
 from sidecar.config._bundle import BundleServeSettings, BundleServiceSettings
 from sidecar.config._health import HealthSettings
 from sidecar.config._legacy import ReplicationRule, SyncConfigPath
-from sidecar.config._model import URL, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
+from sidecar.config._model import URL, Bool, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
 from sidecar.config._replication import ReplicationSettings
 from sidecar.config._scalars import choice, host_port, url
 from sidecar.config._sensitive import SensitiveDataSettings
@@ -24,13 +25,16 @@ from sidecar.telemetry import LOG_FORMATS, LOG_LEVELS
 
 __all__ = [
     "BUNDLE_OUTPUT",
+    "DEFAULT_GATE_LABELS",
     "DEFAULT_LAST_KNOWN_ENTRIES",
     "DEFAULT_LISTEN",
     "DEFAULT_METRICS_LISTEN",
+    "DEFAULT_OVERRIDE_ROLES",
     "DEFAULT_SERVICE_NAME",
     "FAIL_MODES",
     "BundleSettings",
     "DecisionRecordSettings",
+    "FactSettings",
     "LegacySettings",
     "Limits",
     "OpaSettings",
@@ -228,6 +232,23 @@ class DecisionRecordSettings:
     mask: tuple[Annotated[NonEmpty, AfterValidator(_mask)], ...] = ()
 
 
+DEFAULT_OVERRIDE_ROLES = ("fact-override", "replay")
+DEFAULT_GATE_LABELS = ("security.scan.*", "tenant", "compliance-required", "customer-id")
+
+
+@dataclass(frozen=True, slots=True)
+class FactSettings:
+    """``policy.facts``: which request-stated facts the sidecar believes (docs/facts.md)."""
+
+    __pydantic_config__ = _FORBID
+
+    # caller roles that may state now, registry_health, tenant_usage and access, and gate facts
+    # the registry could not observe (replay, testing); [] = no caller may
+    override_roles: tuple[NonEmpty, ...] = DEFAULT_OVERRIDE_ROLES
+    # label globs that gate a decision: a request's value counts only when the registry shows it
+    gate_labels: tuple[NonEmpty, ...] = DEFAULT_GATE_LABELS
+
+
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
     """The whole ``policy:`` section."""
@@ -250,3 +271,8 @@ class PolicySettings:
     health: HealthSettings = field(default_factory=HealthSettings)
     sensitive_data: SensitiveDataSettings = field(default_factory=SensitiveDataSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    facts: FactSettings = field(default_factory=FactSettings)
+    # None: the data plane trusts its callers (loopback only); else who they are (config/_auth.py)
+    auth: AuthSettings | None = None
+    # Serve an unauthenticated data plane on a non-loopback policy.listen anyway (not advised).
+    allow_unauthenticated_listen: Bool = False

@@ -17,13 +17,25 @@ from sidecar.enrich.sources import (
     TenantUsageSource,
     scan_from_labels,
 )
-from sidecar.enrich.static import StaticEnricher, base_draft, static_sources
+from sidecar.enrich.static import StaticEnricher, base_draft, static_sources, trust_of
+from sidecar.enrich.trust import (
+    DEFAULT_GATE_LABELS,
+    DEFAULT_OVERRIDE_ROLES,
+    OVERRIDE_FACTS,
+    FactTrust,
+    check_request_facts,
+    merge_request_image,
+)
 from sidecar.enrich.validate import validate_request
 
 __all__ = [
+    "DEFAULT_GATE_LABELS",
+    "DEFAULT_OVERRIDE_ROLES",
+    "OVERRIDE_FACTS",
     "Contribution",
     "EnrichmentReport",
     "FactSource",
+    "FactTrust",
     "Finding",
     "RequestHealth",
     "ScanLabels",
@@ -32,9 +44,12 @@ __all__ = [
     "TenantUsageSource",
     "apply_sources",
     "base_draft",
+    "check_request_facts",
     "format_rfc3339",
+    "merge_request_image",
     "parse_rfc3339",
     "scan_from_labels",
     "static_sources",
+    "trust_of",
     "validate_request",
 ]

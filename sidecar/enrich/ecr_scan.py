@@ -90,7 +90,7 @@ class EcrScanSource:
         if scan is None:
             return Contribution(draft, (warning,) if warning else ())
         image = dataclasses.replace(draft.image, scan=scan)
-        return Contribution(dataclasses.replace(draft, image=image))
+        return Contribution(dataclasses.replace(draft, image=image), observed=("image.scan",))
 
     def _client(self, registry: RegistryConfig) -> ECRClient:
         with self._lock:

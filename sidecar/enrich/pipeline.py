@@ -5,13 +5,17 @@ warnings. Sources compose in order, so a later source sees what earlier ones fou
 read from labels that an OCI-config source added, say). A source that raises or overruns its
 deadline is skipped — the draft stays as it was before it — and the failure is reported, because
 a missing fact must degrade a decision (e.g. to SCAN_MISSING), never block it.
+
+A source that reads a fact from the world (the registry, its scanner) names the fact paths it
+observed in its contribution; the report maps each to the source, so the enricher knows which
+facts were observed and which only the request states (``enrich/trust.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sidecar.model.decision import DecideRequest, PolicyInput
@@ -25,6 +29,8 @@ class Contribution:
 
     draft: PolicyInput
     warnings: tuple[str, ...] = ()
+    # Fact paths this source read from the world (e.g. "image.labels", "image.scan").
+    observed: tuple[str, ...] = ()
 
 
 class FactSource(Protocol):
@@ -55,6 +61,7 @@ class EnrichmentReport:
     applied: tuple[str, ...] = ()
     warnings: tuple[Finding, ...] = ()
     failures: tuple[Finding, ...] = ()
+    observed: Mapping[str, str] = field(default_factory=dict)  # fact path → source name
 
 
 async def apply_sources(
@@ -68,6 +75,7 @@ async def apply_sources(
     applied: list[str] = []
     warnings: list[Finding] = []
     failures: list[Finding] = []
+    observed: dict[str, str] = {}
     for source in sources:
         try:
             async with asyncio.timeout(timeout_s):
@@ -81,4 +89,5 @@ async def apply_sources(
         draft = contribution.draft
         applied.append(source.name)
         warnings.extend(Finding(source.name, w) for w in contribution.warnings)
-    return draft, EnrichmentReport(tuple(applied), tuple(warnings), tuple(failures))
+        observed.update(dict.fromkeys(contribution.observed, source.name))
+    return draft, EnrichmentReport(tuple(applied), tuple(warnings), tuple(failures), observed)

@@ -2,7 +2,9 @@
 
 The manifest and its config are content-addressed, so what they yield is cached by digest (an
 LRU); referrers (signatures, attestations) are added after a push, so that part is re-read once
-older than ``referrers_ttl_s``. Facts the request states win. An index's size is the SUM over its
+older than ``referrers_ttl_s``. What the registry says replaces what the draft held: these are
+observed facts, and the enricher decides which request-stated facts may join them
+(``enrich/trust.py``). An index's size is the SUM over its
 children, because replicating an index copies every platform and that is what the policy's
 egress-cost estimate needs. Signature/attestation/SBOM presence travels as annotations
 (``policy-sidecar.io/signed|attested|sbom`` = "true"/"false") until ImageFacts has fields for it.
@@ -48,6 +50,17 @@ _SBOM_TYPES = (
 )
 _MAX_CONFIG = 1 << 20  # configs are a few KB; a bigger one is not worth reading for labels
 _MAX_CHILDREN = 16  # bounds the fan-out of one lookup on huge indexes
+# The fact paths one lookup observes: content facts always, referrer facts when they were read.
+_CONTENT_FACTS = (
+    "image.labels",
+    "image.annotations",
+    "image.created_at",
+    "image.size_bytes",
+    "image.platforms",
+)
+_REFERRER_FACTS = tuple(
+    f"image.annotations.{key}" for key in (ANNOTATION_SIGNED, ANNOTATION_ATTESTED, ANNOTATION_SBOM)
+)
 _T = TypeVar("_T")
 
 
@@ -116,7 +129,7 @@ class RegistryFactSource:
             ) from None
 
     async def contribute(self, request: DecideRequest, draft: PolicyInput) -> Contribution:
-        """Return the draft with registry facts under the request's; raise when the image is unreadable."""
+        """Return the draft with the registry's facts; raise when the image is unreadable."""
         ref = draft.image.ref
         client = self._clients.get(ref.registry)
         digest = ref.digest
@@ -145,7 +158,10 @@ class RegistryFactSource:
                 trace.get_current_span().add_event(
                     "registry facts incomplete", {"source": self.name, "problem": problem}
                 )
-        return Contribution(_merge(draft, digest, content, referrers), tuple(warnings))
+        observed = _CONTENT_FACTS if referrers is None else (*_CONTENT_FACTS, *_REFERRER_FACTS)
+        if referrers is not None and referrers.scan is not None:
+            observed = (*observed, "image.scan")
+        return Contribution(_merge(draft, digest, content, referrers), tuple(warnings), observed)
 
     async def _read_content(
         self, client: RegistryClient, repo: str, manifest: Manifest
@@ -269,27 +285,27 @@ def _merge(
     content: _ContentFacts,
     referrers: _ReferrerFacts | None,
 ) -> PolicyInput:
-    """Registry facts under what the request (and earlier sources) already stated."""
+    """The draft with the registry's facts in place of whatever it held (observed facts win)."""
     image = draft.image
-    annotations = {**content.annotations, **image.annotations}
+    annotations = dict(content.annotations)
     if referrers is not None:
         for key, flag in (
             (ANNOTATION_SIGNED, referrers.signed),
             (ANNOTATION_ATTESTED, referrers.attested),
             (ANNOTATION_SBOM, referrers.sbom),
         ):
-            annotations.setdefault(key, "true" if flag else "false")
-    scan = image.scan or (referrers.scan if referrers else None)
+            annotations[key] = "true" if flag else "false"
+    scan = (referrers.scan if referrers else None) or image.scan
     return dataclasses.replace(
         draft,
         image=dataclasses.replace(
             image,
             ref=dataclasses.replace(image.ref, digest=digest),
-            labels={**content.labels, **image.labels},
+            labels=dict(content.labels),
             annotations=annotations,
-            created_at=image.created_at or content.created_at,
-            size_bytes=image.size_bytes or content.size_bytes,
-            platforms=image.platforms or content.platforms,
+            created_at=content.created_at,
+            size_bytes=content.size_bytes,
+            platforms=content.platforms,
             scan=scan,
         ),
     )

@@ -1,12 +1,16 @@
-"""The first enricher: the policy input from the request, its labels and the config alone.
+"""The enricher: the policy input from observation, the request, its labels and the config.
 
-It builds a base draft from the request and the configured inventory, then runs the static fact
-sources. A registry-backed enricher later adds its own sources (OCI config labels, referrers, ECR
-scan findings, a health prober) to the same list via ``extra_sources``.
+It runs in two phases. First the observation sources (``extra_sources``: the health prober, OCI
+config labels and referrers, ECR scan findings, pull counts) fill a draft holding only the image
+reference, so what they read is what the registry says. Then the request's image facts join the
+observed ones by the rules of ``enrich/trust.py`` (observed facts win; gate facts need an
+observation or an override role), and the static sources (caller-observed health, scan labels,
+tenant, usage) complete the draft. The provenance of every fact comes out alongside.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -16,10 +20,17 @@ from sidecar.config import Config
 from sidecar.enrich.pipeline import EnrichmentReport, FactSource, apply_sources
 from sidecar.enrich.rfc3339 import format_rfc3339
 from sidecar.enrich.sources import RequestHealth, ScanLabels, TenantResolver, TenantUsageSource
-from sidecar.model.decision import Caller, DecideRequest, ImageFacts, PolicyInput
+from sidecar.enrich.trust import FactTrust, merge_request_image, provenance_of, strip_overrides
+from sidecar.model.decision import (
+    Caller,
+    DecideRequest,
+    FactProvenance,
+    ImageFacts,
+    PolicyInput,
+)
 from sidecar.telemetry import get_logger
 
-__all__ = ["StaticEnricher", "base_draft", "static_sources"]
+__all__ = ["StaticEnricher", "base_draft", "static_sources", "trust_of"]
 
 _log = get_logger("sidecar.enrich")
 
@@ -59,8 +70,23 @@ def static_sources(config: Config) -> tuple[FactSource, ...]:
     )
 
 
+def trust_of(config: Config) -> FactTrust:
+    """Return the fact trust ``policy.facts`` configures."""
+    facts = config.policy.facts
+    return FactTrust(frozenset(facts.override_roles), tuple(facts.gate_labels))
+
+
+def _joined(first: EnrichmentReport, second: EnrichmentReport) -> EnrichmentReport:
+    return EnrichmentReport(
+        applied=(*first.applied, *second.applied),
+        warnings=(*first.warnings, *second.warnings),
+        failures=(*first.failures, *second.failures),
+        observed={**first.observed, **second.observed},
+    )
+
+
 class StaticEnricher:
-    """Implements typing.Enricher from the request and config alone."""
+    """Implements typing.Enricher: observation sources, then the request, then static sources."""
 
     def __init__(
         self,
@@ -69,24 +95,53 @@ class StaticEnricher:
         *,
         extra_sources: Sequence[FactSource] = (),
         source_timeout_s: float | None = None,
+        trust: FactTrust | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
-        # Extra (registry-backed) sources run first, so their facts win over the label fallbacks.
-        self._sources = (*extra_sources, *static_sources(config))
+        # Observation (registry-backed) sources run first, on a draft without the request's
+        # image facts, so what they report is what they observed.
+        self._observers = tuple(extra_sources)
+        self._sources = static_sources(config)
         self._timeout_s = source_timeout_s
+        self._trust = trust if trust is not None else trust_of(config)
+
+    async def enrich_with_provenance(
+        self, request: DecideRequest
+    ) -> tuple[PolicyInput, EnrichmentReport, FactProvenance]:
+        """Return the policy input for ``request``, how each source fared, and each fact's origin."""
+        request, dropped = strip_overrides(request, self._trust)
+        now = request.now or format_rfc3339(self._clock())
+        draft = base_draft(request, self._config, now)
+        bare = dataclasses.replace(draft, image=ImageFacts(ref=request.image))
+        bare, observing = await apply_sources(
+            self._observers, request, bare, timeout_s=self._timeout_s
+        )
+        draft, origins, refused = merge_request_image(
+            bare, request, observing.observed, self._trust
+        )
+        draft, completing = await apply_sources(
+            self._sources, request, draft, timeout_s=self._timeout_s
+        )
+        report = _joined(observing, completing)
+        provenance = provenance_of(draft, request, origins, report.observed, (*dropped, *refused))
+        return draft, report, provenance
 
     async def enrich_with_report(
         self, request: DecideRequest
     ) -> tuple[PolicyInput, EnrichmentReport]:
         """Return the policy input for ``request`` and how each fact source fared."""
-        now = request.now or format_rfc3339(self._clock())
-        draft = base_draft(request, self._config, now)
-        return await apply_sources(self._sources, request, draft, timeout_s=self._timeout_s)
+        policy_input, report, _ = await self.enrich_with_provenance(request)
+        return policy_input, report
 
     async def enrich(self, request: DecideRequest) -> PolicyInput:
         """Return the policy input for ``request``; problems are logged, never raised."""
-        policy_input, report = await self.enrich_with_report(request)
+        policy_input, _ = await self.enrich_traced(request)
+        return policy_input
+
+    async def enrich_traced(self, request: DecideRequest) -> tuple[PolicyInput, FactProvenance]:
+        """Return the policy input and its provenance; problems are logged and traced, never raised."""
+        policy_input, report, provenance = await self.enrich_with_provenance(request)
         # The decision span's child (policy.enrich) is current: a missing fact must be visible in
         # the trace of the decision it degraded, not only in a log line.
         span = trace.get_current_span()
@@ -112,4 +167,13 @@ class StaticEnricher:
                 problem=finding.message,
                 image=str(request.image),
             )
-        return policy_input
+        if provenance.dropped:
+            # A dropped request fact is what an attacker's forgery looks like: visible, not loud.
+            span.set_attribute("enrich.dropped_facts", [d.fact for d in provenance.dropped])
+            _log.info(
+                "request facts dropped",
+                facts=[d.fact for d in provenance.dropped],
+                caller=request.caller.subject,
+                image=str(request.image),
+            )
+        return policy_input, provenance

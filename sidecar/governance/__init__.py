@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sidecar.governance.admin import AdminService, Credentials
+from sidecar.governance.admin import AdminService
+from sidecar.governance.gate import Admission, DataPlaneGate, TenantScope
+from sidecar.governance.identity import Credentials, PeerCertificate, certificate_from_pem
 from sidecar.governance.revisions import StoredRevision
 
-__all__ = ["AdminService", "Credentials", "StoredRevision"]
+__all__ = [
+    "AdminService",
+    "Admission",
+    "Credentials",
+    "DataPlaneGate",
+    "PeerCertificate",
+    "StoredRevision",
+    "TenantScope",
+    "certificate_from_pem",
+]

@@ -21,7 +21,7 @@ from sidecar.errors import BundleRejected, InvalidArgument, PermissionDenied, Si
 from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.changes import BundleChanges, bundle_changes
 from sidecar.governance.delivery import BundleDelivery
-from sidecar.governance.identity import Authenticator, Caller, CallerUnknown
+from sidecar.governance.identity import Authenticator, Caller, CallerUnknown, Credentials
 from sidecar.governance.revisions import RevisionStore, StoredRevision
 from sidecar.telemetry import get_logger
 
@@ -29,14 +29,6 @@ __all__ = ["AdminService", "Credentials", "PublishOutcome", "RevisionList", "Rol
 
 _DETAIL_MAX = 8000
 _log = get_logger("sidecar.governance.admin")
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a call presented: the gRPC peer address and the bearer token, if any."""
-
-    peer: str
-    bearer: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +254,7 @@ class AdminService:
 
     async def _caller(self, credentials: Credentials, action: str) -> Caller:
         try:
-            return await self._authn.authenticate(credentials.peer, credentials.bearer)
+            return await self._authn.authenticate(credentials)
         except CallerUnknown as exc:
             await self._record(AuditEvent(exc.actor, action, "unauthenticated", detail=exc.message))
             raise

@@ -19,11 +19,17 @@ __all__ = ["AuthzDecision", "OpaAuthorizer"]
 
 @dataclass(frozen=True, slots=True)
 class AuthzDecision:
-    """OPA's answer: ``allow``, the caller's roles, and the bundle revision that decided."""
+    """OPA's answer: ``allow``, the caller's roles, and the bundle revision that decided.
+
+    ``tenants`` and ``platform``: the tenants the caller's bindings name, and whether one of them
+    names none (the caller acts for the platform); the data plane derives ``caller`` from them.
+    """
 
     allow: bool
     roles: tuple[str, ...]
     bundle_revision: str
+    tenants: tuple[str, ...] = ()
+    platform: bool = False
 
 
 class OpaAuthorizer:
@@ -41,13 +47,19 @@ class OpaAuthorizer:
         answer = await self._engine.evaluate(
             {"caller": caller.to_input(), "action": action, "target": dict(target)}
         )
-        roles = answer.result.get("roles", [])
         return AuthzDecision(
             allow=answer.result.get("allow") is True,
-            roles=tuple(sorted(str(r) for r in roles)) if isinstance(roles, list) else (),
+            roles=_strings(answer.result.get("roles")),
             bundle_revision=answer.bundle_revision,
+            tenants=_strings(answer.result.get("tenants")),
+            platform=answer.result.get("platform") is True,
         )
 
     async def close(self) -> None:
         """Release the connection to OPA."""
         await self._engine.close()
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    """A Rego set (a JSON list) of strings, sorted; anything else is empty."""
+    return tuple(sorted(str(v) for v in value)) if isinstance(value, list) else ()

@@ -1,21 +1,22 @@
-"""Who is calling the admin API: a client certificate (via the TLS admin listener) or a token.
+"""Who is calling: a client certificate, a bearer token, or the unix socket the call came through.
 
 Tokens are configured hashed (``sha256`` hex or ``bcrypt``), never in plaintext; a presented token
 is compared in constant time. bcrypt is slow on purpose (~0.1-0.3 s a check), so it runs on a small
 thread pool of its own, never on the event loop, and a verified token is remembered (by its sha256)
 for :data:`BCRYPT_CACHE_S` so a caller's repeated calls pay it once.
 
-Certificates are verified by OpenSSL against the client CA during the handshake, but the verdict
-is only recorded there (see ``tls_front``) so that a refused certificate still reaches the API and
-is answered UNAUTHENTICATED and audited here.
+Certificates are verified by gRPC's own TLS (``ssl_server_credentials`` with client auth) during
+the handshake: a certificate the client CA did not sign, or an expired one, never gets a
+connection. The certificate of a call is read from that connection's auth context, so it belongs
+to the connection itself — not to an address another local process could take over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from cryptography import x509
 
 from sidecar.config import AdminToken
 from sidecar.errors import Unauthenticated
@@ -32,8 +35,9 @@ __all__ = [
     "Authenticator",
     "Caller",
     "CallerUnknown",
-    "ConnectionRegistry",
+    "Credentials",
     "PeerCertificate",
+    "certificate_from_pem",
     "hash_token",
 ]
 
@@ -51,11 +55,11 @@ def _checkpw(token: bytes, hashed: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated admin caller: ``subject`` for the audit log, ``names`` for role bindings."""
+    """An authenticated caller: ``subject`` for the audit log, ``names`` for role bindings."""
 
     subject: str
     names: tuple[str, ...]
-    method: str  # "mtls" | "token"
+    method: str  # "mtls" | "token" | "unix"
 
     def to_input(self) -> dict[str, Any]:
         """Return the ``input.caller`` object of a ``data.system.authz`` query."""
@@ -77,11 +81,10 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PeerCertificate:
-    """A client certificate seen on a TLS admin connection, with OpenSSL's verdict on it."""
+    """A client certificate gRPC's TLS verified against the client CA for this connection."""
 
     subject: str
     sans: tuple[str, ...]
-    problem: str  # "" when it verified against the client CA
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -89,48 +92,51 @@ class PeerCertificate:
         return (self.subject, *self.sans)
 
 
-class ConnectionRegistry:
-    """Maps the sidecar-side address of each TLS-terminated connection to its client certificate.
+def certificate_from_pem(pem: bytes) -> PeerCertificate:
+    """Return the subject (RFC 4514) and typed SANs (``DNS:``, ``URI:``, ``email:``, ``IP:``)."""
+    cert = x509.load_pem_x509_certificate(pem)
+    sans: list[str] = []
+    with contextlib.suppress(x509.ExtensionNotFound):
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans += [f"DNS:{n}" for n in names.get_values_for_type(x509.DNSName)]
+        sans += [f"URI:{n}" for n in names.get_values_for_type(x509.UniformResourceIdentifier)]
+        sans += [f"email:{n}" for n in names.get_values_for_type(x509.RFC822Name)]
+        sans += [f"IP:{n}" for n in names.get_values_for_type(x509.IPAddress)]
+    return PeerCertificate(cert.subject.rfc4514_string(), tuple(sans))
 
-    The TLS front registers a connection before it forwards a single byte, and forgets it before
-    closing, so a gRPC peer address found here is exactly one the front opened.
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a call presented, as its listener saw it (filled by the gRPC layer, read here).
+
+    ``via_tls``: it came through a TLS listener that verified ``certificate`` (None: no client
+    certificate). ``bound``: the subject configured for the unix socket it came through.
     """
 
-    def __init__(self) -> None:
-        self._peers: dict[str, PeerCertificate | None] = {}
-        self._lock = threading.Lock()
-
-    def register(self, peer: str, certificate: PeerCertificate | None) -> None:
-        """Record the connection ``peer`` (``ipv4:127.0.0.1:PORT``) and its certificate, if any."""
-        with self._lock:
-            self._peers[peer] = certificate
-
-    def forget(self, peer: str) -> None:
-        """Drop a closed connection."""
-        with self._lock:
-            self._peers.pop(peer, None)
-
-    def lookup(self, peer: str) -> tuple[bool, PeerCertificate | None]:
-        """Return (came through the TLS front, its client certificate or None)."""
-        with self._lock:
-            if peer in self._peers:
-                return True, self._peers[peer]
-        return False, None
+    peer: str
+    bearer: str | None
+    certificate: PeerCertificate | None = None
+    via_tls: bool = False
+    bound: str | None = None
 
 
 class Authenticator:
-    """Turns a call's peer address and bearer token into a :class:`Caller`, or CallerUnknown."""
+    """Turns what a call presented into a :class:`Caller`, or CallerUnknown naming the problem.
+
+    A bearer token, when presented, names the caller (the certificate then only secured the
+    connection); else the client certificate; else the unix socket's bound subject.
+    """
 
     def __init__(
         self,
         tokens: Sequence[AdminToken],
-        connections: ConnectionRegistry | None,
+        tokens_key: str | None = None,
         *,
         require_tls: bool,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tuple(tokens)
-        self._connections = connections
+        self._tokens_key = tokens_key or "policy.admin.tokens"
         self._require_tls = require_tls
         self._clock = clock
         # sha256 of a bcrypt-verified token -> (its entry, verified at); oldest first.
@@ -138,28 +144,27 @@ class Authenticator:
         self._bcrypt_pool: ThreadPoolExecutor | None = None
 
     async def authenticate(
-        self, peer: str, bearer: str | None, *, now: datetime | None = None
+        self,
+        peer: str | Credentials,
+        bearer: str | None = None,
+        *,
+        now: datetime | None = None,
     ) -> Caller:
-        """Identify the caller: certificate first, then token; CallerUnknown names the problem."""
-        via_tls, certificate = (
-            self._connections.lookup(peer) if self._connections else (False, None)
-        )
-        if self._require_tls and not via_tls:
+        """Identify the caller of ``peer`` (or full :class:`Credentials`) presenting ``bearer``."""
+        given = peer if isinstance(peer, Credentials) else Credentials(peer, bearer)
+        if self._require_tls and not given.via_tls:
             raise CallerUnknown(
-                f"peer:{peer}",
+                f"peer:{given.peer}",
                 "admin calls must come through the TLS admin listener (policy.admin.listen)",
             )
-        if certificate is not None:
-            if certificate.problem:
-                raise CallerUnknown(
-                    certificate.subject,
-                    f"client certificate {certificate.subject!r} refused: {certificate.problem}",
-                )
-            return Caller(certificate.subject, certificate.names, "mtls")
-        if bearer:
-            return await self._token_caller(bearer, now or datetime.now(UTC))
+        if given.bearer:
+            return await self._token_caller(given.bearer, now or datetime.now(UTC))
+        if given.certificate is not None:
+            return Caller(given.certificate.subject, given.certificate.names, "mtls")
+        if given.bound:
+            return Caller(given.bound, (given.bound,), "unix")
         raise CallerUnknown(
-            f"peer:{peer}",
+            f"peer:{given.peer}",
             "no credentials: present a client certificate or an 'authorization: Bearer' token",
         )
 
@@ -169,7 +174,7 @@ class Authenticator:
         if entry is None:
             # Never the token itself: a short hash prefix lets operators correlate attempts.
             raise CallerUnknown(
-                f"token:unknown-{digest[:8]}", "unknown bearer token (not in policy.admin.tokens)"
+                f"token:unknown-{digest[:8]}", f"unknown bearer token (not in {self._tokens_key})"
             )
         subject = f"token:{entry.subject}"
         if entry.expires_at is not None and now >= entry.expires_at:

@@ -89,13 +89,17 @@ class HealthBreaker:
         """Successful probes in a row, up to the latest."""
         return self._successes
 
-    def record(self, ok: bool, error: str = "") -> Transition | None:
-        """Count one probe outcome; return the transition when the state flips, else None."""
+    def record(self, ok: bool, error: str = "", *, conclusive: bool = False) -> Transition | None:
+        """Count one probe outcome; return the transition when the state flips, else None.
+
+        ``conclusive`` marks a failure that needs no first contact to mean "down": the sidecar's
+        own credentials for the registry are unusable (its secret is missing or malformed).
+        """
         if ok:
             self._successes, self._failures = self._successes + 1, 0
         else:
             self._failures, self._successes = self._failures + 1, 0
-        target = self._target(ok)
+        target = self._target(ok, conclusive)
         if target is None:
             return None
         previous, self._state = self._state, target
@@ -105,11 +109,15 @@ class HealthBreaker:
         streak = self._successes if ok else self._failures
         return Transition(self.registry, previous, target, streak, "" if ok else error)
 
-    def _target(self, ok: bool) -> HealthState | None:
+    def _target(self, ok: bool, conclusive: bool = False) -> HealthState | None:
         state = self._state
         if state is HealthState.UNKNOWN:
-            # First contact proves the route and credentials; before it nothing is concluded.
-            return HealthState.HEALTHY if ok else None
+            # First contact proves the route and credentials; before it nothing is concluded,
+            # unless the credentials are known unusable: no contact will ever be made then.
+            if ok:
+                return HealthState.HEALTHY
+            down = conclusive and self._failures >= self._failure_threshold
+            return HealthState.UNHEALTHY if down else None
         if self._clock() - self._changed_at < self._min_dwell_s:
             return None
         if state is HealthState.HEALTHY and self._failures >= self._failure_threshold:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from sidecar.config import HealthSettings
-from sidecar.errors import ErrorCode, RegistryError, SidecarError
+from sidecar.errors import ErrorCode, RegistryError, SecretUnusable, SidecarError
 from sidecar.health.breaker import HealthBreaker, HealthState, Transition
 from sidecar.health.metrics import HealthMetrics
 from sidecar.telemetry import get_logger
@@ -47,6 +47,8 @@ class ProbeResult:
     latency_s: float
     outcome: str  # "ok" or an ErrorCode value / "timeout"
     error: str = ""
+    # The failure needs no first contact to mean "down" (the registry's secret is unusable).
+    conclusive: bool = False
 
 
 class HealthMonitor:
@@ -188,7 +190,9 @@ class HealthMonitor:
                 self._metrics.probe_seconds.labels(result.registry, result.outcome).observe(
                     result.latency_s
                 )
-                change = self._breakers[result.registry].record(result.ok, result.error)
+                change = self._breakers[result.registry].record(
+                    result.ok, result.error, conclusive=result.conclusive
+                )
                 if change is not None:
                     transitions.append(change)
             if transitions:
@@ -207,7 +211,11 @@ class HealthMonitor:
             if exc.status == 429:
                 # Throttling proves the registry is up; the copies honour its Retry-After.
                 return ProbeResult(name, True, time.perf_counter() - started, "ok")
-            return self._failed(name, started, exc.code.value, exc.message)
+            # An unusable secret is not the registry's fault, but nothing can be sent to it:
+            # down, with the reason, without waiting for a first contact that cannot happen.
+            conclusive = isinstance(exc, SecretUnusable) and not exc.transient
+            latency = time.perf_counter() - started
+            return ProbeResult(name, False, latency, exc.code.value, exc.message, conclusive)
         except SidecarError as exc:
             return self._failed(name, started, exc.code.value, exc.message)
         except Exception as exc:  # a probe must never kill the round

@@ -20,7 +20,9 @@ __all__ = [
     "DecisionResult",
     "Deferral",
     "Denial",
+    "DroppedFact",
     "EngineAnswer",
+    "FactProvenance",
     "ImageFacts",
     "ImageRef",
     "PolicyInput",
@@ -315,6 +317,39 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class DroppedFact:
+    """A fact the request stated that the decision did not use, and why (never its value)."""
+
+    fact: str  # a fact path, e.g. "image.labels.security.scan.status"
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        """Return the Explain JSON object."""
+        return {"fact": self.fact, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class FactProvenance:
+    """Where each fact of a policy input came from, and which request facts were dropped.
+
+    ``facts`` maps a fact path (``now``, ``image.labels.<key>``, ``image.scan``, ``access.<region>``,
+    ``registries.<name>.healthy``, ...) to its origin: ``registry`` (read from the source registry
+    or its scanner), ``sidecar`` (the sidecar's clock, probes and records), ``config`` (the
+    configuration) or ``request`` (stated by the caller).
+    """
+
+    facts: Mapping[str, str] = field(default_factory=dict)
+    dropped: tuple[DroppedFact, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the Explain JSON object ({"facts": {...}, "dropped": [...]})."""
+        return {
+            "facts": dict(sorted(self.facts.items())),
+            "dropped": [d.to_json() for d in self.dropped],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionResult:
     """A decision plus where it came from: ids that flow into logs, traces and the gRPC answer."""
 
@@ -326,6 +361,7 @@ class DecisionResult:
     eval_ns: int = 0
     input: PolicyInput | None = None
     decided_at: str = ""
+    provenance: FactProvenance | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sidecar.config import RegistryConfig
-from sidecar.errors import RegistryError
+from sidecar.errors import RegistryError, SecretUnusable
+from sidecar.typing import RegistryCredentials
 
 __all__ = [
     "Authenticator",
@@ -31,6 +32,7 @@ __all__ = [
     "GcpCredentials",
     "StaticCredentials",
     "TokenFetch",
+    "UnwiredSecret",
     "basic_header",
     "credentials_for",
     "parse_challenge",
@@ -71,12 +73,8 @@ def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-class CredentialSource(Protocol):
-    """Yields the username/password to present to a registry (refreshing cloud tokens)."""
-
-    async def get(self) -> tuple[str, str]:
-        """Return ``(username, password)``; raise RegistryError when they cannot be obtained."""
-        ...
+# Where a registry's username/password come from (sidecar/typing.py: the seam with sidecar/secrets).
+CredentialSource = RegistryCredentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +87,31 @@ class StaticCredentials:
     async def get(self) -> tuple[str, str]:
         """Return the configured pair."""
         return self.username, self.password
+
+    def refused(self, credentials: tuple[str, str]) -> bool:
+        """Nothing to refresh: the config holds only these."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class UnwiredSecret:
+    """A registry configured for a secret manager in a client built without one: always refuses.
+
+    Going anonymous instead would hide the misconfiguration until a push is denied.
+    """
+
+    registry: str
+
+    async def get(self) -> tuple[str, str]:
+        """Raise SecretUnusable: this client cannot read the registry's secret."""
+        raise SecretUnusable(
+            f"registry {self.registry}: auth.use_secrets_manager is set, but this client has no "
+            "secret manager to read it from"
+        )
+
+    def refused(self, credentials: tuple[str, str]) -> bool:
+        """Never reached (get() always raises)."""
+        return False
 
 
 class EcrCredentials:
@@ -147,6 +170,15 @@ class EcrCredentials:
                         status=401,
                     ) from exc
             return self._cached[0], self._cached[1]
+
+    def refused(self, credentials: tuple[str, str]) -> bool:
+        """Drop a refused token (revoked early): the next :meth:`get` asks ECR for a new one."""
+        cached = self._cached
+        if cached is None:
+            return False
+        if (cached[0], cached[1]) == credentials:
+            self._cached = None
+        return True
 
 
 class GcpCredentials:
@@ -209,10 +241,18 @@ class GcpCredentials:
                     ) from exc
             return "oauth2accesstoken", str(credentials.token)
 
+    def refused(self, credentials: tuple[str, str]) -> bool:
+        """google-auth refreshes by expiry itself; a refused live token is not asked for again."""
+        return False
+
 
 def credentials_for(registry: RegistryConfig) -> CredentialSource | None:
     """Return the credential source ``registry.auth``/``registry.type`` configure (None: anonymous)."""
     auth = registry.auth
+    if auth.use_secrets_manager:
+        # The composition root hands such a registry its secret's credentials; a client built
+        # without them must fail loudly, never fall back to anonymous.
+        return UnwiredSecret(registry.name)
     kind = auth.type.strip().lower()
     if kind in ("", "anonymous", "none") and registry.type.lower() in _AWS | _GCP:
         kind = "" if auth.username else registry.type.lower()
@@ -246,6 +286,8 @@ class Authenticator:
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self._lock = asyncio.Lock()
+        # The last Basic header sent and the credentials in it: a 401 to it marks them refused.
+        self._basic: tuple[str, tuple[str, str]] | None = None
 
     async def header(self, scopes: tuple[str, ...]) -> str | None:
         """Return the Authorization value for a request needing ``scopes`` (None: send none)."""
@@ -253,7 +295,10 @@ class Authenticator:
         if challenge is None or challenge.scheme == "basic":
             if self._credentials is None:
                 return None
-            return basic_header(*await self._credentials.get())
+            credentials = await self._credentials.get()
+            header = basic_header(*credentials)
+            self._basic = (header, credentials)
+            return header
         if challenge.scheme != "bearer":
             return None
         key = tuple(sorted(set(scopes)))
@@ -277,7 +322,17 @@ class Authenticator:
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
         creds = await self._credentials.get() if self._credentials else None
-        answer = await self._fetch_token(realm, params, basic_header(*creds) if creds else None)
+        try:
+            answer = await self._fetch_token(realm, params, basic_header(*creds) if creds else None)
+        except RegistryError as exc:
+            # The token service refused our credentials: a rotated secret is read again, and
+            # the exchange tried once more with what it holds now (once: never a loop).
+            if exc.status != 401 or creds is None or self._credentials is None:
+                raise
+            if not self._credentials.refused(creds):
+                raise
+            creds = await self._credentials.get()
+            answer = await self._fetch_token(realm, params, basic_header(*creds))
         token = answer.get("token") or answer.get("access_token")
         if not token:
             raise RegistryError(
@@ -286,8 +341,12 @@ class Authenticator:
         ttl = float(answer.get("expires_in") or _DEFAULT_TOKEN_TTL_S)
         return str(token), self._clock() + max(1.0, ttl - min(_REFRESH_MARGIN_S, ttl / 4))
 
-    def learn(self, www_authenticate: str) -> bool:
-        """Record a 401's challenge; True when retrying with the new scheme can succeed."""
+    def learn(self, www_authenticate: str, sent: str | None = None) -> bool:
+        """Record a 401's challenge; True when retrying (once) can succeed.
+
+        ``sent`` is the Authorization header the refused request carried: Basic credentials the
+        registry refused are dropped from their source (a rotated secret is read again).
+        """
         challenge = parse_challenge(www_authenticate)
         if challenge is None:
             return False
@@ -298,4 +357,13 @@ class Authenticator:
             had_tokens = bool(self._tokens)
             self._tokens.clear()
             return changed or had_tokens
-        return changed and self._credentials is not None
+        if self._credentials is None:
+            return False
+        basic = self._basic
+        refreshed = (
+            challenge.scheme == "basic"
+            and basic is not None
+            and sent == basic[0]
+            and self._credentials.refused(basic[1])
+        )
+        return changed or refreshed

@@ -24,6 +24,7 @@ from sidecar.oci._media import (
     fallback_tag,
 )
 from sidecar.oci._upload import mount_blob, pull_scope, push_blob, push_scope
+from sidecar.typing import RegistryCredentials
 
 __all__ = [
     "COSIGN_TAG_TYPES",
@@ -72,14 +73,19 @@ class RegistryClient:
         rate_limit_rps: float | None = None,
         burst: int = 10,
         timeout_s: float = 30.0,
+        credentials: RegistryCredentials | None = None,
     ) -> None:
-        """Configure from the inventory entry; the registry's own ``timeout`` wins over ``timeout_s``."""
+        """Configure from the inventory entry; the registry's own ``timeout`` wins over ``timeout_s``.
+
+        ``credentials`` replaces the ones ``registry.auth`` configures (a secret manager's).
+        """
         self.name = registry.name
         self._t = Transport(
             registry,
             rate_limit_rps=rate_limit_rps,
             burst=burst,
             timeout_s=registry.timeout_s or timeout_s,
+            credentials=credentials,
         )
         self._no_referrers_api_until = 0.0
 

@@ -19,6 +19,7 @@ from sidecar.errors import RegistryError, RegistryUnavailable
 from sidecar.oci._auth import Authenticator, credentials_for
 from sidecar.oci.ratelimit import TokenBucket
 from sidecar.telemetry import get_logger
+from sidecar.typing import RegistryCredentials
 
 __all__ = [
     "MAX_TOKEN_BYTES",
@@ -167,8 +168,12 @@ class Transport:
         rate_limit_rps: float | None,
         burst: int,
         timeout_s: float,
+        credentials: RegistryCredentials | None = None,
     ) -> None:
-        """Prepare (but do not open) the session; it opens on first use inside the event loop."""
+        """Prepare (but do not open) the session; it opens on first use inside the event loop.
+
+        ``credentials`` (a secret manager's) replaces those ``registry.auth`` configures.
+        """
         self.name = registry.name
         self.base = base_url(registry)
         self.origin = URL(self.base).origin()
@@ -190,7 +195,9 @@ class Transport:
         )
         self._bucket = TokenBucket(rate_limit_rps, burst) if rate_limit_rps else None
         self._session: aiohttp.ClientSession | None = None
-        self.auth = Authenticator(registry.name, credentials_for(registry), self._fetch_token)
+        self.auth = Authenticator(
+            registry.name, credentials or credentials_for(registry), self._fetch_token
+        )
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._tls_error is not None:
@@ -308,7 +315,7 @@ class Transport:
                     and same_origin(resp.url, self.origin)
                     and attempt == 0
                     and replayable
-                    and self.auth.learn(resp.headers.get("WWW-Authenticate", ""))
+                    and self.auth.learn(resp.headers.get("WWW-Authenticate", ""), authorization)
                 ):
                     continue
                 raise await self._error(resp, what)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from sidecar.config import RegistryConfig
 from sidecar.errors import NotFound
 from sidecar.oci._client import RegistryClient
+from sidecar.typing import RegistryCredentialSource
 
 __all__ = ["RegistryClients"]
 
@@ -27,12 +28,20 @@ class RegistryClients:
         *,
         rate_limit_rps: Mapping[str, float] | float | None = None,
         timeout_s: float = 30.0,
+        credentials: RegistryCredentialSource | None = None,
     ) -> None:
-        """Create (lazily connecting) clients; ``rate_limit_rps`` is one rate or one per registry."""
+        """Create (lazily connecting) clients; ``rate_limit_rps`` is one rate or one per registry.
+
+        ``credentials`` gives a registry's credentials from outside its config (a secret manager);
+        a registry it has none for uses its ``auth`` section.
+        """
         self._clients: dict[str, RegistryClient] = {}
         for registry in registries:
             self._clients[registry.name] = RegistryClient(
-                registry, rate_limit_rps=_rate(rate_limit_rps, registry.name), timeout_s=timeout_s
+                registry,
+                rate_limit_rps=_rate(rate_limit_rps, registry.name),
+                timeout_s=timeout_s,
+                credentials=credentials(registry.name) if credentials else None,
             )
 
     @property

@@ -153,6 +153,20 @@ def _configure_structlog(numeric: int, fmt: str, out: TextIO) -> None:
     )
 
 
+# Cloud SDKs log whole request and response bodies at DEBUG (botocore's "Response body:" holds
+# a GetSecretValue's SecretString, a KMS Decrypt's plaintext key): those lines are never kept,
+# whatever the level, so a debug log cannot leak a registry's credentials or a data key.
+_WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google", "grpc")
+
+
+class _NoWireBodies(logging.Filter):
+    """Drops the DEBUG lines of the SDK loggers that echo what they send and receive."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep a record unless it is SDK debug output."""
+        return record.levelno > logging.DEBUG or not record.name.startswith(_WIRE_LOGGERS)
+
+
 def configure_logging(
     level: str = "info", fmt: str = "json", stream: LogStream | None = None
 ) -> None:
@@ -162,6 +176,7 @@ def configure_logging(
     out = cast(TextIO, stream if stream is not None else _CurrentStderr())
     _configure_structlog(numeric, fmt, out)
     handler = _BridgeHandler(out)
+    handler.addFilter(_NoWireBodies())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

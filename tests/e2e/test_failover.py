@@ -164,7 +164,11 @@ async def test_a_primary_outage_fails_over_parks_and_catches_up_by_priority(
         await jobs_until(running, settled(10))
         for repo, digest in parked.items():
             image = pb.Image(registry="ci", repository=repo, tag="prod-3", digest=digest)
-            insisting = pb.DecideRequest(image=image, registry_health={"prod-us": True})
+            # Stating registry health takes an override role (policy.facts.override_roles).
+            operator = pb.Caller(subject="operator", roles=["fact-override"])
+            insisting = pb.DecideRequest(
+                image=image, registry_health={"prod-us": True}, caller=operator
+            )
             await stub.Replicate(pb.ReplicateRequest(request=insisting))
         jobs = await jobs_until(
             running, lambda js: sum(j.state == "parked" for j in js) == 3 and settled(13)(js)

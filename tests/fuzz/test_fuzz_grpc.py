@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import Limits, load_config
-from tests.support.fuzz import CASES_CONFIG, contract_violations, examples, nasty_text, near_rfc3339
+from tests.support.fuzz import (
+    CASES_CONFIG,
+    FUZZ_TOKEN,
+    contract_violations,
+    examples,
+    nasty_text,
+    near_rfc3339,
+)
 from tests.support.sidecar import RunningSidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -241,3 +248,49 @@ async def test_job_queries_answer_or_refuse_naming_the_field(
     want = grpc.StatusCode.NOT_FOUND if job_id else grpc.StatusCode.INVALID_ARGUMENT
     assert lookup.value.code() == want, lookup.value.details()
     await _still_serving(sidecar)
+
+
+# What a client may put in an ``authorization`` header: printable ASCII (gRPC metadata).
+_header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+_tokens = st.one_of(
+    st.just(FUZZ_TOKEN),
+    st.just(f" {FUZZ_TOKEN} "),
+    st.just(FUZZ_TOKEN + "x"),
+    _header_text,
+)
+
+
+@settings(max_examples=examples(40))
+@given(
+    fuzzed=fuzzed_requests(),
+    presented=_tokens,
+    scheme=st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", ""]),
+)
+@example(fuzzed=Fuzzed(_valid(), frozenset({"caller"})), presented=FUZZ_TOKEN, scheme="Bearer")
+async def test_an_authenticated_sidecar_answers_fuzzed_requests_and_credentials(
+    authed_sidecar: RunningSidecar, fuzzed: Fuzzed, presented: str, scheme: str
+) -> None:
+    """policy.auth: a bad credential is UNAUTHENTICATED, a widening caller PERMISSION_DENIED."""
+    if "caller" not in fuzzed.replaced:
+        fuzzed.request.caller.subject = ""  # derived from the token
+    metadata = (("authorization", f"{scheme} {presented}"),)
+    valid = scheme.lower() == "bearer" and presented.strip() == FUZZ_TOKEN
+    try:
+        answer = await authed_sidecar.stub.Decide(fuzzed.request, metadata=metadata, timeout=30)
+    except grpc.aio.AioRpcError as err:
+        detail = err.details() or ""
+        if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+            assert not valid, detail
+        elif err.code() == grpc.StatusCode.PERMISSION_DENIED:
+            assert valid and "caller" in fuzzed.replaced, detail
+            assert detail.startswith("caller."), detail
+        else:
+            _check_refusal(err, fuzzed)
+    else:
+        assert valid
+        _decision_ok(answer.decision, fuzzed.request.image.registry)
+    still = await authed_sidecar.stub.Decide(
+        pb.DecideRequest(image=_valid().image),
+        metadata=(("authorization", f"Bearer {FUZZ_TOKEN}"),),
+    )
+    assert still.decision_id and not still.degraded

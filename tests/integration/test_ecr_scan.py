@@ -127,6 +127,11 @@ async def test_critical_findings_fail_the_scan(moto: MotoServer, ecr: ECRClient)
     _set_findings(moto, custom)
     result, _ = await _enrich(moto, _draft(ImageRef("ecr-eu", "team/vulnerable", "prod-2", digest)))
     assert result.image.scan == ScanFacts("failed", "2026-01-01T00:00:00Z", 2, 5, "ecr")
+    # An observed scan: request scan labels cannot override it (docs/facts.md).
+    ref = ImageRef("ecr-eu", "team/vulnerable", "prod-2", digest)
+    source = EcrScanSource([ECR, HARBOR], endpoint_url=moto.endpoint_url)
+    _, report = await apply_sources([source], DecideRequest(ref), _draft(ref))
+    assert report.observed == {"image.scan": "ecr.scan"}
 
 
 async def test_unscanned_image_leaves_scan_null_with_a_warning(

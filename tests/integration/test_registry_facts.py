@@ -86,17 +86,28 @@ async def _manifest_size(client: RegistryClient, repo: str, digest: str) -> int:
     return head.size
 
 
-async def test_image_facts_come_from_the_registry_under_the_request(
+async def test_image_facts_come_from_the_registry_over_the_request(
     clients: RegistryClients, src: RegistryClient
 ) -> None:
     labels = {"team": "payments", "tenant": "acme", "criticality": "high"}
     image = await push_image(src, "team/app", tag="prod-1", labels=labels)
     ref = ImageRef("src", "team/app", "prod-1")
-    result, report = await _lookup(RegistryFactSource(clients), ref, {"team": "checkout"})
-    assert report == EnrichmentReport(applied=("registry.image",))
+    result, report = await _lookup(
+        RegistryFactSource(clients), ref, {"team": "checkout", "tenant": "globex"}
+    )
+    assert (report.applied, report.warnings, report.failures) == (("registry.image",), (), ())
+    assert set(report.observed) == {
+        "image.labels",
+        "image.annotations",
+        "image.created_at",
+        "image.size_bytes",
+        "image.platforms",
+        *(f"image.annotations.{k}" for k in (SIGNED, ATTESTED, SBOM)),
+    }
     facts = result.image
-    # Request labels win over config labels; the tag resolved to the manifest digest.
-    assert facts.labels == {"team": "checkout", "tenant": "acme", "criticality": "high"}
+    # Issue 15: observed facts win; the request's labels never reach the draft from this source.
+    # The tag resolved to the manifest digest.
+    assert facts.labels == labels
     assert facts.ref == ImageRef("src", "team/app", "prod-1", image.digest)
     assert (facts.created_at, facts.platforms) == ("2026-01-02T03:04:05Z", ("linux/amd64",))
     manifest_size = await _manifest_size(src, "team/app", image.digest)

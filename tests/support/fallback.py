@@ -43,7 +43,11 @@ def closed_port() -> int:
 def request_from_case(request: dict[str, Any]) -> DecideRequest:
     """Turn a tests/cases request (proto YAML form) into the model the service takes."""
     clean = {k: v for k, v in request.items() if v is not None}
-    return decide_request_from_proto(ParseDict(clean, pb.DecideRequest()))
+    msg = ParseDict(clean, pb.DecideRequest())
+    # The cases state their facts, as a replay does: believed only with an override role, which
+    # the case runner (tests/e2e/test_cases.py) adds too.
+    msg.caller.roles.append("replay")
+    return decide_request_from_proto(msg)
 
 
 def decision_service(

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 __all__ = [
     "CASES_CONFIG",
+    "FUZZ_TOKEN",
     "PROFILE_ENV",
     "ROOT",
     "STORM_FACTOR",
@@ -40,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The data-driven cases' inventory: nine registries across environments, GDPR, DR and tenants.
 CASES_CONFIG = ROOT / "tests" / "cases" / "sidecar.yaml"
 _DEFAULT_PROFILE = "ci"
+# The bearer token of the authenticated fuzz sidecar (policy.auth), bound to the platform replicator.
+FUZZ_TOKEN = "fuzz-token-0123456789"
 
 # Hand-picked strings that break naive parsers: empty, whitespace, NUL, combining and
 # right-to-left characters, emoji, templates, globs, JSON-ish words, quotes.

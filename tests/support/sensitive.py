@@ -47,7 +47,8 @@ def customer_request(customer: str, tag: str = "prod-1.0") -> pb.DecideRequest:
         "security.scan.critical": "0",
     }
     image = pb.Image(registry="ci", repository="team/app", tag=tag, labels=labels)
-    return pb.DecideRequest(image=image, caller=pb.Caller(subject="test"))
+    # No registry holds the image: its labels are believed only from a caller with an override role.
+    return pb.DecideRequest(image=image, caller=pb.Caller(subject="test", roles=["replay"]))
 
 
 def _cases_config(state: Path) -> dict[str, Any]:

@@ -42,7 +42,12 @@ def config(tmp_path: Path) -> Config:
 
 
 def _request(repository: str = "team/app", **fields: object) -> DecideRequest:
-    request = DecideRequest(image=ImageRef("ci", repository, "prod-1", "sha256:" + "a" * 64))
+    # A replaying caller: nothing here is observed, so only a caller holding an override role
+    # has its stated facts believed (tests/unit/test_fact_trust.py covers everyone else).
+    request = DecideRequest(
+        image=ImageRef("ci", repository, "prod-1", "sha256:" + "a" * 64),
+        caller=Caller("replayer", roles=("replay",)),
+    )
     return dataclasses.replace(request, **fields)  # type: ignore[arg-type]
 
 
@@ -59,7 +64,7 @@ async def test_input_carries_request_facts_inventory_and_the_clock(config: Confi
         platforms=("linux/amd64",),
         event="reconcile",
         access={"eu-west-1": 7},
-        caller=Caller("ci-bot", tenant="", roles=("replicator",)),
+        caller=Caller("ci-bot", tenant="", roles=("replicator", "replay")),
     )
     doc = (await _enrich(config, request)).to_json()
     assert doc["now"] == "2026-11-28T12:30:05Z"
@@ -68,7 +73,7 @@ async def test_input_carries_request_facts_inventory_and_the_clock(config: Confi
     assert (doc["image"]["created_at"], doc["image"]["size_bytes"]) == ("2026-11-01T00:00:00Z", 123)
     assert doc["image"]["platforms"] == ["linux/amd64"]
     assert doc["access"] == {"eu-west-1": 7}
-    assert doc["caller"] == {"subject": "ci-bot", "tenant": None, "roles": ["replicator"]}
+    assert doc["caller"] == {"subject": "ci-bot", "tenant": None, "roles": ["replicator", "replay"]}
     assert [r["name"] for r in doc["registries"]] == ["ci", "prod-eu", "prod-us"]
     assert doc["registries"][1]["environment"] == "prod"
     assert doc["registries"][1]["gdpr"] is True

@@ -98,3 +98,16 @@ def test_first_contact_starts_no_dwell() -> None:
 def test_nonsense_settings_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message names the setting
         breaker(Clock(), **options)
+
+
+def test_unusable_credentials_take_a_never_reached_registry_down() -> None:
+    # Its secret is missing: no first contact can ever happen, so waiting for one would keep the
+    # registry "unknown" (counted healthy) forever while every job to it fails.
+    b = breaker(Clock())
+    changes = []
+    for _ in range(3):
+        change = b.record(False, "registry x: auth: secret 's': not found", conclusive=True)
+        if change is not None:
+            changes.append((change.previous.value, change.state.value, change.error))
+    assert changes == [("unknown", "unhealthy", "registry x: auth: secret 's': not found")]
+    assert feed(b, "++") == [("unhealthy", "healthy")]  # the secret fixed: back once it works
