@@ -258,7 +258,10 @@ class Sidecar:
             await self._start_webhooks(self.replication)
             gate = await self._stack.enter_async_context(
                 data_plane_gate(
-                    self.config, opa_url=self.runtime.url, registry=self.telemetry.metrics_registry
+                    self.config,
+                    opa_url=self.runtime.url,
+                    registry=self.telemetry.metrics_registry,
+                    opa_token=self.runtime.token,
                 )
             )
             self.grpc = GrpcServer(
