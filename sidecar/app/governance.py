@@ -66,7 +66,11 @@ async def admin_runtime(
     policy = config.policy
     backend = store_backend(job_store_url(policy.replication, str(policy.state_dir)))
     await backend.connect()
-    authorizer = OpaAuthorizer(opa_url, timeout_s=policy.opa.timeout_ms / 1000)
+    authorizer = OpaAuthorizer(
+        opa_url,
+        timeout_s=policy.opa.timeout_ms / 1000,
+        token=managed.token if managed is not None else None,
+    )
     try:
         log = AuditLog(backend, description="audit")
         await log.create_schema()
@@ -151,9 +155,12 @@ async def listeners(config: Config) -> tuple[Listener, ...]:
 
 @contextlib.asynccontextmanager
 async def data_plane_gate(
-    config: Config, *, opa_url: str, registry: CollectorRegistry
+    config: Config, *, opa_url: str, registry: CollectorRegistry, opa_token: str | None = None
 ) -> AsyncIterator[DataPlaneGate | None]:
-    """Yield the gate PolicyService calls pass with policy.auth (None without: trusted callers)."""
+    """Yield the gate PolicyService calls pass with policy.auth (None without: trusted callers).
+
+    ``opa_token`` is the managed OPA's API token (None: an external OPA).
+    """
     auth = config.policy.auth
     if auth is None:
         yield None
@@ -164,7 +171,9 @@ async def data_plane_gate(
         ["action", "code"],
         registry=registry,
     )
-    authorizer = OpaAuthorizer(opa_url, timeout_s=config.policy.opa.timeout_ms / 1000)
+    authorizer = OpaAuthorizer(
+        opa_url, timeout_s=config.policy.opa.timeout_ms / 1000, token=opa_token
+    )
     scope = TenantScope(
         dict(config.policy.tenancy.prefixes),
         {f.name: tuple(f.tenants) for f in config.inventory()},
