@@ -7,6 +7,9 @@ TOOLS_BIN ?= $(HOME)/.cache/policy-sidecar/tools/bin
 OPA ?= $(TOOLS_BIN)/opa
 CONFTEST ?= $(TOOLS_BIN)/conftest
 REGAL ?= $(TOOLS_BIN)/regal
+# The policy sandbox (no http.send, opa.runtime, net.lookup_ip_addr, remote schemas): the same
+# capabilities bundle builds and validation use. Regenerate with scripts/opa-capabilities.py.
+CAPABILITIES ?= sidecar/opa_capabilities.json
 
 # Line coverage gate over the shipped replication policies (tests excluded).
 COVERAGE_MIN ?= 90
@@ -34,15 +37,15 @@ policy-fmt:
 	$(OPA) fmt --list --fail rego
 
 policy-syntax:
-	$(OPA) check --strict rego bundles/default
+	$(OPA) check --strict --capabilities $(CAPABILITIES) rego bundles/default
 
 policy-lint:
 	$(REGAL) lint --config-file .regal/config.yaml rego
 
 policy-test:
-	$(OPA) test $(POLICY_TEST_PATHS)
+	$(OPA) test --capabilities $(CAPABILITIES) $(POLICY_TEST_PATHS)
 	@report="$$(mktemp)"; trap 'rm -f "$$report"' EXIT; \
-	$(OPA) test --coverage --format=json $(POLICY_TEST_PATHS) > "$$report"; \
+	$(OPA) test --capabilities $(CAPABILITIES) --coverage --format=json $(POLICY_TEST_PATHS) > "$$report"; \
 	pct="$$($(OPA) eval --fail --format=raw --stdin-input '$(COVERAGE_QUERY)' < "$$report")"; \
 	echo "rego/replication line coverage: $$pct% (minimum $(COVERAGE_MIN)%)"; \
 	if ! awk -v pct="$$pct" -v min="$(COVERAGE_MIN)" 'BEGIN { exit !(pct >= min) }'; then \

@@ -146,6 +146,7 @@ class DecisionService:
             allow=decision.allow,
             routes=[r.registry for r in decision.routes],
             deferred=[d.registry for d in decision.deferred],
+            remove=[d.registry for d in decision.remove],
             priority=decision.priority,
             degraded=degraded,
             duration_ms=round(elapsed * 1000, 3),

@@ -19,6 +19,7 @@ __all__ = [
     "ReconcileBusy",
     "RegistryError",
     "RegistryUnavailable",
+    "ResourceExhausted",
     "SecretUnusable",
     "SensitiveDataError",
     "SidecarError",
@@ -48,6 +49,7 @@ class ErrorCode(StrEnum):
     KEY_SERVICE_UNAVAILABLE = "key_service_unavailable"
     SUPERSEDED = "superseded"
     RECONCILE_BUSY = "reconcile_busy"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     INTERNAL = "internal"
 
 
@@ -142,6 +144,16 @@ class PermissionDenied(SidecarError):
     """An identified caller was refused: by ``data.system.authz``, or for widening its caller."""
 
     code = ErrorCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(SidecarError):
+    """A caller went over a limit (its call rate, a size); ``limit`` names the config key."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ToolMissing(SidecarError):

@@ -47,3 +47,8 @@ test_bundle_data_applies_to_every_item if {
 		{"registry": "prod-us", "reasons": ["EMBARGO"]} in decision.denied
 	}
 }
+
+test_the_package_document_is_only_the_decisions if {
+	document := data.replication.batch with input as {"items": [fx.base]}
+	document == {"decisions": [_one(fx.base)]}
+}

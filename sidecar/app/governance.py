@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.api.server import Listener, tls_credentials
 from sidecar.app.bundle import signing_keys
-from sidecar.audit import AuditLog, AuditTrail
+from sidecar.audit import AuditLog, AuditTrail, RefusalWindow
 from sidecar.bundles.validate import validator_for
 from sidecar.config import Config, job_store_url
 from sidecar.governance.admin import AdminService
@@ -23,6 +23,7 @@ from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.delivery import BundleDelivery, StoreTarget
 from sidecar.governance.gate import DataPlaneGate, TenantScope
 from sidecar.governance.identity import Authenticator
+from sidecar.governance.ratelimit import CallRateLimiter, RateLimit, rate_limited_counter
 from sidecar.governance.revisions import RevisionStore
 from sidecar.policy.managed import ManagedOpa
 from sidecar.store import store_backend
@@ -65,7 +66,11 @@ async def admin_runtime(
     policy = config.policy
     backend = store_backend(job_store_url(policy.replication, str(policy.state_dir)))
     await backend.connect()
-    authorizer = OpaAuthorizer(opa_url, timeout_s=policy.opa.timeout_ms / 1000)
+    authorizer = OpaAuthorizer(
+        opa_url,
+        timeout_s=policy.opa.timeout_ms / 1000,
+        token=managed.token if managed is not None else None,
+    )
     try:
         log = AuditLog(backend, description="audit")
         await log.create_schema()
@@ -73,6 +78,8 @@ async def admin_runtime(
         await revisions.create_schema()
         signing_key, verification_key = bundle_keys(config)
         audit = AuditTrail(log, registry)
+        limit = settings.rate_limit
+        refusals = settings.audit_refusals
         service = AdminService(
             authenticator=Authenticator(
                 settings.tokens, require_tls=settings.tls is not None and settings.require_tls
@@ -83,6 +90,7 @@ async def admin_runtime(
                 verification_key,
                 max_bytes=settings.max_bundle_bytes,
                 max_unpacked_bytes=settings.max_unpacked_bytes,
+                limits_from="policy.admin",
             ),
             delivery=BundleDelivery(
                 opa_binary=find_tool("opa", policy.opa.binary),
@@ -94,11 +102,28 @@ async def admin_runtime(
             ),
             revisions=revisions,
             audit=audit,
+            limiter=CallRateLimiter(
+                RateLimit(limit.rate, limit.burst, limit.max_identities, "policy.admin.rate_limit"),
+                surface="admin",
+                metric=rate_limited_counter(registry),
+            ),
+            parse_timeout_s=settings.parse_timeout_s,
+            refusals=RefusalWindow(
+                refusals.per_window,
+                refusals.window_s,
+                refusals.max_rows_per_window,
+                limit.max_identities,
+            ),
         )
         if managed is not None and policy.bundle.service is None and managed.bundle_path:
             raw = await asyncio.to_thread(Path(managed.bundle_path).read_bytes)
             await service.adopt(raw, "sidecar:startup")
-        yield AdminRuntime(service, audit, settings.max_bundle_bytes + _TRANSPORT_MARGIN, revisions)
+        try:
+            yield AdminRuntime(
+                service, audit, settings.max_bundle_bytes + _TRANSPORT_MARGIN, revisions
+            )
+        finally:
+            await service.close()  # refusal summaries still held back reach the audit log
     finally:
         await authorizer.close()
         await backend.close()
@@ -130,9 +155,12 @@ async def listeners(config: Config) -> tuple[Listener, ...]:
 
 @contextlib.asynccontextmanager
 async def data_plane_gate(
-    config: Config, *, opa_url: str, registry: CollectorRegistry
+    config: Config, *, opa_url: str, registry: CollectorRegistry, opa_token: str | None = None
 ) -> AsyncIterator[DataPlaneGate | None]:
-    """Yield the gate PolicyService calls pass with policy.auth (None without: trusted callers)."""
+    """Yield the gate PolicyService calls pass with policy.auth (None without: trusted callers).
+
+    ``opa_token`` is the managed OPA's API token (None: an external OPA).
+    """
     auth = config.policy.auth
     if auth is None:
         yield None
@@ -143,7 +171,9 @@ async def data_plane_gate(
         ["action", "code"],
         registry=registry,
     )
-    authorizer = OpaAuthorizer(opa_url, timeout_s=config.policy.opa.timeout_ms / 1000)
+    authorizer = OpaAuthorizer(
+        opa_url, timeout_s=config.policy.opa.timeout_ms / 1000, token=opa_token
+    )
     scope = TenantScope(
         dict(config.policy.tenancy.prefixes),
         {f.name: tuple(f.tenants) for f in config.inventory()},

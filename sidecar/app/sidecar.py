@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -28,8 +29,7 @@ from sidecar.errors import PolicyUnavailable
 from sidecar.fallback.modes import Fallback
 from sidecar.masking import RecordMask
 from sidecar.model.decision import DecideRequest, ImageRef
-from sidecar.policy.managed import ManagedOpa
-from sidecar.policy.opa import OpaEngine
+from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.reconcile import (
@@ -69,6 +69,8 @@ class PolicyRuntime:
     managed: ManagedOpa | None
     bundle_revision: str
     sensitive: SensitiveRuntime | None = None
+    # The managed OPA's API token (None: an external OPA); kept out of any repr or log.
+    token: str | None = field(default=None, repr=False)
     # The REST engine itself: batch decisions and other documents (the reconciler's queries).
     opa: OpaEngine | None = None
 
@@ -83,15 +85,22 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
     """Yield an engine on the configured OPA, or a managed OPA (local bundle, or pulled: service)."""
     opa = config.policy.opa
     timeout_s = opa.timeout_ms / 1000
+    # Per launch: every client of the managed OPA's API sends it (an external OPA: none).
+    token = None if opa.address else new_api_token()
     # Decrypted first: a wrong key or a tampered file stops the startup before OPA runs.
-    sensitive = await load_sensitive_runtime(config.policy.sensitive_data)
+    sensitive = await load_sensitive_runtime(config.policy.sensitive_data, opa_token=token)
     if opa.address:
         address = opa.address
         engine = OpaEngine(address, timeout_s=timeout_s)
         try:
             async with keep_in_opa(sensitive, lambda: address, load_now=True):
                 yield PolicyRuntime(
-                    gated(engine, sensitive, lambda: True), address, None, "", sensitive, engine
+                    gated(engine, sensitive, lambda: True),
+                    address,
+                    None,
+                    "",
+                    sensitive,
+                    opa=engine,
                 )
         finally:
             await engine.close()
@@ -107,23 +116,43 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
         startup_timeout_s=opa.startup_timeout_s,
         extra_args=tuple(opa.extra_args),
         on_launch=sensitive.loader.put if sensitive else None,
+        api_token=token,
     )
     async with managed:
-        engine = OpaEngine(managed.url, timeout_s=timeout_s)
-        try:
-            # Pulled: whatever OPA activated first (the store's bundle, or its persisted copy).
-            revision = local.bundle.revision if local else await engine.active_revision()
-            async with keep_in_opa(sensitive, lambda: managed.url, load_now=False):
-                yield PolicyRuntime(
-                    gated(engine, sensitive, lambda: managed.ready),
-                    managed.url,
-                    managed,
-                    revision,
-                    sensitive,
-                    engine,
-                )
-        finally:
-            await engine.close()
+        with _token_file(opa.token_file, managed.token):
+            engine = OpaEngine(managed.url, timeout_s=timeout_s, token=managed.token)
+            try:
+                # Pulled: whatever OPA activated first (the store's bundle, or its persisted copy).
+                revision = local.bundle.revision if local else await engine.active_revision()
+                async with keep_in_opa(sensitive, lambda: managed.url, load_now=False):
+                    yield PolicyRuntime(
+                        gated(engine, sensitive, lambda: managed.ready),
+                        managed.url,
+                        managed,
+                        revision,
+                        sensitive,
+                        managed.token,
+                        opa=engine,
+                    )
+            finally:
+                await engine.close()
+
+
+@contextlib.contextmanager
+def _token_file(path: str | None, token: str) -> Iterator[None]:
+    """Write the managed OPA's API token to ``policy.opa.token_file`` (0600) while it runs."""
+    if not path:
+        yield
+        return
+    target = Path(path)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when an older file was created with another mode
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    try:
+        yield
+    finally:
+        target.unlink(missing_ok=True)
 
 
 def _bundle_source(config: Config) -> tuple[PullSource | None, LocalBundle | None]:
@@ -258,6 +287,7 @@ class Sidecar:
                     timeout_s=settings.opa.timeout_ms / 1000,
                     initial=self.runtime.bundle_revision,
                     on_change=audit_activation,
+                    token=self.runtime.token,
                 )
             )
             await self._start_metrics()
@@ -294,7 +324,10 @@ class Sidecar:
             await self._start_webhooks(self.replication)
             gate = await self._stack.enter_async_context(
                 data_plane_gate(
-                    self.config, opa_url=self.runtime.url, registry=self.telemetry.metrics_registry
+                    self.config,
+                    opa_url=self.runtime.url,
+                    registry=self.telemetry.metrics_registry,
+                    opa_token=self.runtime.token,
                 )
             )
             self.grpc = GrpcServer(

@@ -28,6 +28,10 @@ OUTCOMES = (
     "activated",
     # The reconciler deleted a copy the policy's `remove` or retention asked for (DESIGN §3.4).
     "removed",
+    "rate_limited",  # the caller went over policy.admin.rate_limit; nothing was done
+    # One row standing for many refusals of one caller in one window (policy.admin.audit_refusals):
+    # detail says how many, of which action and outcome, between which times.
+    "suppressed",
 )
 
 

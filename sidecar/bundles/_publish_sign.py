@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from sidecar.bundles.build import BuiltBundle
 from sidecar.bundles.publish import bundle_from_file
 from sidecar.errors import BundleError
+from sidecar.tools import OPA_CAPABILITIES, sandbox_env
 
 __all__ = ["sign_bundle"]
 
@@ -46,7 +47,8 @@ def sign_bundle(
             raise BundleError(f"bundle {source} does not exist")
         partial = Path(work) / "signed.tar.gz"
         args = [str(opa_binary), "build", "-b", ".", "--signing-key", str(signing_key.resolve()),
-                "--signing-alg", "RS256", "-o", str(partial)]  # fmt: skip
+                "--signing-alg", "RS256", "--capabilities", str(OPA_CAPABILITIES),
+                "-o", str(partial)]  # fmt: skip
         if revision:
             args += ["--revision", revision]
         try:
@@ -59,6 +61,7 @@ def sign_bundle(
                 errors="replace",
                 timeout=_TIMEOUT_S,
                 check=False,
+                env=sandbox_env(),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BundleError(f"cannot run {opa_binary} to sign {source}: {exc}") from exc

@@ -1,7 +1,9 @@
 """The tool checks of bundle validation: ``opa check --strict``, ``opa test`` and conftest.
 
 Each runs the real pinned binary on an unpacked copy of the bundle and turns its report into one
-problem per finding, naming the file and line (OPA) or the registry (conftest).
+problem per finding, naming the file and line (OPA) or the registry (conftest). Every run is
+sandboxed: a scrubbed environment, and OPA gets the sandbox capabilities, so a policy (or a test)
+calling ``http.send`` or ``opa.runtime`` is refused by name instead of being run.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import yaml
 
 from sidecar.bundles._validate_data import DataProblem
 from sidecar.bundles.archive import is_test_file, write_files
+from sidecar.tools import OPA_CAPABILITIES, SANDBOX_REMOVED_BUILTINS, sandbox_env
 
 __all__ = ["ToolPaths", "conftest_inventory", "opa_check", "opa_test"]
 
 _TIMEOUT_S = 120.0
 _LOCATION = re.compile(r"^(?P<file>[^\s:]+\.rego):(?P<line>\d+)(?::\d+)?:\s*(?P<msg>.*)$")
+_UNDEFINED = re.compile(r"undefined function (?P<name>[\w.]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,9 @@ def opa_check(opa: Path, files: Mapping[str, bytes]) -> tuple[list[DataProblem],
 def _check(opa: Path, modules: Mapping[str, bytes]) -> list[DataProblem]:
     with tempfile.TemporaryDirectory(prefix="bundle-check-") as work:
         write_files(modules, Path(work))
-        done = _run([str(opa), "check", "--strict", "--format", "json", "."], Path(work))
+        done = _run(
+            [str(opa), "check", "--strict", "--format", "json", *_capabilities(), "."], Path(work)
+        )
     if done.returncode == 0:
         return []
     problems = _opa_errors(done.stdout) or _opa_errors(done.stderr)
@@ -96,12 +102,14 @@ def opa_test(
         tree.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="bundle-test-") as work:
         write_files(tree, Path(work))
-        done = _run([str(opa), "test", "--format", "json", "."], Path(work))
+        done = _run([str(opa), "test", "--format", "json", *_capabilities(), "."], Path(work))
     try:
         results = json.loads(done.stdout or "[]")
     except ValueError:
         text = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
-        return 0, [DataProblem("opa-test", "bundle", line) for line in text.splitlines()[:40]]
+        return 0, [
+            DataProblem("opa-test", "bundle", _sandboxed(line)) for line in text.splitlines()[:40]
+        ]
     if not isinstance(results, list):
         return 0, [DataProblem("opa-test", "bundle", "opa test gave no result list")]
     problems: list[DataProblem] = []
@@ -116,7 +124,9 @@ def opa_test(
         problems.append(DataProblem("opa-test", where, f"test {name} {why}"))
     if done.returncode != 0 and not problems:
         text = (done.stderr or "").strip() or f"exit status {done.returncode}"
-        problems += [DataProblem("opa-test", "bundle", line) for line in text.splitlines()[:40]]
+        problems += [
+            DataProblem("opa-test", "bundle", _sandboxed(line)) for line in text.splitlines()[:40]
+        ]
     return len(results), problems
 
 
@@ -167,16 +177,36 @@ def _opa_errors(text: str) -> list[DataProblem]:
                 continue
             location = error.get("location") or {}
             where = f"{location.get('file', 'bundle')}:{location.get('row', '?')}"
-            out.append(DataProblem("opa-check", where, _message(error)))
+            out.append(DataProblem("opa-check", where, _sandboxed(_message(error))))
         return out
     out = []
     for line in text.splitlines():
         match = _LOCATION.match(line.strip())
         if match:
             out.append(
-                DataProblem("opa-check", f"{match['file']}:{match['line']}", match["msg"].strip())
+                DataProblem(
+                    "opa-check",
+                    f"{match['file']}:{match['line']}",
+                    _sandboxed(match["msg"].strip()),
+                )
             )
     return out
+
+
+def _capabilities() -> list[str]:
+    return ["--capabilities", str(OPA_CAPABILITIES)]
+
+
+def _sandboxed(message: str) -> str:
+    """Say why a removed builtin is "undefined": the sandbox, not a typo."""
+    match = _UNDEFINED.search(message)
+    if match and match["name"] in SANDBOX_REMOVED_BUILTINS:
+        name = match["name"]
+        return (
+            f"{message} (builtin {name} is not allowed in bundles: it "
+            f"{SANDBOX_REMOVED_BUILTINS[name]})"
+        )
+    return message
 
 
 def _message(error: Any) -> str:
@@ -190,7 +220,13 @@ def _message(error: Any) -> str:
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            args, cwd=cwd, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+            args,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
+            check=False,
+            env=sandbox_env(),
         )
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(args, 124, "", f"{args[0]} did not finish in time")

@@ -85,12 +85,21 @@ def is_test_file(name: str) -> bool:
     return name.endswith("_test.rego")
 
 
-def read_archive(raw: bytes, *, max_bytes: int, max_unpacked_bytes: int) -> BundleArchive:
-    """Read ``raw`` (a gzipped tar) within the limits; every problem found is in ``problems``."""
+def read_archive(
+    raw: bytes, *, max_bytes: int, max_unpacked_bytes: int, limits_from: str = ""
+) -> BundleArchive:
+    """Read ``raw`` (a gzipped tar) within the limits; every problem found is in ``problems``.
+
+    ``limits_from`` is the config section the limits come from (``policy.admin``): a refusal
+    names the key to raise.
+    """
     digest = digest_of(raw)
     if len(raw) > max_bytes:
         problem = ArchiveProblem(
-            "size", "bundle", f"archive is {len(raw)} bytes, over the limit of {max_bytes} bytes"
+            "size",
+            "bundle",
+            f"archive is {len(raw)} bytes, over the limit of {max_bytes} bytes"
+            + _key(limits_from, "max_bundle_bytes"),
         )
         return BundleArchive(raw, digest, problems=(problem,))
     if not raw:
@@ -103,7 +112,10 @@ def read_archive(raw: bytes, *, max_bytes: int, max_unpacked_bytes: int) -> Bund
         inflated = _inflate(raw, max_unpacked_bytes)
         if inflated is None:
             problem = ArchiveProblem(
-                "size", "bundle", f"archive unpacks to more than {max_unpacked_bytes} bytes"
+                "size",
+                "bundle",
+                f"archive unpacks to more than {max_unpacked_bytes} bytes"
+                + _key(limits_from, "max_unpacked_bytes"),
             )
             return BundleArchive(raw, digest, problems=(problem,))
         with tarfile.open(fileobj=io.BytesIO(inflated), mode="r:") as archive:
@@ -121,6 +133,10 @@ def read_archive(raw: bytes, *, max_bytes: int, max_unpacked_bytes: int) -> Bund
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         problems.append(ArchiveProblem("archive", "bundle", f"not a gzipped tar archive: {exc}"))
     return BundleArchive(raw, digest, files, tuple(problems))
+
+
+def _key(section: str, name: str) -> str:
+    return f" ({section}.{name})" if section else ""
 
 
 def _inflate(raw: bytes, limit: int) -> bytes | None:

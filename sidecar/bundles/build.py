@@ -27,7 +27,7 @@ import yaml
 
 from sidecar.bundles.chains import find_rule_problems
 from sidecar.errors import BundleError
-from sidecar.tools import find_tool
+from sidecar.tools import OPA_CAPABILITIES, find_tool, sandbox_env
 
 __all__ = [
     "BUNDLE_ROOTS",
@@ -149,6 +149,9 @@ def build_bundle(
                     str(signing_key.resolve()),
                     "--signing-alg",
                     _SIGNING_ALG,
+                    # The sandbox: a policy calling http.send, opa.runtime… does not build.
+                    "--capabilities",
+                    str(OPA_CAPABILITIES),
                     "-o",
                     partial,
                 ],
@@ -191,6 +194,9 @@ def verify_bundle(path: Path, verification_key: Path, opa_binary: Path | None = 
                 str(verification_key.resolve()),
                 "--signing-alg",
                 _SIGNING_ALG,
+                # A signed bundle that calls a sandboxed builtin is refused here too.
+                "--capabilities",
+                str(OPA_CAPABILITIES),
                 "-o",
                 str(Path(work) / "verified.tar.gz"),
             ],
@@ -269,6 +275,7 @@ def _run_opa(args: list[str], *, cwd: Path, failure: str) -> None:
             errors="replace",
             timeout=_OPA_TIMEOUT_S,
             check=False,
+            env=sandbox_env(),
         )
     except subprocess.TimeoutExpired as exc:
         raise BundleError(f"{failure}: opa did not finish within {_OPA_TIMEOUT_S:.0f}s") from exc

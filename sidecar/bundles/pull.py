@@ -39,8 +39,9 @@ def prepare_pull(
 ) -> PullSource:
     """Write the OPA config for ``bundle.service`` under ``state_dir/opa``; ConfigError if unusable.
 
-    OPA signs S3 requests with credentials from its environment (inherited from the sidecar) and
-    only reports missing ones in its log at every poll; they are checked here instead.
+    OPA signs S3 requests with credentials from its environment (passed on from the sidecar's:
+    ``env``, the only variables OPA gets beyond the sandbox allowlist) and only reports missing
+    ones in its log at every poll; they are checked here instead.
     """
     settings = bundle.service
     if settings is None or bundle.verification_key is None:
@@ -63,6 +64,10 @@ def prepare_pull(
                 + (" (or policy.bundle.service.region)" if "AWS_REGION" in missing else ""),
             )
         env["AWS_REGION"] = region  # OPA reads only AWS_REGION, not AWS_DEFAULT_REGION
+        # OPA runs with a scrubbed environment: it gets these credentials and nothing else.
+        env.update(
+            {name: environ[name] for name in (*_S3_ENV, "AWS_SESSION_TOKEN") if environ.get(name)}
+        )
     try:
         pem = verification_key.read_text()
     except OSError as exc:

@@ -12,6 +12,7 @@ leaves the tenant's ``policy.tenancy.prefixes`` (``tenancy``), ``opa check --str
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class BundleValidator:
         tenant_prefixes: Mapping[str, str] | None = None,
         max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+        limits_from: str = "",
     ) -> None:
         # Looked up on first use: a sidecar that never validates needs no conftest installed.
         self._tool_source = tools
@@ -123,6 +125,8 @@ class BundleValidator:
         self._prefixes = dict(tenant_prefixes or {})
         self._max_bytes = max_bytes
         self._max_unpacked = max_unpacked_bytes
+        # The config section the size limits come from ("policy.admin"), named in refusals.
+        self._limits_from = limits_from
         self._inventory_policy = source_dir / "rego" / "inventory"
         # The checkout's tests and default data, read once (see _validate_tools.opa_test).
         self._tests = _read_tree(source_dir / "rego", _TEST_DIRS, is_test_file)
@@ -136,6 +140,28 @@ class BundleValidator:
             self._tool_paths = source if isinstance(source, ToolPaths) else source()
         return self._tool_paths
 
+    def prepare(self) -> None:
+        """Look up the tools now (ToolMissing if absent), e.g. before handing this to a process."""
+        self._tools()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for worker processes: the tool lookup may be a closure, so send its result.
+        state = dict(self.__dict__)
+        state["_tool_source"] = state["_tool_paths"] = self._tools()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def reader(self) -> Callable[[bytes], BundleArchive]:
+        """Return :meth:`read` as a picklable function (for worker processes)."""
+        return functools.partial(
+            read_archive,
+            max_bytes=self._max_bytes,
+            max_unpacked_bytes=self._max_unpacked,
+            limits_from=self._limits_from,
+        )
+
     @property
     def max_bytes(self) -> int:
         """Return the largest bundle archive accepted, in bytes."""
@@ -143,11 +169,26 @@ class BundleValidator:
 
     def read(self, raw: bytes) -> BundleArchive:
         """Read ``raw`` within the size limits (no other check): for comparing bundles."""
-        return read_archive(raw, max_bytes=self._max_bytes, max_unpacked_bytes=self._max_unpacked)
+        return read_archive(
+            raw,
+            max_bytes=self._max_bytes,
+            max_unpacked_bytes=self._max_unpacked,
+            limits_from=self._limits_from,
+        )
 
-    def validate(self, raw: bytes, *, require_signature: bool = False) -> ValidationReport:
-        """Check ``raw`` (a bundle .tar.gz) and return every problem found."""
-        archive = self.read(raw)
+    def validate(
+        self,
+        raw: bytes,
+        *,
+        require_signature: bool = False,
+        archive: BundleArchive | None = None,
+    ) -> ValidationReport:
+        """Check ``raw`` (a bundle .tar.gz) and return every problem found.
+
+        ``archive`` is ``raw`` already read by :meth:`read` (it is not read twice).
+        """
+        if archive is None or archive.raw != raw:
+            archive = self.read(raw)
         if not archive.readable:
             problems = tuple(Problem(p.check, p.location, p.message) for p in archive.problems)
             return ValidationReport(archive.digest, "", (), False, 0, problems, archive)
@@ -245,6 +286,7 @@ def validator_for(
     *,
     max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    limits_from: str = "",
 ) -> BundleValidator:
     """Return a validator using the configured tools, checkout and inventory."""
     return BundleValidator(
@@ -256,6 +298,7 @@ def validator_for(
         tenant_prefixes=config.policy.tenancy.prefixes,
         max_bytes=max_bytes,
         max_unpacked_bytes=max_unpacked_bytes,
+        limits_from=limits_from,
     )
 
 

@@ -107,6 +107,8 @@ def _bench_config(workdir: Path, policies: int) -> dict[str, Any]:
             "opa": {
                 "timeout_ms": int(_CALL_TIMEOUT_S * 1000),
                 "deadline_ms": int(_CALL_TIMEOUT_S * 1000),
+                # The direct-to-OPA path needs the managed OPA's API token.
+                "token_file": str(workdir / "opa.token"),
             },
             # The bench images exist in no registry: measure policy, not connection refusals.
             "replication": {"registry_enrichment": False},
@@ -296,7 +298,10 @@ async def _measure(
     # Same per-call deadline on both paths; aiohttp's default 5-minute session timeout would make
     # a saturated OPA look like a crash instead of a slow (or failed) request.
     timeout = aiohttp.ClientTimeout(total=_CALL_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    token_file = Path(str(config.policy.opa.token_file))
+    token = (await asyncio.to_thread(token_file.read_text, encoding="utf-8")).strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
         url = f"{opa_url}/v1/data/replication/decision?provenance=true"
 
         async def via_sidecar(i: int) -> None:

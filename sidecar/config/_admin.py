@@ -16,6 +16,7 @@ from sidecar.config._model import (
     HostPort,
     Int,
     NonEmpty,
+    Number,
     Path_,
     Str,
     Target,
@@ -26,9 +27,18 @@ from sidecar.config._read import Node
 from sidecar.config._scalars import as_moment, expanded
 
 __all__ = [
+    "DEFAULT_ADMIN_BURST",
+    "DEFAULT_ADMIN_RATE",
     "DEFAULT_MAX_BUNDLE_BYTES",
     "DEFAULT_MAX_UNPACKED_BYTES",
+    "DEFAULT_PARSE_TIMEOUT_S",
+    "DEFAULT_RATE_LIMIT_IDENTITIES",
+    "DEFAULT_REFUSALS_PER_WINDOW",
+    "DEFAULT_REFUSAL_ROWS_PER_WINDOW",
+    "DEFAULT_REFUSAL_WINDOW_S",
     "AdminPublishSettings",
+    "AdminRateLimit",
+    "AdminRefusalAudit",
     "AdminSettings",
     "AdminTlsSettings",
     "AdminToken",
@@ -40,6 +50,21 @@ __all__ = [
 
 DEFAULT_MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+# Reading and validating one bundle (opa check and the Rego tests included) in a worker process;
+# past it the job is killed: YAML data parses at a few MB a minute, so the size caps alone do not
+# bound the time a bundle can take.
+DEFAULT_PARSE_TIMEOUT_S = 120.0
+# Admin calls are rare and human- or pipeline-paced: 5/s sustained with bursts of 50 per identity
+# leaves room for scripts and test suites, and caps what one identity (or one peer address, for
+# callers that cannot authenticate) can make the sidecar do.
+DEFAULT_ADMIN_RATE = 5.0
+DEFAULT_ADMIN_BURST = 50
+DEFAULT_RATE_LIMIT_IDENTITIES = 4096
+# Refusals audited one by one per identity and window; the rest become one summary row.
+DEFAULT_REFUSALS_PER_WINDOW = 20
+DEFAULT_REFUSAL_WINDOW_S = 60.0
+# Over all identities: bounds the rows a flood from many addresses can write per window.
+DEFAULT_REFUSAL_ROWS_PER_WINDOW = 200
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 _SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
@@ -116,6 +141,29 @@ class AdminPublishSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminRateLimit:
+    """``policy.admin.rate_limit``: a token bucket per caller identity (peer address if none)."""
+
+    __pydantic_config__ = _FORBID
+
+    rate: Annotated[Number, Field(gt=0)] = DEFAULT_ADMIN_RATE  # calls per second, sustained
+    burst: Annotated[Int, Field(ge=1)] = DEFAULT_ADMIN_BURST  # calls at once after a quiet spell
+    # Buckets kept (least recently used forgotten first): bounds the limiter's memory.
+    max_identities: Annotated[Int, Field(ge=1)] = DEFAULT_RATE_LIMIT_IDENTITIES
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRefusalAudit:
+    """``policy.admin.audit_refusals``: how refused calls are audited under a flood."""
+
+    __pydantic_config__ = _FORBID
+
+    per_window: Annotated[Int, Field(ge=1)] = DEFAULT_REFUSALS_PER_WINDOW
+    window_s: Annotated[Duration, Field(ge=1)] = DEFAULT_REFUSAL_WINDOW_S
+    max_rows_per_window: Annotated[Int, Field(ge=1)] = DEFAULT_REFUSAL_ROWS_PER_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
 class AdminSettings:
     """``policy.admin``: how admin callers are identified and where published bundles go."""
 
@@ -129,6 +177,9 @@ class AdminSettings:
     publish: AdminPublishSettings = field(default_factory=AdminPublishSettings)
     max_bundle_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_MAX_BUNDLE_BYTES
     max_unpacked_bytes: Annotated[Int, Field(ge=1)] = DEFAULT_MAX_UNPACKED_BYTES
+    parse_timeout_s: Annotated[Duration, Field(ge=1)] = DEFAULT_PARSE_TIMEOUT_S
+    rate_limit: AdminRateLimit = field(default_factory=AdminRateLimit)
+    audit_refusals: AdminRefusalAudit = field(default_factory=AdminRefusalAudit)
 
 
 def parse_admin(node: Node, base: Path) -> AdminSettings:
@@ -141,6 +192,10 @@ def parse_admin(node: Node, base: Path) -> AdminSettings:
         given["tokens"] = tuple(parse_token(item) for item in f["tokens"].items())
     if "publish" in f and not f["publish"].is_null:
         given["publish"] = read_record(AdminPublishSettings, f["publish"])
+    if "rate_limit" in f and not f["rate_limit"].is_null:
+        given["rate_limit"] = read_record(AdminRateLimit, f["rate_limit"])
+    if "audit_refusals" in f and not f["audit_refusals"].is_null:
+        given["audit_refusals"] = read_record(AdminRefusalAudit, f["audit_refusals"])
     admin = read_record(AdminSettings, node, given=given)
     if admin.listen and admin.tls is None:
         raise node.error("listen needs tls: {cert_file, key_file, client_ca_file}")

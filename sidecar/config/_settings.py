@@ -129,6 +129,9 @@ class OpaSettings:
     startup_timeout_s: Annotated[Number, Field(ge=0.1)] = 30.0
     port: Annotated[Int, Field(ge=0, le=65535)] = 0
     extra_args: Strings = ()
+    # The managed OPA's API answers only a per-launch token; set: it is also written here (0600)
+    # for local tools (policy-sidecar bench, curl while debugging).
+    token_file: Path_ | None = None
     # Outage handling (DESIGN §6): one decision waits at most deadline_ms for OPA over all
     # attempts; then the fail mode answers.
     deadline_ms: _Positive = 2000

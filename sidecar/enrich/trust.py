@@ -217,6 +217,10 @@ def merge_request_image(
             origins[path] = origin
         if problem:
             dropped.append(DroppedFact(path, problem))
+    # Where copies exist is the caller's observation (the reconciler's), kept as stated: it can
+    # only add to the answer's ``remove``, which no RPC executes; nothing here observes it.
+    if request.present_at:
+        origins["image.present_at"] = "request"
     new_image = dataclasses.replace(
         image,
         labels=labels,
@@ -224,6 +228,7 @@ def merge_request_image(
         created_at=created_at[0],
         size_bytes=size_bytes[0],
         platforms=platforms[0],
+        present_at=tuple(request.present_at),
     )
     return dataclasses.replace(draft, image=new_image), origins, dropped
 

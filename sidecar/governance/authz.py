@@ -35,8 +35,10 @@ class AuthzDecision:
 class OpaAuthorizer:
     """Evaluates ``data.system.authz`` on an OPA server (PolicyUnavailable when unreachable)."""
 
-    def __init__(self, opa_url: str, *, timeout_s: float) -> None:
-        self._engine = OpaEngine(opa_url, timeout_s=timeout_s, path="system/authz", metrics=False)
+    def __init__(self, opa_url: str, *, timeout_s: float, token: str | None = None) -> None:
+        self._engine = OpaEngine(
+            opa_url, timeout_s=timeout_s, path="system/authz", metrics=False, token=token
+        )
 
     async def authorize(
         self, caller: Caller, action: str, target: Mapping[str, Any]

@@ -6,6 +6,11 @@ The bundle is a local file (``--bundle``), or OPA pulls it from a bundle store a
 OPA's output goes to a bounded tail quoted by errors and logs, never to our stdout. Decision logs
 are off (no ``decision_logs`` config); ``--skip-version-check`` is OPA 1.x's spelling of "no
 telemetry" (there is no ``--disable-telemetry`` flag), so OPA never calls out of the pod.
+
+Sandboxed: OPA gets a scrubbed environment (``sidecar.tools.sandbox_env`` plus the ``env`` given,
+e.g. S3 signing credentials in pull mode), its REST API answers only requests carrying
+:attr:`ManagedOpa.token` (see ``_api_guard``), and a bundle is checked against the sandbox
+capabilities before OPA is started on it (``opa run`` takes no capabilities of its own).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import collections
 import contextlib
 import errno
 import logging
-import os
 import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +33,14 @@ from typing import cast
 import aiohttp
 
 from sidecar.errors import BundleError, PolicyUnavailable, SidecarError
+from sidecar.policy._api_guard import api_args, auth_headers, new_api_token, write_api_bundle
+from sidecar.tools import OPA_CAPABILITIES, sandbox_env
 
 __all__ = ["ManagedOpa"]
 
 _HOST = "127.0.0.1"
 _POLL_S = 0.05
+_CHECK_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,7 @@ class ManagedOpa:
         backoff_s: tuple[float, float] = (0.2, 5.0),
         healthy_reset_s: float = 60.0,
         on_launch: Callable[[str], Awaitable[None]] | None = None,
+        api_token: str | None = None,
     ) -> None:
         self._binary = opa_binary
         if (bundle_path is None) == (config_file is None):
@@ -87,7 +97,12 @@ class ManagedOpa:
         self._key = verification_key
         # Pull mode: OPA's config names the store and embeds the verification key.
         self._config_file = config_file
-        self._env = {**os.environ, **env} if env else None
+        # Never our own environment: policies must not read the sidecar's credentials.
+        self._env = sandbox_env(env)
+        # Per launch of the sidecar (kept across OPA restarts and reloads, so clients keep it).
+        self._token = api_token or new_api_token()
+        self._api_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._api_bundle: Path | None = None
         self._requested_port = port
         self._port = port
         self._startup_timeout_s = startup_timeout_s
@@ -117,6 +132,16 @@ class ManagedOpa:
         if not self._port:
             raise PolicyUnavailable("managed OPA has not been started: no port chosen yet")
         return f"http://{_HOST}:{self._port}"
+
+    @property
+    def token(self) -> str:
+        """Return the bearer token OPA's REST API requires (send it as ``Authorization``)."""
+        return self._token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Return the ``Authorization`` header for requests to this OPA."""
+        return auth_headers(self._token)
 
     @property
     def ready(self) -> bool:
@@ -150,12 +175,20 @@ class ManagedOpa:
             if self._child is not None:
                 raise PolicyUnavailable(f"managed OPA already running at {self.url}")
             self._stopping = False
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=1.0), headers=self.headers
+            )
+            self._api_dir = tempfile.TemporaryDirectory(prefix="opa-api-")
             try:
+                self._api_bundle = write_api_bundle(Path(self._api_dir.name), self._token)
+                if self._bundle is not None:
+                    await self._check_sandbox(self._bundle)
                 port, child = await self._first_launch()
             except BaseException:
                 await self._http.close()
                 self._http = None
+                self._api_dir.cleanup()
+                self._api_dir = None
                 raise
             self._port, self._child, self._ready = port, child, True
             self._supervisor = asyncio.create_task(self._supervise(), name=f"opa-supervisor-{port}")
@@ -180,6 +213,7 @@ class ManagedOpa:
             current = self._child
             if current is None or self._stopping:
                 raise PolicyUnavailable("managed OPA is not running")
+            await self._check_sandbox(bundle_path)
             try:
                 probe = await self._launch(bundle_path, _free_port())
             except PolicyUnavailable as exc:
@@ -217,6 +251,9 @@ class ManagedOpa:
             if self._http is not None:
                 await self._http.close()
                 self._http = None
+            if self._api_dir is not None:
+                self._api_dir.cleanup()
+                self._api_dir = None
 
     async def __aenter__(self) -> ManagedOpa:
         await self.start()
@@ -334,6 +371,8 @@ class ManagedOpa:
             ]
         else:
             args.append("--skip-verify")  # no key configured: dev mode, signatures not checked
+        if self._api_bundle is not None:
+            args += api_args(self._api_bundle)
         args += [*self._extra_args, *(("--bundle", str(bundle)) if bundle else ())]
         setpriv = shutil.which("setpriv")
         if setpriv:
@@ -353,6 +392,36 @@ class ManagedOpa:
         stdout = cast(asyncio.StreamReader, process.stdout)  # PIPE was requested: never None
         reader = asyncio.create_task(self._pump(stdout, process.pid))
         return _Child(process, reader, time.monotonic())
+
+    async def _check_sandbox(self, bundle: Path) -> None:
+        """Refuse a bundle that calls a sandboxed builtin (http.send, opa.runtime…): BundleError.
+
+        Build and validation already refuse them; this keeps a bundle that reached us any
+        other way (a hand-signed file) from ever being served.
+        """
+        args = [str(self._binary), "check", "--capabilities", str(OPA_CAPABILITIES), "-b",
+                str(bundle)]  # fmt: skip
+        try:
+            done = await asyncio.to_thread(
+                subprocess.run,
+                args,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=_CHECK_TIMEOUT_S,
+                check=False,
+                env=self._env,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PolicyUnavailable(f"cannot check {bundle} with {self._binary}: {exc}") from exc
+        if done.returncode != 0:
+            lines = (done.stderr + done.stdout).strip().splitlines()
+            raise BundleError(
+                f"bundle {bundle} refused by OPA: it does not compile within the policy sandbox "
+                f"(capabilities {OPA_CAPABILITIES.name}); "
+                + (f"still serving {self._bundle}" if self._child else "not started"),
+                tuple(lines[-20:]),
+            )
 
     async def _pump(self, stream: asyncio.StreamReader, pid: int) -> None:
         while True:

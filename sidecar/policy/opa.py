@@ -21,6 +21,7 @@ import orjson
 
 from sidecar.errors import PolicyError, PolicyUnavailable
 from sidecar.model.decision import BatchAnswer, EngineAnswer
+from sidecar.policy._api_guard import API_BUNDLE, auth_headers
 
 __all__ = ["BATCH_PATH", "OpaEngine"]
 
@@ -44,6 +45,7 @@ class OpaEngine:
         path: str = "replication/decision",
         max_connections: int = 512,
         metrics: bool = True,
+        token: str | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -52,6 +54,8 @@ class OpaEngine:
         self.path = path.strip("/").replace(".", "/")
         self._dotted = self.path.replace("/", ".")
         self._max_connections = max_connections
+        # A managed OPA's API answers only its bearer token (ManagedOpa.token).
+        self._headers = auth_headers(token)
         self._query_url = f"{self.base_url}/v1/data/{self.path}?provenance=true" + (
             "&metrics=true" if metrics else ""
         )
@@ -69,6 +73,7 @@ class OpaEngine:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),  # the deadline is asyncio.timeout's
+                headers=self._headers,
             )
             self._loop = loop
         return self._session
@@ -228,6 +233,9 @@ def _revision(provenance: Any) -> str:
     if not isinstance(provenance, dict):
         return ""
     bundles = provenance.get("bundles")
+    if isinstance(bundles, dict):
+        # The managed OPA's API authorization bundle is ours, not a policy revision.
+        bundles = {name: info for name, info in bundles.items() if name != API_BUNDLE}
     if isinstance(bundles, dict) and bundles:
         return ",".join(
             str(info.get("revision", ""))

@@ -100,12 +100,13 @@ async def watch_revisions(
     initial: str = "",
     interval_s: float = DEFAULT_INTERVAL_S,
     on_change: Callable[[str, str], Awaitable[None]] | None = None,
+    token: str | None = None,
 ) -> AsyncIterator[RevisionWatcher]:
     """Keep ``policy_sidecar_bundle_revision_info`` on the revision the OPA at ``opa_url`` serves.
 
     ``on_change(previous, revision)`` runs after each activation the watcher sees.
     """
-    engine = OpaEngine(opa_url, timeout_s=timeout_s, metrics=False)
+    engine = OpaEngine(opa_url, timeout_s=timeout_s, metrics=False, token=token)
     watcher = RevisionWatcher(
         engine.active_revision,
         metrics.set_active_revision,

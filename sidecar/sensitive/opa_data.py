@@ -35,9 +35,16 @@ class SensitiveDataLoader:
     """Loads :class:`SensitiveData` into an OPA and keeps it there."""
 
     def __init__(
-        self, data: SensitiveData, *, timeout_s: float = 5.0, check_interval_s: float = 10.0
+        self,
+        data: SensitiveData,
+        *,
+        timeout_s: float = 5.0,
+        check_interval_s: float = 10.0,
+        token: str | None = None,
     ) -> None:
         self._data = data
+        # The managed OPA's API token (None: an external OPA without authentication).
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._interval = check_interval_s
         self._loaded = False
@@ -113,7 +120,7 @@ class SensitiveDataLoader:
             await self.check(base_url())
 
     async def _request(self, method: str, url: str, body: bytes) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **self._auth}
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,

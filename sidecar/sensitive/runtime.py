@@ -30,15 +30,18 @@ class SensitiveRuntime:
 
 
 async def load_sensitive_runtime(
-    settings: SensitiveDataSettings, *, timeout_s: float = 5.0
+    settings: SensitiveDataSettings, *, timeout_s: float = 5.0, opa_token: str | None = None
 ) -> SensitiveRuntime | None:
-    """Decrypt the configured documents (KMS calls run in a thread); None when none configured."""
+    """Decrypt the configured documents (KMS calls run in a thread); None when none configured.
+
+    ``opa_token`` authenticates the loader to a managed OPA's API.
+    """
     data = await asyncio.to_thread(load_sensitive_data, settings)
     if data is None:
         return None
     _log.info("sensitive data decrypted", documents=list(data.names), digest=data.digest)
     loader = SensitiveDataLoader(
-        data, timeout_s=timeout_s, check_interval_s=settings.check_interval_s
+        data, timeout_s=timeout_s, check_interval_s=settings.check_interval_s, token=opa_token
     )
     return SensitiveRuntime(data, loader)
 

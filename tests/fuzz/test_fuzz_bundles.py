@@ -195,7 +195,7 @@ def _refused_clearly(exc: BundleError, path: Path) -> None:
 
 
 async def _revision(opa: ManagedOpa) -> str:
-    engine = OpaEngine(opa.url, timeout_s=10)
+    engine = OpaEngine(opa.url, timeout_s=10, token=opa.token)
     try:
         return await engine.active_revision()
     finally:

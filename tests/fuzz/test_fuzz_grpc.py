@@ -294,7 +294,7 @@ async def test_an_authenticated_sidecar_answers_fuzzed_requests_and_credentials(
             _check_refusal(err, fuzzed)
     else:
         assert valid
-        _decision_ok(answer.decision, fuzzed.request.image.registry)
+        _decision_ok(answer.decision, fuzzed.request)
     still = await authed_sidecar.stub.Decide(
         pb.DecideRequest(image=_valid().image),
         metadata=(("authorization", f"Bearer {FUZZ_TOKEN}"),),

@@ -95,7 +95,7 @@ async def test_data_dirs_and_extra_data_merge_over_the_defaults(
     expected = {"mode": "team", "limits": {"a": 1, "b": 3}, "regions": ["ap"]}
     assert _bundle_data(built.path) == {"replication": {"settings": expected, "legacy": legacy}}
     async with running_opa(built.path, opa_keys) as managed:
-        engine = OpaEngine(managed.url, timeout_s=5.0)
+        engine = OpaEngine(managed.url, timeout_s=5.0, token=managed.token)
         try:
             answer = await engine.evaluate({"event": "push", "image": {"tag": "t"}})
         finally:

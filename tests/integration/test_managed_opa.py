@@ -65,7 +65,7 @@ async def test_killed_opa_is_restarted_on_the_same_port(
     async with running_opa(opa_bundle.path, opa_keys, backoff_s=(1.0, 5.0)) as managed:
         url, pid = managed.url, managed.pid
         assert pid is not None
-        engine = OpaEngine(url, timeout_s=2.0)
+        engine = OpaEngine(url, timeout_s=2.0, token=managed.token)
         try:
             await engine.evaluate(PUSH)  # leaves a kept-alive connection that the kill breaks
             os.kill(pid, signal.SIGKILL)

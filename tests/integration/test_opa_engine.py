@@ -102,7 +102,9 @@ async def test_undefined_decision_is_a_policy_error(opa_engine: OpaEngine) -> No
 
 
 async def test_a_result_that_is_not_an_object_is_a_policy_error(opa_server: ManagedOpa) -> None:
-    engine = OpaEngine(opa_server.url, timeout_s=5.0, path="replication/answer")
+    engine = OpaEngine(
+        opa_server.url, timeout_s=5.0, path="replication/answer", token=opa_server.token
+    )
     try:
         with pytest.raises(PolicyError, match=r"data\.replication\.answer is a int, not an object"):
             await engine.evaluate(PUSH)
@@ -111,7 +113,9 @@ async def test_a_result_that_is_not_an_object_is_a_policy_error(opa_server: Mana
 
 
 async def test_evaluation_error_is_a_policy_error_quoting_opa(opa_server: ManagedOpa) -> None:
-    engine = OpaEngine(opa_server.url, timeout_s=5.0, path="replication/conflict")
+    engine = OpaEngine(
+        opa_server.url, timeout_s=5.0, path="replication/conflict", token=opa_server.token
+    )
     try:
         with pytest.raises(PolicyError, match="eval_conflict_error") as caught:
             await engine.evaluate({"a": True, "b": True})

@@ -75,9 +75,9 @@ async def managed(setup: tuple[Config, LocalBundle]) -> AsyncIterator[ManagedOpa
         yield opa
 
 
-def _resilient(url: str, telemetry: Telemetry) -> ResilientEngine:
+def _resilient(opa: ManagedOpa, telemetry: Telemetry) -> ResilientEngine:
     return ResilientEngine(
-        OpaEngine(url, timeout_s=0.5),
+        OpaEngine(opa.url, timeout_s=0.5, token=opa.token),
         retry=RetryPolicy(attempts=3, base_s=0.02, max_s=0.1, deadline_s=DEADLINE_S),
         breaker=CircuitBreaker(
             failure_threshold=3, cooldown_s=COOLDOWN_S, metrics=telemetry.metrics
@@ -86,11 +86,11 @@ def _resilient(url: str, telemetry: Telemetry) -> ResilientEngine:
 
 
 def _service(
-    config: Config, url: str, mode: str, spans: InMemorySpans | None = None
+    config: Config, opa: ManagedOpa, mode: str, spans: InMemorySpans | None = None
 ) -> tuple[DecisionService, Telemetry]:
     data = load_fallback_data(config) if mode == "legacy" else None
     telemetry = fresh_telemetry(spans)
-    engine = _resilient(url, telemetry)
+    engine = _resilient(opa, telemetry)
     return decision_service(config, engine, Fallback(mode, data=data), telemetry=telemetry)
 
 
@@ -117,7 +117,7 @@ async def test_opa_down_is_answered_degraded_per_mode_then_recovers(
 ) -> None:
     config, local = setup
     spans = InMemorySpans()
-    service, telemetry = _service(config, managed.url, mode, spans)
+    service, telemetry = _service(config, managed, mode, spans)
     request = request_from_case(CASE["request"])
     up = await service.decide(request)
     assert not up.degraded and up.bundle_revision == local.bundle.revision
@@ -164,7 +164,7 @@ async def test_killed_opa_is_restarted_and_decisions_never_block(
     setup: tuple[Config, LocalBundle], managed: ManagedOpa
 ) -> None:
     config, _ = setup
-    service, _telemetry = _service(config, managed.url, "legacy")
+    service, _telemetry = _service(config, managed, "legacy")
     request = request_from_case(CASE["request"])
     assert not (await service.decide(request)).degraded
     pid = managed.pid
@@ -210,7 +210,7 @@ async def test_a_broken_policy_is_an_error_not_a_fallback(
     source = write_source_tree(tmp_path / "src", policy=BROKEN_POLICY)
     bundle = build_test_bundle(source, opa_keys, tmp_path / "broken.tar.gz")
     async with running_opa(bundle.path, opa_keys) as opa:
-        service, telemetry = _service(config, opa.url, "legacy")
+        service, telemetry = _service(config, opa, "legacy")
         with pytest.raises(PolicyError, match="eval_conflict_error"):
             await service.decide(request_from_case(CASE["request"]))
     assert fallback_count(telemetry, "legacy") == 0

@@ -35,6 +35,8 @@ from tests.support.sidecar import RunningSidecar, running_sidecar
 pytestmark = pytest.mark.integration
 
 _POLLING = {"min_delay_s": 1, "max_delay_s": 2, "long_poll_timeout_s": 10}
+# Later flags win: a ManagedOpa standing in for an external OPA without API authentication.
+OPEN_API = ("--authentication=off", "--authorization=off")
 
 
 def _external(config: Config, address: str) -> Config:
@@ -116,9 +118,10 @@ async def _ready(sidecar: RunningSidecar) -> bool:
 async def test_restarted_external_opa_gets_the_data_again(tmp_path: Path) -> None:
     config = load_config(sensitive_config(tmp_path / "work"))
     local = await asyncio.to_thread(build_local_bundle, config, output=tmp_path / "b.tar.gz")
-    # A supervised OPA of its own (restarts on the same port), unknown to the sidecar.
+    # A supervised OPA of its own (restarts on the same port), unknown to the sidecar: its API
+    # open, as an external OPA's may be (the sidecar holds no token for it).
     async with (
-        running_opa(local.bundle.path, None) as external,
+        running_opa(local.bundle.path, None, extra_args=OPEN_API) as external,
         running_sidecar(_external(config, external.url)) as sidecar,
     ):
         await _applies_allowlist(sidecar)
@@ -153,7 +156,19 @@ async def test_external_opa_whose_bundle_claims_the_root_stops_the_startup(
         signing_key=signing_keys(config)[0],
         opa_binary=find_tool("opa"),
     )
-    async with running_opa(greedy.path, None) as external:
+    # Plain `opa run` polling the file: a managed OPA would not even start on a roots-less bundle
+    # (it overlaps the root of the managed OPA's API policy).
+    opa_config = {
+        "bundles": {
+            "replication": {
+                "resource": f"file://{greedy.path}",
+                "signing": {"keyid": "k"},
+            }
+        },
+        "keys": {"k": {"algorithm": "RS256", "key": local.verification_key.read_text()}},
+    }
+    async with polling_opa(opa_config, tmp_path / "greedy-opa") as external:
+        await wait_for([external], greedy.revision)
         with pytest.raises(BundleError) as err:
             async with running_sidecar(_external(config, external.url)):
                 pass

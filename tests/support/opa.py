@@ -205,7 +205,7 @@ async def opa_server(opa_bundle: BuiltBundle, opa_keys: SigningKeys) -> AsyncIte
 @pytest.fixture
 async def opa_engine(opa_server: ManagedOpa) -> AsyncIterator[OpaEngine]:
     """Yield an OpaEngine on :func:`opa_server` (5 s deadline); closed after the test."""
-    engine = OpaEngine(opa_server.url, timeout_s=5.0)
+    engine = OpaEngine(opa_server.url, timeout_s=5.0, token=opa_server.token)
     try:
         yield engine
     finally:

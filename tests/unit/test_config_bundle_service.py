@@ -121,7 +121,8 @@ def test_the_rendered_opa_config_polls_the_store_and_verifies(tmp_path: Path) ->
     assert bundle["persist"] is True
     assert rendered["persistence_directory"] == str(tmp_path / "state" / "opa" / "persisted")
     assert rendered["keys"][bundle["signing"]["keyid"]]["key"] == _PEM
-    assert dict(pull.env) == {"AWS_REGION": "eu-west-1"}
+    # OPA runs with a scrubbed environment: the signing credentials are handed to it explicitly.
+    assert dict(pull.env) == {**_AWS, "AWS_REGION": "eu-west-1"}
     assert stat.S_IMODE(pull.config_file.stat().st_mode) == 0o600
 
 
@@ -159,4 +160,4 @@ def test_s3_credentials_missing_from_the_environment_stop_the_startup(
         tmp_path / "state",
         {**_AWS, "AWS_DEFAULT_REGION": "ap-south-1"},
     )
-    assert dict(pull.env) == {"AWS_REGION": "ap-south-1"}
+    assert dict(pull.env) == {**_AWS, "AWS_REGION": "ap-south-1"}
