@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config._admin import AdminToken
-from sidecar.config._auth import AuthSettings, AuthUnixSettings, is_loopback
+from sidecar.config._auth import (
+    AuthFailureLimit,
+    AuthRateLimit,
+    AuthSettings,
+    AuthUnixSettings,
+    is_loopback,
+)
 from sidecar.config._bundle import BundleServeSettings
 from sidecar.config._cron import Cron
 from sidecar.config._glob import destination_template, glob_regex
@@ -87,6 +93,8 @@ __all__ = [
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
+    "AuthFailureLimit",
+    "AuthRateLimit",
     "AuthSettings",
     "AuthUnixSettings",
     "BundleServeSettings",
