@@ -8,6 +8,7 @@ sends copies through the durable job queue, like every other copy, and removals 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -156,6 +157,8 @@ class Reconciler:
         self._scope = Scope(self._settings)
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
         self._candidates = candidates
+        # One spare OPA at a time: each preview starts an OPA process and lists the registries.
+        self._previewing = asyncio.Lock()
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -294,8 +297,10 @@ class Reconciler:
             raise InvalidArgument(
                 "policy.reconcile.sources", "names no source registry: nothing to reconcile"
             )
-        # Verified and started first: a refused candidate costs no registry listing.
-        async with self._candidates(candidate) as policy:
+        if self._previewing.locked():
+            raise ReconcileBusy("another impact preview is running; try again when it has finished")
+        async with self._previewing, self._candidates(candidate) as policy:
+            # Verified and started first: a refused candidate costs no registry listing.
             with _tracer.start_as_current_span("reconcile.preview") as span:
                 observation = await self._observer.observe(
                     self._observed_registries(), progress=progress
