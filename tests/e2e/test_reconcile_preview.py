@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import subprocess
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +20,11 @@ import pytest
 import yaml
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.app.bundle import signing_keys
 from sidecar.cli import main
 from sidecar.config import Config, ReconcileSettings, load_config
 from sidecar.oci import RegistryClients
+from sidecar.tools import find_tool
 from tests.support.admin import admin_config, admin_stub, bearer, build_bundle_bytes, write_data
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
@@ -101,6 +104,29 @@ def _repack(raw: bytes, *, drop: str = "", change: str = "") -> bytes:
                 change = ""
             dst.addfile(member, io.BytesIO(data) if member.isfile() else None)
     return out.getvalue()
+
+
+def _hand_signed(config: Config, raw: bytes, stage: Path) -> bytes:
+    """``raw``'s files plus a policy calling http.send, signed with the right key by opa build."""
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as src:
+        for member in src.getmembers():
+            name = member.name.lstrip("/")
+            if member.isfile() and name != ".signatures.json":
+                (stage / name).parent.mkdir(parents=True, exist_ok=True)
+                (stage / name).write_bytes(src.extractfile(member).read())  # type: ignore[union-attr]
+    (stage / "replication" / "reach.rego").write_text(
+        "package replication.reach\n\nimport rego.v1\n\n"
+        'leak := http.send({"method": "GET", "url": "http://127.0.0.1:9/steal"})\n',
+        encoding="utf-8",
+    )
+    key, _ = signing_keys(config)
+    out = stage.parent / f"{stage.name}.tar.gz"
+    subprocess.run(
+        [str(find_tool("opa")), "build", "-b", ".", "--signing-key", str(key.resolve()),
+         "--signing-alg", "RS256", "-o", str(out)],
+        cwd=stage, check=True, capture_output=True,
+    )  # fmt: skip
+    return out.read_bytes()
 
 
 async def test_cli_preview_of_a_candidate_adding_a_rule_lists_its_copies_and_copies_nothing(
@@ -211,6 +237,13 @@ async def test_rpc_and_validate_bundle_preview_removals_and_the_serving_opa_is_u
                     pb.ReconcileRequest(candidate_bundle=bad))]  # fmt: skip
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "signature" in (refused.value.details() or "")
+        # A signed candidate outside the policy sandbox (http.send) never gets an OPA.
+        reaching = _hand_signed(config, restricted, tmp_path / "reaching")
+        with pytest.raises(grpc.aio.AioRpcError) as outside:
+            _ = [e async for e in running.stub.Reconcile(
+                pb.ReconcileRequest(candidate_bundle=reaching))]  # fmt: skip
+        assert outside.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "http.send" in (outside.value.details() or "")
         # A preview never applies.
         with pytest.raises(grpc.aio.AioRpcError) as applying:
             _ = [e async for e in running.stub.Reconcile(
