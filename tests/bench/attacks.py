@@ -213,19 +213,22 @@ async def oversized_message(target: Target) -> Outcome:
     """The issue's own measurement: 30 Decide calls, each with a 12.5 MB ``access`` map."""
     regions = {f"region-{n:07d}-" + "r" * 20: n for n in range(400_000)}
     huge = _request(0, access=regions)
-    codes = [await _code(target.stub.Decide(huge, timeout=60)) for _ in range(30)]
+    replay = target.as_caller("bench-replay")  # may state access (policy.facts.override_roles)
+    codes = [await _code(replay.Decide(huge, timeout=60)) for _ in range(30)]
     return Outcome(_tally(codes), 30, 30 * huge.ByteSize())
 
 
 @attack("access map over the limit", "3: access/platforms/roles had no size limits")
 async def access_over_limit(target: Target) -> Outcome:
-    """257 regions (one over ``max_access_regions``), 200 times, 8 at a time."""
+    """257 regions (one over ``max_access_regions``), 200 times, 8 at a time, from a caller that
+    may state ``access`` at all (a replay role), so that the size limit is what refuses them."""
     request = _request(0, access={f"region-{n}": n for n in range(257)})
+    replay = target.as_caller("bench-replay")
     sem = asyncio.Semaphore(8)
 
     async def one() -> str:
         async with sem:
-            return await _code(target.stub.Decide(request, timeout=60))
+            return await _code(replay.Decide(request, timeout=60))
 
     codes = await asyncio.gather(*(one() for _ in range(200)))
     return Outcome(_tally(codes), 200, 200 * request.ByteSize())
@@ -235,17 +238,20 @@ async def access_over_limit(target: Target) -> Outcome:
 async def at_the_limit(target: Target) -> Outcome:
     """Accepted requests as large as allowed (~0.9 MB: 256 regions, 220 labels of 4 kB), 300 times.
 
-    Not refused, by design: what bounds the memory is the decision records' byte budget.
+    Not refused, by design: what bounds the memory is the decision records' byte budget. The
+    caller holds a replay role: without a ``policy.facts.override_roles`` role, ``access`` alone
+    is refused.
     """
     access = {f"{n:03d}-" + "r" * 250: n for n in range(256)}
     labels = {f"pad-{n}": "v" * 4000 for n in range(220)}
     request = _request(0, access=access, labels=labels)
+    replay = target.as_caller("bench-replay")
     sem = asyncio.Semaphore(8)
 
     async def one(i: int) -> str:
         async with sem:
             request.request_id = f"big-{i}"
-            return await _code(target.stub.Decide(request, timeout=60))
+            return await _code(replay.Decide(request, timeout=60))
 
     codes = await asyncio.gather(*(one(i) for i in range(300)))
     return Outcome(
