@@ -5,7 +5,8 @@ Run:  .venv/bin/python -m tests.bench.attacks [--concurrency 8] [--baseline-s 5]
 (figures and how to read them: docs/security.md, "Figures")
 
 The bench starts one real sidecar *process* (``python -m sidecar serve``: gRPC, metrics and webhook
-listeners on loopback, a managed OPA, SQLite state) next to hostile servers it runs itself: a
+listeners on loopback, a managed OPA, SQLite state, and ``policy.auth`` bearer tokens, so every
+PolicyService call needs one: see DATA_TOKENS and BINDINGS) next to hostile servers it runs itself: a
 registry that streams endless manifests, one whose token realm lives on the attacker's host, one
 with a 5,000-child index, and a registry whose tags never exist (for failing webhook events).
 
