@@ -942,10 +942,10 @@ def table(report: dict[str, Any]) -> str:
     """The report as the Markdown table of docs/security.md."""
     base = report["baseline"]
     lines = [
-        "| attack | refused? (how) | sidecar RSS before → peak → after | p99 of decisions during "
-        "| decisions (errors) | attack lasted | attacker sent |",
-        "|---|---|---|---:|---:|---:|---|",
-        f"| (baseline, no attack) | - | {base['rss_before_mib']:.0f} → "
+        "| attack | finding | refused? (how) | sidecar RSS before → peak → after "
+        "| p99 of decisions during | decisions (errors) | attack lasted | attacker sent |",
+        "|---|---|---|---|---:|---:|---:|---|",
+        f"| (baseline, no attack) | | - | {base['rss_before_mib']:.0f} → "
         f"{base['rss_peak_mib']:.0f} → {base['rss_after_mib']:.0f} MiB | {base['p99_ms']:.0f} ms "
         f"| {base['decisions']} ({base['decision_errors']}) | {base['seconds']:.1f} s | - |",
     ]
@@ -953,7 +953,8 @@ def table(report: dict[str, Any]) -> str:
         sent = f"{row['requests']:,} requests, {row['attacker_bytes'] / MIB:,.1f} MiB"
         refused = row["refused"] + (f"; {row['note']}" if row.get("note") else "")
         lines.append(
-            f"| {row['attack']} | {refused} | {row['rss_before_mib']:.0f} → "
+            f"| {row['attack']} | {row['finding'].split(':')[0]} | {refused} | "
+            f"{row['rss_before_mib']:.0f} → "
             f"{row['rss_peak_mib']:.0f} → {row['rss_after_mib']:.0f} MiB | {row['p99_ms']:.0f} ms "
             f"| {row['decisions']} ({row['decision_errors']}) | {row['seconds']:.1f} s | {sent} |"
         )
