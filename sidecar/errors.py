@@ -16,6 +16,7 @@ __all__ = [
     "PermissionDenied",
     "PolicyError",
     "PolicyUnavailable",
+    "ReconcileBusy",
     "RegistryError",
     "RegistryUnavailable",
     "ResourceExhausted",
@@ -47,6 +48,7 @@ class ErrorCode(StrEnum):
     PERMISSION_DENIED = "permission_denied"
     KEY_SERVICE_UNAVAILABLE = "key_service_unavailable"
     SUPERSEDED = "superseded"
+    RECONCILE_BUSY = "reconcile_busy"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     INTERNAL = "internal"
 
@@ -221,6 +223,12 @@ class TagSuperseded(SidecarError):
     def __init__(self, message: str, *, current: str) -> None:
         super().__init__(message)
         self.current = current
+
+
+class ReconcileBusy(SidecarError):
+    """Another reconcile is applying a plan (it holds the job store's lease): one at a time."""
+
+    code = ErrorCode.RECONCILE_BUSY
 
 
 class WebhookRejected(SidecarError):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar.model.decision import (
+    BatchAnswer,
     DecideRequest,
     DecisionResult,
     EngineAnswer,
@@ -27,9 +28,11 @@ from sidecar.model.jobs import (
 from sidecar.records import DecisionRecord
 
 __all__ = [
+    "BatchEngine",
     "Copier",
     "DecisionStore",
     "Deferrals",
+    "Deleter",
     "Enricher",
     "EventInbox",
     "HealthLedger",
@@ -37,6 +40,7 @@ __all__ = [
     "JobQueue",
     "JobStore",
     "KeyEncryptionKey",
+    "Leases",
     "Placements",
     "PolicyEngine",
     "PullCounts",
@@ -57,6 +61,22 @@ class PolicyEngine(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class BatchEngine(Protocol):
+    """Evaluates many policy inputs in one query, and other documents of the bundle (OPA)."""
+
+    async def evaluate_batch(
+        self, inputs: Sequence[Mapping[str, Any]], *, timeout_s: float | None = None
+    ) -> BatchAnswer:
+        """Return the decision of every input, in order; PolicyUnavailable/PolicyError."""
+        ...
+
+    async def query(
+        self, path: str, policy_input: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> tuple[Any, str, int]:
+        """Evaluate ``data.<path>``: (result, bundle revision, eval ns); PolicyError if undefined."""
         ...
 
 
@@ -129,6 +149,14 @@ class Copier(Protocol):
 
     async def copy(self, spec: JobSpec, progress: ProgressCallback | None = None) -> CopyResult:
         """Copy ``spec``; blobs first, manifests last; raise RegistryError on failure."""
+        ...
+
+
+class Deleter(Protocol):
+    """Runs a delete job: removes one image (by digest) from one destination tag, re-checked."""
+
+    async def delete(self, spec: JobSpec) -> CopyResult:
+        """Delete within the rails; raise RegistryError (a refusal is permanent) on failure."""
         ...
 
 
@@ -292,6 +320,26 @@ class PullCounts(Protocol):
         ...
 
 
+class Leases(Protocol):
+    """Named leases in the store: one holder at a time across replicas (the scheduled reconcile)."""
+
+    async def acquire_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take (or renew) ``name`` for ``ttl_s``; False while another owner holds it unexpired."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give ``name`` up if ``owner`` holds it."""
+        ...
+
+    async def lease_last_run(self, name: str) -> datetime | None:
+        """When the run guarded by ``name`` last completed (its scheduled time), or None."""
+        ...
+
+    async def record_lease_run(self, name: str, owner: str, at: datetime) -> None:
+        """Record that ``owner``, holding ``name``, completed the run scheduled at ``at``."""
+        ...
+
+
 class StatePruning(Protocol):
     """Deletes finished state past its retention (``policy.replication.retention``)."""
 
@@ -318,7 +366,14 @@ class InboxAndPulls(EventInbox, PullCounts, Protocol):
 
 
 class JobStore(
-    QueueAndDeferrals, Placements, HealthLedger, EventInbox, PullCounts, StatePruning, Protocol
+    QueueAndDeferrals,
+    Placements,
+    HealthLedger,
+    EventInbox,
+    PullCounts,
+    StatePruning,
+    Leases,
+    Protocol,
 ):
     """Every role of the durable store (SQLite or PostgreSQL), for the composition root that
     opens it, hands each part its role and closes it."""

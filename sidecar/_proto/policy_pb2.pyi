@@ -525,3 +525,89 @@ class ValidateBundleResponse(_message.Message):
     signed: bool
     tests_run: int
     def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., revision: _Optional[str] = ..., digest: _Optional[str] = ..., details: _Optional[_Iterable[_Union[BundleProblem, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., signed: _Optional[bool] = ..., tests_run: _Optional[int] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
+    __slots__ = ("dry_run", "candidate_bundle")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    candidate_bundle: bytes
+    def __init__(self, dry_run: _Optional[bool] = ..., candidate_bundle: _Optional[bytes] = ...) -> None: ...
+
+class ReconcileAction(_message.Message):
+    __slots__ = ("kind", "registry", "repository", "tag", "digest", "source", "size_bytes", "priority", "rank", "decision_id", "bundle_revision", "reasons", "blocked")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    source: str
+    size_bytes: int
+    priority: int
+    rank: int
+    decision_id: str
+    bundle_revision: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    blocked: str
+    def __init__(self, kind: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., priority: _Optional[int] = ..., rank: _Optional[int] = ..., decision_id: _Optional[str] = ..., bundle_revision: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., blocked: _Optional[str] = ...) -> None: ...
+
+class ReconcileSummary(_message.Message):
+    __slots__ = ("images", "degraded", "bundle_revision", "counts", "bytes_to_copy", "bytes_freed", "unreadable")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UnreadableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TO_COPY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    images: int
+    degraded: int
+    bundle_revision: str
+    counts: _containers.ScalarMap[str, int]
+    bytes_to_copy: int
+    bytes_freed: int
+    unreadable: _containers.ScalarMap[str, str]
+    def __init__(self, images: _Optional[int] = ..., degraded: _Optional[int] = ..., bundle_revision: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_to_copy: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., unreadable: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReconcileEvent(_message.Message):
+    __slots__ = ("planned", "summary", "job", "removed", "refused", "done")
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    planned: ReconcileAction
+    summary: ReconcileSummary
+    job: Job
+    removed: ReconcileAction
+    refused: ReconcileAction
+    done: str
+    def __init__(self, planned: _Optional[_Union[ReconcileAction, _Mapping]] = ..., summary: _Optional[_Union[ReconcileSummary, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., removed: _Optional[_Union[ReconcileAction, _Mapping]] = ..., refused: _Optional[_Union[ReconcileAction, _Mapping]] = ..., done: _Optional[str] = ...) -> None: ...

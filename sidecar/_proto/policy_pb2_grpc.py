@@ -75,6 +75,11 @@ class PolicyServiceStub:
                 request_serializer=sidecar_dot___proto_dot_policy__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=sidecar_dot___proto_dot_policy__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.Reconcile = channel.unary_stream(
+                '/freightliner.policy.v1.PolicyService/Reconcile',
+                request_serializer=sidecar_dot___proto_dot_policy__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=sidecar_dot___proto_dot_policy__pb2.ReconcileEvent.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -137,6 +142,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconcile(self, request, context):
+        """Reconcile observes the registries in scope, decides every source image (event reconcile),
+        streams the plan, then unless dry_run its execution (DESIGN §4, docs/reconcile.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=sidecar_dot___proto_dot_policy__pb2.ExplainRequest.FromString,
                     response_serializer=sidecar_dot___proto_dot_policy__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_stream_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=sidecar_dot___proto_dot_policy__pb2.ReconcileRequest.FromString,
+                    response_serializer=sidecar_dot___proto_dot_policy__pb2.ReconcileEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +416,33 @@ class PolicyService:
             '/freightliner.policy.v1.PolicyService/Explain',
             sidecar_dot___proto_dot_policy__pb2.ExplainRequest.SerializeToString,
             sidecar_dot___proto_dot_policy__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/freightliner.policy.v1.PolicyService/Reconcile',
+            sidecar_dot___proto_dot_policy__pb2.ReconcileRequest.SerializeToString,
+            sidecar_dot___proto_dot_policy__pb2.ReconcileEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,7 @@ import grpc
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api._auth import CallAuth
+from sidecar.api._reconcile_rpc import ReconcileRpc
 from sidecar.api._replication_rpcs import ReplicationRpcs
 from sidecar.api._resolve_rpc import ResolvePullRpc
 from sidecar.api.convert import (
@@ -24,6 +25,7 @@ from sidecar.api.status import grpc_status
 from sidecar.decide import DecisionService
 from sidecar.errors import SidecarError
 from sidecar.health import PullResolver
+from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
 from sidecar.telemetry import extract_context
 
@@ -36,7 +38,7 @@ __all__ = ["PolicyServicer"]
 STREAM_WINDOW = 64
 
 
-class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
+class PolicyServicer(ReplicationRpcs, ResolvePullRpc, ReconcileRpc, pb_grpc.PolicyServiceServicer):  # type: ignore[misc]  # generated base is untyped
     """Implements freightliner.policy.v1.PolicyService (replication RPCs and ResolvePull mixed in)."""
 
     def __init__(
@@ -46,8 +48,10 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, pb_grpc.PolicyServiceServi
         resolver: PullResolver | None = None,
         *,
         auth: CallAuth | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._decisions = decisions
+        self._reconciler = reconciler
         self._replication = replication
         self._resolver = resolver
         # None: no policy.auth, callers are trusted as they say (the loopback-only default).

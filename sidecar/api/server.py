@@ -28,6 +28,7 @@ from sidecar.decide import DecisionService
 from sidecar.errors import ConfigError
 from sidecar.governance import AdminService, DataPlaneGate
 from sidecar.health import PullResolver
+from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
 
 __all__ = [
@@ -106,6 +107,7 @@ class GrpcServer:
         admin_max_message_bytes: int | None = None,
         listeners: Sequence[Listener] = (),
         gate: DataPlaneGate | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._listeners = (Listener("plain", listen), *listeners)
         # Decision requests are small: max_message_bytes (policy.limits) caps them. Bundles travel
@@ -139,6 +141,7 @@ class GrpcServer:
                 replication,
                 resolver,
                 auth=CallAuth(gate, listener) if gate is not None else None,
+                reconciler=reconciler,
             )
             self._policy.append(servicer)
             pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)

@@ -27,6 +27,7 @@ _STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.KEY_SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     # Another write of the same tag won the race: a concurrency conflict, not a failure.
     ErrorCode.SUPERSEDED: grpc.StatusCode.ABORTED,
+    ErrorCode.RECONCILE_BUSY: grpc.StatusCode.ABORTED,
     # A caller over its rate or a size limit: it may retry later, or smaller.
     ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,

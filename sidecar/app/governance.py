@@ -17,7 +17,7 @@ from sidecar.api.server import Listener, tls_credentials
 from sidecar.app.bundle import signing_keys
 from sidecar.audit import AuditLog, AuditTrail, RefusalWindow
 from sidecar.bundles.validate import validator_for
-from sidecar.config import Config, job_store_url
+from sidecar.config import AuthSettings, Config, job_store_url
 from sidecar.governance.admin import AdminService
 from sidecar.governance.authz import OpaAuthorizer
 from sidecar.governance.delivery import BundleDelivery, StoreTarget
@@ -178,15 +178,51 @@ async def data_plane_gate(
         dict(config.policy.tenancy.prefixes),
         {f.name: tuple(f.tenants) for f in config.inventory()},
     )
+    failures, limiter = _data_plane_limiters(auth, registry)
     try:
         yield DataPlaneGate(
             Authenticator(auth.tokens, "policy.auth.tokens", require_tls=False),
             authorizer,
             scope,
             on_refused=lambda action, code: refusals.labels(action=action, code=code).inc(),
+            failures=failures,
+            limiter=limiter,
         )
     finally:
         await authorizer.close()
+
+
+def _data_plane_limiters(
+    auth: AuthSettings, registry: CollectorRegistry
+) -> tuple[CallRateLimiter, CallRateLimiter | None]:
+    """The gate's limiters: failed authentications per peer, and calls per identity if set."""
+    # Its own metric (the admin limiter's is registered once per registry by admin_runtime).
+    metric = Counter(
+        "policy_sidecar_data_plane_rate_limited_calls",
+        "PolicyService calls refused RESOURCE_EXHAUSTED before authorisation: a peer over "
+        "policy.auth.failed_auth_limit (unauthenticated) or an identity over "
+        "policy.auth.rate_limit (authenticated).",
+        ["surface", "caller"],
+        registry=registry,
+    )
+    failed = auth.failed_auth_limit
+    limit = auth.rate_limit
+    return (
+        CallRateLimiter(
+            RateLimit(
+                failed.rate, failed.burst, failed.max_identities, "policy.auth.failed_auth_limit"
+            ),
+            surface="policy",
+            metric=metric,
+        ),
+        None
+        if limit is None
+        else CallRateLimiter(
+            RateLimit(limit.rate, limit.burst, limit.max_identities, "policy.auth.rate_limit"),
+            surface="policy",
+            metric=metric,
+        ),
+    )
 
 
 def _store(config: Config) -> StoreTarget | None:

@@ -25,6 +25,7 @@ from sidecar.health.monitor import HealthMonitor
 from sidecar.model.decision import ImageRef
 from sidecar.oci import RegistryClients
 from sidecar.replicate.copy import ImageCopier
+from sidecar.replicate.delete import ImageDeleter
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.replicate.workers import WorkerPool
 from sidecar.secrets import RegistrySecrets
@@ -123,6 +124,7 @@ async def replication_parts(
             lease_s=settings.lease_s,
             metrics_registry=telemetry.metrics_registry,
             health=health,
+            deleter=ImageDeleter(clients, sources=config.policy.reconcile.sources),
         )
         _log.info("job store open", store=_redacted(url), worker_id=pool.worker_id)
         yield ReplicationParts(store, clients, copier, pool, url, health)

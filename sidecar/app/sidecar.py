@@ -18,10 +18,11 @@ from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate,
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
 from sidecar.app.retention import retention_task
+from sidecar.audit import AuditTrail
 from sidecar.bundles.hosted import hosted_bundle_server
 from sidecar.bundles.pull import PullSource, prepare_pull
 from sidecar.bundles.server import BundleServer
-from sidecar.config import Config, is_loopback
+from sidecar.config import Config, Cron, is_loopback
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, check_request_facts, trust_of, validate_request
 from sidecar.errors import PolicyUnavailable
@@ -31,6 +32,15 @@ from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
+from sidecar.reconcile import (
+    Observer,
+    Reconciler,
+    Remover,
+    Scheduler,
+    Scope,
+    scheduled,
+    waiter,
+)
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.service import ReplicationService
@@ -45,7 +55,7 @@ from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
 from sidecar.webhooks import WebhookServer
 
-__all__ = ["PolicyRuntime", "Sidecar", "policy_runtime", "run_forever"]
+__all__ = ["PolicyRuntime", "Sidecar", "decision_service", "policy_runtime", "run_forever"]
 
 _log = get_logger("sidecar.app")
 
@@ -61,6 +71,8 @@ class PolicyRuntime:
     sensitive: SensitiveRuntime | None = None
     # The managed OPA's API token (None: an external OPA); kept out of any repr or log.
     token: str | None = field(default=None, repr=False)
+    # The REST engine itself: batch decisions and other documents (the reconciler's queries).
+    opa: OpaEngine | None = None
 
     def ready(self) -> bool:
         """Return whether decisions can be served now (with the sensitive data, if configured)."""
@@ -83,7 +95,12 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
         try:
             async with keep_in_opa(sensitive, lambda: address, load_now=True):
                 yield PolicyRuntime(
-                    gated(engine, sensitive, lambda: True), address, None, "", sensitive
+                    gated(engine, sensitive, lambda: True),
+                    address,
+                    None,
+                    "",
+                    sensitive,
+                    opa=engine,
                 )
         finally:
             await engine.close()
@@ -115,6 +132,7 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
                         revision,
                         sensitive,
                         managed.token,
+                        opa=engine,
                     )
             finally:
                 await engine.close()
@@ -161,6 +179,49 @@ def _activation_actor(config: Config, opa_url: str) -> str:
     return f"opa:{opa_url}"
 
 
+def decision_service(
+    config: Config, telemetry: Telemetry, runtime: PolicyRuntime, parts: ReplicationParts
+) -> DecisionService:
+    """Build the decision path (validate → enrich → policy → record) on ``runtime``."""
+    settings = config.policy
+    limits = settings.limits
+    trust = trust_of(config)
+
+    def validate(request: DecideRequest) -> None:
+        validate_request(request, limits, config.inventory())
+        # now/registry_health/tenant_usage/access need an override role: refused, not ignored.
+        check_request_facts(request, trust)
+
+    return DecisionService(
+        enricher=StaticEnricher(
+            config,
+            # Observation first: probed health, registry facts; a request's registry_health
+            # (a static source, override role only) still wins over the probe.
+            extra_sources=(*health_sources(parts.health), *registry_sources(config, parts)),
+            trust=trust,
+        ),
+        engine=resilient_engine(runtime.engine, settings.opa, telemetry.metrics),
+        telemetry=telemetry,
+        records=DecisionRecords(
+            settings.decision_records.max_entries,
+            settings.decision_records.ttl_s,
+            max_bytes=settings.decision_records.max_bytes,
+            mask=RecordMask(
+                settings.decision_records.mask,
+                runtime.sensitive.data.secrets if runtime.sensitive else (),
+            ),
+        ),
+        validate=validate,
+        engine_url=runtime.url,
+        fallback=Fallback.from_config(
+            config, sensitive=runtime.sensitive.data.document() if runtime.sensitive else None
+        ),
+        bundle_revision=runtime.bundle_revision,
+        # The batch query bypasses the sensitive-data gate: one query each while that is on.
+        batch_engine=runtime.opa if runtime.sensitive is None else None,
+    )
+
+
 class Sidecar:
     """A running sidecar: policy runtime, decisions, replication, gRPC, webhooks and /metrics."""
 
@@ -187,6 +248,7 @@ class Sidecar:
         self.revisions: RevisionWatcher | None = None
         self.backlog: PolicyBacklog | None = None
         self.metrics: MetricsServer | None = None
+        self.reconciler: Reconciler | None = None
 
     async def start(self) -> None:
         """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
@@ -253,8 +315,12 @@ class Sidecar:
                     self.telemetry.metrics_registry,
                 )
             )
+            self.reconciler = self._reconciler(
+                self.runtime, self.parts, self.decisions, self.admin.audit
+            )
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
+            await self._stack.enter_async_context(scheduled(self._scheduler(self.parts)))
             await self._start_webhooks(self.replication)
             gate = await self._stack.enter_async_context(
                 data_plane_gate(
@@ -274,6 +340,7 @@ class Sidecar:
                 admin_max_message_bytes=self.admin.max_message_bytes,
                 listeners=await listeners(self.config),
                 gate=gate,
+                reconciler=self.reconciler,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)
@@ -320,47 +387,58 @@ class Sidecar:
             wake=parts.pool.wake,
         )
 
-    def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
-        settings = self.config.policy
-        limits = settings.limits
-        config = self.config
-        trust = trust_of(config)
+    def _scheduler(self, parts: ReplicationParts) -> Scheduler | None:
+        """The scheduled reconcile (``policy.reconcile.schedule``), None when not configured."""
+        settings = self.config.policy.reconcile
+        reconciler = self.reconciler
+        if not settings.schedule or not settings.sources or reconciler is None:
+            return None
 
-        def validate(request: DecideRequest) -> None:
-            validate_request(request, limits, config.inventory())
-            # now/registry_health/tenant_usage/access need an override role: refused, not ignored.
-            check_request_facts(request, trust)
+        async def run() -> object:
+            return await reconciler.run(dry_run=not settings.scheduled_apply)
 
-        return DecisionService(
-            enricher=StaticEnricher(
-                self.config,
-                # Observation first: probed health, registry facts; a request's registry_health
-                # (a static source, override role only) still wins over the probe.
-                extra_sources=(
-                    *health_sources(parts.health),
-                    *registry_sources(self.config, parts),
-                ),
-                trust=trust,
-            ),
-            engine=resilient_engine(runtime.engine, settings.opa, self.telemetry.metrics),
-            telemetry=self.telemetry,
-            records=DecisionRecords(
-                settings.decision_records.max_entries,
-                settings.decision_records.ttl_s,
-                max_bytes=settings.decision_records.max_bytes,
-                mask=RecordMask(
-                    settings.decision_records.mask,
-                    runtime.sensitive.data.secrets if runtime.sensitive else (),
-                ),
-            ),
-            validate=validate,
-            engine_url=runtime.url,
-            fallback=Fallback.from_config(
-                self.config,
-                sensitive=runtime.sensitive.data.document() if runtime.sensitive else None,
-            ),
-            bundle_revision=runtime.bundle_revision,
+        return Scheduler(
+            Cron.parse(settings.schedule),
+            run,
+            parts.store,
+            owner=parts.pool.worker_id,
+            lease_s=settings.lease_s,
         )
+
+    def _reconciler(
+        self,
+        runtime: PolicyRuntime,
+        parts: ReplicationParts,
+        decisions: DecisionService,
+        audit: AuditTrail,
+    ) -> Reconciler:
+        """The Reconcile RPC's reconciler: this sidecar's clients, decisions, store and workers."""
+        settings = self.config.policy.reconcile
+        return Reconciler(
+            self.config,
+            observer=Observer(parts.clients, settings),
+            decisions=decisions,
+            queries=runtime.opa,
+            jobs=parts.store,
+            wait_timeout_s=settings.wait_s,
+            leases=parts.store,
+            owner=parts.pool.worker_id,
+            metrics_registry=self.telemetry.metrics_registry,
+            remover=Remover(
+                parts.clients,
+                parts.store,
+                wait=waiter(parts.store, timeout_s=settings.wait_s),
+                wake=parts.pool.wake,
+                sources=settings.sources,
+                scope=Scope(settings),
+                max_removals=settings.max_removals_per_run,
+                audit=audit,
+                metrics_registry=self.telemetry.metrics_registry,
+            ),
+        )
+
+    def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
+        return decision_service(self.config, self.telemetry, runtime, parts)
 
     async def _start_metrics(self) -> None:
         listen = self.config.policy.metrics_listen

@@ -26,6 +26,8 @@ OUTCOMES = (
     # OPA began serving a revision no PolicyAdmin call published (`bundle publish --to`, another
     # replica's own store, an external OPA's operator): seen by the sidecar, never missed.
     "activated",
+    # The reconciler deleted a copy the policy's `remove` or retention asked for (DESIGN §3.4).
+    "removed",
     "rate_limited",  # the caller went over policy.admin.rate_limit; nothing was done
     # One row standing for many refusals of one caller in one window (policy.admin.audit_refusals):
     # detail says how many, of which action and outcome, between which times.

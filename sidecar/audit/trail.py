@@ -19,6 +19,7 @@ ACTIONS = (
     "GetAuditLog",
     "ValidateBundle",
     "ActivateBundle",
+    "Reconcile",  # a removal executed by the reconciler
 )
 
 _log = get_logger("sidecar.audit")

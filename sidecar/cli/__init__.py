@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
 
-    from sidecar.cli import _admin, _audit, _config  # noqa: PLC0415
+    from sidecar.cli import _admin, _audit, _config, _reconcile  # noqa: PLC0415
 
+    _reconcile.add_parser(sub)
     _config.add_parser(sub)
     _audit.add_parser(sub)
     _admin.add_parser(sub)
@@ -201,6 +202,17 @@ def _inspect_config(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _reconcile_command(args: argparse.Namespace, config: Config) -> int:
+    from sidecar.cli import _reconcile  # noqa: PLC0415
+
+    out, ok = asyncio.run(_reconcile.run(args, config))
+    if isinstance(out, str):
+        print(out)
+    else:
+        _print_json(out)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def _governance(args: argparse.Namespace, config: Config) -> int:
     from sidecar.cli import _admin, _audit  # noqa: PLC0415
 
@@ -223,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry = config.policy.telemetry
     configure_logging(args.log_level or telemetry.log_level, telemetry.log_format)
     try:
-        runners = {"audit": _governance, "admin": _governance, "config": _inspect_config}
+        runners = {
+            "audit": _governance,
+            "admin": _governance,
+            "config": _inspect_config,
+            "reconcile": _reconcile_command,
+        }
         runner = runners.get(args.command, _run)
         return runner(args, config)
     except (ConfigError, InvalidArgument) as exc:

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config._admin import AdminToken
-from sidecar.config._auth import AuthSettings, AuthUnixSettings, is_loopback
+from sidecar.config._auth import (
+    AuthFailureLimit,
+    AuthRateLimit,
+    AuthSettings,
+    AuthUnixSettings,
+    is_loopback,
+)
 from sidecar.config._bundle import BundleServeSettings
+from sidecar.config._cron import Cron
 from sidecar.config._glob import destination_template, glob_regex
 from sidecar.config._health import HealthSettings
 from sidecar.config._legacy import (
@@ -31,6 +38,7 @@ from sidecar.config._legacy import (
 )
 from sidecar.config._policy import known_tenants, parse_policy
 from sidecar.config._read import Node, Warnings, read_yaml
+from sidecar.config._reconcile import ReconcileSettings
 from sidecar.config._registries import (
     AuthConfig,
     RegistryConfig,
@@ -85,11 +93,14 @@ __all__ = [
     "SENSITIVE_ROOT",
     "AdminToken",
     "AuthConfig",
+    "AuthFailureLimit",
+    "AuthRateLimit",
     "AuthSettings",
     "AuthUnixSettings",
     "BundleServeSettings",
     "BundleSettings",
     "Config",
+    "Cron",
     "DecisionRecordSettings",
     "FactSettings",
     "HealthSettings",
@@ -98,6 +109,7 @@ __all__ = [
     "OpaSettings",
     "PolicySettings",
     "PublishTarget",
+    "ReconcileSettings",
     "RegistryConfig",
     "ReplicationRule",
     "ReplicationSettings",

@@ -11,13 +11,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
-from sidecar.config._admin import AdminTlsSettings, AdminToken, parse_tls, parse_token, subject_name
-from sidecar.config._model import HostPort, NonEmpty, keys, read_record
+from sidecar.config._admin import (
+    DEFAULT_RATE_LIMIT_IDENTITIES,
+    AdminTlsSettings,
+    AdminToken,
+    parse_tls,
+    parse_token,
+    subject_name,
+)
+from sidecar.config._model import HostPort, Int, NonEmpty, Number, keys, read_record
 from sidecar.config._read import Node
 
-__all__ = ["AuthSettings", "AuthUnixSettings", "is_loopback", "parse_auth"]
+__all__ = [
+    "DEFAULT_FAILED_AUTH_BURST",
+    "DEFAULT_FAILED_AUTH_RATE",
+    "AuthFailureLimit",
+    "AuthRateLimit",
+    "AuthSettings",
+    "AuthUnixSettings",
+    "is_loopback",
+    "parse_auth",
+]
 
 _FORBID = ConfigDict(extra="forbid")
 _MODES = {"0600": 0o600, "0660": 0o660}
@@ -59,6 +75,34 @@ class AuthUnixSettings:
         return _MODES[self.mode]
 
 
+# A peer may fail authentication 20 times at once, then once a second: enough for a client whose
+# token was rotated to notice, too little for a guessing flood to keep the bcrypt pool busy.
+DEFAULT_FAILED_AUTH_RATE = 1.0
+DEFAULT_FAILED_AUTH_BURST = 20
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailureLimit:
+    """``policy.auth.failed_auth_limit``: failed authentications allowed per peer address."""
+
+    __pydantic_config__ = _FORBID
+
+    rate: Annotated[Number, Field(gt=0)] = DEFAULT_FAILED_AUTH_RATE  # failures per second
+    burst: Annotated[Int, Field(ge=1)] = DEFAULT_FAILED_AUTH_BURST  # failures at once
+    max_identities: Annotated[Int, Field(ge=1)] = DEFAULT_RATE_LIMIT_IDENTITIES  # peers kept
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRateLimit:
+    """``policy.auth.rate_limit``: calls per authenticated identity (absent: no limit)."""
+
+    __pydantic_config__ = _FORBID
+
+    rate: Annotated[Number, Field(gt=0)]  # calls per second, sustained
+    burst: Annotated[Int, Field(ge=1)]  # calls at once after a quiet spell
+    max_identities: Annotated[Int, Field(ge=1)] = DEFAULT_RATE_LIMIT_IDENTITIES
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """``policy.auth``: PolicyService callers are authenticated and authorised by system.authz."""
@@ -69,6 +113,10 @@ class AuthSettings:
     tls: AdminTlsSettings | None = None  # client_ca_file required: client certificates are
     tokens: tuple[AdminToken, ...] = ()
     unix: AuthUnixSettings | None = None
+    # A peer over this many failed authentications is refused before its credentials are checked.
+    failed_auth_limit: AuthFailureLimit = AuthFailureLimit()
+    # Per authenticated identity (e.g. one tenant's CI) so no caller crowds out the others.
+    rate_limit: AuthRateLimit | None = None
 
 
 def parse_auth(node: Node, base: Path) -> AuthSettings | None:
@@ -90,6 +138,10 @@ def parse_auth(node: Node, base: Path) -> AuthSettings | None:
         given["unix"] = AuthUnixSettings(
             str(path if path.is_absolute() else base / path), unix.subject, unix.mode
         )
+    if "failed_auth_limit" in f and not f["failed_auth_limit"].is_null:
+        given["failed_auth_limit"] = read_record(AuthFailureLimit, f["failed_auth_limit"])
+    if "rate_limit" in f and not f["rate_limit"].is_null:
+        given["rate_limit"] = read_record(AuthRateLimit, f["rate_limit"])
     auth = read_record(AuthSettings, node, given=given)
     if auth.listen and auth.tls is None:
         raise node.error("listen needs tls: {cert_file, key_file, client_ca_file}")

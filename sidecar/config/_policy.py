@@ -21,6 +21,7 @@ from sidecar.config._health import parse_health
 from sidecar.config._legacy import read_rule
 from sidecar.config._model import Int, keys, read_record
 from sidecar.config._read import Node
+from sidecar.config._reconcile import parse_reconcile
 from sidecar.config._registries import RegistryConfig
 from sidecar.config._replication import parse_replication
 from sidecar.config._sensitive import parse_sensitive_data
@@ -157,6 +158,7 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
         "facts": read_record(FactSettings, section("facts")),
         "replication": parse_replication(section("replication"), base, names),
         "health": parse_health(section("health")),
+        "reconcile": parse_reconcile(section("reconcile"), names),
         "sensitive_data": parse_sensitive_data(section("sensitive_data"), base),
         "admin": parse_admin(section("admin"), base),
         "auth": parse_auth(section("auth"), base),

@@ -16,6 +16,7 @@ from sidecar.config._bundle import BundleServeSettings, BundleServiceSettings
 from sidecar.config._health import HealthSettings
 from sidecar.config._legacy import ReplicationRule, SyncConfigPath
 from sidecar.config._model import URL, Bool, Int, Key, NonEmpty, Number, Path_, Str, Strings, frozen
+from sidecar.config._reconcile import ReconcileSettings
 from sidecar.config._replication import ReplicationSettings
 from sidecar.config._scalars import choice, host_port, url
 from sidecar.config._sensitive import SensitiveDataSettings
@@ -270,6 +271,7 @@ class PolicySettings:
     last_known_entries: _Positive = DEFAULT_LAST_KNOWN_ENTRIES
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     sensitive_data: SensitiveDataSettings = field(default_factory=SensitiveDataSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     facts: FactSettings = field(default_factory=FactSettings)

@@ -114,7 +114,11 @@ class StaticEnricher:
         request, dropped = strip_overrides(request, self._trust)
         now = request.now or format_rfc3339(self._clock())
         draft = base_draft(request, self._config, now)
-        bare = dataclasses.replace(draft, image=ImageFacts(ref=request.image))
+        # present_at is no image fact a source observes: it is where a reconcile found copies
+        # (DESIGN §3.1), and only the reconciler acts on the removals it yields.
+        bare = dataclasses.replace(
+            draft, image=ImageFacts(ref=request.image, present_at=draft.image.present_at)
+        )
         bare, observing = await apply_sources(
             self._observers, request, bare, timeout_s=self._timeout_s
         )

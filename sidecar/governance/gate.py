@@ -14,11 +14,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from sidecar.errors import PermissionDenied, SidecarError
+from sidecar.errors import PermissionDenied, ResourceExhausted, SidecarError
 from sidecar.governance.authz import AuthzDecision, OpaAuthorizer
 from sidecar.governance.identity import Authenticator, Caller, CallerUnknown, Credentials
+from sidecar.governance.ratelimit import CallRateLimiter, peer_bucket
 from sidecar.model.decision import Caller as DecisionCaller
 from sidecar.telemetry import get_logger
 
@@ -129,8 +130,12 @@ class DataPlaneGate:
         scope: TenantScope,
         *,
         on_refused: Callable[[str, str], None] | None = None,
+        failures: CallRateLimiter | None = None,
+        limiter: CallRateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._failures = failures  # failed authentications per peer address
+        self._limiter = limiter  # calls per authenticated identity
         self._authn = authenticator
         self._authz = authorizer
         self._scope = scope
@@ -143,14 +148,47 @@ class DataPlaneGate:
     ) -> Admission:
         """Return the admission of a call of ``action`` (acting for ``tenant``, if it names one).
 
-        Raises CallerUnknown (UNAUTHENTICATED) or PermissionDenied; each refusal is logged and
+        Raises CallerUnknown (UNAUTHENTICATED), PermissionDenied or ResourceExhausted (a peer
+        over its failed authentications, an identity over its rate); each refusal is logged and
         counted.
         """
+        peer = peer_bucket(credentials.peer)
+        if (
+            self._failures is not None
+            and self._failures.exhausted(peer)
+            and not self._authn.is_cheap(credentials)
+        ):
+            # Before any bcrypt work: a guessing flood must not keep the bcrypt pool busy, while
+            # callers on the same host with cheap credentials (a certificate, a sha256-hashed or
+            # recently verified token) are still served.
+            self._failures.try_acquire(peer)  # an empty bucket: counts the refusal, takes nothing
+            self._refuse(
+                action,
+                ResourceExhausted(
+                    f"{peer} failed authentication too often to have a bcrypt-hashed token "
+                    "checked now; retry later (policy.auth.failed_auth_limit)",
+                    "policy.auth.failed_auth_limit",
+                ),
+                peer,
+            )
         try:
             identity = await self._authn.authenticate(credentials)
         except CallerUnknown as exc:
+            if self._failures is not None:
+                self._failures.try_acquire(peer)
             self._refused(action, exc, exc.actor)
             raise
+        if self._limiter is not None and not self._limiter.try_acquire(identity.subject):
+            limit = self._limiter.limit
+            self._refuse(
+                action,
+                ResourceExhausted(
+                    f"{action}: {identity.subject} is over its rate of {limit.rate:g} calls/s "
+                    f"(burst {limit.burst}); retry later (policy.auth.rate_limit)",
+                    "policy.auth.rate_limit",
+                ),
+                identity.subject,
+            )
         try:
             decision = await self._decision(identity, action, tenant)
         except SidecarError as exc:
@@ -188,6 +226,10 @@ class DataPlaneGate:
             while len(self._allowed) > _CACHE_ENTRIES:
                 self._allowed.popitem(last=False)
         return decision
+
+    def _refuse(self, action: str, exc: SidecarError, actor: str) -> NoReturn:
+        self._refused(action, exc, actor)
+        raise exc
 
     def _refused(self, action: str, exc: SidecarError, actor: str) -> None:
         code = exc.code.value

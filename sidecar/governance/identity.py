@@ -168,6 +168,21 @@ class Authenticator:
             "no credentials: present a client certificate or an 'authorization: Bearer' token",
         )
 
+    def is_cheap(self, credentials: Credentials) -> bool:
+        """Whether checking ``credentials`` needs no bcrypt work (no token, a sha256-hashed
+        one, or a bcrypt-hashed one verified recently): what a throttled peer may still try."""
+        if not credentials.bearer:
+            return True
+        digest = hash_token(credentials.bearer)
+        if any(
+            e.sha256 is not None and hmac.compare_digest(e.sha256, digest) for e in self._tokens
+        ):
+            return True
+        if all(entry.bcrypt is None for entry in self._tokens):
+            return True
+        cached = self._verified.get(digest)
+        return cached is not None and self._clock() - cached[1] <= BCRYPT_CACHE_S
+
     async def _token_caller(self, token: str, now: datetime) -> Caller:
         digest = hash_token(token)
         entry = await self._token_entry(token, digest)

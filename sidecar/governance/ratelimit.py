@@ -123,6 +123,15 @@ class CallRateLimiter:
             self._refused.labels(surface=self._surface, caller=caller).inc()
         return allowed
 
+    def exhausted(self, identity: str) -> bool:
+        """Whether ``identity``'s bucket is empty now (nothing taken; an unseen one is full)."""
+        entry = self._buckets.get(identity)
+        if entry is None:
+            return False
+        tokens, stamp = entry
+        refilled = tokens + max(0.0, self._clock() - stamp) * self._limit.rate
+        return min(float(self._limit.burst), refilled) < 1.0
+
     def check(self, identity: str, what: str) -> None:
         """Take one call from ``identity``'s bucket or raise ResourceExhausted naming the limit."""
         if self.try_acquire(identity):

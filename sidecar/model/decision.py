@@ -14,6 +14,7 @@ from typing import Any, Literal
 __all__ = [
     "EVENTS",
     "Action",
+    "BatchAnswer",
     "Caller",
     "DecideRequest",
     "Decision",
@@ -408,3 +409,12 @@ class EngineAnswer:
     bundle_revision: str
     eval_ns: int = 0
     engine_decision_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """Raw decisions of one batch query, in input order, with the revision that made them."""
+
+    results: tuple[Mapping[str, Any], ...]
+    bundle_revision: str
+    eval_ns: int = 0

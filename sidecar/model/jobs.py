@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "JOB_KINDS",
     "TERMINAL_STATES",
     "CopyPlan",
     "CopyProgress",
@@ -40,12 +41,16 @@ TERMINAL_STATES: frozenset[JobState] = frozenset(
 )
 
 
+#: What a job does: copy an image to a destination, or delete it there.
+JOB_KINDS: tuple[str, ...] = ("copy", "delete")
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """What to copy: one image (by digest) from a source registry to one routed destination.
 
-    Registries are inventory names. ``(digest, destination, destination_repository)`` is the
-    idempotency key: enqueueing the same spec twice returns the existing job.
+    Registries are inventory names. ``(kind, digest, destination, destination_repository, tag)``
+    is the idempotency key: enqueueing the same spec twice returns the existing job.
     """
 
     source_registry: str
@@ -58,6 +63,11 @@ class JobSpec:
     decision_id: str = ""
     bundle_revision: str = ""
     dry_run: bool = False
+    # "copy" (the default) or "delete": remove ``digest`` at the destination tag (the
+    # reconciler's removals and cleanups, sidecar.replicate.delete).
+    kind: str = "copy"
+    # The route's rank (1 = first): jobs run by priority, then rank, then age.
+    rank: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import orjson
 
 from sidecar.config import RegistryConfig
 from sidecar.errors import DigestMismatch, RegistryError
-from sidecar.oci._http import Transport, read_capped
+from sidecar.oci._http import Transport, read_capped, same_origin
 from sidecar.oci._media import (
     ACCEPT_MANIFESTS,
     OCI_INDEX,
@@ -28,6 +28,7 @@ from sidecar.typing import RegistryCredentials
 
 __all__ = [
     "COSIGN_TAG_TYPES",
+    "MAX_LIST_PAGE_BYTES",
     "MAX_MANIFEST_BYTES",
     "MAX_REFERRERS_BYTES",
     "REF_NAME",
@@ -48,6 +49,8 @@ _CHUNK = 1 << 16
 MAX_MANIFEST_BYTES = 4 << 20
 # A referrers API answer is an index too (1,000 descriptors take well under 1 MiB).
 MAX_REFERRERS_BYTES = 4 << 20
+# One page of a tag or catalog list (Distribution pages are 100-1,000 names of < 256 bytes).
+MAX_LIST_PAGE_BYTES = 4 << 20
 _NO_REFERRERS_API_TTL_S = 300.0  # how long a 404 from the referrers API is believed
 
 
@@ -290,20 +293,62 @@ class RegistryClient:
         answers = await _together([listed(), *(cosign(s, t) for s, t in COSIGN_TAG_TYPES.items())])
         return tuple(d for answer in answers for d in answer)
 
-    async def list_tags(self, repository: str) -> tuple[str, ...]:
-        """Every tag of ``repository`` (following ``Link`` pagination)."""
-        tags: list[str] = []
-        path: str | None = f"/v2/{repository}/tags/list"
-        while path:
-            async with self._t.request(
-                "GET", path, what=self._what(repository), scopes=pull_scope(repository)
-            ) as resp:
-                doc = orjson.loads(await resp.read())
-                following = resp.links.get("next")
-                link = following.get("url") if following is not None else None
-            tags.extend(str(t) for t in (doc.get("tags") or ()))
-            path = str(link) if link else None
-        return tuple(tags)
+    async def list_tags(self, repository: str, *, limit: int | None = None) -> tuple[str, ...]:
+        """Every tag of ``repository`` (following ``Link`` pagination), at most ``limit``."""
+        path = f"/v2/{repository}/tags/list"
+        return await self._paged(
+            path, "tags", self._what(repository), pull_scope(repository), limit
+        )
+
+    async def catalog(self, *, limit: int | None = None, page_size: int = 1000) -> tuple[str, ...]:
+        """Every repository the registry lists in ``/v2/_catalog`` (``Link`` pagination)."""
+        return await self._paged(
+            f"/v2/_catalog?n={page_size}",
+            "repositories",
+            f"registry {self.name}: catalog",
+            ("registry:catalog:*",),
+            limit,
+        )
+
+    async def _paged(
+        self, path: str, key: str, what: str, scopes: tuple[str, ...], limit: int | None
+    ) -> tuple[str, ...]:
+        """Read a paginated name list; each page is size-capped and the total at most ``limit``."""
+        names: list[str] = []
+        following: str | None = path
+        seen: set[str] = set()
+        while following and (limit is None or len(names) < limit):
+            if following in seen:  # a registry whose Link points back would loop forever
+                raise RegistryError(f"{what}: pagination Link repeats {following}")
+            seen.add(following)
+            async with self._t.request("GET", following, what=what, scopes=scopes) as resp:
+                doc = orjson.loads(await read_capped(resp, MAX_LIST_PAGE_BYTES, what, "list page"))
+                link = resp.links.get("next")
+                nxt = link.get("url") if link is not None else None
+            if not isinstance(doc, dict):
+                raise RegistryError(f"{what}: list page is not a JSON object")
+            names.extend(str(t) for t in (doc.get(key) or ()))
+            following = str(nxt) if nxt else None
+            if following and not same_origin(self._t.url(following), self._t.origin):
+                # The listing stays on the configured registry: a Link elsewhere is not followed.
+                raise RegistryError(f"{what}: pagination Link leaves the registry: {following}")
+        return tuple(names if limit is None else names[:limit])
+
+    async def delete_manifest(self, repository: str, reference: str) -> bool:
+        """DELETE a manifest by digest (or a tag where the registry supports it); False if absent.
+
+        Distribution deletes by digest only when ``storage.delete.enabled``; a registry that
+        refuses answers 405 (``UNSUPPORTED``), raised as a RegistryError naming it.
+        """
+        what = self._what(repository, reference)
+        async with self._t.request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{reference}",
+            what=what,
+            scopes=(f"repository:{repository}:pull,push,delete",),
+            ok=(200, 202, 404),
+        ) as resp:
+            return resp.status != 404
 
     async def close(self) -> None:
         """Close the registry's session."""

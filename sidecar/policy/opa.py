@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
 from sidecar.errors import PolicyError, PolicyUnavailable
-from sidecar.model.decision import EngineAnswer
+from sidecar.model.decision import BatchAnswer, EngineAnswer
 from sidecar.policy._api_guard import API_BUNDLE, auth_headers
 
-__all__ = ["OpaEngine"]
+__all__ = ["BATCH_PATH", "OpaEngine"]
+
+#: The batch rule: a list of decisions for ``input.items`` (rego/replication/batch.rego).
+BATCH_PATH = "replication/batch/decisions"
 
 _UNDEFINED = "decision undefined: is the bundle activated?"
 # Reusing a pooled connection that OPA already dropped (it restarted) fails before any answer
@@ -95,6 +98,50 @@ class OpaEngine:
             engine_decision_id=str(doc.get("decision_id", "")),
         )
 
+    async def evaluate_batch(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        path: str = BATCH_PATH,
+        timeout_s: float | None = None,
+    ) -> BatchAnswer:
+        """Evaluate many decisions in one query of ``data.<path>`` (``{"items": inputs}`` → list).
+
+        The batch rule evaluates ``data.replication.decision`` ``with input as`` each item, so
+        the answers are exactly what one query per input would return, in the same order.
+        """
+        result, revision, eval_ns = await self.query(
+            path, {"items": list(inputs)}, timeout_s=timeout_s
+        )
+        if not isinstance(result, list) or len(result) != len(inputs):
+            raise PolicyError(
+                f"data.{path.replace('/', '.')} answered {type(result).__name__} "
+                f"of {len(result) if isinstance(result, list) else '?'} for {len(inputs)} inputs"
+            )
+        if not all(isinstance(r, dict) for r in result):
+            raise PolicyError(f"data.{path.replace('/', '.')} holds a non-object decision")
+        return BatchAnswer(tuple(result), revision, eval_ns)
+
+    async def query(
+        self, path: str, policy_input: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> tuple[Any, str, int]:
+        """Evaluate ``data.<path>`` for ``policy_input``: (result, bundle revision, eval ns).
+
+        PolicyError when the document is undefined (the bundle lacks that package).
+        ``timeout_s`` replaces the engine's per-decision deadline (a batch takes longer).
+        """
+        dotted = path.strip("/").replace(".", "/")
+        url = f"{self.base_url}/v1/data/{dotted}?provenance=true&metrics=true"
+        body = orjson.dumps({"input": policy_input}, default=_jsonable)
+        status, doc = await self._request("POST", url, body, timeout_s=timeout_s)
+        if status >= 400:
+            raise _http_error(url, status, doc)
+        if "result" not in doc:
+            raise PolicyError(f"data.{dotted.replace('/', '.')} is undefined at {self.base_url}")
+        metrics = doc.get("metrics")
+        eval_ns = metrics.get("timer_rego_query_eval_ns", 0) if isinstance(metrics, dict) else 0
+        return doc["result"], _revision(doc.get("provenance")), int(eval_ns)
+
     async def health(self, bundles: bool = True) -> bool:
         """Return whether OPA answers ``/health`` (with ``?bundles``: every bundle activated)."""
         url = f"{self.base_url}/health" + ("?bundles" if bundles else "")
@@ -120,14 +167,17 @@ class OpaEngine:
             await self._session.close()
         self._session = None
 
-    async def _request(self, method: str, url: str, body: bytes | None) -> tuple[int, Any]:
+    async def _request(
+        self, method: str, url: str, body: bytes | None, *, timeout_s: float | None = None
+    ) -> tuple[int, Any]:
         """Send one request within the deadline; return (status, decoded JSON object)."""
+        deadline_s = timeout_s or self.timeout_s
         session = self._client()
         started = time.monotonic()
         headers = {"Content-Type": "application/json"} if body is not None else None
         attempt = 0
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(deadline_s):
                 while True:
                     attempt += 1
                     try:
@@ -142,7 +192,7 @@ class OpaEngine:
         except TimeoutError:
             elapsed = time.monotonic() - started
             raise PolicyUnavailable(
-                f"OPA at {url} did not answer within the {self.timeout_s:g}s deadline "
+                f"OPA at {url} did not answer within the {deadline_s:g}s deadline "
                 f"(gave up after {elapsed:.3f}s)"
             ) from None
         except aiohttp.ClientError as exc:

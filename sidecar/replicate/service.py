@@ -55,6 +55,7 @@ def job_specs(result: DecisionResult, image: ImageRef, *, dry_run: bool = False)
             decision_id=result.decision_id,
             bundle_revision=result.bundle_revision,
             dry_run=dry_run,
+            rank=route.rank,
         )
         for route in sorted(decision.routes, key=lambda r: (r.rank, r.registry))
     ]

@@ -27,7 +27,7 @@ from sidecar.errors import (
 from sidecar.model.jobs import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import Copier, JobQueue, RegistryHealthView
+from sidecar.typing import Copier, Deleter, JobQueue, RegistryHealthView
 
 __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
 
@@ -101,6 +101,7 @@ class WorkerPool:
         progress_interval_s: float = 1.0,
         metrics_registry: CollectorRegistry | None = None,
         health: RegistryHealthView | None = None,
+        deleter: Deleter | None = None,
     ) -> None:
         """Configure the pool; nothing runs until :meth:`start`.
 
@@ -116,6 +117,7 @@ class WorkerPool:
         self._lease_s, self._poll_s = lease_s, poll_interval_s
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
         self._health = health
+        self._deleter = deleter
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -297,6 +299,10 @@ class WorkerPool:
         return JobState.PARKED.value
 
     async def _plan(self, job: Job) -> str:
+        if job.spec.kind == "delete":  # a dry run deletes nothing, whatever the job says
+            await self._write(self.store.finish(job.job_id, self.worker_id, JobState.SKIPPED))
+            self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+            return JobState.SKIPPED.value
         plan = await self._copier.plan(job.spec)
         blobs = plan.blobs_missing + plan.blobs_present
         # The plan is recorded as the job's totals: bytes to copy, blobs already present as done.
@@ -309,6 +315,8 @@ class WorkerPool:
         return JobState.SKIPPED.value
 
     async def _copy(self, job: Job) -> str:
+        if job.spec.kind == "delete":
+            return await self._delete(job)
         progress = _Progress(self, job)
         result = await self._copier.copy(job.spec, progress.report)
         await self._write(progress.flush(fallback=_final_progress(result)))
@@ -317,6 +325,16 @@ class WorkerPool:
         )
         self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
         self._metrics.bytes.inc(result.bytes_moved)
+        return JobState.SUCCEEDED.value
+
+    async def _delete(self, job: Job) -> str:
+        if self._deleter is None:
+            raise SidecarError(f"job {job.job_id}: delete jobs are not enabled in this pool")
+        result = await self._deleter.delete(job.spec)
+        await self._write(
+            self.store.finish(job.job_id, self.worker_id, JobState.SUCCEEDED, result=result)
+        )
+        self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
         return JobState.SUCCEEDED.value
 
     async def _superseded(self, job: Job, exc: TagSuperseded) -> str:

@@ -32,11 +32,12 @@ from sidecar.store import _recovery as recovery
 from sidecar.store._protocols import Backend, Tx
 from sidecar.store._sql import (
     JOB_COLUMNS,
-    MIGRATIONS,
+    JOB_KEY,
     POST_MIGRATION,
     READ_COLUMNS,
     SCHEMA_VERSION,
     job_from_row,
+    migration_statements,
     result_json,
     schema_statements,
     spec_params,
@@ -50,17 +51,17 @@ _log = get_logger("sidecar.store")
 
 _COLS = ", ".join(JOB_COLUMNS)
 _READ = ", ".join(READ_COLUMNS)
-_KEY = "digest = ? AND destination_registry = ? AND destination_repository = ? AND tag = ?"
+_KEY = " AND ".join(f"{c} = ?" for c in JOB_KEY)
 _OWNED = "job_id = ? AND lease_owner = ? AND state = 'running'"
 _INSERT = (
     f"INSERT INTO jobs ({_COLS}) VALUES ({', '.join('?' for _ in JOB_COLUMNS)}) "
-    "ON CONFLICT (digest, destination_registry, destination_repository, tag) DO NOTHING"
+    f"ON CONFLICT ({', '.join(JOB_KEY)}) DO NOTHING"
 )
 # A failed or skipped job is requeued with the new spec's details (a real run after a dry run
 # must copy), keeping its attempts; queued/running/succeeded/parked jobs are left as they are.
 _REQUEUE = (
     "UPDATE jobs SET state = 'queued', source_registry = ?, source_repository = ?, priority = ?, "
-    "decision_id = ?, bundle_revision = ?, dry_run = ?, error = '', error_code = '', "
+    "job_rank = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, error = '', error_code = '', "
     "bytes_done = 0, blobs_done = 0, not_before = ?, updated_at = ?, lease_owner = '', "
     f"lease_expires = '' WHERE {_KEY} AND state IN ('failed', 'skipped')"
 )
@@ -68,7 +69,8 @@ _REQUEUE = (
 # jobs, with a fresh attempt budget: the earlier success no longer holds.
 _RESYNC = (
     "UPDATE jobs SET state = 'queued', attempts = 0, result = '', source_registry = ?, "
-    "source_repository = ?, priority = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, "
+    "source_repository = ?, priority = ?, job_rank = ?, decision_id = ?, bundle_revision = ?, "
+    "dry_run = ?, "
     "error = '', error_code = '', bytes_done = 0, blobs_done = 0, not_before = ?, "
     f"updated_at = ?, lease_owner = '', lease_expires = '' WHERE {_KEY} "
     "AND state IN ('failed', 'skipped', 'succeeded', 'parked')"
@@ -84,8 +86,8 @@ _EVENT_OPEN = "completed_at = '' AND dead_at = ''"
 # (digest in a destination repository): :meth:`SqlJobStore.placements` must still find it.
 _PRUNE_JOBS = (
     "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'skipped') AND updated_at <= ? "
-    "AND NOT (state = 'succeeded' AND dry_run = 0 AND NOT EXISTS (SELECT 1 FROM jobs newer "
-    "WHERE newer.digest = jobs.digest "
+    "AND NOT (state = 'succeeded' AND dry_run = 0 AND kind = 'copy' AND NOT EXISTS "
+    "(SELECT 1 FROM jobs newer WHERE newer.digest = jobs.digest AND newer.kind = 'copy' "
     "AND newer.destination_registry = jobs.destination_registry "
     "AND newer.destination_repository = jobs.destination_repository "
     "AND newer.state = 'succeeded' AND newer.dry_run = 0 AND (newer.updated_at > jobs.updated_at "
@@ -147,12 +149,26 @@ class SqlJobStore:
             # transaction (a failure leaves the store at its old version, untouched).
             version = int(rows[0][0])
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(step, ()):
+                if step == 3 and await self._has_column(tx, "jobs", "kind"):
+                    continue  # the jobs table was just created at the current version
+                for statement in migration_statements(step, dialect):
                     await tx.execute(statement)
             await tx.execute("UPDATE schema_version SET version = ?", [SCHEMA_VERSION])
             _log.info("job store migrated", schema_from=version, schema_to=SCHEMA_VERSION)
         for statement in POST_MIGRATION:
             await tx.execute(statement)
+
+    async def _has_column(self, tx: Tx, table: str, column: str) -> bool:
+        """Whether ``table`` has ``column`` (a table created by this version's DDL already does)."""
+        if self._backend.dialect.name == "sqlite":
+            sql = "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?"
+        else:
+            sql = (
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = ? "
+                "AND column_name = ? AND table_schema = current_schema()"
+            )
+        rows = await tx.fetch(sql, [table, column])
+        return int(rows[0][0]) > 0
 
     def _tx(self) -> AbstractAsyncContextManager[Tx]:
         return self._backend.transaction()
@@ -191,6 +207,7 @@ class SqlJobStore:
             now = timestamp(await self._clock(tx))
             for spec in specs:
                 key = [
+                    spec.kind,
                     spec.digest,
                     spec.destination_registry,
                     spec.destination_repository,
@@ -205,6 +222,7 @@ class SqlJobStore:
                         spec.source_registry,
                         spec.source_repository,
                         spec.priority,
+                        spec.rank,
                         spec.decision_id,
                         spec.bundle_revision,
                         int(spec.dry_run),
@@ -257,7 +275,8 @@ class SqlJobStore:
             "attempts = attempts + 1, updated_at = ? WHERE job_id IN (SELECT job_id FROM jobs "
             "WHERE ((state = 'queued' AND not_before <= ?) OR "
             f"(state = 'running' AND lease_expires <= ?)) {skip_sql} "
-            f"ORDER BY priority DESC, created_at, job_id LIMIT ? {self._backend.dialect.lock_clause})"
+            "ORDER BY priority DESC, job_rank, created_at, job_id "
+            f"LIMIT ? {self._backend.dialect.lock_clause})"
             f" RETURNING {_READ}"
         )
         async with self._tx() as tx:
@@ -267,7 +286,7 @@ class SqlJobStore:
             rows = await tx.fetch(sql, params)
         jobs = [job_from_row(r) for r in rows]
         # RETURNING does not promise an order; callers rely on priority order.
-        jobs.sort(key=lambda j: (-j.spec.priority, j.created_at, j.job_id))
+        jobs.sort(key=lambda j: (-j.spec.priority, j.spec.rank, j.created_at, j.job_id))
         return jobs
 
     async def _owned_update(
@@ -576,6 +595,48 @@ class SqlJobStore:
                     tx, resolved_before=cutoff(deferrals_days)
                 )
         return pruned
+
+    async def acquire_lease(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Take (or renew) lease ``name`` for ``ttl_s`` on the database's clock; False if held."""
+        await self.open()
+        async with self._tx() as tx:
+            at = await self._clock(tx)
+            now, until = timestamp(at), timestamp(at, plus_s=ttl_s)
+            changed = await tx.execute(
+                "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires = excluded.expires WHERE leases.owner = '' OR leases.expires <= ? "
+                "OR leases.owner = excluded.owner",
+                [name, owner, until, now],
+            )
+        return changed == 1
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give lease ``name`` up if ``owner`` holds it."""
+        await self.open()
+        async with self._tx() as tx:
+            await tx.execute(
+                "UPDATE leases SET owner = '', expires = '' WHERE name = ? AND owner = ?",
+                [name, owner],
+            )
+
+    async def lease_last_run(self, name: str) -> datetime | None:
+        """When the run guarded by ``name`` last completed (its scheduled time), or None."""
+        await self.open()
+        async with self._tx() as tx:
+            rows = await tx.fetch("SELECT last_run FROM leases WHERE name = ?", [name])
+        if not rows or not rows[0][0]:
+            return None
+        return datetime.strptime(str(rows[0][0]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+    async def record_lease_run(self, name: str, owner: str, at: datetime) -> None:
+        """Record the run scheduled at ``at`` as done, if ``owner`` still holds ``name``."""
+        await self.open()
+        async with self._tx() as tx:
+            await tx.execute(
+                "UPDATE leases SET last_run = ? WHERE name = ? AND owner = ?",
+                [timestamp(at), name, owner],
+            )
 
     async def close(self) -> None:
         """Close connections."""

@@ -200,7 +200,7 @@ async def placements(tx: Tx, digest: str) -> list[tuple[str, str]]:
     """Return (registry, repository) pairs where a real copy of ``digest`` succeeded."""
     rows = await tx.fetch(
         "SELECT DISTINCT destination_registry, destination_repository FROM jobs "
-        "WHERE digest = ? AND state = 'succeeded' AND dry_run = 0 "
+        "WHERE digest = ? AND state = 'succeeded' AND dry_run = 0 AND kind = 'copy' "
         "ORDER BY destination_registry, destination_repository",
         [digest],
     )

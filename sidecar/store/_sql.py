@@ -18,20 +18,25 @@ from typing import Any
 from sidecar.model.jobs import CopyResult, Job, JobSpec, JobState
 
 __all__ = [
+    "ALL_JOB_COLUMNS",
+    "DIALECT_MIGRATIONS",
     "JOB_COLUMNS",
+    "JOB_KEY",
     "MIGRATIONS",
     "POST_MIGRATION",
     "READ_COLUMNS",
     "SCHEMA_VERSION",
     "Dialect",
     "job_from_row",
+    "jobs_table",
+    "migration_statements",
     "result_json",
     "schema_statements",
     "spec_params",
     "timestamp",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: DDL bringing a store at version ``v - 1`` up to ``v``, run once when a store older than ``v``
 #: opens (a fresh store gets the current tables from :func:`schema_statements` instead).
@@ -45,12 +50,46 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE events ADD COLUMN last_error TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE events ADD COLUMN dead_at TEXT NOT NULL DEFAULT ''",
     ),
+    # 3: the reconciler (issue 13): delete jobs beside copy jobs, and the route rank that orders
+    # the jobs of one decision (then DIALECT_MIGRATIONS[3] widens the unique key by kind).
+    3: (
+        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'copy'",
+        "ALTER TABLE jobs ADD COLUMN job_rank BIGINT NOT NULL DEFAULT 0",
+    ),
+}
+
+#: Per-database DDL of a step that plain ``ADD COLUMN`` cannot express, run after that step's
+#: :data:`MIGRATIONS`: 3 widens the jobs' unique key by ``kind`` (a delete job shares digest and
+#: destination with the copy job it undoes). SQLite cannot alter a constraint, so it copies the
+#: table; PostgreSQL swaps the constraint, whatever name it was given when the table was made.
+DIALECT_MIGRATIONS: dict[int, dict[str, tuple[str, ...]]] = {
+    3: {
+        "sqlite": (
+            "__JOBS_TABLE__ jobs_v3",
+            "__COPY_JOBS__ jobs_v3",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v3 RENAME TO jobs",
+        ),
+        "postgresql": (
+            "DO $$ DECLARE c text; BEGIN FOR c IN SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'jobs'::regclass AND contype = 'u' LOOP "
+            "EXECUTE 'ALTER TABLE jobs DROP CONSTRAINT ' || quote_ident(c); END LOOP; END $$",
+            "ALTER TABLE jobs ADD CONSTRAINT jobs_key "
+            "UNIQUE (kind, digest, destination_registry, destination_repository, tag)",
+        ),
+    },
 }
 
 #: Idempotent DDL over columns a migration may have added: run after :data:`MIGRATIONS`.
 POST_MIGRATION: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS events_due "
     "ON events (completed_at, dead_at, next_attempt_at, received_at, event_id)",
+    "CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, priority DESC, created_at, job_id)",
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, job_id DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (destination_registry, state)",
+    "CREATE INDEX IF NOT EXISTS jobs_claim "
+    "ON jobs (state, priority DESC, job_rank, created_at, job_id)",
+    "CREATE INDEX IF NOT EXISTS jobs_digest ON jobs (digest, state)",
 )
 
 _SPEC_COLUMNS = (
@@ -64,7 +103,11 @@ _SPEC_COLUMNS = (
     "decision_id",
     "bundle_revision",
     "dry_run",
+    "kind",
+    "job_rank",
 )
+# Columns named otherwise than their JobSpec attribute ("rank" is a function name in SQL).
+_ATTRIBUTE = {"job_rank": "rank"}
 _STATE_COLUMNS = (
     "state",
     "attempts",
@@ -110,18 +153,20 @@ def timestamp(at: datetime | None = None, *, plus_s: float = 0.0) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def schema_statements(dialect: Dialect) -> list[str]:
-    """Return the idempotent DDL creating every table of the current schema version.
+#: The jobs' idempotency key (a unique constraint, and every upsert's conflict target).
+JOB_KEY = ("kind", "digest", "destination_registry", "destination_repository", "tag")
+#: Every column of the jobs table (what a table copy moves).
+ALL_JOB_COLUMNS = (*READ_COLUMNS, "lease_owner", "lease_expires")
 
-    A table that already exists is left as it is: :data:`MIGRATIONS` brings older ones up.
-    """
+
+def jobs_table(name: str = "jobs") -> str:
+    """Return the DDL of the jobs table of the current schema under ``name``."""
     spec_cols = ",\n".join(
-        f"  {c} {'BIGINT' if c in ('priority', 'dry_run') else 'TEXT'} NOT NULL"
+        f"  {c} {'BIGINT' if c in ('priority', 'dry_run', 'job_rank') else 'TEXT'} NOT NULL"
+        + (" DEFAULT 'copy'" if c == "kind" else " DEFAULT 0" if c == "job_rank" else "")
         for c in _SPEC_COLUMNS
     )
-    return [
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-        f"""CREATE TABLE IF NOT EXISTS jobs (
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
   job_id TEXT PRIMARY KEY,
 {spec_cols},
   state TEXT NOT NULL,
@@ -138,8 +183,34 @@ def schema_statements(dialect: Dialect) -> list[str]:
   lease_owner TEXT NOT NULL DEFAULT '',
   lease_expires TEXT NOT NULL DEFAULT '',
   result TEXT NOT NULL DEFAULT '',
-  UNIQUE (digest, destination_registry, destination_repository, tag)
-)""",
+  CONSTRAINT {name}_key UNIQUE ({", ".join(JOB_KEY)})
+)"""
+
+
+def migration_statements(step: int, dialect: Dialect) -> list[str]:
+    """Return the DDL bringing a store from ``step - 1`` to ``step`` on ``dialect``."""
+    statements = list(MIGRATIONS.get(step, ()))
+    for statement in DIALECT_MIGRATIONS.get(step, {}).get(dialect.name, ()):
+        if statement.startswith("__JOBS_TABLE__ "):
+            statements.append(jobs_table(statement.split()[1]))
+        elif statement.startswith("__COPY_JOBS__ "):
+            target = statement.split()[1]
+            cols = ", ".join(ALL_JOB_COLUMNS)
+            # Names from this module's constants only; nothing here comes from input.
+            statements.append(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM jobs")  # noqa: S608
+        else:
+            statements.append(statement)
+    return statements
+
+
+def schema_statements(dialect: Dialect) -> list[str]:
+    """Return the idempotent DDL creating every table of the current schema version.
+
+    A table that already exists is left as it is: :data:`MIGRATIONS` brings older ones up.
+    """
+    return [
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        jobs_table(),
         "CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (state, priority DESC, created_at, job_id)",
         "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, job_id DESC)",
         "CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (destination_registry, state)",
@@ -154,6 +225,13 @@ def schema_statements(dialect: Dialect) -> list[str]:
   dead_at TEXT NOT NULL DEFAULT ''
 )""",
         "CREATE INDEX IF NOT EXISTS events_pending ON events (completed_at, received_at, event_id)",
+        # Named leases (one scheduled reconcile at a time across replicas) and their last run.
+        """CREATE TABLE IF NOT EXISTS leases (
+  name TEXT PRIMARY KEY,
+  owner TEXT NOT NULL DEFAULT '',
+  expires TEXT NOT NULL DEFAULT '',
+  last_run TEXT NOT NULL DEFAULT ''
+)""",
         """CREATE TABLE IF NOT EXISTS pulls (
   repository TEXT NOT NULL,
   region TEXT NOT NULL,
@@ -165,15 +243,17 @@ def schema_statements(dialect: Dialect) -> list[str]:
 
 def spec_params(spec: JobSpec) -> list[Any]:
     """Return the spec's column values in ``_SPEC_COLUMNS`` order."""
-    return [int(v) if isinstance(v, bool) else v for v in (getattr(spec, c) for c in _SPEC_COLUMNS)]
+    values = (getattr(spec, _ATTRIBUTE.get(c, c)) for c in _SPEC_COLUMNS)
+    return [int(v) if isinstance(v, bool) else v for v in values]
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
     """Build a :class:`Job` from a row selected as ``READ_COLUMNS``."""
     values = dict(zip(READ_COLUMNS, row, strict=True))
-    spec_values = {c: values[c] for c in _SPEC_COLUMNS}
+    spec_values = {_ATTRIBUTE.get(c, c): values[c] for c in _SPEC_COLUMNS}
     spec_values["dry_run"] = bool(spec_values["dry_run"])
     spec_values["priority"] = int(spec_values["priority"])
+    spec_values["rank"] = int(spec_values["rank"])
     state_values = {c: values[c] for c in _STATE_COLUMNS}
     state_values["state"] = JobState(state_values["state"])
     return Job(

@@ -88,11 +88,11 @@ async def _best(call: Callable[[], Awaitable[Any]], rounds: int, pid: int) -> tu
     return wall, cpu
 
 
-async def _compare(url: str, pid: int, count: int, rounds: int) -> None:
+async def _compare(url: str, token: str, pid: int, count: int, rounds: int) -> None:
     items = inputs(count)
-    single = OpaEngine(url, timeout_s=600)
-    batch = OpaEngine(url, timeout_s=600, path="replication/batch")
-    retention = OpaEngine(url, timeout_s=600, path="replication/retention")
+    single = OpaEngine(url, timeout_s=600, token=token)
+    batch = OpaEngine(url, timeout_s=600, path="replication/batch", token=token)
+    retention = OpaEngine(url, timeout_s=600, path="replication/retention", token=token)
     gate = asyncio.Semaphore(8)
 
     async def one_by_one() -> None:
@@ -146,7 +146,7 @@ async def _run(count: int, rounds: int) -> None:
         bundle = build_test_bundle(ROOT, keys, root / "b.tar.gz")
         async with running_opa(bundle.path, keys) as managed:
             assert managed.pid is not None
-            await _compare(managed.url, managed.pid, count, rounds)
+            await _compare(managed.url, managed.token, managed.pid, count, rounds)
 
 
 def main() -> None:

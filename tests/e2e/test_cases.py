@@ -116,7 +116,9 @@ async def test_case(sidecar: RunningSidecar, case: dict[str, Any]) -> None:
 async def test_retention_case(sidecar: RunningSidecar, case: dict[str, Any]) -> None:
     runtime = sidecar.sidecar.runtime
     assert runtime is not None
-    engine = OpaEngine(runtime.url, timeout_s=10, path="replication/retention")
+    engine = OpaEngine(
+        runtime.url, timeout_s=10, path="replication/retention", token=runtime.token
+    )
     try:
         answer = (await engine.evaluate(case["retention"])).result
     finally:

@@ -145,7 +145,9 @@ async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OpaE
     config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, opa=opa))
     runtime: PolicyRuntime
     async with policy_runtime(config) as runtime:
-        query = OpaEngine(runtime.url, timeout_s=20, path="replication/retention")
+        query = OpaEngine(
+            runtime.url, timeout_s=20, path="replication/retention", token=runtime.token
+        )
         try:
             yield query
         finally:

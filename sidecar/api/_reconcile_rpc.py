@@ -1,0 +1,92 @@
+"""The Reconcile RPC of PolicyService: the plan, then (unless dry_run) its execution, as a stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from sidecar._proto import policy_pb2 as pb
+from sidecar.api._auth import CallAuth
+from sidecar.api._replication_rpcs import job_to_proto
+from sidecar.api.status import grpc_status
+from sidecar.errors import SidecarError
+from sidecar.reconcile import Plan, PlanAction, Reconciler
+
+__all__ = ["ReconcileRpc", "action_to_proto", "summary_to_proto"]
+
+
+def action_to_proto(action: PlanAction, *, blocked: str = "") -> pb.ReconcileAction:
+    """Return the gRPC message of one planned action (``blocked`` overrides the plan's)."""
+    return pb.ReconcileAction(
+        kind=action.kind,
+        registry=action.registry,
+        repository=action.repository,
+        tag=action.tag,
+        digest=action.digest,
+        source=action.source,
+        size_bytes=action.size_bytes,
+        priority=action.priority,
+        rank=action.rank,
+        decision_id=action.decision_id,
+        bundle_revision=action.bundle_revision,
+        reasons=list(action.reasons),
+        blocked=blocked or action.blocked,
+    )
+
+
+def summary_to_proto(plan: Plan) -> pb.ReconcileSummary:
+    """Return the gRPC message of a plan's totals."""
+    return pb.ReconcileSummary(
+        images=plan.images,
+        degraded=plan.degraded,
+        bundle_revision=plan.bundle_revision,
+        counts=plan.counts(),
+        bytes_to_copy=plan.bytes_to_copy,
+        bytes_freed=plan.bytes_freed,
+        unreadable=dict(plan.unreadable),
+    )
+
+
+class ReconcileRpc:
+    """Mixed into the PolicyService servicer; ``self._reconciler`` is None when it is not wired."""
+
+    _reconciler: Reconciler | None
+    _auth: CallAuth | None
+
+    async def Reconcile(
+        self, request: pb.ReconcileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ReconcileEvent]:
+        """Stream the plan's actions and summary, then (dry_run false) what applying it did."""
+        if self._auth is not None:
+            # Fleet-wide: data.system.authz must grant action Reconcile (no tenant narrows it).
+            await self._auth.admit(context, "Reconcile")
+        if self._reconciler is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Reconcile is not enabled")
+            raise AssertionError("context.abort returned")
+        if request.candidate_bundle:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "candidate_bundle: impact preview is not supported yet",
+            )
+        dry_run = request.dry_run if request.HasField("dry_run") else True
+        try:
+            plan, observation = await self._reconciler.observe_and_plan()
+            for action in plan.actions:
+                yield pb.ReconcileEvent(planned=action_to_proto(action))
+            yield pb.ReconcileEvent(summary=summary_to_proto(plan))
+            if dry_run:
+                yield pb.ReconcileEvent(done="dry run: nothing changed")
+                return
+            report = await self._reconciler.apply(plan, observation)
+        except SidecarError as exc:
+            await context.abort(grpc_status(exc.code), exc.message)
+            raise AssertionError("context.abort returned") from exc
+        for job in report.jobs:
+            yield pb.ReconcileEvent(job=job_to_proto(job))
+        for action in report.removed:
+            yield pb.ReconcileEvent(removed=action_to_proto(action))
+        for action, why in report.refused:
+            yield pb.ReconcileEvent(refused=action_to_proto(action, blocked=why))
+        yield pb.ReconcileEvent(done=report.stopped or "applied")

@@ -1,0 +1,45 @@
+"""Reconcile use case: observe the registries → decide every source image → plan → apply.
+
+:class:`Reconciler` runs one pass; :class:`Plan` is its value (actions ``copy``, ``retag``,
+``keep``, ``remove``, ``cleanup`` with totals), printed by ``policy-sidecar reconcile`` and
+streamed by the ``Reconcile`` RPC. See docs/reconcile.md.
+"""
+
+from __future__ import annotations
+
+from sidecar.reconcile.jobs import settle, waiter
+from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
+from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
+from sidecar.reconcile.remove import Remover
+from sidecar.reconcile.schedule import LEASE, Scheduler, scheduled
+from sidecar.reconcile.service import (
+    APPLY_LEASE,
+    RETENTION_PATH,
+    ApplyReport,
+    Reconciler,
+    present_at,
+)
+
+__all__ = [
+    "APPLY_LEASE",
+    "KINDS",
+    "LEASE",
+    "RETENTION_PATH",
+    "ApplyReport",
+    "Observation",
+    "ObservedTag",
+    "Observer",
+    "Plan",
+    "PlanAction",
+    "Progress",
+    "Reconciler",
+    "Remover",
+    "Scheduler",
+    "Scope",
+    "SourceImage",
+    "build_plan",
+    "present_at",
+    "scheduled",
+    "settle",
+    "waiter",
+]
