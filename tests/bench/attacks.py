@@ -392,18 +392,26 @@ async def fan_out(target: Target) -> Outcome:
 
 @attack("unauthenticated Decide flood", "1: PolicyService had no authentication")
 async def unauthenticated_decides(target: Target) -> Outcome:
-    """2,000 Decide calls, 32 at a time: half without credentials, half with a made-up token."""
+    """2,000 Decide calls, 32 at a time: half without credentials, half with made-up tokens.
+
+    One data-plane token is bcrypt-hashed (cost 12), so every made-up token would need a bcrypt
+    check: ``policy.auth.failed_auth_limit`` (default burst 20, then 1/s per peer address) is what
+    bounds that work; the ordinary callers' sha256 token from the same address is still served.
+    """
     request = _request(0)
-    guessed = _WithToken(target.anonymous, "made-up-token")
     sem = asyncio.Semaphore(32)
 
     async def one(n: int) -> str:
         async with sem:
-            stub = guessed if n % 2 else target.anonymous
-            return await _code(stub.Decide(request, timeout=60))
+            stub = _WithToken(target.anonymous, f"guess-{n}") if n % 2 else target.anonymous
+            return await _code(stub.Decide(request, timeout=120))
 
     codes = await asyncio.gather(*(one(n) for n in range(2000)))
-    return Outcome(_tally(codes), 2000, 2000 * request.ByteSize())
+    return Outcome(
+        f"no token: {_tally(codes[0::2])}; made-up tokens: {_tally(codes[1::2])}",
+        2000,
+        2000 * request.ByteSize(),
+    )
 
 
 @attack("caller widening and other tenants' data", "1: caller came from the request body")
@@ -720,6 +728,7 @@ def _config(work: Path, servers: dict[str, FakeServer], ports: list[int]) -> dic
     registries[0] = registry_entry("ci", servers["unknown"].url, environment="ci")
     registries[1] = registry_entry("dev-us", servers["empty"].url, environment="dev")
     hashed = bcrypt.hashpw(b"the-real-operator-token", bcrypt.gensalt(_BCRYPT_COST)).decode()
+    data_hashed = bcrypt.hashpw(b"a-bcrypt-data-token", bcrypt.gensalt(_BCRYPT_COST)).decode()
     bindings = work / "bindings" / "system" / "bindings" / "data.json"
     bindings.parent.mkdir(parents=True)
     bindings.write_text(json.dumps(BINDINGS), encoding="utf-8")
@@ -740,7 +749,13 @@ def _config(work: Path, servers: dict[str, FakeServer], ports: list[int]) -> dic
         },
         # The data plane as deployed: every PolicyService call needs a token (ordinary callers
         # and the attacks use bench-ci's unless they attack authentication itself).
-        auth={"tokens": [{"subject": s, "sha256": _sha256(t)} for s, t in DATA_TOKENS.items()]},
+        auth={
+            "tokens": [
+                *({"subject": s, "sha256": _sha256(t)} for s, t in DATA_TOKENS.items()),
+                # Bound to nothing, never presented: it makes every unknown token a bcrypt check.
+                {"subject": "bench-bcrypt", "bcrypt": data_hashed},
+            ]
+        },
         admin={
             "tokens": [
                 {"subject": "ops", "bcrypt": hashed},
