@@ -311,12 +311,16 @@ class EventInbox(Protocol):
 class PullCounts(Protocol):
     """Pulls served per repository and region (counted from webhooks, read as ``input.access``)."""
 
-    async def add_pulls(self, repository: str, region: str, count: int = 1) -> None:
-        """Add pulls of ``repository`` served in ``region``."""
+    async def add_pulls(
+        self, repository: str, region: str, count: int = 1, *, at: datetime | None = None
+    ) -> None:
+        """Add pulls of ``repository`` served in ``region`` at ``at`` (default now)."""
         ...
 
-    async def pulls(self, repository: str) -> dict[str, int]:
-        """Return pull counts of ``repository`` by region."""
+    async def pulls(
+        self, repository: str, *, window_s: float = ..., now: datetime | None = None
+    ) -> dict[str, int]:
+        """Return pulls of ``repository`` by region within the last ``window_s`` seconds."""
         ...
 
 
@@ -351,9 +355,11 @@ class StatePruning(Protocol):
         events_days: float = 0.0,
         dead_events_days: float = 0.0,
         deferrals_days: float = 0.0,
+        pull_window_s: float = 0.0,
     ) -> dict[str, int]:
         """Delete terminal jobs, completed and dead-lettered events and resolved deferrals older
-        than their retention (0 days keeps that kind); return how many per kind."""
+        than their retention (0 days keeps that kind), and pull counts older than the pull
+        window (0 keeps them); return how many per kind."""
         ...
 
 

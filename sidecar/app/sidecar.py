@@ -313,6 +313,7 @@ class Sidecar:
                     self.admin.revisions,
                     settings.replication.retention,
                     self.telemetry.metrics_registry,
+                    pull_window_s=settings.replication.pull_window,
                 )
             )
             self.reconciler = self._reconciler(
