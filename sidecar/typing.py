@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ __all__ = [
     "JobStore",
     "KeyEncryptionKey",
     "Leases",
+    "ListedTag",
     "Placements",
     "PolicyEngine",
     "PullCounts",
@@ -49,6 +51,7 @@ __all__ = [
     "RegistryCredentials",
     "RegistryHealthView",
     "StatePruning",
+    "TagLister",
 ]
 
 
@@ -321,6 +324,28 @@ class PullCounts(Protocol):
         self, repository: str, *, window_s: float = ..., now: datetime | None = None
     ) -> dict[str, int]:
         """Return pulls of ``repository`` by region within the last ``window_s`` seconds."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTag:
+    """One tag a registry's own API listed with its manifest (the reconciler's observation)."""
+
+    tag: str
+    digest: str
+    media_type: str = ""
+    size_bytes: int = 0
+
+
+class TagLister(Protocol):
+    """Lists a registry through its own API (ECR) instead of the OCI catalog and a HEAD per tag."""
+
+    async def repositories(self, *, limit: int) -> list[str]:
+        """Return repository names: at most ``limit + 1`` (more than ``limit``: over the bound)."""
+        ...
+
+    async def tags(self, repository: str, *, limit: int) -> list[ListedTag]:
+        """Return the repository's tags with their digests: at most ``limit + 1``."""
         ...
 
 

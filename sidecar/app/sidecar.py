@@ -38,6 +38,7 @@ from sidecar.reconcile import (
     Remover,
     Scheduler,
     Scope,
+    ecr_listers,
     scheduled,
     waiter,
 )
@@ -417,7 +418,7 @@ class Sidecar:
         settings = self.config.policy.reconcile
         return Reconciler(
             self.config,
-            observer=Observer(parts.clients, settings),
+            observer=Observer(parts.clients, settings, listers=ecr_listers(self.config.registries)),
             decisions=decisions,
             queries=runtime.opa,
             jobs=parts.store,

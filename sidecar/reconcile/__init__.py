@@ -7,6 +7,7 @@ streamed by the ``Reconcile`` RPC. See docs/reconcile.md.
 
 from __future__ import annotations
 
+from sidecar.reconcile.ecr import EcrLister, ecr_listers
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
@@ -26,6 +27,7 @@ __all__ = [
     "LEASE",
     "RETENTION_PATH",
     "ApplyReport",
+    "EcrLister",
     "Observation",
     "ObservedTag",
     "Observer",
@@ -38,6 +40,7 @@ __all__ = [
     "Scope",
     "SourceImage",
     "build_plan",
+    "ecr_listers",
     "present_at",
     "scheduled",
     "settle",
