@@ -2,9 +2,10 @@
 
 ECR answers a repository's tags with their digests, sizes and media types in one paginated call,
 so an ECR registry is observed without a HEAD per tag. boto3 blocks: every call runs in a
-thread. The client is the registry's own (its region, profile and ``metadata.ecr_endpoint_url``),
-so its credentials go only to its own endpoint; any failure is a RegistryError and the registry
-is reported unreadable (nothing is removed from it).
+thread. The client is the registry's own, as for its ECR login (region, profile, credentials
+file, assumed role, ``metadata.ecr_endpoint_url``), so its credentials go only to its own
+endpoint; any failure is a RegistryError and the registry is reported unreadable (nothing is
+removed from it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar.config import RegistryConfig
 from sidecar.errors import RegistryError
+from sidecar.oci import aws_session
 from sidecar.typing import ListedTag, TagLister
 
 if TYPE_CHECKING:  # boto3 is slow to import and only ECR registries need it
@@ -37,14 +39,10 @@ class EcrLister:
         self._lock = threading.Lock()
 
     def _ecr(self) -> ECRClient:
-        import boto3  # noqa: PLC0415 - see TYPE_CHECKING above
-
         with self._lock:
             if self._client is None:
-                session = boto3.session.Session(
-                    profile_name=self._registry.auth.profile or None,
-                    region_name=self._registry.region or None,
-                )
+                # The registry's own credentials: profile, credentials file, assumed role.
+                session = aws_session(self._registry, sts_endpoint_url=self._endpoint_url)
                 self._client = session.client("ecr", endpoint_url=self._endpoint_url)
             return self._client
 
