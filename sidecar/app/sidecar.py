@@ -41,6 +41,7 @@ from sidecar.reconcile import (
     Remover,
     Scheduler,
     Scope,
+    ecr_listers,
     scheduled,
     waiter,
 )
@@ -348,6 +349,7 @@ class Sidecar:
                     self.admin.revisions,
                     settings.replication.retention,
                     self.telemetry.metrics_registry,
+                    pull_window_s=settings.replication.pull_window,
                 )
             )
             self.reconciler = self._reconciler(
@@ -451,7 +453,7 @@ class Sidecar:
         settings = self.config.policy.reconcile
         return Reconciler(
             self.config,
-            observer=Observer(parts.clients, settings),
+            observer=Observer(parts.clients, settings, listers=ecr_listers(self.config.registries)),
             decisions=decisions,
             queries=runtime.opa,
             jobs=parts.store,

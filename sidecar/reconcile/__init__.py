@@ -8,6 +8,7 @@ policy and a candidate bundle (:class:`Impact`). See docs/reconcile.md.
 
 from __future__ import annotations
 
+from sidecar.reconcile.ecr import EcrLister, ecr_listers
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
@@ -40,6 +41,7 @@ __all__ = [
     "CandidateFactory",
     "CandidatePolicy",
     "Change",
+    "EcrLister",
     "Impact",
     "Observation",
     "ObservedTag",
@@ -55,6 +57,7 @@ __all__ = [
     "SourceImage",
     "build_plan",
     "compare",
+    "ecr_listers",
     "present_at",
     "scheduled",
     "settle",

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import Caller, DecideRequest, ImageRef
+from sidecar.model.decision import Caller, DecideRequest, ImageRef, PolicyInput
 from sidecar.model.jobs import Job, JobSpec
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
@@ -30,6 +30,7 @@ from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progre
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
 from sidecar.reconcile.preview import CandidateFactory, Preview, compare
 from sidecar.reconcile.remove import Remover
+from sidecar.reconcile.usage import measured_usage, with_measured_usage
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import BatchEngine, JobQueue, Leases
 
@@ -344,24 +345,36 @@ class Reconciler:
         decided: list[SourceImage] = []
         size = self._settings.batch_size
         caller = Caller(subject="reconciler", roles=("reconciler",))
+        requests = [
+            DecideRequest(
+                image=ImageRef(t.registry, t.repository, t.tag, t.digest),
+                event="reconcile",
+                caller=caller,
+                size_bytes=t.size_bytes,
+                present_at=present_at(t, observation, self.sources),
+            )
+            for t in originals
+        ]
+        # Every input first: a tenant's usage is the bytes of all its copies, and which images
+        # are the tenant's is known only once enrichment attributed them (label or prefix).
+        inputs: list[PolicyInput] = []
+        for start in range(0, len(requests), size):
+            inputs += await decisions.enrich_batch(
+                requests[start : start + size], enrich_concurrency=self._settings.concurrency
+            )
+            if progress is not None:
+                progress("enrich", len(inputs), len(requests))
+        measured = measured_usage(inputs, observation, self.sources)
+        limits = self._config.policy.tenancy.usage
+        inputs = [with_measured_usage(i, measured, limits) for i in inputs]
         for start in range(0, len(originals), size):
             batch = originals[start : start + size]
-            requests = [
-                DecideRequest(
-                    image=ImageRef(t.registry, t.repository, t.tag, t.digest),
-                    event="reconcile",
-                    caller=caller,
-                    size_bytes=t.size_bytes,
-                    present_at=present_at(t, observation, self.sources),
-                )
-                for t in batch
-            ]
             with _tracer.start_as_current_span("reconcile.decide_batch") as span:
-                span.set_attribute("reconcile.batch", len(requests))
+                span.set_attribute("reconcile.batch", len(batch))
                 results = await decisions.decide_batch(
-                    requests,
-                    enrich_concurrency=self._settings.concurrency,
+                    requests[start : start + size],
                     timeout_s=self._settings.batch_timeout_s,
+                    inputs=inputs[start : start + size],
                 )
             decided += [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
             if progress is not None:
@@ -383,6 +396,11 @@ class Reconciler:
             if facts is not None and facts.tenant:
                 by_tenant.setdefault(facts.tenant, []).append(image)
         usage = self._config.policy.tenancy.usage
+        measured = measured_usage(
+            [i.result.input for i in images if i.result.input is not None],
+            observation,
+            self.sources,
+        )
         planned: list[PlanAction] = []
         for tenant, owned in sorted(by_tenant.items()):
             digests = {i.tag.digest: i for i in owned}
@@ -396,7 +414,7 @@ class Reconciler:
                 "now": owned[0].result.input.now if owned[0].result.input else "",
                 "tenant": {
                     "id": tenant,
-                    "storage_used_bytes": sum(t.size_bytes for t in copies),
+                    "storage_used_bytes": measured.get(tenant, 0),
                     "storage_limit_bytes": limit,
                 },
                 "images": [
