@@ -19,12 +19,14 @@ from sidecar.reconcile.service import (
     Reconciler,
     present_at,
 )
+from sidecar.reconcile.trigger import REVISION_LEASE, RevisionTrigger, TriggerMetrics
 
 __all__ = [
     "APPLY_LEASE",
     "KINDS",
     "LEASE",
     "RETENTION_PATH",
+    "REVISION_LEASE",
     "ApplyReport",
     "Observation",
     "ObservedTag",
@@ -34,9 +36,11 @@ __all__ = [
     "Progress",
     "Reconciler",
     "Remover",
+    "RevisionTrigger",
     "Scheduler",
     "Scope",
     "SourceImage",
+    "TriggerMetrics",
     "build_plan",
     "present_at",
     "scheduled",

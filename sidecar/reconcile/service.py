@@ -9,6 +9,8 @@ sends copies through the durable job queue, like every other copy, and removals 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import re
 import time
 import uuid
@@ -28,6 +30,7 @@ from sidecar.reconcile.lease import held
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
 from sidecar.reconcile.remove import Remover
+from sidecar.replicate.deferred import request_to_json
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import BatchEngine, JobQueue, Leases
 
@@ -153,6 +156,20 @@ class Reconciler:
         self._owner = owner
         self._scope = Scope(self._settings)
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
+
+    def scoped(self, *, sources: Sequence[str], repositories: Sequence[str]) -> Reconciler:
+        """This reconciler narrowed to ``sources`` and repository globs (a legacy rule's scope).
+
+        It shares the clients, decisions, store, leases, remover and metric families.
+        """
+        settings = dataclasses.replace(
+            self._settings, sources=tuple(sources), repositories=tuple(repositories)
+        )
+        other = copy.copy(self)
+        other._settings = settings
+        other._scope = Scope(settings)
+        other._observer = self._observer.scoped(settings)
+        return other
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -388,7 +405,14 @@ class Reconciler:
 def _spec(action: PlanAction) -> JobSpec:
     source, _, digest = action.source.partition("@")
     registry, _, path = source.partition("/")
-    repository = path.rpartition(":")[0]
+    repository, _, tag = path.rpartition(":")
+    # What a worker decides again should the bundle revision change before the copy runs.
+    request = DecideRequest(
+        image=ImageRef(registry, repository, tag, digest),
+        event="reconcile",
+        caller=Caller(subject="reconciler", roles=("reconciler",)),
+        size_bytes=action.size_bytes,
+    )
     return JobSpec(
         source_registry=registry,
         source_repository=repository,
@@ -400,6 +424,7 @@ def _spec(action: PlanAction) -> JobSpec:
         decision_id=action.decision_id,
         bundle_revision=action.bundle_revision,
         rank=action.rank,
+        request=request_to_json(request),
     )
 
 
