@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from sidecar.app.replication import replication_parts
-from sidecar.app.sidecar import decision_service, policy_runtime
+from sidecar.app.sidecar import candidate_policies, decision_service, policy_runtime
 from sidecar.audit import AuditTrail, open_audit_log
 from sidecar.config import Config
 from sidecar.reconcile import Observer, Reconciler, Remover, Scope, waiter
@@ -44,6 +44,7 @@ async def reconciler(
             leases=parts.store,
             owner=parts.pool.worker_id,
             metrics_registry=telemetry.metrics_registry,
+            candidates=candidate_policies(config, telemetry, parts),
             remover=Remover(
                 parts.clients,
                 parts.store,

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from sidecar.api.server import BoundListener, GrpcServer
 from sidecar.app.bundle import LocalBundle, build_local_bundle
+from sidecar.app.candidate import spare_opa
 from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
@@ -34,6 +35,8 @@ from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.reconcile import (
     LEASE,
+    CandidateFactory,
+    CandidatePolicy,
     Observer,
     Reconciler,
     Remover,
@@ -59,7 +62,14 @@ from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
 from sidecar.webhooks import WebhookServer
 
-__all__ = ["PolicyRuntime", "Sidecar", "decision_service", "policy_runtime", "run_forever"]
+__all__ = [
+    "PolicyRuntime",
+    "Sidecar",
+    "candidate_policies",
+    "decision_service",
+    "policy_runtime",
+    "run_forever",
+]
 
 _log = get_logger("sidecar.app")
 
@@ -242,6 +252,31 @@ def decision_service(
         # The batch query bypasses the sensitive-data gate: one query each while that is on.
         batch_engine=runtime.opa if runtime.sensitive is None else None,
     )
+
+
+def candidate_policies(
+    config: Config, telemetry: Telemetry, parts: ReplicationParts
+) -> CandidateFactory:
+    """The impact preview's candidates: each verified, on its own spare OPA, decided like Decide."""
+
+    @contextlib.asynccontextmanager
+    async def candidate(raw: bytes) -> AsyncIterator[CandidatePolicy]:
+        async with spare_opa(config, raw) as spare:
+            managed = spare.managed
+            runtime = PolicyRuntime(
+                gated(spare.engine, spare.sensitive, lambda: managed.ready),
+                managed.url,
+                managed,
+                spare.revision,
+                spare.sensitive,
+                spare.token,
+                opa=spare.engine,
+            )
+            yield CandidatePolicy(
+                decision_service(config, telemetry, runtime, parts), spare.engine, spare.revision
+            )
+
+    return candidate
 
 
 class Sidecar:
@@ -519,6 +554,7 @@ class Sidecar:
             leases=parts.store,
             owner=parts.pool.worker_id,
             metrics_registry=self.telemetry.metrics_registry,
+            candidates=candidate_policies(self.config, self.telemetry, parts),
             remover=Remover(
                 parts.clients,
                 parts.store,

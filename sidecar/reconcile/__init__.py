@@ -2,7 +2,8 @@
 
 :class:`Reconciler` runs one pass; :class:`Plan` is its value (actions ``copy``, ``retag``,
 ``keep``, ``remove``, ``cleanup`` with totals), printed by ``policy-sidecar reconcile`` and
-streamed by the ``Reconcile`` RPC. See docs/reconcile.md.
+streamed by the ``Reconcile`` RPC; :meth:`Reconciler.preview` diffs the plans of the serving
+policy and a candidate bundle (:class:`Impact`). See docs/reconcile.md.
 """
 
 from __future__ import annotations
@@ -10,6 +11,15 @@ from __future__ import annotations
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
+from sidecar.reconcile.preview import (
+    CHANGE_KINDS,
+    CandidateFactory,
+    CandidatePolicy,
+    Change,
+    Impact,
+    Preview,
+    compare,
+)
 from sidecar.reconcile.remove import Remover
 from sidecar.reconcile.schedule import LEASE, Scheduler, scheduled
 from sidecar.reconcile.service import (
@@ -23,16 +33,22 @@ from sidecar.reconcile.trigger import REVISION_LEASE, RevisionTrigger, TriggerMe
 
 __all__ = [
     "APPLY_LEASE",
+    "CHANGE_KINDS",
     "KINDS",
     "LEASE",
     "RETENTION_PATH",
     "REVISION_LEASE",
     "ApplyReport",
+    "CandidateFactory",
+    "CandidatePolicy",
+    "Change",
+    "Impact",
     "Observation",
     "ObservedTag",
     "Observer",
     "Plan",
     "PlanAction",
+    "Preview",
     "Progress",
     "Reconciler",
     "Remover",
@@ -42,6 +58,7 @@ __all__ = [
     "SourceImage",
     "TriggerMetrics",
     "build_plan",
+    "compare",
     "present_at",
     "scheduled",
     "settle",

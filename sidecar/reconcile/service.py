@@ -8,6 +8,7 @@ sends copies through the durable job queue, like every other copy, and removals 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import dataclasses
@@ -29,6 +30,7 @@ from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
+from sidecar.reconcile.preview import CandidateFactory, Preview, compare
 from sidecar.reconcile.remove import Remover
 from sidecar.replicate.deferred import request_to_json
 from sidecar.telemetry import METRIC_PREFIX, get_logger
@@ -142,6 +144,7 @@ class Reconciler:
         leases: Leases | None = None,
         owner: str = "reconciler",
         metrics_registry: CollectorRegistry | None = None,
+        candidates: CandidateFactory | None = None,
     ) -> None:
         self._config = config
         self._settings = config.policy.reconcile
@@ -156,6 +159,9 @@ class Reconciler:
         self._owner = owner
         self._scope = Scope(self._settings)
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
+        self._candidates = candidates
+        # One spare OPA at a time: each preview starts an OPA process and lists the registries.
+        self._previewing = asyncio.Lock()
 
     def scoped(self, *, sources: Sequence[str], repositories: Sequence[str]) -> Reconciler:
         """This reconciler narrowed to ``sources`` and repository globs (a legacy rule's scope).
@@ -278,14 +284,7 @@ class Reconciler:
                 self._observed_registries(), progress=progress
             )
             span.set_attribute("reconcile.tags_observed", len(observation.tags))
-            originals = [
-                t
-                for t in observation.tags
-                if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
-            ]
-            images = await self._decide(originals, observation, progress)
-            cleanups = await self._cleanups(images, observation)
-            plan = build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+            plan = await self._plan_on(observation, self._decisions, self._queries, progress)
             self._metrics.planned(plan)
             span.set_attribute("reconcile.images", plan.images)
             for kind, count in plan.counts().items():
@@ -302,8 +301,62 @@ class Reconciler:
         )
         return plan, observation
 
+    async def preview(self, candidate: bytes, *, progress: Progress | None = None) -> Preview:
+        """Plan under the serving policy and under ``candidate`` (a bundle .tar.gz); apply nothing.
+
+        The candidate is verified like a publish and served by a spare OPA for the call (never
+        the serving one); the registries are observed once and both plans are made from that
+        observation, so the impact is only the policy's. The drift metrics are not touched.
+        """
+        if self._candidates is None:
+            raise PolicyError("reconcile: no spare OPA is wired for an impact preview")
+        if not self.sources:
+            raise InvalidArgument(
+                "policy.reconcile.sources", "names no source registry: nothing to reconcile"
+            )
+        if self._previewing.locked():
+            raise ReconcileBusy("another impact preview is running; try again when it has finished")
+        async with self._previewing, self._candidates(candidate) as policy:
+            # Verified and started first: a refused candidate costs no registry listing.
+            with _tracer.start_as_current_span("reconcile.preview") as span:
+                observation = await self._observer.observe(
+                    self._observed_registries(), progress=progress
+                )
+                before = await self._plan_on(observation, self._decisions, self._queries, progress)
+                after = await self._plan_on(observation, policy.decisions, policy.queries, progress)
+                impact = compare(before, after)
+                span.set_attribute("reconcile.preview.changes", len(impact.changes))
+        _log.info(
+            "reconcile previewed",
+            candidate_revision=policy.revision,
+            serving_revision=before.bundle_revision,
+            changes=impact.totals(),
+        )
+        return Preview(before, after, impact)
+
+    async def _plan_on(
+        self,
+        observation: Observation,
+        decisions: DecisionService,
+        queries: BatchEngine | None,
+        progress: Progress | None,
+    ) -> Plan:
+        """Decide every source image of ``observation`` with ``decisions`` and plan."""
+        originals = [
+            t
+            for t in observation.tags
+            if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
+        ]
+        images = await self._decide(originals, observation, progress, decisions)
+        cleanups = await self._cleanups(images, observation, queries)
+        return build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+
     async def _decide(
-        self, originals: Sequence[ObservedTag], observation: Observation, progress: Progress | None
+        self,
+        originals: Sequence[ObservedTag],
+        observation: Observation,
+        progress: Progress | None,
+        decisions: DecisionService,
     ) -> list[SourceImage]:
         decided: list[SourceImage] = []
         size = self._settings.batch_size
@@ -322,7 +375,7 @@ class Reconciler:
             ]
             with _tracer.start_as_current_span("reconcile.decide_batch") as span:
                 span.set_attribute("reconcile.batch", len(requests))
-                results = await self._decisions.decide_batch(
+                results = await decisions.decide_batch(
                     requests,
                     enrich_concurrency=self._settings.concurrency,
                     timeout_s=self._settings.batch_timeout_s,
@@ -333,10 +386,13 @@ class Reconciler:
         return decided
 
     async def _cleanups(
-        self, images: Sequence[SourceImage], observation: Observation
+        self,
+        images: Sequence[SourceImage],
+        observation: Observation,
+        queries: BatchEngine | None,
     ) -> list[PlanAction]:
         """Ask the retention policy about each tenant's copies (none when it has no package)."""
-        if self._queries is None:
+        if queries is None:
             return []
         by_tenant: dict[str, list[SourceImage]] = {}
         for image in images:
@@ -375,7 +431,7 @@ class Reconciler:
                 ],
             }
             try:
-                answer, revision, _ = await self._queries.query(
+                answer, revision, _ = await queries.query(
                     RETENTION_PATH, doc, timeout_s=self._settings.batch_timeout_s
                 )
             except PolicyError as exc:
