@@ -47,6 +47,7 @@ __all__ = [
     "PolicyEngine",
     "PullCounts",
     "QueueAndDeferrals",
+    "Redecider",
     "RegistryCredentialSource",
     "RegistryCredentials",
     "RegistryHealthView",
@@ -143,6 +144,14 @@ RegistryCredentialSource = Callable[[str], "RegistryCredentials | None"]
 """Registry name → its credentials from outside the config (a secret manager), or None."""
 
 
+class Redecider(Protocol):
+    """Decides a queued job again before it runs; returns why it must not run ("" = run it)."""
+
+    async def redecide(self, job: Job, worker_id: str) -> str:
+        """Return "" to run ``job``, else the reason it is withdrawn (the new revision's word)."""
+        ...
+
+
 class Copier(Protocol):
     """Copies one image (by digest, with its index children and referrers) to one destination."""
 
@@ -212,6 +221,12 @@ class JobQueue(Protocol):
         result: CopyResult | None = None,
     ) -> None:
         """Record a terminal (or parked) state and release the lease."""
+        ...
+
+    async def redecided(
+        self, job_id: str, worker_id: str, *, decision_id: str, bundle_revision: str
+    ) -> None:
+        """Record that a running job was decided again (on another bundle revision)."""
         ...
 
     async def retry_later(

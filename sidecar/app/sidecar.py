@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,19 +34,23 @@ from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.reconcile import (
+    LEASE,
     CandidateFactory,
     CandidatePolicy,
     Observer,
     Reconciler,
     Remover,
+    RevisionTrigger,
     Scheduler,
     Scope,
+    TriggerMetrics,
     ecr_listers,
     scheduled,
     waiter,
 )
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
+from sidecar.replicate.redecide import RevisionGuard
 from sidecar.replicate.service import ReplicationService
 from sidecar.sensitive.runtime import (
     SensitiveRuntime,
@@ -182,6 +186,24 @@ def _bundle_source(config: Config) -> tuple[PullSource | None, LocalBundle | Non
     return None, local
 
 
+def _rule_run(
+    reconciler: Reconciler, rule: str, mode: str, metrics: TriggerMetrics
+) -> Callable[[], Awaitable[object]]:
+    """One scheduled run of a legacy rule's reconcile, counted by outcome."""
+
+    async def run() -> object:
+        try:
+            result = await reconciler.run(dry_run=mode != "apply")
+        except Exception:
+            metrics.runs.labels("rule_schedule", mode, "error").inc()
+            raise
+        metrics.runs.labels("rule_schedule", mode, "ok").inc()
+        _log.info("legacy rule reconcile finished", rule=rule, mode=mode)
+        return result
+
+    return run
+
+
 def _activation_actor(config: Config, opa_url: str) -> str:
     """Name who served a revision activated outside PolicyAdmin (the audit event's actor)."""
     service = config.policy.bundle.service
@@ -269,6 +291,8 @@ class Sidecar:
             otlp_endpoint=settings.telemetry.otlp_endpoint,
             span_exporter=span_exporter,
         )
+        # One family for every triggered reconcile (revision activations, legacy rule schedules).
+        self._trigger_metrics = TriggerMetrics(self.telemetry.metrics_registry)
         self._stack = contextlib.AsyncExitStack()
         self.bundle_server: BundleServer | None = None
         self.runtime: PolicyRuntime | None = None
@@ -285,6 +309,7 @@ class Sidecar:
         self.backlog: PolicyBacklog | None = None
         self.metrics: MetricsServer | None = None
         self.reconciler: Reconciler | None = None
+        self.revision_trigger: RevisionTrigger | None = None
 
     async def start(self) -> None:
         """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
@@ -315,6 +340,8 @@ class Sidecar:
 
             async def audit_activation(previous: str, revision: str) -> None:
                 await admin_service.observe_activation(previous, revision, source)
+                if self.revision_trigger is not None:  # after the audit: it may take long
+                    await self.revision_trigger.activated(previous, revision)
 
             self.revisions = await self._stack.enter_async_context(
                 watch_revisions(
@@ -355,9 +382,15 @@ class Sidecar:
             self.reconciler = self._reconciler(
                 self.runtime, self.parts, self.decisions, self.admin.audit
             )
+            self.parts.pool.use_redecider(self._revision_guard(self.decisions, self.parts))
             await self.parts.pool.start()
             self._stack.push_async_callback(self.parts.pool.stop)
-            await self._stack.enter_async_context(scheduled(self._scheduler(self.parts)))
+            await self._stack.enter_async_context(
+                scheduled(self._scheduler(self.parts), *self._rule_schedulers(self.parts))
+            )
+            self.revision_trigger = self._on_revision(self.parts)
+            if self.revision_trigger is not None:
+                self._stack.push_async_callback(self.revision_trigger.close)
             await self._start_webhooks(self.replication)
             gate = await self._stack.enter_async_context(
                 data_plane_gate(
@@ -440,6 +473,68 @@ class Sidecar:
             parts.store,
             owner=parts.pool.worker_id,
             lease_s=settings.lease_s,
+        )
+
+    def _rule_schedulers(self, parts: ReplicationParts) -> list[Scheduler]:
+        """A scheduled reconcile per legacy rule with a ``schedule``: its source repositories."""
+        settings = self.config.policy.reconcile
+        reconciler = self.reconciler
+        schedulers: list[Scheduler] = []
+        if reconciler is None:
+            return schedulers
+        metrics = self._trigger_metrics
+        mode = "apply" if settings.scheduled_apply else "plan"
+        for index, rule in enumerate(self.config.policy.legacy.rules):
+            if not rule.schedule:
+                continue
+            sources = (rule.source_registry,) if rule.source_registry else settings.sources
+            if not sources:
+                _log.warning(
+                    "legacy rule schedule ignored: the rule names no source_registry and "
+                    "policy.reconcile.sources is empty",
+                    rule=f"legacy-{index}",
+                )
+                continue
+            scoped = reconciler.scoped(sources=sources, repositories=(rule.source_repository,))
+            schedulers.append(
+                Scheduler(
+                    Cron.parse(rule.schedule),
+                    _rule_run(scoped, f"legacy-{index}", mode, metrics),
+                    parts.store,
+                    owner=parts.pool.worker_id,
+                    lease_s=settings.lease_s,
+                    lease=f"{LEASE}-rule:legacy-{index}",
+                )
+            )
+        return schedulers
+
+    def _revision_guard(self, decisions: DecisionService, parts: ReplicationParts) -> RevisionGuard:
+        """Queued and parked copies are decided again when the revision changed since."""
+        watcher = self.revisions
+        return RevisionGuard(
+            decisions,
+            parts.store,
+            lambda: watcher.revision if watcher is not None else "",
+            metrics_registry=self.telemetry.metrics_registry,
+        )
+
+    def _on_revision(self, parts: ReplicationParts) -> RevisionTrigger | None:
+        """The reconcile a revision activation triggers (``policy.reconcile.on_revision``)."""
+        settings = self.config.policy.reconcile
+        reconciler = self.reconciler
+        if settings.on_revision == "off" or not settings.sources or reconciler is None:
+            return None
+
+        async def run(dry_run: bool) -> object:
+            return await reconciler.run(dry_run=dry_run)
+
+        return RevisionTrigger(
+            run,
+            parts.store,
+            mode=settings.on_revision,
+            owner=parts.pool.worker_id,
+            lease_s=settings.lease_s,
+            metrics=self._trigger_metrics,
         )
 
     def _reconciler(

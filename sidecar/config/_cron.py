@@ -15,6 +15,16 @@ __all__ = ["Cron"]
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _NAMES = ("minute", "hour", "day of month", "month", "day of week")
 _HORIZON_DAYS = 366 * 5  # every valid expression matches within this (Feb 29 included)
+# cron's (and Freightliner's, through robfig/cron) shorthands.
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 def _field(text: str, index: int) -> frozenset[int]:
@@ -56,8 +66,15 @@ class Cron:
 
     @classmethod
     def parse(cls, expression: str) -> Cron:
-        """Parse ``expression``; ValueError naming the field that is wrong."""
-        parts = expression.split()
+        """Parse ``expression`` (5 fields, or a macro such as ``@hourly``); ValueError naming the
+        field that is wrong."""
+        macro = expression.strip().lower()
+        if macro.startswith("@"):
+            if macro not in _MACROS:
+                raise ValueError(f"{expression!r}: unknown macro (known: {', '.join(_MACROS)})")
+            parts = _MACROS[macro].split()
+        else:
+            parts = expression.split()
         if len(parts) != 5:
             raise ValueError(f"{expression!r}: expected 5 fields (minute hour day month weekday)")
         try:

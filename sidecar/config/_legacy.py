@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, ValidationInfo
 
+from sidecar.config._cron import Cron
 from sidecar.config._glob import destination_template, glob_regex, tag_glob_problem
 from sidecar.config._model import Bool, Int, NonEmpty, Str, Strings, keys, read_record
 from sidecar.config._read import Node, read_yaml, resolve_path
@@ -63,6 +64,12 @@ def _registry(name: str, info: ValidationInfo) -> str:
     return name
 
 
+def _cron(expression: str) -> str:
+    if expression:
+        Cron.parse(expression)  # its ValueError is the problem
+    return expression
+
+
 def _regex(text: str) -> str:
     try:
         re.compile(text)
@@ -87,7 +94,9 @@ class ReplicationRule:
     source_registry: _Registry = ""
     destination_repository: Str = ""
     tag_filter: _TagGlob = ""
-    schedule: Str = ""
+    # Cron (UTC) or a macro (@hourly...): the serving sidecar reconciles this rule's source
+    # repositories on it (sidecar.reconcile, docs/reconcile.md).
+    schedule: Annotated[Str, AfterValidator(_cron)] = ""
     include_tags: tuple[Annotated[NonEmpty, AfterValidator(_tag_glob)], ...] = ()
     exclude_tags: tuple[Annotated[NonEmpty, AfterValidator(_tag_glob)], ...] = ()
     force_overwrite: Bool = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo
 
@@ -72,6 +72,9 @@ class ReconcileSettings:
     schedule: Annotated[Str, AfterValidator(_cron)] = ""
     # Scheduled runs execute their plan (else they only plan and log it).
     scheduled_apply: Bool = False
+    # What a bundle revision activation triggers: a reconcile that only plans (and logs and
+    # meters the plan), one that applies it, or nothing. One replica runs it per revision.
+    on_revision: Literal["plan", "apply", "off"] = "plan"
     # The job-store leases of a run (one applying run, one scheduled run at a time): renewed
     # every third of this while it runs; a killed run frees its lease this long after.
     lease_s: Annotated[Duration, Field(ge=1)] = 60.0

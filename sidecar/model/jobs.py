@@ -68,6 +68,9 @@ class JobSpec:
     kind: str = "copy"
     # The route's rank (1 = first): jobs run by priority, then rank, then age.
     rank: int = 0
+    # The decision request as JSON (sidecar.replicate.deferred.request_to_json), so a worker can
+    # decide again before copying when the bundle revision changed since (sidecar.replicate.redecide).
+    request: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from sidecar.reconcile.service import (
     Reconciler,
     present_at,
 )
+from sidecar.reconcile.trigger import REVISION_LEASE, RevisionTrigger, TriggerMetrics
 
 __all__ = [
     "APPLY_LEASE",
@@ -37,6 +38,7 @@ __all__ = [
     "KINDS",
     "LEASE",
     "RETENTION_PATH",
+    "REVISION_LEASE",
     "ApplyReport",
     "CandidateFactory",
     "CandidatePolicy",
@@ -52,9 +54,11 @@ __all__ = [
     "Progress",
     "Reconciler",
     "Remover",
+    "RevisionTrigger",
     "Scheduler",
     "Scope",
     "SourceImage",
+    "TriggerMetrics",
     "build_plan",
     "compare",
     "ecr_listers",

@@ -103,6 +103,12 @@ class Observer:
         self._scope = Scope(settings)
         self._sizes: dict[str, tuple[str, int]] = {}  # digest → (media type, size): immutable
 
+    def scoped(self, settings: ReconcileSettings) -> Observer:
+        """An observer within ``settings``' scope sharing these clients and this size cache."""
+        other = Observer(self._clients, settings)
+        other._sizes = self._sizes  # content addressed: true for every scope
+        return other
+
     async def observe(
         self, registries: Iterable[str], *, progress: Progress | None = None
     ) -> Observation:

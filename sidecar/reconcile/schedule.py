@@ -35,6 +35,7 @@ class Scheduler:
         owner: str,
         lease_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease: str = LEASE,
     ) -> None:
         self._cron = cron
         self._run = run
@@ -42,24 +43,33 @@ class Scheduler:
         self._owner = owner
         self._lease_s = lease_s
         self._clock = clock
+        # The lease (and run record) of this schedule: one per schedule (a legacy rule has its own).
+        self._lease = lease
 
     async def once(self, due: datetime) -> bool:
         """Run for the time ``due`` unless another replica holds the lease or already ran it."""
-        async with held(self._leases, LEASE, self._owner, ttl_s=self._lease_s) as mine:
+        async with held(self._leases, self._lease, self._owner, ttl_s=self._lease_s) as mine:
             if not mine:
                 _log.info(
-                    "scheduled reconcile skipped: another replica runs it", due=due.isoformat()
+                    "scheduled reconcile skipped: another replica runs it",
+                    due=due.isoformat(),
+                    lease=self._lease,
                 )
                 return False
-            last = await self._leases.lease_last_run(LEASE)
+            last = await self._leases.lease_last_run(self._lease)
             if last is not None and last >= due:
                 return False  # another replica ran this one already
-            _log.info("scheduled reconcile starting", due=due.isoformat(), owner=self._owner)
+            _log.info(
+                "scheduled reconcile starting",
+                due=due.isoformat(),
+                owner=self._owner,
+                lease=self._lease,
+            )
             try:
                 await self._run()
             except Exception:
                 _log.exception("scheduled reconcile failed", due=due.isoformat())
-            await self._leases.record_lease_run(LEASE, self._owner, due)
+            await self._leases.record_lease_run(self._lease, self._owner, due)
             return True
 
     async def catch_up(self) -> bool:
@@ -67,7 +77,7 @@ class Scheduler:
         missed = self._cron.previous_before(self._clock())
         if missed is None:
             return False
-        last = await self._leases.lease_last_run(LEASE)
+        last = await self._leases.lease_last_run(self._lease)
         if last is not None and last >= missed:
             return False
         return await self.once(missed)
@@ -82,15 +92,18 @@ class Scheduler:
 
 
 @contextlib.asynccontextmanager
-async def scheduled(scheduler: Scheduler | None) -> AsyncIterator[None]:
-    """Run ``scheduler.forever()`` in the background for the block (nothing when None)."""
-    if scheduler is None:
-        yield
-        return
-    task = asyncio.create_task(scheduler.forever(), name="reconcile-schedule")
+async def scheduled(*schedulers: Scheduler | None) -> AsyncIterator[None]:
+    """Run each ``scheduler.forever()`` in the background for the block (None: nothing)."""
+    tasks = [
+        asyncio.create_task(s.forever(), name="reconcile-schedule")
+        for s in schedulers
+        if s is not None
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import re
 import time
 import uuid
@@ -31,6 +33,7 @@ from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cl
 from sidecar.reconcile.preview import CandidateFactory, Preview, compare
 from sidecar.reconcile.remove import Remover
 from sidecar.reconcile.usage import measured_usage, with_measured_usage
+from sidecar.replicate.deferred import request_to_json
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import BatchEngine, JobQueue, Leases
 
@@ -160,6 +163,20 @@ class Reconciler:
         self._candidates = candidates
         # One spare OPA at a time: each preview starts an OPA process and lists the registries.
         self._previewing = asyncio.Lock()
+
+    def scoped(self, *, sources: Sequence[str], repositories: Sequence[str]) -> Reconciler:
+        """This reconciler narrowed to ``sources`` and repository globs (a legacy rule's scope).
+
+        It shares the clients, decisions, store, leases, remover and metric families.
+        """
+        settings = dataclasses.replace(
+            self._settings, sources=tuple(sources), repositories=tuple(repositories)
+        )
+        other = copy.copy(self)
+        other._settings = settings
+        other._scope = Scope(settings)
+        other._observer = self._observer.scoped(settings)
+        return other
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -462,7 +479,14 @@ class Reconciler:
 def _spec(action: PlanAction) -> JobSpec:
     source, _, digest = action.source.partition("@")
     registry, _, path = source.partition("/")
-    repository = path.rpartition(":")[0]
+    repository, _, tag = path.rpartition(":")
+    # What a worker decides again should the bundle revision change before the copy runs.
+    request = DecideRequest(
+        image=ImageRef(registry, repository, tag, digest),
+        event="reconcile",
+        caller=Caller(subject="reconciler", roles=("reconciler",)),
+        size_bytes=action.size_bytes,
+    )
     return JobSpec(
         source_registry=registry,
         source_repository=repository,
@@ -474,6 +498,7 @@ def _spec(action: PlanAction) -> JobSpec:
         decision_id=action.decision_id,
         bundle_revision=action.bundle_revision,
         rank=action.rank,
+        request=request_to_json(request),
     )
 
 

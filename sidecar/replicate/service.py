@@ -18,7 +18,7 @@ from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument
 from sidecar.model.decision import DecideRequest, DecisionResult, ImageRef
 from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
-from sidecar.replicate.deferred import deferred_work, policy_deferral
+from sidecar.replicate.deferred import deferred_work, policy_deferral, request_to_json
 from sidecar.telemetry import get_logger
 from sidecar.typing import QueueAndDeferrals
 
@@ -38,11 +38,21 @@ class ReplicationOutcome:
     jobs: tuple[Job, ...]
 
 
-def job_specs(result: DecisionResult, image: ImageRef, *, dry_run: bool = False) -> list[JobSpec]:
-    """Return one job spec per route of an allowing decision, rank 1 first; none when denied."""
+def job_specs(
+    result: DecisionResult,
+    image: ImageRef,
+    *,
+    dry_run: bool = False,
+    request: DecideRequest | None = None,
+) -> list[JobSpec]:
+    """Return one job spec per route of an allowing decision, rank 1 first; none when denied.
+
+    With ``request``, each job keeps it, so a worker can decide it again on a newer revision.
+    """
     decision = result.decision
     if not decision.allow:
         return []
+    stored = request_to_json(request) if request is not None else ""
     return [
         JobSpec(
             source_registry=image.registry,
@@ -56,6 +66,7 @@ def job_specs(result: DecisionResult, image: ImageRef, *, dry_run: bool = False)
             bundle_revision=result.bundle_revision,
             dry_run=dry_run,
             rank=route.rank,
+            request=stored,
         )
         for route in sorted(decision.routes, key=lambda r: (r.rank, r.registry))
     ]
@@ -103,7 +114,7 @@ class ReplicationService:
             image = dataclasses.replace(image, digest=await self._resolve_digest(image))
             request = dataclasses.replace(request, image=image)
         result = await self._decisions.decide(request, parent=parent)
-        specs = job_specs(result, image, dry_run=dry_run)
+        specs = job_specs(result, image, dry_run=dry_run, request=request)
         # Deferred destinations are kept, durably, to be decided again when they recover.
         deferred = [] if dry_run else deferred_work(result, request)
         if await_policy and not dry_run:

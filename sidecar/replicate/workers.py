@@ -27,7 +27,7 @@ from sidecar.errors import (
 from sidecar.model.jobs import CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import Copier, Deleter, JobQueue, RegistryHealthView
+from sidecar.typing import Copier, Deleter, JobQueue, Redecider, RegistryHealthView
 
 __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
 
@@ -102,6 +102,7 @@ class WorkerPool:
         metrics_registry: CollectorRegistry | None = None,
         health: RegistryHealthView | None = None,
         deleter: Deleter | None = None,
+        redecider: Redecider | None = None,
     ) -> None:
         """Configure the pool; nothing runs until :meth:`start`.
 
@@ -118,12 +119,17 @@ class WorkerPool:
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
         self._health = health
         self._deleter = deleter
+        self._redecider = redecider
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._active: Tally[str] = Tally()
         # Jobs leased by us whose outcome is not yet written: released on stop().
         self._unfinished: dict[str, Job] = {}
+
+    def use_redecider(self, redecider: Redecider | None) -> None:
+        """Decide each copy job again before it runs when the bundle revision changed since."""
+        self._redecider = redecider
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll (call after enqueueing)."""
@@ -262,6 +268,8 @@ class WorkerPool:
             try:
                 if self._down(spec.destination_registry):
                     outcome = await self._park_unavailable(job)
+                elif why := await self._withdrawn(job):
+                    outcome = await self._withdraw(job, why)
                 else:
                     outcome = await (self._plan(job) if spec.dry_run else self._copy(job))
             except asyncio.CancelledError:
@@ -336,6 +344,21 @@ class WorkerPool:
         )
         self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
         return JobState.SUCCEEDED.value
+
+    async def _withdrawn(self, job: Job) -> str:
+        if self._redecider is None:
+            return ""
+        return await self._redecider.redecide(job, self.worker_id)
+
+    async def _withdraw(self, job: Job, why: str) -> str:
+        # The active bundle revision no longer routes it: skipped, saying so, never copied.
+        await self._write(
+            self.store.finish(
+                job.job_id, self.worker_id, JobState.SKIPPED, error=why, error_code="withdrawn"
+            )
+        )
+        self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+        return "withdrawn"
 
     async def _superseded(self, job: Job, exc: TagSuperseded) -> str:
         # Nothing to retry and nothing wrong: a newer image owns the tag. Skipped, with why.

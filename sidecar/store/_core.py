@@ -62,7 +62,8 @@ _INSERT = (
 # must copy), keeping its attempts; queued/running/succeeded/parked jobs are left as they are.
 _REQUEUE = (
     "UPDATE jobs SET state = 'queued', source_registry = ?, source_repository = ?, priority = ?, "
-    "job_rank = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, error = '', error_code = '', "
+    "job_rank = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, request = ?, error = '', "
+    "error_code = '', "
     "bytes_done = 0, blobs_done = 0, not_before = ?, updated_at = ?, lease_owner = '', "
     f"lease_expires = '' WHERE {_KEY} AND state IN ('failed', 'skipped')"
 )
@@ -71,7 +72,7 @@ _REQUEUE = (
 _RESYNC = (
     "UPDATE jobs SET state = 'queued', attempts = 0, result = '', source_registry = ?, "
     "source_repository = ?, priority = ?, job_rank = ?, decision_id = ?, bundle_revision = ?, "
-    "dry_run = ?, "
+    "dry_run = ?, request = ?, "
     "error = '', error_code = '', bytes_done = 0, blobs_done = 0, not_before = ?, "
     f"updated_at = ?, lease_owner = '', lease_expires = '' WHERE {_KEY} "
     "AND state IN ('failed', 'skipped', 'succeeded', 'parked')"
@@ -157,6 +158,8 @@ class SqlJobStore:
                     continue  # the jobs table was just created at the current version
                 if step == 4 and not await self._has_column(tx, "pulls", "pulls_count"):
                     continue  # no lifetime totals to carry over
+                if step == 5 and await self._has_column(tx, "jobs", "request"):
+                    continue
                 for statement in migration_statements(step, dialect, now):
                     await tx.execute(statement)
             await tx.execute("UPDATE schema_version SET version = ?", [SCHEMA_VERSION])
@@ -232,6 +235,7 @@ class SqlJobStore:
                         spec.decision_id,
                         spec.bundle_revision,
                         int(spec.dry_run),
+                        spec.request,
                         now,
                         now,
                         *key,
@@ -346,6 +350,15 @@ class SqlJobStore:
         values = [state.value, error, error_code, result_json(result)]
         if not await self._owned_update(sets, values, job_id, worker_id):
             _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="finish")
+
+    async def redecided(
+        self, job_id: str, worker_id: str, *, decision_id: str, bundle_revision: str
+    ) -> None:
+        """Record that a running job was decided again, and by which decision and revision."""
+        await self.open()
+        sets = "decision_id = ?, bundle_revision = ?"
+        if not await self._owned_update(sets, [decision_id, bundle_revision], job_id, worker_id):
+            _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="redecided")
 
     async def retry_later(
         self, job_id: str, worker_id: str, *, delay_s: float, error: str, error_code: str

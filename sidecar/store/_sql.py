@@ -37,7 +37,7 @@ __all__ = [
     "timestamp",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: DDL bringing a store at version ``v - 1`` up to ``v``, run once when a store older than ``v``
 #: opens (a fresh store gets the current tables from :func:`schema_statements` instead).
@@ -66,6 +66,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "SELECT repository, region, '__PULL_HOUR__', pulls_count FROM pulls",
         "DROP TABLE pulls",
     ),
+    # 5: re-deciding on a bundle activation (issue 13): a job keeps the request it was decided
+    # from, so a worker can ask the new revision before it copies.
+    5: ("ALTER TABLE jobs ADD COLUMN request TEXT NOT NULL DEFAULT ''",),
 }
 
 #: Per-database DDL of a step that plain ``ADD COLUMN`` cannot express, run after that step's
@@ -115,6 +118,7 @@ _SPEC_COLUMNS = (
     "dry_run",
     "kind",
     "job_rank",
+    "request",
 )
 # Columns named otherwise than their JobSpec attribute ("rank" is a function name in SQL).
 _ATTRIBUTE = {"job_rank": "rank"}
@@ -171,6 +175,8 @@ def timestamp(at: datetime | None = None, *, plus_s: float = 0.0) -> str:
 
 #: The jobs' idempotency key (a unique constraint, and every upsert's conflict target).
 JOB_KEY = ("kind", "digest", "destination_registry", "destination_repository", "tag")
+#: Jobs columns added by a migration after step 3's table copy: the step that adds each.
+_ADDED_AT = {"request": 5}
 #: Every column of the jobs table (what a table copy moves).
 ALL_JOB_COLUMNS = (*READ_COLUMNS, "lease_owner", "lease_expires")
 
@@ -179,7 +185,7 @@ def jobs_table(name: str = "jobs") -> str:
     """Return the DDL of the jobs table of the current schema under ``name``."""
     spec_cols = ",\n".join(
         f"  {c} {'BIGINT' if c in ('priority', 'dry_run', 'job_rank') else 'TEXT'} NOT NULL"
-        + (" DEFAULT 'copy'" if c == "kind" else " DEFAULT 0" if c == "job_rank" else "")
+        + {"kind": " DEFAULT 'copy'", "job_rank": " DEFAULT 0", "request": " DEFAULT ''"}.get(c, "")
         for c in _SPEC_COLUMNS
     )
     return f"""CREATE TABLE IF NOT EXISTS {name} (
@@ -213,7 +219,8 @@ def migration_statements(step: int, dialect: Dialect, now: datetime | None = Non
             statements.append(jobs_table(statement.split()[1]))
         elif statement.startswith("__COPY_JOBS__ "):
             target = statement.split()[1]
-            cols = ", ".join(ALL_JOB_COLUMNS)
+            # Only the columns the old table has at this step (later steps add the others).
+            cols = ", ".join(c for c in ALL_JOB_COLUMNS if _ADDED_AT.get(c, 0) <= step)
             # Names from this module's constants only; nothing here comes from input.
             statements.append(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM jobs")  # noqa: S608
         else:

@@ -7,6 +7,8 @@ a store of schema 2 is migrated in place, its jobs kept.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sidecar.model.jobs import JobSpec, JobState
@@ -133,3 +135,20 @@ _V2_JOBS = (
 )""",
     "CREATE INDEX jobs_runnable ON jobs (state, priority DESC, created_at, job_id)",
 )
+
+
+async def test_a_job_keeps_its_request_and_a_redecision_restamps_it(store: SqlJobStore) -> None:
+    # The request a worker decides again when the bundle revision changed (schema 5).
+    spec = _spec()
+    stored = dataclasses.replace(spec, bundle_revision="r1", decision_id="d1", request='{"a":1}')
+    [job] = await store.enqueue([stored])
+    assert job.spec.request == '{"a":1}'
+    [claimed] = await store.claim("w", lease_s=30)
+    await store.redecided(claimed.job_id, "w", decision_id="d2", bundle_revision="r2")
+    await store.redecided(claimed.job_id, "other", decision_id="d3", bundle_revision="r3")
+    again = await store.get(job.job_id)
+    assert (again.spec.decision_id, again.spec.bundle_revision) == ("d2", "r2")
+    # A resync (reconcile) brings the new decision's request along.
+    await store.finish(claimed.job_id, "w", JobState.SKIPPED)
+    [requeued] = await store.requeue([dataclasses.replace(stored, request='{"b":2}')])
+    assert (requeued.state, requeued.spec.request) == (JobState.QUEUED, '{"b":2}')

@@ -90,7 +90,7 @@ async def test_a_schema_3_store_keeps_its_totals_for_one_window(store_url: str) 
     try:
         async with backend.transaction() as tx:
             assert await tx.fetch("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
-            assert SCHEMA_VERSION == 4
+            assert SCHEMA_VERSION >= 4
     finally:
         await backend.close()
     again = await open_job_store(store_url)  # opening a migrated store again changes nothing

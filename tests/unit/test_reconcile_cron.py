@@ -62,3 +62,36 @@ def test_a_bad_schedule_is_a_config_error_with_its_line(tmp_path: object) -> Non
     path.write_text("policy:\n  reconcile:\n    schedule: '61 * * * *'\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"c.yaml:3: policy.reconcile.schedule: .*outside 0-59"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("macro", "after", "expected"),
+    [
+        ("@hourly", "2026-12-06T07:14:59", "2026-12-06T08:00:00"),
+        ("@daily", "2026-12-06T07:14:59", "2026-12-07T00:00:00"),
+        ("@midnight", "2026-12-06T07:14:59", "2026-12-07T00:00:00"),
+        ("@weekly", "2026-12-06T07:14:59", "2026-12-13T00:00:00"),  # Sunday
+        ("@monthly", "2026-12-06T07:14:59", "2027-01-01T00:00:00"),
+        ("@yearly", "2026-12-06T07:14:59", "2027-01-01T00:00:00"),
+    ],
+)
+def test_macros_are_cron_shorthands(macro: str, after: str, expected: str) -> None:
+    assert Cron.parse(macro).next_after(_at(after)) == _at(expected)
+
+
+def test_a_legacy_rule_schedule_is_checked_like_a_cron(tmp_path: object) -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    from sidecar.config import load_config  # noqa: PLC0415
+    from sidecar.errors import ConfigError  # noqa: PLC0415
+
+    path = Path(str(tmp_path)) / "c.yaml"
+    path.write_text(
+        "policy:\n  legacy:\n    rules:\n      - source_repository: 'a/*'\n"
+        "        destination_registry: x\n        schedule: '@every 1h'\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigError, match=r"c.yaml:6: policy.legacy.rules\[0\].schedule: .*unknown macro"
+    ):
+        load_config(path)

@@ -1,0 +1,99 @@
+"""Before a queued or parked copy runs: does the bundle revision active *now* still route it?
+
+A job records the bundle revision its decision was made on and the request it was decided from.
+When a worker claims a copy job whose revision differs from the active one, :class:`RevisionGuard`
+decides the stored request again: a job the new revision still routes (same registry, repository
+and tag) runs as planned, re-stamped with the new decision; one it no longer routes is withdrawn
+(``skipped``, error code ``withdrawn``, the reason naming both revisions). A degraded answer (OPA
+unreachable) is no verdict: the job runs on its earlier decision. A job without a stored request
+(queued before this version) runs as planned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter
+
+from sidecar.decide import DecisionService
+from sidecar.errors import PolicyError, PolicyUnavailable
+from sidecar.model.jobs import Job
+from sidecar.replicate.deferred import request_from_json
+from sidecar.telemetry import METRIC_PREFIX, get_logger
+from sidecar.typing import JobQueue
+
+__all__ = ["WITHDRAWN", "RevisionGuard"]
+
+#: The error code of a job the active bundle revision no longer routes.
+WITHDRAWN = "withdrawn"
+_log = get_logger("sidecar.replicate.redecide")
+
+
+class RevisionGuard:
+    """A :class:`~sidecar.typing.Redecider` over the decision service and the active revision."""
+
+    def __init__(
+        self,
+        decisions: DecisionService,
+        store: JobQueue,
+        active_revision: Callable[[], str],
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._decisions = decisions
+        self._store = store
+        self._active = active_revision
+        self._outcomes = Counter(
+            f"{METRIC_PREFIX}replication_jobs_redecided",
+            "Copy jobs decided again before running because the bundle revision changed, by outcome.",
+            ["outcome"],
+            registry=metrics_registry or CollectorRegistry(),
+        )
+
+    async def redecide(self, job: Job, worker_id: str) -> str:
+        """Return "" to run ``job``, else why the active revision withdrew it."""
+        spec = job.spec
+        active = self._active()
+        if (
+            spec.kind != "copy"
+            or spec.dry_run
+            or not spec.request
+            or not active
+            or spec.bundle_revision == active
+        ):
+            return ""
+        try:
+            result = await self._decisions.decide(request_from_json(spec.request))
+        except (PolicyUnavailable, PolicyError) as exc:
+            _log.warning("job re-decision failed; runs as planned", job_id=job.job_id,
+                         error=exc.message)  # fmt: skip
+            self._outcomes.labels("error").inc()
+            return ""
+        if result.degraded:
+            self._outcomes.labels("degraded").inc()
+            return ""
+        routed = result.decision.allow and any(
+            (r.registry, r.repository, r.tag)
+            == (spec.destination_registry, spec.destination_repository, spec.tag)
+            for r in result.decision.routes
+        )
+        if routed:
+            await self._store.redecided(
+                job.job_id, worker_id,
+                decision_id=result.decision_id, bundle_revision=result.bundle_revision,
+            )  # fmt: skip
+            self._outcomes.labels("kept").inc()
+            _log.info("job re-decided: still routed", job_id=job.job_id,
+                      previous_revision=spec.bundle_revision,
+                      bundle_revision=result.bundle_revision)  # fmt: skip
+            return ""
+        self._outcomes.labels(WITHDRAWN).inc()
+        why = "denied" if not result.decision.allow else "routes it elsewhere"
+        reason = (
+            f"withdrawn before it ran: bundle revision {result.bundle_revision} no longer routes "
+            f"{job.source} to {job.destination} ({why}; decision {result.decision_id}; queued "
+            f"under revision {spec.bundle_revision})"
+        )
+        _log.info("job withdrawn by the active bundle revision", job_id=job.job_id,
+                  reason=reason)  # fmt: skip
+        return reason

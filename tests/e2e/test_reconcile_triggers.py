@@ -1,0 +1,308 @@
+"""When the reconciler runs by itself: a bundle activation, an expiring scan, a legacy rule's schedule.
+
+The five-registry fleet (tests/support/fleet.py) and the default bundle on a managed OPA; every
+assertion reads the registries or the job store back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sidecar.app.reconcile import reconciler
+from sidecar.app.replication import replication_parts
+from sidecar.app.sidecar import decision_service, policy_runtime
+from sidecar.config import Config, ReconcileSettings, ReplicationRule, job_store_url, load_config
+from sidecar.model.decision import Caller, DecideRequest, ImageRef
+from sidecar.model.jobs import JobSpec, JobState
+from sidecar.oci import RegistryClients
+from sidecar.reconcile import RevisionTrigger, TriggerMetrics, settle
+from sidecar.replicate.deferred import request_to_json
+from sidecar.replicate.redecide import RevisionGuard
+from sidecar.store import open_job_store
+from sidecar.telemetry import Telemetry
+from tests.support.fleet import FLEET, Fleet, registry_fleet
+from tests.support.images import push_image, push_manifest, scanned_labels
+from tests.support.sidecar import isolated_config, running_sidecar
+
+# clock: decisions use the wall clock (scan ages)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """The registries, with a short lease so the in-process worker pool turns jobs over fast."""
+    with registry_fleet(tmp_path, replication={"lease_s": 5, "workers": 4}) as running:
+        yield running
+
+
+@pytest.fixture
+async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
+    """Our OCI client for every registry of the fleet."""
+    pool = RegistryClients(load_config(fleet.config_path).registries)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _config(fleet: Fleet, tmp_path: Path, **reconcile: object) -> Config:
+    settings = ReconcileSettings(sources=("ci",), **reconcile)  # type: ignore[arg-type]
+    config = isolated_config(load_config(fleet.config_path), tmp_path / "state")
+    return dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, reconcile=settings)
+    )
+
+
+async def where(clients: RegistryClients, repository: str, digest: str) -> frozenset[str]:
+    """The registries other than ``ci`` holding ``repository@digest``."""
+    found = set()
+    for name in FLEET:
+        if name != "ci" and await clients.get(name).head_manifest(repository, digest) is not None:
+            found.add(name)
+    return frozenset(found)
+
+
+async def _push(
+    clients: RegistryClients,
+    repository: str,
+    tag: str,
+    seed: int,
+    *,
+    to: tuple[str, ...] = ("ci",),
+    labels: dict[str, str] | None = None,
+) -> str:
+    digests = set()
+    for name in to:
+        client = clients.get(name)
+        image = await push_image(client, repository, seed=seed, labels=labels or scanned_labels())
+        manifest = await client.get_manifest(repository, image.digest)
+        await push_manifest(client, repository, manifest.json, tag)
+        digests.add(image.digest)
+    (digest,) = digests
+    return digest
+
+
+def _spec(digest: str, registry: str, tag: str, revision: str) -> JobSpec:
+    pushed = DecideRequest(
+        image=ImageRef("ci", "web/app", tag, digest), event="push", caller=Caller("ci-bot")
+    )
+    return JobSpec(
+        source_registry="ci",
+        source_repository="web/app",
+        digest=digest,
+        destination_registry=registry,
+        destination_repository="web/app",
+        tag=tag,
+        priority=50,
+        decision_id="decided-long-ago",
+        bundle_revision=revision,
+        request=request_to_json(pushed),
+    )
+
+
+async def test_queued_and_parked_copies_are_decided_again_on_the_active_revision(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-1.0", 1)
+    config = _config(fleet, tmp_path)
+    telemetry = Telemetry("redecide-test")
+    metrics = CollectorRegistry()
+    async with policy_runtime(config) as runtime, replication_parts(config, telemetry) as parts:
+        active = runtime.bundle_revision
+        assert active
+        store = parts.store
+        # Queued under an older revision: prod-eu is still a route of web/app:prod-1.0 on the
+        # active one, sandbox (a dev registry) is not — one of each waits parked.
+        kept, dropped = await store.enqueue(
+            [_spec(app, "prod-eu", "prod-1.0", "r-old"), _spec(app, "sandbox", "prod-1.0", "r-old")]
+        )
+        parked_dropped, parked_kept = await store.enqueue(
+            [_spec(app, "sandbox", "prod-1.1", "r-old"), _spec(app, "prod-us", "prod-1.0", "r-old")]
+        )
+        assert await store.park("sandbox", error="down") == 2  # sandbox: dropped and parked_dropped
+        assert await store.park("prod-us", error="down") == 1
+        assert (await store.get(parked_kept.job_id)).state is JobState.PARKED
+        # The same revision as the active one: no new decision, it runs as queued.
+        current = (await store.enqueue([_spec(app, "dev-us", "prod-1.0", active)]))[0]
+        decisions = decision_service(config, telemetry, runtime, parts)
+        parts.pool.use_redecider(
+            RevisionGuard(decisions, store, lambda: active, metrics_registry=metrics)
+        )
+        await store.unpark("sandbox")
+        await store.unpark("prod-us")
+        await parts.pool.start()
+        try:
+            jobs = {
+                j.job_id: j
+                for j in await settle(
+                    store, [kept, dropped, parked_dropped, parked_kept, current], timeout_s=60
+                )
+            }
+        finally:
+            await parts.pool.stop()
+    telemetry.shutdown()
+    assert jobs[kept.job_id].state is JobState.SUCCEEDED
+    assert jobs[kept.job_id].spec.bundle_revision == active  # re-stamped with its new decision
+    assert jobs[kept.job_id].spec.decision_id != "decided-long-ago"
+    assert jobs[parked_kept.job_id].state is JobState.SUCCEEDED
+    for job_id in (dropped.job_id, parked_dropped.job_id):
+        job = jobs[job_id]
+        assert (job.state, job.error_code) == (JobState.SKIPPED, "withdrawn")
+        assert f"bundle revision {active} no longer routes" in job.error
+        assert "queued under revision r-old" in job.error
+    # Same revision: copied without asking again (the policy would not route it to dev-us).
+    assert jobs[current.job_id].state is JobState.SUCCEEDED
+    assert await where(clients, "web/app", app) == {"prod-eu", "prod-us", "dev-us"}
+    counted = metrics.get_sample_value
+    assert counted("policy_sidecar_replication_jobs_redecided_total", {"outcome": "kept"}) == 2
+    assert counted("policy_sidecar_replication_jobs_redecided_total", {"outcome": "withdrawn"}) == 2
+
+
+async def test_a_revision_activation_reconciles_once_per_revision_across_replicas(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-2.0", 2)
+    config = _config(fleet, tmp_path, on_revision="apply")
+    telemetry = Telemetry("trigger-test")
+    metrics = CollectorRegistry()
+    url = job_store_url(config.policy.replication, str(tmp_path / "state"))
+    mine, other = await open_job_store(url), await open_job_store(url)
+    try:
+        async with reconciler(config, telemetry, run_workers=True) as rec:
+
+            async def run(dry_run: bool) -> object:
+                return await rec.run(dry_run=dry_run)
+
+            def trigger(store: object, owner: str, mode: str) -> RevisionTrigger:
+                return RevisionTrigger(
+                    run, store, mode=mode, owner=owner, lease_s=30,  # type: ignore[arg-type]
+                    metrics=TriggerMetrics(CollectorRegistry()) if owner != "one" else
+                    TriggerMetrics(metrics),
+                )  # fmt: skip
+
+            first = trigger(mine, "one", "apply")
+            # The first revision a replica sees is no activation: nothing runs.
+            await first.activated("", "r-1")
+            assert await where(clients, "web/app", app) == frozenset()
+            await first.activated("r-1", "r-2")
+            await asyncio.wait_for(first.idle(), timeout=120)
+            assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
+            # Another replica seeing the same activation later finds it done.
+            assert not await trigger(other, "two", "apply").run_for("r-2")
+            assert (
+                metrics.get_sample_value(
+                    "policy_sidecar_reconcile_triggered_total",
+                    {"trigger": "revision", "mode": "apply", "outcome": "ok"},
+                )
+                == 1
+            )
+    finally:
+        await mine.close()
+        await other.close()
+    telemetry.shutdown()
+
+
+async def test_a_plan_only_activation_logs_the_plan_and_copies_nothing(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-3.0", 3)
+    config = _config(fleet, tmp_path)
+    assert config.policy.reconcile.on_revision == "plan"  # the default
+    telemetry = Telemetry("trigger-test")
+    async with reconciler(config, telemetry, run_workers=True) as rec:
+
+        async def run(dry_run: bool) -> object:
+            return await rec.run(dry_run=dry_run)
+
+        url = job_store_url(config.policy.replication, str(tmp_path / "state"))
+        store = await open_job_store(url)
+        try:
+            trigger = RevisionTrigger(
+                run, store, mode="plan", owner="one", lease_s=30,
+                metrics=TriggerMetrics(CollectorRegistry()),
+            )  # fmt: skip
+            assert await trigger.run_for("r-9")
+        finally:
+            await store.close()
+    plan_gauge = telemetry.metrics_registry.get_sample_value(
+        "policy_sidecar_reconcile_plan_actions", {"kind": "copy"}
+    )
+    telemetry.shutdown()
+    assert plan_gauge == 2  # the drift the new revision leaves: two copies to make
+    assert await where(clients, "web/app", app) == frozenset()
+
+
+async def test_after_a_scan_expires_the_plan_copies_it_nowhere_and_removes_nothing(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # Scanned just under the bundle's maximum age (7 days): it expires during the test.
+    margin = 20
+    completed = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=7)
+    completed += dt.timedelta(seconds=margin)
+    labels = {
+        "security.scan.status": "passed",
+        "security.scan.completed-at": completed.isoformat().replace("+00:00", "Z"),
+        "security.scan.critical": "0",
+    }
+    # Already copied to prod-eu; prod-us still lacks it.
+    app = await _push(clients, "web/app", "prod-4.0", 4, to=("ci", "prod-eu"), labels=labels)
+    config = _config(fleet, tmp_path)
+    async with reconciler(config, Telemetry("scan-test")) as rec:
+        before = await rec.plan()
+        mine = [a for a in before.actions if a.digest == app]
+        assert {(a.kind, a.registry) for a in mine} == {("copy", "prod-us"), ("keep", "prod-eu")}
+        expires = completed + dt.timedelta(days=7)
+        await asyncio.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+        after = await rec.plan()
+    mine = [a for a in after.actions if a.digest == app]
+    # SCAN_EXPIRED blocks the whole decision: no copy, no keep — and SCAN_* never removes.
+    assert mine == []
+    assert after.images == before.images
+    assert await where(clients, "web/app", app) == {"prod-eu"}
+
+
+async def test_a_legacy_rule_schedule_reconciles_only_its_source_repositories(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-5.0", 5)
+    tool = await _push(clients, "tools/cli", "dev-5", 6)
+    config = _config(fleet, tmp_path, scheduled_apply=True)
+    rule = ReplicationRule(
+        source_repository="web/*", destination_registry="prod-us", source_registry="ci",
+        schedule="* * * * *",
+    )  # fmt: skip
+    legacy = dataclasses.replace(config.policy.legacy, rules=(rule,))
+    # No webhook: ci's push notifications must not replicate what the rule's scope leaves out.
+    replication = config.policy.replication
+    replication = dataclasses.replace(
+        replication, webhook=dataclasses.replace(replication.webhook, listen="")
+    )
+    config = dataclasses.replace(
+        config,
+        policy=dataclasses.replace(config.policy, legacy=legacy, replication=replication),
+    )
+    async with running_sidecar(config) as running:
+        # Every minute: the run missed "this minute" happens at start.
+        store = running.sidecar.parts.store if running.sidecar.parts else None
+        assert store is not None
+        deadline = asyncio.get_running_loop().time() + 90
+        # The run is recorded on the rule's own lease once it finished.
+        while await store.lease_last_run("reconcile-rule:legacy-0") is None:
+            assert asyncio.get_running_loop().time() < deadline, "the rule's schedule never ran"
+            await asyncio.sleep(0.5)
+        assert await where(clients, "web/app", app) == {"prod-eu", "prod-us"}
+        metrics = running.sidecar.telemetry.metrics_registry
+        ran = metrics.get_sample_value(
+            "policy_sidecar_reconcile_triggered_total",
+            {"trigger": "rule_schedule", "mode": "apply", "outcome": "ok"},
+        )
+        assert ran is not None and ran >= 1
+    # tools/cli is outside the rule's source repositories: nobody reconciled it.
+    assert await where(clients, "tools/cli", tool) == frozenset()
