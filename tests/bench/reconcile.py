@@ -36,7 +36,7 @@ from sidecar.oci import RegistryClients
 from sidecar.reconcile import Observer, present_at
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import registry_fleet
-from tests.support.images import push_image, push_manifest, scanned_labels
+from tests.support.images import push_image, scanned_labels
 from tests.support.sidecar import isolated_config
 
 
@@ -50,11 +50,9 @@ async def _seed(clients: RegistryClients, images: int, copied_every: int) -> Non
         async with limit:
             for name in targets:
                 client = clients.get(name)
-                image = await push_image(
-                    client, repository, seed=n, labels=labels, layer_sizes=(512,)
+                await push_image(
+                    client, repository, seed=n, labels=labels, layer_sizes=(512,), tag=tag
                 )
-                manifest = await client.get_manifest(repository, image.digest)
-                await push_manifest(client, repository, manifest.json, tag)
 
     await asyncio.gather(*(one(n) for n in range(images)))
 

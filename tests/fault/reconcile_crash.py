@@ -230,7 +230,7 @@ async def reconcile_crash(root: Path, size: ReconcileCrashSize) -> FaultFigures:
     return FaultFigures(
         fault="reconcile --apply SIGKILL",
         injections=size.kills,
-        served=size.kills + 1,
+        served=0,  # no Decide load in this class: the runs are the subject
         failed=0,
         degraded=0,
         over_deadline=0,
