@@ -190,6 +190,7 @@ class DecisionService:
         parent: Context | None = None,
         enrich_concurrency: int = 8,
         timeout_s: float | None = None,
+        inputs: Sequence[PolicyInput] | None = None,
     ) -> list[DecisionResult]:
         """Decide many requests with one policy query (the reconciler's bulk path), in order.
 
@@ -201,6 +202,8 @@ class DecisionService:
         registry, and a batch all at once would run its sources into their deadlines (a fact
         missing that way degrades the decision, e.g. to SCAN_MISSING). ``timeout_s`` is the batch
         query's deadline (default: the engine's per-decision one, too short for a large batch).
+        ``inputs``: the requests' inputs from :meth:`enrich_batch`, amended by the caller (the
+        reconciler's measured tenant usage), decided as they are instead of enriched again.
         """
         if not requests:
             return []
@@ -209,16 +212,11 @@ class DecisionService:
         with tracer.start_as_current_span(SPAN_DECIDE_BATCH, context=parent) as span:
             trace_id = format(span.get_span_context().trace_id, "032x")
             span.set_attribute(ATTR_BATCH_SIZE, len(requests))
-            for request in requests:
-                self._validate(request)
-            limit = asyncio.Semaphore(max(1, enrich_concurrency))
-
-            async def enrich(request: DecideRequest) -> PolicyInput:
-                async with limit:
-                    return await self._enricher.enrich(request)
-
-            with tracer.start_as_current_span(names.SPAN_ENRICH):
-                inputs = list(await asyncio.gather(*(enrich(r) for r in requests)))
+            if inputs is None:
+                inputs = await self.enrich_batch(requests, enrich_concurrency=enrich_concurrency)
+            elif len(inputs) != len(requests):
+                raise ValueError(f"{len(inputs)} inputs for {len(requests)} requests")
+            inputs = list(inputs)
             docs = [policy_input.to_json() for policy_input in inputs]
             try:
                 raw, revision, eval_ns = await self._query_batch(docs, timeout_s)
@@ -255,6 +253,22 @@ class DecisionService:
                 "allow" if result.decision.allow else "deny", result.degraded, elapsed
             )
         return results
+
+    async def enrich_batch(
+        self, requests: Sequence[DecideRequest], *, enrich_concurrency: int = 8
+    ) -> list[PolicyInput]:
+        """Validate and enrich ``requests`` as :meth:`decide` does (at most ``enrich_concurrency``
+        at once), without asking the policy; return their inputs in order."""
+        for request in requests:
+            self._validate(request)
+        limit = asyncio.Semaphore(max(1, enrich_concurrency))
+
+        async def enrich(request: DecideRequest) -> PolicyInput:
+            async with limit:
+                return await self._enricher.enrich(request)
+
+        with self._telemetry.tracer.start_as_current_span(names.SPAN_ENRICH):
+            return list(await asyncio.gather(*(enrich(r) for r in requests)))
 
     async def _query_batch(
         self, docs: Sequence[Mapping[str, Any]], timeout_s: float | None

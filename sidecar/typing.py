@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ __all__ = [
     "JobStore",
     "KeyEncryptionKey",
     "Leases",
+    "ListedTag",
     "Placements",
     "PolicyEngine",
     "PullCounts",
@@ -49,6 +51,7 @@ __all__ = [
     "RegistryCredentials",
     "RegistryHealthView",
     "StatePruning",
+    "TagLister",
 ]
 
 
@@ -311,12 +314,38 @@ class EventInbox(Protocol):
 class PullCounts(Protocol):
     """Pulls served per repository and region (counted from webhooks, read as ``input.access``)."""
 
-    async def add_pulls(self, repository: str, region: str, count: int = 1) -> None:
-        """Add pulls of ``repository`` served in ``region``."""
+    async def add_pulls(
+        self, repository: str, region: str, count: int = 1, *, at: datetime | None = None
+    ) -> None:
+        """Add pulls of ``repository`` served in ``region`` at ``at`` (default now)."""
         ...
 
-    async def pulls(self, repository: str) -> dict[str, int]:
-        """Return pull counts of ``repository`` by region."""
+    async def pulls(
+        self, repository: str, *, window_s: float = ..., now: datetime | None = None
+    ) -> dict[str, int]:
+        """Return pulls of ``repository`` by region within the last ``window_s`` seconds."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTag:
+    """One tag a registry's own API listed with its manifest (the reconciler's observation)."""
+
+    tag: str
+    digest: str
+    media_type: str = ""
+    size_bytes: int = 0
+
+
+class TagLister(Protocol):
+    """Lists a registry through its own API (ECR) instead of the OCI catalog and a HEAD per tag."""
+
+    async def repositories(self, *, limit: int) -> list[str]:
+        """Return repository names: at most ``limit + 1`` (more than ``limit``: over the bound)."""
+        ...
+
+    async def tags(self, repository: str, *, limit: int) -> list[ListedTag]:
+        """Return the repository's tags with their digests: at most ``limit + 1``."""
         ...
 
 
@@ -351,9 +380,11 @@ class StatePruning(Protocol):
         events_days: float = 0.0,
         dead_events_days: float = 0.0,
         deferrals_days: float = 0.0,
+        pull_window_s: float = 0.0,
     ) -> dict[str, int]:
         """Delete terminal jobs, completed and dead-lettered events and resolved deferrals older
-        than their retention (0 days keeps that kind); return how many per kind."""
+        than their retention (0 days keeps that kind), and pull counts older than the pull
+        window (0 keeps them); return how many per kind."""
         ...
 
 

@@ -491,10 +491,12 @@ class GetAuditLogResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...
 
 class ValidateBundleRequest(_message.Message):
-    __slots__ = ("bundle",)
+    __slots__ = ("bundle", "preview_impact")
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_IMPACT_FIELD_NUMBER: _ClassVar[int]
     bundle: bytes
-    def __init__(self, bundle: _Optional[bytes] = ...) -> None: ...
+    preview_impact: bool
+    def __init__(self, bundle: _Optional[bytes] = ..., preview_impact: _Optional[bool] = ...) -> None: ...
 
 class BundleProblem(_message.Message):
     __slots__ = ("check", "location", "message")
@@ -507,7 +509,7 @@ class BundleProblem(_message.Message):
     def __init__(self, check: _Optional[str] = ..., location: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ValidateBundleResponse(_message.Message):
-    __slots__ = ("valid", "problems", "revision", "digest", "details", "files", "signed", "tests_run")
+    __slots__ = ("valid", "problems", "revision", "digest", "details", "files", "signed", "tests_run", "impact", "impact_error")
     VALID_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -516,6 +518,8 @@ class ValidateBundleResponse(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     SIGNED_FIELD_NUMBER: _ClassVar[int]
     TESTS_RUN_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_ERROR_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     problems: _containers.RepeatedScalarFieldContainer[str]
     revision: str
@@ -524,7 +528,9 @@ class ValidateBundleResponse(_message.Message):
     files: _containers.RepeatedScalarFieldContainer[str]
     signed: bool
     tests_run: int
-    def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., revision: _Optional[str] = ..., digest: _Optional[str] = ..., details: _Optional[_Iterable[_Union[BundleProblem, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., signed: _Optional[bool] = ..., tests_run: _Optional[int] = ...) -> None: ...
+    impact: ReconcileImpact
+    impact_error: str
+    def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., revision: _Optional[str] = ..., digest: _Optional[str] = ..., details: _Optional[_Iterable[_Union[BundleProblem, _Mapping]]] = ..., files: _Optional[_Iterable[str]] = ..., signed: _Optional[bool] = ..., tests_run: _Optional[int] = ..., impact: _Optional[_Union[ReconcileImpact, _Mapping]] = ..., impact_error: _Optional[str] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
     __slots__ = ("dry_run", "candidate_bundle")
@@ -597,17 +603,56 @@ class ReconcileSummary(_message.Message):
     def __init__(self, images: _Optional[int] = ..., degraded: _Optional[int] = ..., bundle_revision: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., bytes_to_copy: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., unreadable: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReconcileEvent(_message.Message):
-    __slots__ = ("planned", "summary", "job", "removed", "refused", "done")
+    __slots__ = ("planned", "summary", "job", "removed", "refused", "done", "impact", "preview")
     PLANNED_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     planned: ReconcileAction
     summary: ReconcileSummary
     job: Job
     removed: ReconcileAction
     refused: ReconcileAction
     done: str
-    def __init__(self, planned: _Optional[_Union[ReconcileAction, _Mapping]] = ..., summary: _Optional[_Union[ReconcileSummary, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., removed: _Optional[_Union[ReconcileAction, _Mapping]] = ..., refused: _Optional[_Union[ReconcileAction, _Mapping]] = ..., done: _Optional[str] = ...) -> None: ...
+    impact: ReconcileImpact
+    preview: bool
+    def __init__(self, planned: _Optional[_Union[ReconcileAction, _Mapping]] = ..., summary: _Optional[_Union[ReconcileSummary, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., removed: _Optional[_Union[ReconcileAction, _Mapping]] = ..., refused: _Optional[_Union[ReconcileAction, _Mapping]] = ..., done: _Optional[str] = ..., impact: _Optional[_Union[ReconcileImpact, _Mapping]] = ..., preview: _Optional[bool] = ...) -> None: ...
+
+class ReconcileChange(_message.Message):
+    __slots__ = ("kind", "image", "target", "before", "after", "size_bytes")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    image: str
+    target: str
+    before: str
+    after: str
+    size_bytes: int
+    def __init__(self, kind: _Optional[str] = ..., image: _Optional[str] = ..., target: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class ReconcileImpact(_message.Message):
+    __slots__ = ("changes", "before_revision", "after_revision", "totals")
+    class TotalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_REVISION_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ReconcileChange]
+    before_revision: str
+    after_revision: str
+    totals: _containers.ScalarMap[str, int]
+    def __init__(self, changes: _Optional[_Iterable[_Union[ReconcileChange, _Mapping]]] = ..., before_revision: _Optional[str] = ..., after_revision: _Optional[str] = ..., totals: _Optional[_Mapping[str, int]] = ...) -> None: ...

@@ -12,9 +12,9 @@ from sidecar.api._auth import CallAuth
 from sidecar.api._replication_rpcs import job_to_proto
 from sidecar.api.status import grpc_status
 from sidecar.errors import SidecarError
-from sidecar.reconcile import Plan, PlanAction, Reconciler
+from sidecar.reconcile import Impact, Plan, PlanAction, Reconciler
 
-__all__ = ["ReconcileRpc", "action_to_proto", "summary_to_proto"]
+__all__ = ["ReconcileRpc", "action_to_proto", "impact_to_proto", "summary_to_proto"]
 
 
 def action_to_proto(action: PlanAction, *, blocked: str = "") -> pb.ReconcileAction:
@@ -49,6 +49,22 @@ def summary_to_proto(plan: Plan) -> pb.ReconcileSummary:
     )
 
 
+def impact_to_proto(impact: Impact) -> pb.ReconcileImpact:
+    """Return the gRPC message of an impact preview."""
+    return pb.ReconcileImpact(
+        changes=[
+            pb.ReconcileChange(
+                kind=c.kind, image=c.image, target=c.target, before=c.before, after=c.after,
+                size_bytes=c.size_bytes,
+            )
+            for c in impact.changes
+        ],
+        before_revision=impact.before_revision,
+        after_revision=impact.after_revision,
+        totals=impact.totals(),
+    )  # fmt: skip
+
+
 class ReconcileRpc:
     """Mixed into the PolicyService servicer; ``self._reconciler`` is None when it is not wired."""
 
@@ -66,10 +82,9 @@ class ReconcileRpc:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Reconcile is not enabled")
             raise AssertionError("context.abort returned")
         if request.candidate_bundle:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "candidate_bundle: impact preview is not supported yet",
-            )
+            async for event in self._preview(self._reconciler, request, context):
+                yield event
+            return
         dry_run = request.dry_run if request.HasField("dry_run") else True
         try:
             plan, observation = await self._reconciler.observe_and_plan()
@@ -90,3 +105,27 @@ class ReconcileRpc:
         for action, why in report.refused:
             yield pb.ReconcileEvent(refused=action_to_proto(action, blocked=why))
         yield pb.ReconcileEvent(done=report.stopped or "applied")
+
+    @staticmethod
+    async def _preview(
+        reconciler: Reconciler,
+        request: pb.ReconcileRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ReconcileEvent]:
+        """The impact preview: the candidate's plan (marked preview), its summary, the diff."""
+        if request.HasField("dry_run") and not request.dry_run:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "candidate_bundle: an impact preview never applies (leave dry_run unset or true)",
+            )
+            raise AssertionError("context.abort returned")
+        try:
+            preview = await reconciler.preview(request.candidate_bundle)
+        except SidecarError as exc:
+            await context.abort(grpc_status(exc.code), exc.message)
+            raise AssertionError("context.abort returned") from exc
+        for action in preview.after.actions:
+            yield pb.ReconcileEvent(planned=action_to_proto(action), preview=True)
+        yield pb.ReconcileEvent(summary=summary_to_proto(preview.after), preview=True)
+        yield pb.ReconcileEvent(impact=impact_to_proto(preview.impact), preview=True)
+        yield pb.ReconcileEvent(done="preview: nothing changed", preview=True)

@@ -10,11 +10,13 @@ import grpc
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api._auth import Listener, call_credentials
+from sidecar.api._reconcile_rpc import impact_to_proto
 from sidecar.api.status import grpc_status
 from sidecar.audit import AuditRecord
 from sidecar.bundles.validate import ValidationReport
 from sidecar.errors import SidecarError
 from sidecar.governance import AdminService, Credentials, StoredRevision
+from sidecar.reconcile import Reconciler
 
 __all__ = ["AdminServicer"]
 
@@ -26,9 +28,17 @@ _MAX_LIMIT = 1000
 class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # generated base is untyped
     """Implements freightliner.policy.v1.PolicyAdmin."""
 
-    def __init__(self, admin: AdminService, listener: Listener | None = None) -> None:
+    def __init__(
+        self,
+        admin: AdminService,
+        listener: Listener | None = None,
+        *,
+        reconciler: Reconciler | None = None,
+    ) -> None:
         self._admin = admin
         self._listener = listener or Listener("plain", "")
+        # ValidateBundle's preview_impact: None when this sidecar does not reconcile.
+        self._reconciler = reconciler
 
     async def PublishBundle(
         self, request: pb.PublishBundleRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -100,11 +110,42 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
     async def ValidateBundle(
         self, request: pb.ValidateBundleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidateBundleResponse:
-        """Run every validation check; an invalid bundle is an answer, not an error."""
+        """Run every validation check; an invalid bundle is an answer, not an error.
+
+        With ``preview_impact``, a valid bundle's impact preview too; when it cannot be computed
+        (no reconciler, registries unreadable, an unsigned bundle) ``impact_error`` says why and
+        the validation answer stands.
+        """
         report = await _call(
             context, self._listener, lambda creds: self._admin.validate(creds, request.bundle)
         )
-        return _report(report)
+        response = _report(report)
+        if request.preview_impact:
+            await self._impact(request.bundle, report, response)
+        return response
+
+    async def _impact(
+        self, raw: bytes, report: ValidationReport, response: pb.ValidateBundleResponse
+    ) -> None:
+        if not report.valid:
+            response.impact_error = "not computed: the bundle is not valid"
+            return
+        if self._reconciler is None or not self._reconciler.sources:
+            response.impact_error = (
+                "not computed: this sidecar does not reconcile (policy.reconcile.sources is empty)"
+            )
+            return
+        try:
+            preview = await self._reconciler.preview(raw)
+        except SidecarError as exc:
+            response.impact_error = f"not computed: {exc.message}"
+            return
+        response.impact.CopyFrom(impact_to_proto(preview.impact))
+        unreadable = {**preview.before.unreadable, **preview.after.unreadable}
+        if unreadable:
+            response.impact_error = "incomplete: registries unreadable: " + "; ".join(
+                f"{name}: {why}" for name, why in sorted(unreadable.items())
+            )
 
 
 async def _call(

@@ -146,7 +146,9 @@ class GrpcServer:
             self._policy.append(servicer)
             pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
             if admin is not None:
-                pb_grpc.add_PolicyAdminServicer_to_server(AdminServicer(admin, listener), server)
+                pb_grpc.add_PolicyAdminServicer_to_server(
+                    AdminServicer(admin, listener, reconciler=reconciler), server
+                )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(_SERVICES, server)
             self._servers.append(server)

@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from sidecar.app.replication import replication_parts
-from sidecar.app.sidecar import decision_service, policy_runtime
+from sidecar.app.sidecar import candidate_policies, decision_service, policy_runtime
 from sidecar.audit import AuditTrail, open_audit_log
 from sidecar.config import Config
-from sidecar.reconcile import Observer, Reconciler, Remover, Scope, waiter
+from sidecar.reconcile import Observer, Reconciler, Remover, Scope, ecr_listers, waiter
 from sidecar.telemetry import Telemetry
 
 __all__ = ["reconciler"]
@@ -36,7 +36,7 @@ async def reconciler(
         scope = Scope(settings)
         yield Reconciler(
             config,
-            observer=Observer(parts.clients, settings),
+            observer=Observer(parts.clients, settings, listers=ecr_listers(config.registries)),
             decisions=decision_service(config, telemetry, runtime, parts),
             queries=runtime.opa,
             jobs=parts.store,
@@ -44,6 +44,7 @@ async def reconciler(
             leases=parts.store,
             owner=parts.pool.worker_id,
             metrics_registry=telemetry.metrics_registry,
+            candidates=candidate_policies(config, telemetry, parts),
             remover=Remover(
                 parts.clients,
                 parts.store,

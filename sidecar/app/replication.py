@@ -138,5 +138,5 @@ def registry_sources(config: Config, parts: ReplicationParts) -> tuple[FactSourc
     return (
         RegistryFactSource(parts.clients, timeout_s=settings.enrich_timeout_s),
         EcrScanSource(config.registries, timeout_s=settings.enrich_timeout_s),
-        PullAccessSource(parts.store),
+        PullAccessSource(parts.store, window_s=settings.pull_window),
     )

@@ -1,6 +1,7 @@
 """The periodic prune of finished state (``policy.replication.retention``), once at start then
 every ``interval_s``: terminal jobs, completed and dead-lettered webhook events, resolved
-deferrals and bundle revision archives beyond the newest ``keep_revisions``.
+deferrals, pull counts older than the pull window and bundle revision archives beyond the newest
+``keep_revisions``.
 
 The audit log is never pruned: it is append-only and hash-chained (docs/configuration.md says how
 to archive it).
@@ -24,7 +25,7 @@ __all__ = ["KINDS", "Pruner", "RevisionPruning", "retention_task"]
 
 _log = get_logger("sidecar.retention")
 
-KINDS = ("jobs", "events", "dead_events", "deferrals", "revisions")
+KINDS = ("jobs", "events", "dead_events", "deferrals", "pulls", "revisions")
 
 
 class RevisionPruning(Protocol):
@@ -44,8 +45,12 @@ class Pruner:
         revisions: RevisionPruning | None,
         settings: RetentionSettings,
         registry: CollectorRegistry,
+        *,
+        pull_window_s: float = 0.0,
     ) -> None:
         self._store = store
+        # Pull counts older than the pull window are never read again (input.access).
+        self._pull_window_s = pull_window_s
         self._revisions = revisions
         self._settings = settings
         self._pruned = Counter(
@@ -66,6 +71,7 @@ class Pruner:
             events_days=settings.events_days,
             dead_events_days=settings.dead_events_days,
             deferrals_days=settings.deferrals_days,
+            pull_window_s=self._pull_window_s,
         )
         counts["revisions"] = (
             await self._revisions.prune(settings.keep_revisions) if self._revisions else 0
@@ -94,9 +100,11 @@ async def retention_task(
     revisions: RevisionPruning | None,
     settings: RetentionSettings,
     registry: CollectorRegistry,
+    *,
+    pull_window_s: float = 0.0,
 ) -> AsyncIterator[Pruner]:
     """Run :meth:`Pruner.run` in the background until the block exits."""
-    pruner = Pruner(store, revisions, settings, registry)
+    pruner = Pruner(store, revisions, settings, registry, pull_window_s=pull_window_s)
     task = asyncio.create_task(pruner.run(), name="state-prune")
     try:
         yield pruner

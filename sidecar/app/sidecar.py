@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from sidecar.api.server import BoundListener, GrpcServer
 from sidecar.app.bundle import LocalBundle, build_local_bundle
+from sidecar.app.candidate import spare_opa
 from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
@@ -33,11 +34,14 @@ from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.reconcile import (
+    CandidateFactory,
+    CandidatePolicy,
     Observer,
     Reconciler,
     Remover,
     Scheduler,
     Scope,
+    ecr_listers,
     scheduled,
     waiter,
 )
@@ -55,7 +59,14 @@ from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
 from sidecar.webhooks import WebhookServer
 
-__all__ = ["PolicyRuntime", "Sidecar", "decision_service", "policy_runtime", "run_forever"]
+__all__ = [
+    "PolicyRuntime",
+    "Sidecar",
+    "candidate_policies",
+    "decision_service",
+    "policy_runtime",
+    "run_forever",
+]
 
 _log = get_logger("sidecar.app")
 
@@ -222,6 +233,31 @@ def decision_service(
     )
 
 
+def candidate_policies(
+    config: Config, telemetry: Telemetry, parts: ReplicationParts
+) -> CandidateFactory:
+    """The impact preview's candidates: each verified, on its own spare OPA, decided like Decide."""
+
+    @contextlib.asynccontextmanager
+    async def candidate(raw: bytes) -> AsyncIterator[CandidatePolicy]:
+        async with spare_opa(config, raw) as spare:
+            managed = spare.managed
+            runtime = PolicyRuntime(
+                gated(spare.engine, spare.sensitive, lambda: managed.ready),
+                managed.url,
+                managed,
+                spare.revision,
+                spare.sensitive,
+                spare.token,
+                opa=spare.engine,
+            )
+            yield CandidatePolicy(
+                decision_service(config, telemetry, runtime, parts), spare.engine, spare.revision
+            )
+
+    return candidate
+
+
 class Sidecar:
     """A running sidecar: policy runtime, decisions, replication, gRPC, webhooks and /metrics."""
 
@@ -313,6 +349,7 @@ class Sidecar:
                     self.admin.revisions,
                     settings.replication.retention,
                     self.telemetry.metrics_registry,
+                    pull_window_s=settings.replication.pull_window,
                 )
             )
             self.reconciler = self._reconciler(
@@ -416,7 +453,7 @@ class Sidecar:
         settings = self.config.policy.reconcile
         return Reconciler(
             self.config,
-            observer=Observer(parts.clients, settings),
+            observer=Observer(parts.clients, settings, listers=ecr_listers(self.config.registries)),
             decisions=decisions,
             queries=runtime.opa,
             jobs=parts.store,
@@ -424,6 +461,7 @@ class Sidecar:
             leases=parts.store,
             owner=parts.pool.worker_id,
             metrics_registry=self.telemetry.metrics_registry,
+            candidates=candidate_policies(self.config, self.telemetry, parts),
             remover=Remover(
                 parts.clients,
                 parts.store,

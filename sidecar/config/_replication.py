@@ -133,6 +133,9 @@ class ReplicationSettings:
     registry_enrichment: Bool = True
     # How often Replicate requests the fail mode answered are decided again (OPA back or not).
     policy_retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
+    # The sliding window of pull counts fed to input.access ("7d"): pulls older than this no
+    # longer count (and the retention prune deletes them), so rebalancing follows current demand.
+    pull_window: Annotated[Duration, Field(ge=3600)] = 7 * 86400.0
     retry: RetrySettings = field(default_factory=RetrySettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)

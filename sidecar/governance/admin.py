@@ -337,11 +337,21 @@ class AdminService:
 
     async def _caller(self, credentials: Credentials, action: str) -> Caller:
         """Authenticate, then take one call from the caller's rate limit; refusals are audited."""
+        key = peer_bucket(credentials.peer)
+        if (
+            self._limiter is not None
+            and self._limiter.exhausted(key)
+            and not self._authn.is_cheap(credentials)
+        ):
+            # A peer whose failed calls used up its bucket gets no more bcrypt checks until it
+            # refills: a guessing flood must not queue ahead of an operator's token on the pool.
+            # Cheap credentials (a certificate, a sha256-hashed or recently verified token) from
+            # the same host are still checked, so a flood cannot lock an admin out.
+            await self._within_rate(key, f"{key} (unchecked token)", action)
         try:
             caller = await self._authn.authenticate(credentials)
         except CallerUnknown as exc:
             # No identity to trust: the peer address is what a flood from one host shares.
-            key = peer_bucket(credentials.peer)
             await self._within_rate(key, exc.actor, action)
             await self._refused(
                 key, AuditEvent(exc.actor, action, "unauthenticated", detail=exc.message)

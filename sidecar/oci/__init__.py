@@ -7,7 +7,7 @@ the records :class:`Manifest` and :class:`Descriptor`, the media-type constants,
 
 from __future__ import annotations
 
-from sidecar.oci._auth import parse_challenge
+from sidecar.oci._auth import aws_session, parse_challenge
 from sidecar.oci._client import COSIGN_TAG_TYPES, REF_NAME, RegistryClient
 from sidecar.oci._http import count_requests
 from sidecar.oci._media import (
@@ -33,6 +33,7 @@ __all__ = [
     "Manifest",
     "RegistryClient",
     "RegistryClients",
+    "aws_session",
     "count_requests",
     "digest_of",
     "fallback_tag",

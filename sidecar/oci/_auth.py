@@ -33,6 +33,7 @@ __all__ = [
     "StaticCredentials",
     "TokenFetch",
     "UnwiredSecret",
+    "aws_session",
     "basic_header",
     "credentials_for",
     "parse_challenge",
@@ -114,6 +115,34 @@ class UnwiredSecret:
         return False
 
 
+def aws_session(registry: RegistryConfig, *, sts_endpoint_url: str | None = None) -> Any:
+    """Return the boto3 session of an ECR registry (blocking: call it in a thread).
+
+    Its AWS profile and credentials file, in its region; with ``auth.role_arn``, the role
+    assumed through STS (at ``sts_endpoint_url`` when given).
+    """
+    import boto3  # noqa: PLC0415 - boto3 is slow to import and only ECR registries need it
+    import botocore.session  # noqa: PLC0415
+
+    auth = registry.auth
+    core = botocore.session.Session(profile=auth.profile or None)
+    if auth.credentials_file:
+        core.set_config_variable("credentials_file", auth.credentials_file)
+    session = boto3.Session(botocore_session=core, region_name=registry.region or None)
+    if auth.role_arn:
+        sts = session.client("sts", endpoint_url=sts_endpoint_url)
+        creds = sts.assume_role(RoleArn=auth.role_arn, RoleSessionName="policy-sidecar")[
+            "Credentials"
+        ]
+        session = boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=registry.region or None,
+        )
+    return session
+
+
 class EcrCredentials:
     """ECR: ``get_authorization_token`` through boto3, cached until shortly before it expires."""
 
@@ -127,26 +156,9 @@ class EcrCredentials:
         self._lock = asyncio.Lock()
 
     def _fetch(self) -> tuple[str, str, float]:
-        import boto3  # noqa: PLC0415 - boto3 is slow to import and only ECR registries need it
-        import botocore.session  # noqa: PLC0415
-
-        auth = self._registry.auth
-        core = botocore.session.Session(profile=auth.profile or None)
-        if auth.credentials_file:
-            core.set_config_variable("credentials_file", auth.credentials_file)
-        session = boto3.Session(botocore_session=core, region_name=self._registry.region or None)
-        if auth.role_arn:
-            sts = session.client("sts", endpoint_url=self._endpoint_url)
-            creds = sts.assume_role(RoleArn=auth.role_arn, RoleSessionName="policy-sidecar")[
-                "Credentials"
-            ]
-            session = boto3.Session(
-                aws_access_key_id=creds["AccessKeyId"],
-                aws_secret_access_key=creds["SecretAccessKey"],
-                aws_session_token=creds["SessionToken"],
-                region_name=self._registry.region or None,
-            )
-        ecr = session.client("ecr", endpoint_url=self._endpoint_url)
+        ecr = aws_session(self._registry, sts_endpoint_url=self._endpoint_url).client(
+            "ecr", endpoint_url=self._endpoint_url
+        )
         ids = [self._registry.account_id] if self._registry.account_id else []
         answer = ecr.get_authorization_token(**({"registryIds": ids} if ids else {}))
         data = answer["authorizationData"][0]

@@ -2,14 +2,25 @@
 
 :class:`Reconciler` runs one pass; :class:`Plan` is its value (actions ``copy``, ``retag``,
 ``keep``, ``remove``, ``cleanup`` with totals), printed by ``policy-sidecar reconcile`` and
-streamed by the ``Reconcile`` RPC. See docs/reconcile.md.
+streamed by the ``Reconcile`` RPC; :meth:`Reconciler.preview` diffs the plans of the serving
+policy and a candidate bundle (:class:`Impact`). See docs/reconcile.md.
 """
 
 from __future__ import annotations
 
+from sidecar.reconcile.ecr import EcrLister, ecr_listers
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
+from sidecar.reconcile.preview import (
+    CHANGE_KINDS,
+    CandidateFactory,
+    CandidatePolicy,
+    Change,
+    Impact,
+    Preview,
+    compare,
+)
 from sidecar.reconcile.remove import Remover
 from sidecar.reconcile.schedule import LEASE, Scheduler, scheduled
 from sidecar.reconcile.service import (
@@ -22,15 +33,22 @@ from sidecar.reconcile.service import (
 
 __all__ = [
     "APPLY_LEASE",
+    "CHANGE_KINDS",
     "KINDS",
     "LEASE",
     "RETENTION_PATH",
     "ApplyReport",
+    "CandidateFactory",
+    "CandidatePolicy",
+    "Change",
+    "EcrLister",
+    "Impact",
     "Observation",
     "ObservedTag",
     "Observer",
     "Plan",
     "PlanAction",
+    "Preview",
     "Progress",
     "Reconciler",
     "Remover",
@@ -38,6 +56,8 @@ __all__ = [
     "Scope",
     "SourceImage",
     "build_plan",
+    "compare",
+    "ecr_listers",
     "present_at",
     "scheduled",
     "settle",

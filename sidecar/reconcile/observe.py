@@ -18,6 +18,7 @@ from sidecar.config import ReconcileSettings, glob_regex
 from sidecar.errors import RegistryError, SidecarError
 from sidecar.oci import Manifest, RegistryClient, RegistryClients
 from sidecar.telemetry import get_logger
+from sidecar.typing import TagLister
 
 __all__ = ["Observation", "ObservedTag", "Observer", "Progress", "Scope"]
 
@@ -88,8 +89,16 @@ async def _bounded(limit: asyncio.Semaphore, work: Awaitable[_T]) -> _T:
 class Observer:
     """Lists registries through the OCI clients within the configured bounds."""
 
-    def __init__(self, clients: RegistryClients, settings: ReconcileSettings) -> None:
+    def __init__(
+        self,
+        clients: RegistryClients,
+        settings: ReconcileSettings,
+        *,
+        listers: Mapping[str, TagLister] | None = None,
+    ) -> None:
+        """List through ``clients``; a registry named in ``listers`` through its own API (ECR)."""
         self._clients = clients
+        self._listers = dict(listers or {})
         self._settings = settings
         self._scope = Scope(settings)
         self._sizes: dict[str, tuple[str, int]] = {}  # digest → (media type, size): immutable
@@ -128,6 +137,9 @@ class Observer:
     ) -> list[ObservedTag]:
         settings = self._settings
         limit = asyncio.Semaphore(settings.concurrency)
+        lister = self._listers.get(client.name)
+        if lister is not None:
+            return await self._listed(client.name, lister, limit, progress)
         repositories = [
             r
             for r in await client.catalog(limit=settings.max_repositories)
@@ -154,6 +166,45 @@ class Observer:
 
         resolved = await asyncio.gather(*(one(r, t) for r, t in pairs))
         return [t for t in resolved if t is not None]
+
+    async def _listed(
+        self,
+        name: str,
+        lister: TagLister,
+        limit: asyncio.Semaphore,
+        progress: Progress | None,
+    ) -> list[ObservedTag]:
+        """Observe ``name`` through its own API: tags come with digests, no HEAD each."""
+        settings = self._settings
+        found = await lister.repositories(limit=settings.max_repositories)
+        if len(found) > settings.max_repositories:
+            raise RegistryError(
+                f"registry {name}: more than policy.reconcile.max_repositories "
+                f"({settings.max_repositories}) repositories"
+            )
+        repositories = [r for r in found if self._scope.repository(r)]
+        listed = await asyncio.gather(
+            *(_bounded(limit, lister.tags(r, limit=settings.max_tags)) for r in repositories)
+        )
+        tags: list[ObservedTag] = []
+        for repository, entries in zip(repositories, listed, strict=True):
+            for entry in entries:
+                # A digest already read elsewhere keeps that size: content addressed, and the
+                # manifest's own figure counts the same way in every registry.
+                media_type, size = self._sizes.get(
+                    entry.digest, (entry.media_type, entry.size_bytes)
+                )
+                tags.append(
+                    ObservedTag(name, repository, entry.tag, entry.digest, media_type, size)
+                )
+        if len(tags) > settings.max_tags:
+            raise RegistryError(
+                f"registry {name}: {len(tags)} tags in scope, more than "
+                f"policy.reconcile.max_tags ({settings.max_tags})"
+            )
+        if progress is not None:
+            progress(f"observe {name}", len(tags), len(tags))
+        return tags
 
     async def _resolve(
         self, client: RegistryClient, repository: str, tag: str

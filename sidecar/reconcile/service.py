@@ -8,6 +8,7 @@ sends copies through the durable job queue, like every other copy, and removals 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -21,13 +22,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import Caller, DecideRequest, ImageRef
+from sidecar.model.decision import Caller, DecideRequest, ImageRef, PolicyInput
 from sidecar.model.jobs import Job, JobSpec
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
+from sidecar.reconcile.preview import CandidateFactory, Preview, compare
 from sidecar.reconcile.remove import Remover
+from sidecar.reconcile.usage import measured_usage, with_measured_usage
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import BatchEngine, JobQueue, Leases
 
@@ -139,6 +142,7 @@ class Reconciler:
         leases: Leases | None = None,
         owner: str = "reconciler",
         metrics_registry: CollectorRegistry | None = None,
+        candidates: CandidateFactory | None = None,
     ) -> None:
         self._config = config
         self._settings = config.policy.reconcile
@@ -153,6 +157,9 @@ class Reconciler:
         self._owner = owner
         self._scope = Scope(self._settings)
         self._metrics = _Metrics(metrics_registry or CollectorRegistry())
+        self._candidates = candidates
+        # One spare OPA at a time: each preview starts an OPA process and lists the registries.
+        self._previewing = asyncio.Lock()
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -261,14 +268,7 @@ class Reconciler:
                 self._observed_registries(), progress=progress
             )
             span.set_attribute("reconcile.tags_observed", len(observation.tags))
-            originals = [
-                t
-                for t in observation.tags
-                if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
-            ]
-            images = await self._decide(originals, observation, progress)
-            cleanups = await self._cleanups(images, observation)
-            plan = build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+            plan = await self._plan_on(observation, self._decisions, self._queries, progress)
             self._metrics.planned(plan)
             span.set_attribute("reconcile.images", plan.images)
             for kind, count in plan.counts().items():
@@ -285,30 +285,96 @@ class Reconciler:
         )
         return plan, observation
 
+    async def preview(self, candidate: bytes, *, progress: Progress | None = None) -> Preview:
+        """Plan under the serving policy and under ``candidate`` (a bundle .tar.gz); apply nothing.
+
+        The candidate is verified like a publish and served by a spare OPA for the call (never
+        the serving one); the registries are observed once and both plans are made from that
+        observation, so the impact is only the policy's. The drift metrics are not touched.
+        """
+        if self._candidates is None:
+            raise PolicyError("reconcile: no spare OPA is wired for an impact preview")
+        if not self.sources:
+            raise InvalidArgument(
+                "policy.reconcile.sources", "names no source registry: nothing to reconcile"
+            )
+        if self._previewing.locked():
+            raise ReconcileBusy("another impact preview is running; try again when it has finished")
+        async with self._previewing, self._candidates(candidate) as policy:
+            # Verified and started first: a refused candidate costs no registry listing.
+            with _tracer.start_as_current_span("reconcile.preview") as span:
+                observation = await self._observer.observe(
+                    self._observed_registries(), progress=progress
+                )
+                before = await self._plan_on(observation, self._decisions, self._queries, progress)
+                after = await self._plan_on(observation, policy.decisions, policy.queries, progress)
+                impact = compare(before, after)
+                span.set_attribute("reconcile.preview.changes", len(impact.changes))
+        _log.info(
+            "reconcile previewed",
+            candidate_revision=policy.revision,
+            serving_revision=before.bundle_revision,
+            changes=impact.totals(),
+        )
+        return Preview(before, after, impact)
+
+    async def _plan_on(
+        self,
+        observation: Observation,
+        decisions: DecisionService,
+        queries: BatchEngine | None,
+        progress: Progress | None,
+    ) -> Plan:
+        """Decide every source image of ``observation`` with ``decisions`` and plan."""
+        originals = [
+            t
+            for t in observation.tags
+            if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
+        ]
+        images = await self._decide(originals, observation, progress, decisions)
+        cleanups = await self._cleanups(images, observation, queries)
+        return build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+
     async def _decide(
-        self, originals: Sequence[ObservedTag], observation: Observation, progress: Progress | None
+        self,
+        originals: Sequence[ObservedTag],
+        observation: Observation,
+        progress: Progress | None,
+        decisions: DecisionService,
     ) -> list[SourceImage]:
         decided: list[SourceImage] = []
         size = self._settings.batch_size
         caller = Caller(subject="reconciler", roles=("reconciler",))
+        requests = [
+            DecideRequest(
+                image=ImageRef(t.registry, t.repository, t.tag, t.digest),
+                event="reconcile",
+                caller=caller,
+                size_bytes=t.size_bytes,
+                present_at=present_at(t, observation, self.sources),
+            )
+            for t in originals
+        ]
+        # Every input first: a tenant's usage is the bytes of all its copies, and which images
+        # are the tenant's is known only once enrichment attributed them (label or prefix).
+        inputs: list[PolicyInput] = []
+        for start in range(0, len(requests), size):
+            inputs += await decisions.enrich_batch(
+                requests[start : start + size], enrich_concurrency=self._settings.concurrency
+            )
+            if progress is not None:
+                progress("enrich", len(inputs), len(requests))
+        measured = measured_usage(inputs, observation, self.sources)
+        limits = self._config.policy.tenancy.usage
+        inputs = [with_measured_usage(i, measured, limits) for i in inputs]
         for start in range(0, len(originals), size):
             batch = originals[start : start + size]
-            requests = [
-                DecideRequest(
-                    image=ImageRef(t.registry, t.repository, t.tag, t.digest),
-                    event="reconcile",
-                    caller=caller,
-                    size_bytes=t.size_bytes,
-                    present_at=present_at(t, observation, self.sources),
-                )
-                for t in batch
-            ]
             with _tracer.start_as_current_span("reconcile.decide_batch") as span:
-                span.set_attribute("reconcile.batch", len(requests))
-                results = await self._decisions.decide_batch(
-                    requests,
-                    enrich_concurrency=self._settings.concurrency,
+                span.set_attribute("reconcile.batch", len(batch))
+                results = await decisions.decide_batch(
+                    requests[start : start + size],
                     timeout_s=self._settings.batch_timeout_s,
+                    inputs=inputs[start : start + size],
                 )
             decided += [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
             if progress is not None:
@@ -316,10 +382,13 @@ class Reconciler:
         return decided
 
     async def _cleanups(
-        self, images: Sequence[SourceImage], observation: Observation
+        self,
+        images: Sequence[SourceImage],
+        observation: Observation,
+        queries: BatchEngine | None,
     ) -> list[PlanAction]:
         """Ask the retention policy about each tenant's copies (none when it has no package)."""
-        if self._queries is None:
+        if queries is None:
             return []
         by_tenant: dict[str, list[SourceImage]] = {}
         for image in images:
@@ -327,6 +396,11 @@ class Reconciler:
             if facts is not None and facts.tenant:
                 by_tenant.setdefault(facts.tenant, []).append(image)
         usage = self._config.policy.tenancy.usage
+        measured = measured_usage(
+            [i.result.input for i in images if i.result.input is not None],
+            observation,
+            self.sources,
+        )
         planned: list[PlanAction] = []
         for tenant, owned in sorted(by_tenant.items()):
             digests = {i.tag.digest: i for i in owned}
@@ -340,7 +414,7 @@ class Reconciler:
                 "now": owned[0].result.input.now if owned[0].result.input else "",
                 "tenant": {
                     "id": tenant,
-                    "storage_used_bytes": sum(t.size_bytes for t in copies),
+                    "storage_used_bytes": measured.get(tenant, 0),
                     "storage_limit_bytes": limit,
                 },
                 "images": [
@@ -358,7 +432,7 @@ class Reconciler:
                 ],
             }
             try:
-                answer, revision, _ = await self._queries.query(
+                answer, revision, _ = await queries.query(
                     RETENTION_PATH, doc, timeout_s=self._settings.batch_timeout_s
                 )
             except PolicyError as exc:

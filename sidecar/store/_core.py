@@ -38,6 +38,7 @@ from sidecar.store._sql import (
     SCHEMA_VERSION,
     job_from_row,
     migration_statements,
+    pull_hour,
     result_json,
     schema_statements,
     spec_params,
@@ -95,6 +96,8 @@ _PRUNE_JOBS = (
 )
 # The longest wait between two attempts of a failing event, however many it has had.
 _MAX_EVENT_DELAY_S = 900.0
+#: The pull window when the caller names none (``policy.replication.pull_window``'s default).
+DEFAULT_PULL_WINDOW_S = 7 * 86400.0
 
 
 class SqlJobStore:
@@ -148,10 +151,13 @@ class SqlJobStore:
             # An older store: bring its existing tables up, one version at a time, in this
             # transaction (a failure leaves the store at its old version, untouched).
             version = int(rows[0][0])
+            now = await self._clock(tx)
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 if step == 3 and await self._has_column(tx, "jobs", "kind"):
                     continue  # the jobs table was just created at the current version
-                for statement in migration_statements(step, dialect):
+                if step == 4 and not await self._has_column(tx, "pulls", "pulls_count"):
+                    continue  # no lifetime totals to carry over
+                for statement in migration_statements(step, dialect, now):
                     await tx.execute(statement)
             await tx.execute("UPDATE schema_version SET version = ?", [SCHEMA_VERSION])
             _log.info("job store migrated", schema_from=version, schema_to=SCHEMA_VERSION)
@@ -532,25 +538,41 @@ class SqlJobStore:
                 [timestamp(), event_id],
             )
 
-    async def add_pulls(self, repository: str, region: str, count: int = 1) -> None:
-        """Add pulls of ``repository`` served in ``region``."""
+    async def add_pulls(
+        self, repository: str, region: str, count: int = 1, *, at: datetime | None = None
+    ) -> None:
+        """Add pulls of ``repository`` served in ``region`` to the hour of ``at`` (default now)."""
         await self.open()
         async with self._tx() as tx:
+            hour = pull_hour(at or await self._clock(tx))
             await tx.execute(
-                "INSERT INTO pulls (repository, region, pulls_count) VALUES (?, ?, ?) "
-                "ON CONFLICT (repository, region) DO UPDATE "
-                "SET pulls_count = pulls.pulls_count + excluded.pulls_count",
-                [repository, region, count],
+                "INSERT INTO pull_buckets (repository, region, bucket, pulls_count) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (repository, region, bucket) DO UPDATE "
+                "SET pulls_count = pull_buckets.pulls_count + excluded.pulls_count",
+                [repository, region, hour, count],
             )
 
-    async def pulls(self, repository: str) -> dict[str, int]:
-        """Return pull counts of ``repository`` by region."""
+    async def pulls(
+        self,
+        repository: str,
+        *,
+        window_s: float = DEFAULT_PULL_WINDOW_S,
+        now: datetime | None = None,
+    ) -> dict[str, int]:
+        """Return pulls of ``repository`` by region within the last ``window_s`` (to the hour).
+
+        The window counts whole hours: the hour holding ``now - window_s`` is included, so a
+        pull is counted for ``window_s`` and at most one hour more.
+        """
         await self.open()
         async with self._tx() as tx:
+            since = pull_hour(now or await self._clock(tx), plus_s=-window_s)
             rows = await tx.fetch(
-                "SELECT region, pulls_count FROM pulls WHERE repository = ?", [repository]
+                "SELECT region, SUM(pulls_count) FROM pull_buckets "
+                "WHERE repository = ? AND bucket >= ? GROUP BY region",
+                [repository, since],
             )
-        return {str(r[0]): int(r[1]) for r in rows}
+        return {str(r[0]): int(r[1]) for r in rows if int(r[1])}
 
     async def prune(
         self,
@@ -560,6 +582,7 @@ class SqlJobStore:
         events_days: float = 0.0,
         dead_events_days: float = 0.0,
         deferrals_days: float = 0.0,
+        pull_window_s: float = 0.0,
     ) -> dict[str, int]:
         """Delete finished state older than its retention at ``now``; return how many per kind.
 
@@ -568,7 +591,8 @@ class SqlJobStore:
         ``deferrals`` (resolved deferred routes). A retention of 0 days keeps that kind forever.
         Queued, running and parked jobs, pending or retrying events and unresolved deferrals are
         never touched; nor is the newest succeeded real copy of each placement (digest into a
-        destination repository), which :meth:`placements` answers from.
+        destination repository), which :meth:`placements` answers from. ``pulls``: pull buckets
+        wholly before the pull window (``pull_window_s``; 0 keeps them), which no read counts.
         """
         await self.open()
         at = now or datetime.now(UTC)
@@ -576,8 +600,13 @@ class SqlJobStore:
         def cutoff(days: float) -> str:
             return timestamp(at, plus_s=-days * 86400.0)
 
-        pruned = dict.fromkeys(("jobs", "events", "dead_events", "deferrals"), 0)
+        pruned = dict.fromkeys(("jobs", "events", "dead_events", "deferrals", "pulls"), 0)
         async with self._tx() as tx:
+            if pull_window_s > 0:
+                pruned["pulls"] = await tx.execute(
+                    "DELETE FROM pull_buckets WHERE bucket < ?",
+                    [pull_hour(at, plus_s=-pull_window_s)],
+                )
             if jobs_days > 0:
                 pruned["jobs"] = await tx.execute(_PRUNE_JOBS, [cutoff(jobs_days)])
             if events_days > 0:

@@ -30,13 +30,14 @@ __all__ = [
     "job_from_row",
     "jobs_table",
     "migration_statements",
+    "pull_hour",
     "result_json",
     "schema_statements",
     "spec_params",
     "timestamp",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: DDL bringing a store at version ``v - 1`` up to ``v``, run once when a store older than ``v``
 #: opens (a fresh store gets the current tables from :func:`schema_statements` instead).
@@ -55,6 +56,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'copy'",
         "ALTER TABLE jobs ADD COLUMN job_rank BIGINT NOT NULL DEFAULT 0",
+    ),
+    # 4: pulls in a sliding window (issue 13): lifetime totals per repository and region become
+    # hourly buckets. The totals a store held move into the bucket of the hour it was upgraded
+    # (``__PULL_HOUR__``): access keeps its shape for one window instead of dropping to nothing
+    # at once, which would look to the policy like every region stopped pulling.
+    4: (
+        "INSERT INTO pull_buckets (repository, region, bucket, pulls_count) "
+        "SELECT repository, region, '__PULL_HOUR__', pulls_count FROM pulls",
+        "DROP TABLE pulls",
     ),
 }
 
@@ -147,6 +157,12 @@ class Dialect:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
 
+def pull_hour(at: datetime | None = None, *, plus_s: float = 0.0) -> str:
+    """Return the start of the hour holding ``at`` (default now) plus ``plus_s``, as a bucket key."""
+    moment = ((at or datetime.now(UTC)) + timedelta(seconds=plus_s)).astimezone(UTC)
+    return timestamp(moment.replace(minute=0, second=0, microsecond=0))
+
+
 def timestamp(at: datetime | None = None, *, plus_s: float = 0.0) -> str:
     """Return ``at`` (default now) plus ``plus_s`` seconds as fixed-width RFC3339 UTC text."""
     moment = (at or datetime.now(UTC)) + timedelta(seconds=plus_s)
@@ -187,9 +203,11 @@ def jobs_table(name: str = "jobs") -> str:
 )"""
 
 
-def migration_statements(step: int, dialect: Dialect) -> list[str]:
-    """Return the DDL bringing a store from ``step - 1`` to ``step`` on ``dialect``."""
-    statements = list(MIGRATIONS.get(step, ()))
+def migration_statements(step: int, dialect: Dialect, now: datetime | None = None) -> list[str]:
+    """Return the DDL bringing a store from ``step - 1`` to ``step`` on ``dialect`` at ``now``."""
+    # The hour is this module's own fixed-width text: nothing here comes from input.
+    hour = pull_hour(now)
+    statements = [s.replace("__PULL_HOUR__", hour) for s in MIGRATIONS.get(step, ())]
     for statement in DIALECT_MIGRATIONS.get(step, {}).get(dialect.name, ()):
         if statement.startswith("__JOBS_TABLE__ "):
             statements.append(jobs_table(statement.split()[1]))
@@ -232,11 +250,14 @@ def schema_statements(dialect: Dialect) -> list[str]:
   expires TEXT NOT NULL DEFAULT '',
   last_run TEXT NOT NULL DEFAULT ''
 )""",
-        """CREATE TABLE IF NOT EXISTS pulls (
+        # Pulls per repository, region and hour (``bucket``: the hour's start, RFC3339 text):
+        # ``input.access`` sums the buckets of the pull window, the prune drops older ones.
+        """CREATE TABLE IF NOT EXISTS pull_buckets (
   repository TEXT NOT NULL,
   region TEXT NOT NULL,
+  bucket TEXT NOT NULL,
   pulls_count BIGINT NOT NULL,
-  PRIMARY KEY (repository, region)
+  PRIMARY KEY (repository, region, bucket)
 )""",
     ]
 

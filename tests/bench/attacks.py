@@ -5,7 +5,8 @@ Run:  .venv/bin/python -m tests.bench.attacks [--concurrency 8] [--baseline-s 5]
 (figures and how to read them: docs/security.md, "Figures")
 
 The bench starts one real sidecar *process* (``python -m sidecar serve``: gRPC, metrics and webhook
-listeners on loopback, a managed OPA, SQLite state) next to hostile servers it runs itself: a
+listeners on loopback, a managed OPA, SQLite state, and ``policy.auth`` bearer tokens, so every
+PolicyService call needs one: see DATA_TOKENS and BINDINGS) next to hostile servers it runs itself: a
 registry that streams endless manifests, one whose token realm lives on the attacker's host, one
 with a 5,000-child index, and a registry whose tags never exist (for failing webhook events).
 
@@ -26,9 +27,14 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gzip
+import hashlib
+import io
 import json
 import os
+import sqlite3
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -36,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import bcrypt
 import grpc
 import orjson
@@ -55,6 +62,7 @@ from tests.support.security import (
     post_events,
     push_event,
     registry_entry,
+    scanned_labels,
     sidecar_config,
     streamed_body,
     write_config,
@@ -69,6 +77,24 @@ FAN_OUT = 5000
 MANIFEST_OFFERED = 128 * MIB
 _BCRYPT_COST = 12
 STREAMS, STREAM_REQUESTS = 20, 1000  # non-reading DecideStreams, requests each offers
+# policy.auth.tokens of the data plane (sha256-hashed in the config): the ordinary callers and the
+# attacks that need an identity. Bindings (bundle data, data.system.bindings) below.
+DATA_TOKENS = {
+    "bench-ci": "bench-ci-secret",
+    "bench-globex": "bench-globex-secret",
+    "bench-replay": "bench-replay-secret",  # holds a policy.facts.override_roles role
+}
+VIEWER_TOKEN = "viewer-secret"  # an admin token bound to the viewer role
+BINDINGS = {
+    "token:bench-ci": {"roles": ["replicator"]},
+    "token:bench-globex": {"roles": ["replicator"], "tenant": "globex"},
+    "token:bench-replay": {"roles": ["replicator", "replay"]},
+    "token:viewer": {"roles": ["viewer"]},
+    "token:ops": {"roles": ["policy-admin"]},
+}
+UNPACKED_LIMIT = 64 * MIB  # policy.admin.max_unpacked_bytes (shipped default)
+PARSE_TIMEOUT_S = 10  # policy.admin.parse_timeout_s of the bench (default 120)
+AUDIT_WINDOW_S = 5  # policy.admin.audit_refusals.window_s of the bench (default 60)
 
 
 @dataclass
@@ -99,12 +125,45 @@ class Target:
     """The sidecar under attack: its channel, stubs, endpoints and the hostile servers."""
 
     channel: grpc.aio.Channel
-    stub: pb_grpc.PolicyServiceStub
-    admin: pb_grpc.PolicyAdminStub
+    stub: Any  # PolicyService, every call with the bench-ci token (see _WithToken)
+    admin: pb_grpc.PolicyAdminStub  # no credentials; bundle-sized messages allowed
     address: str
     webhook_url: str
     metrics_url: str
     hostile: Hostile
+    opa_url: str  # the managed OPA's REST API
+    db_path: Path  # the SQLite job store (audit_log)
+
+    @property
+    def anonymous(self) -> pb_grpc.PolicyServiceStub:
+        """PolicyService without credentials."""
+        return pb_grpc.PolicyServiceStub(self.channel)
+
+    def as_caller(self, subject: str) -> Any:
+        """PolicyService with the data-plane token of ``subject`` (a key of DATA_TOKENS)."""
+        return _WithToken(pb_grpc.PolicyServiceStub(self.channel), DATA_TOKENS[subject])
+
+
+class _WithToken:
+    """A stub whose every call carries ``authorization: Bearer <token>`` metadata."""
+
+    def __init__(self, stub: Any, token: str) -> None:
+        self._stub = stub
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, metadata=self.metadata, **kwargs)
+
+        return call
+
+
+def _request(i: int = 0, **fields: Any) -> pb.DecideRequest:
+    """An ordinary request whose caller is derived from the token (an empty ``caller``)."""
+    fields.setdefault("caller", pb.Caller())
+    return decide_request(i, **fields)
 
 
 AttackFn = Callable[[Target], Awaitable[Outcome]]
@@ -154,20 +213,23 @@ def _tally(codes: Sequence[str]) -> str:
 async def oversized_message(target: Target) -> Outcome:
     """The issue's own measurement: 30 Decide calls, each with a 12.5 MB ``access`` map."""
     regions = {f"region-{n:07d}-" + "r" * 20: n for n in range(400_000)}
-    huge = decide_request(access=regions)
-    codes = [await _code(target.stub.Decide(huge, timeout=60)) for _ in range(30)]
+    huge = _request(0, access=regions)
+    replay = target.as_caller("bench-replay")  # may state access (policy.facts.override_roles)
+    codes = [await _code(replay.Decide(huge, timeout=60)) for _ in range(30)]
     return Outcome(_tally(codes), 30, 30 * huge.ByteSize())
 
 
 @attack("access map over the limit", "3: access/platforms/roles had no size limits")
 async def access_over_limit(target: Target) -> Outcome:
-    """257 regions (one over ``max_access_regions``), 200 times, 8 at a time."""
-    request = decide_request(access={f"region-{n}": n for n in range(257)})
+    """257 regions (one over ``max_access_regions``), 200 times, 8 at a time, from a caller that
+    may state ``access`` at all (a replay role), so that the size limit is what refuses them."""
+    request = _request(0, access={f"region-{n}": n for n in range(257)})
+    replay = target.as_caller("bench-replay")
     sem = asyncio.Semaphore(8)
 
     async def one() -> str:
         async with sem:
-            return await _code(target.stub.Decide(request, timeout=60))
+            return await _code(replay.Decide(request, timeout=60))
 
     codes = await asyncio.gather(*(one() for _ in range(200)))
     return Outcome(_tally(codes), 200, 200 * request.ByteSize())
@@ -177,17 +239,20 @@ async def access_over_limit(target: Target) -> Outcome:
 async def at_the_limit(target: Target) -> Outcome:
     """Accepted requests as large as allowed (~0.9 MB: 256 regions, 220 labels of 4 kB), 300 times.
 
-    Not refused, by design: what bounds the memory is the decision records' byte budget.
+    Not refused, by design: what bounds the memory is the decision records' byte budget. The
+    caller holds a replay role: without a ``policy.facts.override_roles`` role, ``access`` alone
+    is refused.
     """
     access = {f"{n:03d}-" + "r" * 250: n for n in range(256)}
     labels = {f"pad-{n}": "v" * 4000 for n in range(220)}
-    request = decide_request(access=access, labels=labels)
+    request = _request(0, access=access, labels=labels)
+    replay = target.as_caller("bench-replay")
     sem = asyncio.Semaphore(8)
 
     async def one(i: int) -> str:
         async with sem:
             request.request_id = f"big-{i}"
-            return await _code(target.stub.Decide(request, timeout=60))
+            return await _code(replay.Decide(request, timeout=60))
 
     codes = await asyncio.gather(*(one(i) for i in range(300)))
     return Outcome(
@@ -200,18 +265,18 @@ async def non_reading_streams(target: Target) -> Outcome:
     """20 DecideStreams, each offering 1,000 requests and reading no answer, held for 5 s."""
     streams, each = STREAMS, STREAM_REQUESTS
     sent = 0
-    size = decide_request(0).ByteSize()
+    size = _request(0).ByteSize()
 
     async def requests() -> AsyncIterator[pb.DecideRequest]:
         nonlocal sent
         for i in range(each):
             sent += 1
-            yield decide_request(i)
+            yield _request(i)
 
     decided = await _metric(target.metrics_url, "policy_sidecar_decisions_total")
     options = [("grpc.http2.bdp_probe", 0)]
     async with grpc.aio.insecure_channel(target.address, options=options) as channel:
-        stub = pb_grpc.PolicyServiceStub(channel)
+        stub = _WithToken(pb_grpc.PolicyServiceStub(channel), DATA_TOKENS["bench-ci"])
         calls = [stub.DecideStream(requests()) for _ in range(streams)]
         await asyncio.sleep(5)
         # Decisions made for anyone (ordinary callers included) while the streams were stuck.
@@ -271,7 +336,7 @@ async def oversized_manifest(target: Target) -> Outcome:
     streamed = target.hostile.state["manifest_bytes_sent"]
     before = len(streamed)
     codes = [
-        await _code(target.stub.Decide(decide_request(i, registry="hostile"), timeout=60))
+        await _code(target.stub.Decide(_request(i, registry="hostile"), timeout=60))
         for i in range(20)
     ]
     for _ in range(100):
@@ -293,7 +358,7 @@ async def foreign_realm(target: Target) -> Outcome:
     """20 decisions on a registry with basic credentials whose realm is the attacker's host."""
     tokens = target.hostile.token_service
     codes = [
-        await _code(target.stub.Decide(decide_request(i, registry="realm"), timeout=60))
+        await _code(target.stub.Decide(_request(i, registry="realm"), timeout=60))
         for i in range(20)
     ]
     leaked = len(tokens.authorized())
@@ -307,7 +372,7 @@ async def foreign_realm(target: Target) -> Outcome:
 @attack("index of 5,000 children", "7: the copier's index fan-out was unbounded")
 async def fan_out(target: Target) -> Outcome:
     """Replicate one image whose index lists 5,000 child manifests."""
-    request = decide_request(1, registry="fanout")
+    request = _request(1, registry="fanout")
     request.image.digest = target.hostile.state["index_digest"]
     outcome = await target.stub.Replicate(pb.ReplicateRequest(request=request), timeout=60)
     deadline = time.monotonic() + 60
@@ -325,12 +390,243 @@ async def fan_out(target: Target) -> Outcome:
     )
 
 
+@attack("unauthenticated Decide flood", "1: PolicyService had no authentication")
+async def unauthenticated_decides(target: Target) -> Outcome:
+    """2,000 Decide calls, 32 at a time: half without credentials, half with made-up tokens.
+
+    One data-plane token is bcrypt-hashed (cost 12), so every made-up token would need a bcrypt
+    check: ``policy.auth.failed_auth_limit`` (default burst 20, then 1/s per peer address) is what
+    bounds that work; the ordinary callers' sha256 token from the same address is still served.
+    """
+    request = _request(0)
+    sem = asyncio.Semaphore(32)
+
+    async def one(n: int) -> str:
+        async with sem:
+            stub = _WithToken(target.anonymous, f"guess-{n}") if n % 2 else target.anonymous
+            return await _code(stub.Decide(request, timeout=120))
+
+    codes = await asyncio.gather(*(one(n) for n in range(2000)))
+    return Outcome(
+        f"no token: {_tally(codes[0::2])}; made-up tokens: {_tally(codes[1::2])}",
+        2000,
+        2000 * request.ByteSize(),
+    )
+
+
+@attack("caller widening and other tenants' data", "1: caller came from the request body")
+async def caller_widening(target: Target) -> Outcome:
+    """globex's replicator claims acme, platform-admin, another subject; asks for Explain; lists jobs.
+
+    100 calls of each forged ``caller`` shape, 100 Explain calls (a replicator may not explain)
+    of a platform decision, then ListJobs: globex made no job, so every job listed would leak.
+    """
+    globex = target.as_caller("bench-globex")
+    theirs = await target.stub.Decide(_request(7), timeout=60)
+    forged = [
+        pb.Caller(tenant="acme"),
+        pb.Caller(roles=["platform-admin"]),
+        pb.Caller(subject="token:bench-ci"),
+    ]
+    sem = asyncio.Semaphore(16)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> str:
+        async with sem:
+            return await _code(call())
+
+    def forge(caller: pb.Caller) -> Callable[[], Awaitable[Any]]:
+        return lambda: globex.Decide(_request(0, caller=caller), timeout=60)
+
+    explain = pb.ExplainRequest(decision_id=theirs.decision_id)
+    calls = [forge(caller) for caller in forged for _ in range(100)]
+    calls += [lambda: globex.Explain(explain, timeout=60) for _ in range(100)]
+    codes = await asyncio.gather(*(one(c) for c in calls))
+    listed = await globex.ListJobs(pb.ListJobsRequest(limit=1000), timeout=60)
+    total = await target.stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=60)
+    return Outcome(
+        f"{_tally(codes)}; ListJobs: {len(listed.jobs)} of {len(total.jobs)} jobs shown",
+        len(calls) + 2,
+        300 * _request(0, caller=forged[0]).ByteSize() + 100 * explain.ByteSize(),
+        "globex made none",
+    )
+
+
+@attack("forged scan/tenant/compliance labels", "2: request labels overrode the registry's")
+async def forged_facts(target: Target) -> Outcome:
+    """200 Decides of a prod tag claiming a passed scan, tenant and no compliance requirement,
+    then 100 stating ``now`` or ``registry_health`` (sidecar facts), by a caller with no
+    fact-override role. The source registry cannot show the image, so nothing is observed."""
+    labels = scanned_labels(tenant="globex", **{"compliance-required": "false"})
+    sem = asyncio.Semaphore(16)
+    routed = 0
+
+    async def claim(i: int) -> str:
+        nonlocal routed
+        async with sem:
+            request = _request(i, tag=f"prod-{i}", labels=labels)
+            try:
+                answer = await target.stub.Decide(request, timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+            routed += any(r.registry == "prod-us" for r in answer.decision.routes)
+            return "OK"
+
+    async def sidecar_fact(i: int) -> str:
+        async with sem:
+            fact = {"now": "2020-01-01T00:00:00Z"} if i % 2 else {"registry_health": {"ci": True}}
+            request = _request(i, tag=f"prod-{i}", labels=labels, **fact)
+            return await _code(target.stub.Decide(request, timeout=60))
+
+    codes = await asyncio.gather(*(claim(i) for i in range(200)))
+    refused = await asyncio.gather(*(sidecar_fact(i) for i in range(100)))
+    size = _request(0, tag="prod-0", labels=labels).ByteSize()
+    # Control: the same claim from a replaying caller (override role) is believed and routed,
+    # so the zero above is the fact-trust rule, not a request that could never route.
+    replay = target.as_caller("bench-replay")
+    control = await replay.Decide(_request(0, tag="prod-0", labels=labels), timeout=60)
+    believed = any(r.registry == "prod-us" for r in control.decision.routes)
+    return Outcome(
+        f"routed to prod: {routed} of 200 ({_tally(codes)}); now/registry_health: {_tally(refused)}",
+        300,
+        300 * size,
+        f"the same claim from a replay-role caller: {'routed' if believed else 'NOT routed'}",
+    )
+
+
+@attack("OPA REST API without the token", "5: OPA's REST API had no authentication")
+async def opa_api(target: Target) -> Outcome:
+    """100 rounds of 8 reads and writes of the managed OPA's API (data.sensitive, policies,
+    query), without credentials and with a guessed token: 1,600 requests, 16 at a time."""
+    attempts = [
+        ("GET", "/v1/data/sensitive", None),
+        ("GET", "/v1/data", None),
+        ("GET", "/v1/policies", None),
+        ("PUT", "/v1/policies/pwn", b"package system.authz\nallow := true\n"),
+        ("PUT", "/v1/data/replication/settings", b'{"mode": "owned"}'),
+        ("POST", "/v1/query", b'{"query": "x := data.sensitive"}'),
+        ("POST", "/v1/data/system/authz/allow", b'{"input": {}}'),
+        ("DELETE", "/v1/data/sensitive", None),
+    ]
+    headers = [{}, {"Authorization": "Bearer guessed"}]
+    statuses: list[str] = []
+    sent = 0
+    sem = asyncio.Semaphore(16)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+
+        async def one(method: str, path: str, body: bytes | None, head: dict[str, str]) -> None:
+            nonlocal sent
+            async with sem, http.request(method, target.opa_url + path, data=body,
+                                         headers=head) as answer:  # fmt: skip
+                await answer.read()
+                statuses.append(f"HTTP {answer.status}")
+                sent += len(path) + len(body or b"")
+
+        await asyncio.gather(*(one(m, p, b, h) for _ in range(100)
+                               for m, p, b in attempts for h in headers))  # fmt: skip
+    return Outcome(_tally(statuses), len(statuses), sent)
+
+
+@attack("bundle bombs from anonymous and viewer", "3: bundles parsed on the loop before authz")
+async def bundle_bombs(target: Target) -> Outcome:
+    """Unauthenticated: ValidateBundle of a 64 MiB gzip bomb and a 15 MiB upload, 5 each. A viewer
+    (authenticated, may not publish): PublishBundle of the bomb, a 48 MB-JSON bundle (5 each) and a
+    4 MB-YAML bundle that parses for minutes (once; cut at ``parse_timeout_s``)."""
+    bomb, big_json, slow_yaml = _bomb(), _big_json(), _slow_yaml()
+    big = bytes(range(256)) * (15 * MIB // 256)
+    viewer = (("authorization", f"Bearer {VIEWER_TOKEN}"),)
+    codes: list[str] = []
+    sent = 0
+    pid = target.hostile.state["sidecar_pid"]
+    async with _Peak(pid) as first:
+        for raw in [bomb, big] * 5:
+            codes.append(await _code(target.admin.ValidateBundle(
+                pb.ValidateBundleRequest(bundle=raw), timeout=60)))  # fmt: skip
+            sent += len(raw)
+    anonymous = _tally(codes)
+    codes = []
+    async with _Peak(pid) as second:
+        for raw in [bomb, big_json] * 5 + [slow_yaml]:
+            call = target.admin.PublishBundle(
+                pb.PublishBundleRequest(bundle=raw), metadata=viewer, timeout=PARSE_TIMEOUT_S + 60
+            )
+            codes.append(await _code(call))
+            sent += len(raw)
+    workers = _python_children_mib(target)
+    return Outcome(
+        f"unauthenticated: {anonymous}; viewer: {_tally(codes)}",
+        21,
+        sent,
+        f"sidecar RSS peak {first.peak:.0f} MiB (unauthenticated), {second.peak:.0f} MiB (viewer); "
+        f"bundle workers {workers} after",
+    )
+
+
+@attack("unauthenticated admin flood", "3: every refused admin call wrote an fsync'd audit row")
+async def admin_flood(target: Target) -> Outcome:
+    """400 ListRevisions without credentials, 20 at a time; audit rows counted in the store after
+    the refusal window ends (the bench sets ``audit_refusals.window_s`` to 5 s)."""
+    await asyncio.sleep(10)  # the earlier attacks drew on the same address's bucket: refill it
+    before = _audit_rows(target.db_path)
+    codes: list[str] = []
+    for _ in range(20):
+        codes += await asyncio.gather(*(_code(target.admin.ListRevisions(
+            pb.ListRevisionsRequest(), timeout=60)) for _ in range(20)))  # fmt: skip
+    await asyncio.sleep(AUDIT_WINDOW_S + 1.5)
+    rows = _audit_rows(target.db_path) - before
+    return Outcome(f"{_tally(codes)}; audit rows written: {rows} for 400 calls", 400, 400 * 40)
+
+
+def _gzipped_tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, body in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(body)
+            archive.addfile(member, io.BytesIO(body))
+    return gzip.compress(buffer.getvalue(), compresslevel=9)
+
+
+def _bomb() -> bytes:
+    """A bundle whose one data file unpacks to 64 MiB + 1 of zeros: ~65 kB gzipped."""
+    return _gzipped_tar({"replication/data.json": b"0" * (UNPACKED_LIMIT + 1)})
+
+
+def _big_json() -> bytes:
+    """A bundle within every limit whose data file is 48 MB of valid JSON: ~100 kB gzipped."""
+    blob = json.dumps({"tenants": {"acme": {"blob": ["0123456789"] * 3_400_000}}}).encode()
+    manifest = json.dumps({"revision": "big", "roots": ["replication", "system"]}).encode()
+    return _gzipped_tar({".manifest": manifest, "replication/data.json": blob})
+
+
+def _slow_yaml() -> bytes:
+    """A bundle within every limit whose 4 MB YAML data file takes minutes to parse (~60 kB)."""
+    body = "tenants:\n  acme:\n    blob:\n" + "      - item\n" * 330_000
+    manifest = json.dumps({"revision": "slow", "roots": ["replication", "system"]}).encode()
+    return _gzipped_tar({".manifest": manifest, "replication/data.yaml": body.encode()})
+
+
+def _audit_rows(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+    return int(count)
+
+
+def _python_children_mib(target: Target) -> str:
+    """RSS of the sidecar's Python children (the bundle worker processes), in MiB."""
+    pid = target.hostile.state.get("sidecar_pid", 0)
+    sizes = []
+    for child in child_pids(pid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/comm").read_text().strip().startswith("python"):
+                sizes.append(f"{_rss_mib(child):.0f}")
+    return " + ".join(sizes) + " MiB" if sizes else "none running"
+
+
 # --- the harness --------------------------------------------------------------------------------
 
 
 async def _metric(url: str, sample: str) -> float:
-    import aiohttp  # noqa: PLC0415 - only the webhook attack polls metrics
-
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         text = await resp.text()
     # ``name{labels}`` is one series; a bare name sums every series of that name.
@@ -421,7 +717,7 @@ def _index(children: int) -> tuple[bytes, dict[str, bytes]]:
 
 
 def _config(work: Path, servers: dict[str, FakeServer], ports: list[int]) -> dict[str, Any]:
-    grpc_port, metrics_port, webhook_port = ports
+    grpc_port, metrics_port, webhook_port, opa_port = ports
     registries = inventory(
         registry_entry("hostile", servers["manifests"].url, environment="ci"),
         registry_entry("realm", servers["realm"].url, environment="ci", auth=ROBOT),
@@ -432,10 +728,16 @@ def _config(work: Path, servers: dict[str, FakeServer], ports: list[int]) -> dic
     registries[0] = registry_entry("ci", servers["unknown"].url, environment="ci")
     registries[1] = registry_entry("dev-us", servers["empty"].url, environment="dev")
     hashed = bcrypt.hashpw(b"the-real-operator-token", bcrypt.gensalt(_BCRYPT_COST)).decode()
+    data_hashed = bcrypt.hashpw(b"a-bcrypt-data-token", bcrypt.gensalt(_BCRYPT_COST)).decode()
+    bindings = work / "bindings" / "system" / "bindings" / "data.json"
+    bindings.parent.mkdir(parents=True)
+    bindings.write_text(json.dumps(BINDINGS), encoding="utf-8")
     doc = sidecar_config(
         registries,
         listen=f"127.0.0.1:{grpc_port}",
         metrics_listen=f"127.0.0.1:{metrics_port}",
+        opa={"port": opa_port},
+        bundle={"data_dirs": [str(work / "bindings")]},
         replication={
             "registry_enrichment": True,
             "webhook": {
@@ -445,9 +747,44 @@ def _config(work: Path, servers: dict[str, FakeServer], ports: list[int]) -> dic
                 "max_attempts": 3,
             },
         },
-        admin={"tokens": [{"subject": "ops", "bcrypt": hashed}]},
+        # The data plane as deployed: every PolicyService call needs a token (ordinary callers
+        # and the attacks use bench-ci's unless they attack authentication itself).
+        auth={
+            "tokens": [
+                *({"subject": s, "sha256": _sha256(t)} for s, t in DATA_TOKENS.items()),
+                # Bound to nothing, never presented: it makes every unknown token a bcrypt check.
+                {"subject": "bench-bcrypt", "bcrypt": data_hashed},
+            ]
+        },
+        admin={
+            "tokens": [
+                {"subject": "ops", "bcrypt": hashed},
+                {"subject": "viewer", "sha256": _sha256(VIEWER_TOKEN)},
+            ],
+            "parse_timeout_s": PARSE_TIMEOUT_S,
+            "audit_refusals": {"window_s": AUDIT_WINDOW_S},
+        },
     )
     return doc
+
+
+async def _wait_ready(proc: SidecarProcess, timeout_s: float = 120.0) -> None:
+    """Wait until ListJobs answers the bench-ci token (SidecarProcess's own check has none)."""
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(proc.address, options=CHANNEL_OPTIONS) as channel:
+        stub = _WithToken(pb_grpc.PolicyServiceStub(channel), DATA_TOKENS["bench-ci"])
+        while True:
+            assert proc.alive, f"sidecar exited:\n{proc.log_tail()}"
+            try:
+                await stub.ListJobs(pb.ListJobsRequest(limit=1), timeout=2)
+                return
+            except grpc.aio.AioRpcError:
+                assert time.monotonic() - started < timeout_s, f"never served:\n{proc.log_tail()}"
+                await asyncio.sleep(0.05)
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class _LoadProcess:
@@ -496,7 +833,11 @@ async def _load_main(address: str, concurrency: int) -> None:
     loop = asyncio.get_running_loop()
     async with (
         grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel,
-        DecisionLoad(pb_grpc.PolicyServiceStub(channel), concurrency) as load,
+        DecisionLoad(
+            _WithToken(pb_grpc.PolicyServiceStub(channel), DATA_TOKENS["bench-ci"]),
+            concurrency,
+            request=_request,
+        ) as load,
     ):
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
@@ -543,30 +884,39 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             }
             servers["empty"] = await stack.enter_async_context(fake_server(handlers["unknown"]))
             state["token_url"] = servers["tokens"].url
-            ports = free_ports(3)
+            ports = free_ports(4)
             config = write_config(_config(work, servers, ports), work)
             proc = SidecarProcess(config, work / "sidecar.log", f"127.0.0.1:{ports[0]}")
             proc.start()
             stack.callback(proc.stop)
-            await proc.wait_ready()
+            await _wait_ready(proc)
             assert proc.process is not None
             pid = proc.process.pid
+            state["sidecar_pid"] = pid
             channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(proc.address, options=CHANNEL_OPTIONS)
+            )
+            # Bundles of up to 15 MiB go to PolicyAdmin (the client's default send cap is 4 MiB).
+            admin_channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(
+                    proc.address, options=(("grpc.max_send_message_length", 64 * MIB),)
+                )
             )
             hostile = Hostile(servers["manifests"], servers["realm"], servers["tokens"],
                               servers["fan_out"], servers["unknown"], state)  # fmt: skip
             target = Target(
                 channel,
-                pb_grpc.PolicyServiceStub(channel),
-                pb_grpc.PolicyAdminStub(channel),
+                _WithToken(pb_grpc.PolicyServiceStub(channel), DATA_TOKENS["bench-ci"]),
+                pb_grpc.PolicyAdminStub(admin_channel),
                 proc.address,
                 f"http://127.0.0.1:{ports[2]}/v1/registry/events",
                 f"http://127.0.0.1:{ports[1]}/metrics",
                 hostile,
+                f"http://127.0.0.1:{ports[3]}",
+                work / "state" / "jobs.db",
             )
             # Warm up: connections, OPA's caches, the first records.
-            async with DecisionLoad(target.stub, args.concurrency):
+            async with DecisionLoad(target.stub, args.concurrency, request=_request):
                 await asyncio.sleep(2)
 
             async def idle() -> None:
@@ -607,10 +957,10 @@ def table(report: dict[str, Any]) -> str:
     """The report as the Markdown table of docs/security.md."""
     base = report["baseline"]
     lines = [
-        "| attack | refused? (how) | sidecar RSS before → peak → after | p99 of decisions during "
-        "| decisions (errors) | attack lasted | attacker sent |",
-        "|---|---|---|---:|---:|---:|---|",
-        f"| (baseline, no attack) | - | {base['rss_before_mib']:.0f} → "
+        "| attack | finding | refused? (how) | sidecar RSS before → peak → after "
+        "| p99 of decisions during | decisions (errors) | attack lasted | attacker sent |",
+        "|---|---|---|---|---:|---:|---:|---|",
+        f"| (baseline, no attack) | | - | {base['rss_before_mib']:.0f} → "
         f"{base['rss_peak_mib']:.0f} → {base['rss_after_mib']:.0f} MiB | {base['p99_ms']:.0f} ms "
         f"| {base['decisions']} ({base['decision_errors']}) | {base['seconds']:.1f} s | - |",
     ]
@@ -618,7 +968,8 @@ def table(report: dict[str, Any]) -> str:
         sent = f"{row['requests']:,} requests, {row['attacker_bytes'] / MIB:,.1f} MiB"
         refused = row["refused"] + (f"; {row['note']}" if row.get("note") else "")
         lines.append(
-            f"| {row['attack']} | {refused} | {row['rss_before_mib']:.0f} → "
+            f"| {row['attack']} | {row['finding'].split(':')[0]} | {refused} | "
+            f"{row['rss_before_mib']:.0f} → "
             f"{row['rss_peak_mib']:.0f} → {row['rss_after_mib']:.0f} MiB | {row['p99_ms']:.0f} ms "
             f"| {row['decisions']} ({row['decision_errors']}) | {row['seconds']:.1f} s | {sent} |"
         )

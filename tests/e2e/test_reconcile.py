@@ -320,6 +320,75 @@ async def test_a_tenant_over_its_limit_is_cleaned_oldest_first_and_never_in_the_
         assert held is not None and held.digest == pushed[n]
 
 
+async def test_tenant_usage_is_measured_from_the_registries_and_drives_its_decisions(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # The configuration says acme uses nothing; dev-us holds three of its images (~99 kB each,
+    # one of them under two tags) against a 150 kB limit. The decisions must see the measured
+    # bytes — each registry's copy of a digest once — and ask for acme's cleanup themselves.
+    pushed = {}
+    for n, month in ((1, "01"), (2, "02"), (3, "03")):
+        pushed[n] = await _push_created(
+            clients, "acme/app", f"prod-{n}", 50 + n, f"2026-{month}-01T00:00:00Z"
+        )
+    dev_us = clients.get("dev-us")
+    third = await dev_us.get_manifest("acme/app", pushed[3])
+    await push_manifest(dev_us, "acme/app", third.json, "latest")
+    measured = 0
+    for digest in pushed.values():
+        manifest = await dev_us.get_manifest("acme/app", digest)
+        config = manifest.config()
+        referenced = (*manifest.layers(), *((config,) if config else ()))
+        measured += len(manifest.data) + sum(int(d.size) for d in referenced)
+    assert 150_000 < measured < 450_000
+    data = tmp_path / "acme-data" / "replication" / "tenants"
+    data.mkdir(parents=True)
+    (data / "data.json").write_text(
+        json.dumps({"acme": {"retention": {"keep_last": 1, "older_than_days": 1}}}),
+        encoding="utf-8",
+    )
+    config = _config(fleet, tmp_path)
+    policy = config.policy
+    config = dataclasses.replace(
+        config,
+        policy=dataclasses.replace(
+            policy,
+            tenancy=dataclasses.replace(
+                policy.tenancy,
+                tenants=("acme",),
+                usage={"acme": TenantUsage("acme", 0, 150_000)},
+            ),
+            bundle=dataclasses.replace(policy.bundle, data_dirs=(str(tmp_path / "acme-data"),)),
+        ),
+    )
+    async with running_sidecar(config) as running:
+        events = [e async for e in running.stub.Reconcile(pb.ReconcileRequest())]
+        cleanups = [
+            e.planned
+            for e in events
+            if e.WhichOneof("event") == "planned" and e.planned.kind == "cleanup"
+        ]
+        assert [(c.registry, c.tag) for c in cleanups] == [
+            ("dev-us", "prod-1"),
+            ("dev-us", "prod-2"),
+        ]
+        for cleanup in cleanups:
+            explained = await running.stub.Explain(
+                pb.ExplainRequest(decision_id=cleanup.decision_id)
+            )
+            tenant = json.loads(explained.input_json)["tenant"]
+            assert tenant == {
+                "id": "acme",
+                "storage_used_bytes": measured,
+                "storage_limit_bytes": 150_000,
+            }
+            assert [(a.type, a.tenant) for a in explained.decision.actions] == [("cleanup", "acme")]
+            assert "QUOTA_EXCEEDED" in [r.code for r in explained.decision.reasons]
+        assert events[-1].done == "dry run: nothing changed"
+    for n in (1, 2, 3):  # a dry run: every copy is still there
+        assert await where(clients, "acme/app", pushed[n]) == {"dev-us"}
+
+
 async def _push_created(
     clients: RegistryClients, repository: str, tag: str, seed: int, created: str
 ) -> str:

@@ -51,14 +51,14 @@ async def test_prune_deletes_only_finished_state_past_its_retention(store: SqlJo
     [first, unresolved] = await store.pending_deferrals({"eu"})
     assert await store.resolve_deferral(first)
     days = {"jobs_days": 30, "events_days": 30, "dead_events_days": 90, "deferrals_days": 30}
-    nothing = {"jobs": 0, "events": 0, "dead_events": 0, "deferrals": 0}
+    nothing = {"jobs": 0, "events": 0, "dead_events": 0, "deferrals": 0, "pulls": 0}
 
     now = datetime.now(UTC)
     assert await store.prune(now, **days) == nothing  # all of it is recent
     assert await store.prune(now + timedelta(days=400)) == nothing  # 0 days: kept forever
 
     assert await store.prune(now + timedelta(days=31), **days) == {
-        "jobs": 3, "events": 1, "dead_events": 0, "deferrals": 1,
+        "jobs": 3, "events": 1, "dead_events": 0, "deferrals": 1, "pulls": 0,
     }  # fmt: skip
     left = {j.job_id: j.state for j in await store.list_jobs()}
     assert left == {
@@ -73,7 +73,7 @@ async def test_prune_deletes_only_finished_state_past_its_retention(store: SqlJo
     assert await store.heartbeat(running.job_id, "w", lease_s=30)  # its lease is untouched
 
     later = await store.prune(now + timedelta(days=91), **days)
-    assert later == {"jobs": 0, "events": 0, "dead_events": 1, "deferrals": 0}
+    assert later == {"jobs": 0, "events": 0, "dead_events": 1, "deferrals": 0, "pulls": 0}
     assert sorted(e.event_id for e in await store.inbox_events()) == ["pending", "retrying"]
     assert len(await store.list_jobs()) == 4
 

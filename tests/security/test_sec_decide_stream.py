@@ -63,7 +63,10 @@ async def test_a_stream_that_never_reads_cannot_make_the_sidecar_decide_everythi
             assert decided < REQUESTS / 4, f"{decided:.0f} of {REQUESTS} decided for a non-reader"
             print(f"non-reader: {sent} requests sent, {decided:.0f} decided")
 
-            # Another caller is answered while the attacker's stream is stuck.
-            await assert_serving(running)
+            # Another caller is answered while the attacker's stream is stuck. Its answer may
+            # come from the fail mode on a loaded machine (the stuck stream's decisions share
+            # OPA with it; docs/security.md, residual risks), but it is answered, not queued.
+            answer = await running.stub.Decide(decide_request(0), timeout=15)
+            assert answer.decision_id, "another caller was not answered during the attack"
             call.cancel()
         await assert_serving(running)

@@ -37,13 +37,16 @@ def _pruned(registry: CollectorRegistry, kind: str) -> float | None:
 async def test_prune_passes_the_retention_and_counts_each_kind() -> None:
     store, revisions, registry = _Store(), _Revisions(), CollectorRegistry()
     settings = RetentionSettings(jobs_days=7, dead_events_days=60, keep_revisions=5)
-    pruner = Pruner(store, revisions, settings, registry)
+    pruner = Pruner(store, revisions, settings, registry, pull_window_s=86400)
     assert _pruned(registry, "jobs") == 0
     counts = await pruner.prune()
     assert counts == {"jobs": 3, "events": 2, "dead_events": 0, "deferrals": 1, "revisions": 4}
     assert store.calls == [
-        {"jobs_days": 7, "events_days": 30, "dead_events_days": 60, "deferrals_days": 30}
-    ]
+        {
+            "jobs_days": 7, "events_days": 30, "dead_events_days": 60, "deferrals_days": 30,
+            "pull_window_s": 86400,
+        }
+    ]  # fmt: skip
     assert revisions.keeps == [5]
     await pruner.prune()
     assert (_pruned(registry, "jobs"), _pruned(registry, "revisions")) == (6, 8)
