@@ -1,14 +1,20 @@
 """Reconcile benchmark (a first stub): observe, decide batched vs one query per image, plan, re-run.
 
 Run:  .venv/bin/python -m tests.bench.reconcile [--images 300] [--batch 200] [--output r.json]
+      [--copied-every 3] [--no-apply]
 
 The five-registry fleet (tests/support/fleet.py) with ``--images`` tags pushed to ``ci`` across
 ``images / 10`` repositories (small images: the registries' work is listing and HEADs, not bytes),
-a third of them already copied where their decisions route them. One reconciler on a managed OPA
-with the default bundle then: observes every registry, decides every ``ci`` tag once cold (filling
-the enrichment caches), then batched (``batch_size`` per OPA query) and one query per image (same
-DecisionService, same enrichment), plans, applies (copies through the worker pool), and plans again (the no-change
-re-run). Wall times per phase go to stdout as JSON. Figures: docs/benchmarks.md.
+every ``--copied-every``-th one (default: a third) already copied where its decision routes it
+(``prod-eu`` and ``prod-us``); ``--copied-every 1 --no-apply`` seeds a fleet already converged
+(the 10,000-tag run: 3,334 images in ``ci``, ``prod-eu`` and ``prod-us``) and skips the apply.
+One reconciler on a managed OPA with the default bundle then:
+observes every registry, decides every ``ci`` tag once cold (filling the enrichment caches), then
+batched (``batch_size`` per OPA query) and one query per image (same DecisionService, same
+enrichment), then — where the time goes — enrichment alone and the same enriched inputs straight to
+OPA, batched and one query each; plans, applies (copies through the worker pool; not with
+``--no-apply``), and plans again (the no-change re-run). Wall times per phase go to stdout as
+JSON. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -30,25 +36,23 @@ from sidecar.oci import RegistryClients
 from sidecar.reconcile import Observer, present_at
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import registry_fleet
-from tests.support.images import push_image, push_manifest, scanned_labels
+from tests.support.images import push_image, scanned_labels
 from tests.support.sidecar import isolated_config
 
 
-async def _seed(clients: RegistryClients, images: int) -> None:
+async def _seed(clients: RegistryClients, images: int, copied_every: int) -> None:
     labels = scanned_labels()
     limit = asyncio.Semaphore(8)
 
     async def one(n: int) -> None:
         repository, tag = f"team{n % max(1, images // 10)}/app", f"prod-{n}"
-        targets = ("ci", "prod-eu", "prod-us") if n % 3 == 0 else ("ci",)
+        targets = ("ci", "prod-eu", "prod-us") if n % copied_every == 0 else ("ci",)
         async with limit:
             for name in targets:
                 client = clients.get(name)
-                image = await push_image(
-                    client, repository, seed=n, labels=labels, layer_sizes=(512,)
+                await push_image(
+                    client, repository, seed=n, labels=labels, layer_sizes=(512,), tag=tag
                 )
-                manifest = await client.get_manifest(repository, image.digest)
-                await push_manifest(client, repository, manifest.json, tag)
 
     await asyncio.gather(*(one(n) for n in range(images)))
 
@@ -60,7 +64,9 @@ async def _timed(phase: str, report: dict[str, Any], work: Any) -> Any:
     return result
 
 
-async def run(images: int, batch: int) -> dict[str, Any]:
+async def run(
+    images: int, batch: int, *, copied_every: int = 3, apply: bool = True
+) -> dict[str, Any]:
     """Run every phase once on a fresh fleet; return the report."""
     report: dict[str, Any] = {"images": images, "batch_size": batch, "cpus": os.cpu_count()}
     with (
@@ -69,7 +75,7 @@ async def run(images: int, batch: int) -> dict[str, Any]:
     ):
         loaded = load_config(fleet.config_path)
         clients = RegistryClients(loaded.registries)
-        await _timed("seed_s", report, _seed(clients, images))
+        await _timed("seed_s", report, _seed(clients, images, copied_every))
         await clients.close()
         settings = ReconcileSettings(sources=("ci",), batch_size=batch, concurrency=8)
         config = isolated_config(loaded, Path(tmp) / "state")
@@ -111,12 +117,38 @@ async def run(images: int, batch: int) -> dict[str, Any]:
             await _timed("decide_cold_s", report, batched())
             await _timed("decide_batched_s", report, batched())
             await _timed("decide_single_s", report, single())
+
+            # Where the time goes: the same enriched inputs straight to OPA, batched and one
+            # query each (no enrichment), and the enrichment alone.
+            docs: list[Any] = []
+
+            async def enrich_only() -> None:
+                for request in requests:
+                    docs.append((await decisions._enricher.enrich(request)).to_json())
+
+            async def opa_batched() -> None:
+                engine = decisions._batch_engine
+                assert engine is not None
+                for start in range(0, len(docs), batch):
+                    answer = await engine.evaluate_batch(docs[start : start + batch], timeout_s=60)
+                    report["opa_batched_eval_ns"] = report.get("opa_batched_eval_ns", 0) + (
+                        answer.eval_ns
+                    )
+
+            async def opa_single() -> None:
+                for doc in docs:
+                    await decisions._engine.evaluate(doc)
+
+            await _timed("enrich_only_s", report, enrich_only())
+            await _timed("opa_only_batched_s", report, opa_batched())
+            await _timed("opa_only_single_s", report, opa_single())
             plan = await _timed("plan_s", report, rec.plan())
             report["plan_counts"] = plan.counts()
             report["unreadable"] = dict(plan.unreadable)
             report["plan_degraded"] = plan.degraded
-            _, applied = await _timed("apply_s", report, rec.run(dry_run=False))
-            report["jobs"] = len(applied.jobs) if applied else 0
+            if apply:
+                _, applied = await _timed("apply_s", report, rec.run(dry_run=False))
+                report["jobs"] = len(applied.jobs) if applied else 0
             again = await _timed("rerun_no_change_s", report, rec.plan())
             report["rerun_counts"] = again.counts()
             await parts_clients.close()
@@ -132,8 +164,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--copied-every", type=int, default=3, help="every n-th image pre-copied")
+    parser.add_argument("--no-apply", action="store_true", help="plan twice, never apply")
     args = parser.parse_args()
-    report = asyncio.run(run(args.images, args.batch))
+    report = asyncio.run(
+        run(args.images, args.batch, copied_every=args.copied_every, apply=not args.no_apply)
+    )
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:

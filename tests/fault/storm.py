@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import shlex
 import shutil
@@ -28,6 +29,7 @@ from tests.fault.crash import CrashSize, crash_storm
 from tests.fault.figures import FaultFigures, markdown, write_report
 from tests.fault.network import NetworkSize, partition, slow_link, throttling
 from tests.fault.outages import OutageSize, opa_outage, registry_outage
+from tests.fault.reconcile_crash import ReconcileCrashSize, reconcile_crash
 
 __all__ = ["FULL", "QUICK", "Sizes", "run_fault"]
 
@@ -42,6 +44,7 @@ class Sizes:
     throttle: NetworkSize
     slow: NetworkSize
     partition: NetworkSize
+    reconcile: ReconcileCrashSize = dataclasses.field(default_factory=ReconcileCrashSize)
 
 
 #: Small enough for every test run: the whole set takes about two minutes on two cores.
@@ -52,6 +55,7 @@ QUICK = Sizes(
     throttle=NetworkSize(images=6, fault_s=6.0, bursts=3),
     slow=NetworkSize(images=6),
     partition=NetworkSize(images=6, fault_s=12.0),
+    reconcile=ReconcileCrashSize(backfills=6, removals=4, kills=2),
 )
 #: The documented storm (``.ci/run`` runs it after pytest).
 FULL = Sizes(
@@ -61,6 +65,7 @@ FULL = Sizes(
     throttle=NetworkSize(images=20, fault_s=8.0, bursts=5),
     slow=NetworkSize(images=30),
     partition=NetworkSize(images=16, fault_s=16.0),
+    reconcile=ReconcileCrashSize(backfills=20, removals=10, kills=4),
 )
 
 Scenario = Callable[[Path, Sizes], Awaitable[FaultFigures]]
@@ -71,6 +76,7 @@ SCENARIOS: Mapping[str, Scenario] = {
     "throttle": lambda root, s: throttling(root, s.throttle),
     "slow-link": lambda root, s: slow_link(root, s.slow),
     "partition": lambda root, s: partition(root, s.partition),
+    "reconcile": lambda root, s: reconcile_crash(root, s.reconcile),
 }
 
 
@@ -91,7 +97,9 @@ def _sizes(args: argparse.Namespace) -> Sizes:
             destination_rps=crash.destination_rps,
             converge_timeout_s=crash.converge_timeout_s,
         )
-    return Sizes(crash, base.opa, base.registry, base.throttle, base.slow, base.partition)
+    return Sizes(
+        crash, base.opa, base.registry, base.throttle, base.slow, base.partition, base.reconcile
+    )
 
 
 async def _main(args: argparse.Namespace) -> int:

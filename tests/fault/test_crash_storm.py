@@ -27,3 +27,19 @@ async def test_sigkill_storm_runs_every_job_exactly_once_and_never_half_tags(
     assert (row.completed, row.duplicated, row.lost) == (row.jobs_expected, 0, 0), table
     assert (row.misplaced, row.incomplete) == (0, 0), table
     assert row.injections == 4 and row.recover_s is not None, table
+
+
+async def test_reconcile_killed_with_copies_and_deletes_in_flight_converges_deleting_once(
+    tmp_path: Path,
+) -> None:
+    row = await run_fault("reconcile", tmp_path)
+    table = markdown([row])
+    # The last run converged: every backfill copied, every planned removal done — each by one
+    # DELETE at the registry, none outside the plan, the source untouched.
+    assert row.violations == (), table
+    assert (row.completed, row.duplicated, row.lost, row.misplaced) == (
+        row.jobs_expected, 0, 0, 0,
+    ), table  # fmt: skip
+    assert row.details["deletes_at_prod_us"] == 4, table
+    # At least one kill landed with copy and delete jobs in flight together.
+    assert row.details["kills_copies_and_deletes_in_flight"] >= 1, table
