@@ -299,6 +299,12 @@ class DecisionService:
         result, revision, _ = await self._query(policy_input)
         return _parse_decision(result), revision
 
+    def holds_secrets(self, request: DecideRequest) -> bool:
+        """Whether ``request`` states facts the record mask hides (configured paths or sensitive
+        values): such a request must not be stored at rest for a later decision."""
+        doc = {"image": {"labels": dict(request.labels), "annotations": dict(request.annotations)}}
+        return self._records.hides_any_of(doc)
+
     def explain(self, decision_id: str) -> DecisionRecord | None:
         """Return the stored (masked) record of an earlier decision, or None."""
         return self._records.get(decision_id)

@@ -96,6 +96,10 @@ class DecisionRecords:
         """Return the approximate bytes held (the sum of the records' :func:`record_size`)."""
         return self._bytes
 
+    def hides_any_of(self, doc: Mapping[str, Any]) -> bool:
+        """Whether the mask would hide anything of ``doc`` (a part of a policy input)."""
+        return self._mask is not None and self._mask.input(doc) != doc
+
     def put(self, result: DecisionResult) -> None:
         """Store ``result`` (masked first, when a mask is set), evicting the oldest when full."""
         record = DecisionRecord.of(result, self._mask)

@@ -143,6 +143,10 @@ class CapturingDecisionLog:
                     return DecisionRecord.of(result)
         return None
 
+    def hides_any_of(self, doc: Mapping[str, Any]) -> bool:
+        """Nothing: this log keeps records unmasked."""
+        return False
+
     @property
     def results(self) -> tuple[DecisionResult, ...]:
         """Every record put so far, oldest first."""

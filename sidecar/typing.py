@@ -107,6 +107,10 @@ class DecisionStore(Protocol):
         """Return the (masked) record for ``decision_id``, or None when unknown or expired."""
         ...
 
+    def hides_any_of(self, doc: Mapping[str, Any]) -> bool:
+        """Whether the record mask would hide anything of ``doc`` (a part of a policy input)."""
+        ...
+
 
 class KeyEncryptionKey(Protocol):
     """Wraps and unwraps the AES-GCM data keys of sensitive policy data (AWS KMS or a key file)."""

@@ -114,7 +114,10 @@ class ReplicationService:
             image = dataclasses.replace(image, digest=await self._resolve_digest(image))
             request = dataclasses.replace(request, image=image)
         result = await self._decisions.decide(request, parent=parent)
-        specs = job_specs(result, image, dry_run=dry_run, request=request)
+        # A request stating masked facts (a customer id...) is not kept on its jobs: a secret never
+        # lands in the store. Those jobs run on this decision, not re-decided on a new revision.
+        kept = None if self._decisions.holds_secrets(request) else request
+        specs = job_specs(result, image, dry_run=dry_run, request=kept)
         # Deferred destinations are kept, durably, to be decided again when they recover.
         deferred = [] if dry_run else deferred_work(result, request)
         if await_policy and not dry_run:
