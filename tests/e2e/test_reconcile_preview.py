@@ -28,6 +28,7 @@ from sidecar.tools import find_tool
 from tests.support.admin import admin_config, admin_stub, bearer, build_bundle_bytes, write_data
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
+from tests.support.reconcile import fleet_clients
 from tests.support.sidecar import running_sidecar
 
 # clock: decisions use the wall clock (scan ages)
@@ -48,11 +49,8 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
 @pytest.fixture
 async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
     """Our OCI client for every registry of the fleet."""
-    pool = RegistryClients(load_config(fleet.config_path).registries)
-    try:
+    async with fleet_clients(fleet) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def _push(

@@ -23,8 +23,10 @@ from sidecar.model.jobs import JobState
 from sidecar.oci import RegistryClients
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
-from tests.support.fleet import FLEET, Fleet, registry_fleet
+from tests.support.fleet import Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
+from tests.support.reconcile import fleet_clients
+from tests.support.reconcile import holders as _where
 from tests.support.sidecar import isolated_config
 
 # clock: decisions use the wall clock (scan ages)
@@ -40,20 +42,9 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
 
 @pytest.fixture
 async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
-    """Our OCI client for every registry of the fleet (with prod-eu's credentials)."""
-    pool = RegistryClients(load_config(fleet.config_path).registries)
-    try:
+    """Our OCI client for every registry of the fleet."""
+    async with fleet_clients(fleet) as pool:
         yield pool
-    finally:
-        await pool.close()
-
-
-async def _where(clients: RegistryClients, repository: str, digest: str) -> frozenset[str]:
-    found = set()
-    for name in FLEET:
-        if name != "ci" and await clients.get(name).head_manifest(repository, digest) is not None:
-            found.add(name)
-    return frozenset(found)
 
 
 def _consolidating_config(fleet: Fleet, tmp_path: Path) -> Config:

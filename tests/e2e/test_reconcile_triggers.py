@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.app.reconcile import reconciler
 from sidecar.app.replication import replication_parts
 from sidecar.app.sidecar import decision_service, policy_runtime
-from sidecar.config import Config, ReconcileSettings, ReplicationRule, job_store_url, load_config
+from sidecar.config import ReplicationRule, job_store_url
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import JobSpec, JobState
 from sidecar.oci import RegistryClients
@@ -27,9 +27,12 @@ from sidecar.replicate.deferred import request_to_json
 from sidecar.replicate.redecide import RevisionGuard
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
-from tests.support.fleet import FLEET, Fleet, registry_fleet
+from tests.support.fleet import Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
-from tests.support.sidecar import isolated_config, running_sidecar
+from tests.support.reconcile import fleet_clients
+from tests.support.reconcile import holders as where
+from tests.support.reconcile import reconcile_config as _config
+from tests.support.sidecar import running_sidecar
 
 # clock: decisions use the wall clock (scan ages)
 pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
@@ -45,28 +48,8 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
 @pytest.fixture
 async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
     """Our OCI client for every registry of the fleet."""
-    pool = RegistryClients(load_config(fleet.config_path).registries)
-    try:
+    async with fleet_clients(fleet) as pool:
         yield pool
-    finally:
-        await pool.close()
-
-
-def _config(fleet: Fleet, tmp_path: Path, **reconcile: object) -> Config:
-    settings = ReconcileSettings(sources=("ci",), **reconcile)  # type: ignore[arg-type]
-    config = isolated_config(load_config(fleet.config_path), tmp_path / "state")
-    return dataclasses.replace(
-        config, policy=dataclasses.replace(config.policy, reconcile=settings)
-    )
-
-
-async def where(clients: RegistryClients, repository: str, digest: str) -> frozenset[str]:
-    """The registries other than ``ci`` holding ``repository@digest``."""
-    found = set()
-    for name in FLEET:
-        if name != "ci" and await clients.get(name).head_manifest(repository, digest) is not None:
-            found.add(name)
-    return frozenset(found)
 
 
 async def _push(
