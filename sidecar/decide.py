@@ -11,16 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 
 from sidecar.errors import PolicyError, PolicyUnavailable, SidecarError
 from sidecar.fallback import Fallback
-from sidecar.model.decision import DecideRequest, Decision, DecisionResult, PolicyInput
+from sidecar.model.decision import (
+    BatchAnswer,
+    DecideRequest,
+    Decision,
+    DecisionResult,
+    EngineAnswer,
+    PolicyInput,
+)
 from sidecar.records import DecisionRecord
 from sidecar.telemetry import Telemetry, get_logger, names
 from sidecar.typing import BatchEngine, DecisionStore, Enricher, PolicyEngine
@@ -31,6 +38,8 @@ _log = get_logger("sidecar.decide")
 
 SPAN_DECIDE_BATCH = "policy.decide_batch"
 ATTR_BATCH_SIZE = "policy.batch_size"
+# One OPA answer or a batch of them: both carry the revision and evaluation time a span records.
+_Answer = TypeVar("_Answer", EngineAnswer, BatchAnswer)
 
 
 def _utc_now() -> str:
@@ -276,22 +285,9 @@ class DecisionService:
         if self._batch_engine is None:
             answers = await asyncio.gather(*(self._query(doc) for doc in docs))
             return [a[0] for a in answers], answers[0][1], sum(a[2] for a in answers)
-        tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
-        with tracer.start_as_current_span(names.SPAN_OPA_QUERY, kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute(names.ATTR_OPA_URL, self._engine_url)
-            span.set_attribute(ATTR_BATCH_SIZE, len(docs))
-            started = time.perf_counter()
-            try:
-                answer = await self._batch_engine.evaluate_batch(docs, timeout_s=timeout_s)
-            except SidecarError as exc:
-                metrics.observe_opa_error(exc.code.value)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
-                raise
-            finally:
-                metrics.observe_opa_query(time.perf_counter() - started)
-            span.set_attribute(names.ATTR_OPA_BUNDLE_REVISION, answer.bundle_revision)
-            span.set_attribute(names.ATTR_OPA_EVAL_NS, answer.eval_ns)
-        metrics.set_active_revision(answer.bundle_revision)
+        answer = await self._observed_query(
+            self._batch_engine.evaluate_batch(docs, timeout_s=timeout_s), batch=len(docs)
+        )
         return list(answer.results), answer.bundle_revision, answer.eval_ns
 
     async def evaluate_raw(self, policy_input: Mapping[str, Any]) -> tuple[Decision, str]:
@@ -310,13 +306,19 @@ class DecisionService:
         return self._records.get(decision_id)
 
     async def _query(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, int]:
-        tracer = self._telemetry.tracer
-        metrics = self._telemetry.metrics
+        answer = await self._observed_query(self._engine.evaluate(doc))
+        return answer.result, answer.bundle_revision, answer.eval_ns
+
+    async def _observed_query(self, query: Awaitable[_Answer], *, batch: int = 0) -> _Answer:
+        """Await one OPA query inside its client span, timed and counted (errors by code)."""
+        tracer, metrics = self._telemetry.tracer, self._telemetry.metrics
         with tracer.start_as_current_span(names.SPAN_OPA_QUERY, kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute(names.ATTR_OPA_URL, self._engine_url)
+            if batch:
+                span.set_attribute(ATTR_BATCH_SIZE, batch)
             started = time.perf_counter()
             try:
-                answer = await self._engine.evaluate(doc)
+                answer = await query
             except SidecarError as exc:
                 metrics.observe_opa_error(exc.code.value)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
@@ -326,7 +328,7 @@ class DecisionService:
             span.set_attribute(names.ATTR_OPA_BUNDLE_REVISION, answer.bundle_revision)
             span.set_attribute(names.ATTR_OPA_EVAL_NS, answer.eval_ns)
         metrics.set_active_revision(answer.bundle_revision)
-        return answer.result, answer.bundle_revision, answer.eval_ns
+        return answer
 
 
 def _parse_decision(result: Mapping[str, Any]) -> Decision:
