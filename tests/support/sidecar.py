@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import io
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,10 @@ from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.app.sidecar import Sidecar
 from sidecar.config import Config
 from sidecar.testing import InMemorySpans
+
+# Below pytest-timeout's 300 s: a test that hangs prints where every task waits before it is killed
+# (pytest-timeout dumps threads only, and an asyncio hang shows as a loop idling in select()).
+_HANG_REPORT_AFTER_S = 240.0
 
 
 @dataclass
@@ -49,8 +56,21 @@ async def running_sidecar(config: Config) -> AsyncIterator[RunningSidecar]:
     assert sidecar.grpc is not None
     address = f"127.0.0.1:{sidecar.grpc.port}"
     channel = grpc.aio.insecure_channel(address)
+    watchdog = asyncio.create_task(_report_hang(_HANG_REPORT_AFTER_S))
     try:
         yield RunningSidecar(sidecar, channel, pb_grpc.PolicyServiceStub(channel), spans, address)
     finally:
+        watchdog.cancel()
         await channel.close()
         await sidecar.stop()
+
+
+async def _report_hang(after_s: float) -> None:
+    """After ``after_s``, write every asyncio task's stack to stderr (captured with the test)."""
+    await asyncio.sleep(after_s)
+    out = io.StringIO()
+    out.write(f"== still running after {after_s:.0f}s; asyncio tasks:\n")
+    for task in asyncio.all_tasks():
+        out.write(f"-- {task!r}\n")
+        task.print_stack(file=out)
+    sys.stderr.write(out.getvalue())
