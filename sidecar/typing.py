@@ -51,6 +51,7 @@ __all__ = [
     "RegistryCredentialSource",
     "RegistryCredentials",
     "RegistryHealthView",
+    "RequestSealer",
     "StatePruning",
     "TagLister",
 ]
@@ -125,6 +126,18 @@ class KeyEncryptionKey(Protocol):
 
     def unwrap(self, wrapped: bytes, descriptor: Mapping[str, str]) -> bytes:
         """Return the data key; SensitiveDataError for a wrong key or a tampered wrapped key."""
+        ...
+
+
+class RequestSealer(Protocol):
+    """Encrypts a request kept at rest (a deferral stating masked facts) and decrypts it again."""
+
+    async def seal(self, text: str) -> str:
+        """Return the request JSON ``text`` in its sealed, storable form."""
+        ...
+
+    async def open(self, stored: str) -> str:
+        """Return the request JSON of ``stored`` (a plain one unchanged)."""
         ...
 
 

@@ -56,6 +56,7 @@ from sidecar.sensitive.runtime import (
     SensitiveRuntime,
     gated,
     keep_in_opa,
+    load_request_sealer,
     load_sensitive_runtime,
 )
 from sidecar.telemetry import MetricsServer, Telemetry, get_logger
@@ -359,6 +360,9 @@ class Sidecar:
                 store=self.parts.store,
                 resolve_digest=self.parts.resolve_digest,
                 wake=self.parts.pool.wake,
+                sealer=await load_request_sealer(
+                    settings.sensitive_data, masked_paths=len(settings.decision_records.mask)
+                ),
             )
             self.health = await self._stack.enter_async_context(
                 self._health(self.parts, self.decisions, self.replication)

@@ -31,7 +31,6 @@ from sidecar.health.monitor import HealthMonitor
 from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.model.jobs import JobSpec, JobState
 from sidecar.oci import RegistryClients
-from sidecar.replicate.deferred import request_from_json
 from sidecar.replicate.service import ReplicationService, job_specs
 from sidecar.telemetry import get_logger
 from sidecar.typing import QueueAndDeferrals
@@ -156,9 +155,8 @@ class Recovery:
                     skipped.add(key)
                     continue
                 try:
-                    request = request_from_json(work.request, event="reconcile")
-                    # await_policy=False: a degraded answer keeps this very record (below).
-                    outcome = await self._replication.replicate(request, await_policy=False)
+                    # A degraded answer does not record it again: this very record stays (below).
+                    outcome = await self._replication.replay(work.request, event="reconcile")
                 except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
                     # Unreadable, or no longer valid: never will be; dropped, loudly.
                     _log.error(

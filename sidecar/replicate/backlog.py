@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from sidecar.errors import InvalidArgument
-from sidecar.replicate.deferred import AWAITING_POLICY, request_from_json
+from sidecar.replicate.deferred import AWAITING_POLICY
 from sidecar.replicate.service import ReplicationService
 from sidecar.telemetry import get_logger
 from sidecar.typing import Deferrals
@@ -62,8 +62,7 @@ class PolicyBacklog:
         for work in await self._store.pending_deferrals({AWAITING_POLICY}, limit=_BATCH):
             image = f"{work.source_registry}/{work.source_repository}@{work.digest}"
             try:
-                request = request_from_json(work.request)
-                outcome = await self._replication.replicate(request, await_policy=False)
+                outcome = await self._replication.replay(work.request)
             except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
                 # Unreadable, or no longer valid (its registry left the inventory): it never
                 # will be, so it is dropped, loudly, instead of being retried every pass.

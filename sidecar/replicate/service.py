@@ -15,12 +15,18 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from sidecar.decide import DecisionService
-from sidecar.errors import InvalidArgument
+from sidecar.errors import InvalidArgument, SensitiveDataError
 from sidecar.model.decision import DecideRequest, DecisionResult, ImageRef
-from sidecar.model.jobs import TERMINAL_STATES, Job, JobSpec, JobState
-from sidecar.replicate.deferred import deferred_work, policy_deferral, request_to_json
+from sidecar.model.jobs import TERMINAL_STATES, DeferredWork, Job, JobSpec, JobState
+from sidecar.replicate.deferred import (
+    deferred_work,
+    policy_deferral,
+    request_from_json,
+    request_to_json,
+)
+from sidecar.sensitive import is_sealed
 from sidecar.telemetry import get_logger
-from sidecar.typing import QueueAndDeferrals
+from sidecar.typing import QueueAndDeferrals, RequestSealer
 
 __all__ = ["ReplicationOutcome", "ReplicationService", "job_specs"]
 
@@ -83,8 +89,12 @@ class ReplicationService:
         resolve_digest: DigestResolver,
         wake: Callable[[], None] = lambda: None,
         watch_interval_s: float = 0.2,
+        sealer: RequestSealer | None = None,
     ) -> None:
+        """``sealer`` encrypts deferred requests that state masked facts (the sensitive-data key);
+        without one they are stored as stated (the app warns at startup)."""
         self._decisions = decisions
+        self._sealer = sealer
         self._store = store
         self._resolve_digest = resolve_digest
         self._wake = wake
@@ -116,12 +126,15 @@ class ReplicationService:
         result = await self._decisions.decide(request, parent=parent)
         # A request stating masked facts (a customer id...) is not kept on its jobs: a secret never
         # lands in the store. Those jobs run on this decision, not re-decided on a new revision.
-        kept = None if self._decisions.holds_secrets(request) else request
-        specs = job_specs(result, image, dry_run=dry_run, request=kept)
+        secret = self._decisions.holds_secrets(request)
+        specs = job_specs(result, image, dry_run=dry_run, request=None if secret else request)
         # Deferred destinations are kept, durably, to be decided again when they recover.
         deferred = [] if dry_run else deferred_work(result, request)
         if await_policy and not dry_run:
             deferred += policy_deferral(result, request)
+        if deferred and secret:
+            # A deferral must keep its request to be decided again: sealed, not in the clear.
+            deferred = await self._sealed(deferred)
         with _tracer.start_as_current_span("replicate.enqueue") as span:
             span.set_attribute("policy.decision_id", result.decision_id)
             span.set_attribute("replicate.jobs", len(specs))
@@ -146,6 +159,29 @@ class ReplicationService:
     async def get(self, job_id: str) -> Job:
         """Return one job; raises NotFound."""
         return await self._store.get(job_id)
+
+    async def replay(self, stored: str, *, event: str | None = None) -> ReplicationOutcome:
+        """Decide a deferred request again (``stored`` as a deferral keeps it) and enqueue its jobs.
+
+        A fail-mode answer does not record it again: the caller keeps its own record. Raises
+        KeyError/TypeError/ValueError for a record that will never parse, SensitiveDataError for
+        a sealed one this sidecar cannot open (no key, another key, tampered).
+        """
+        if is_sealed(stored):
+            if self._sealer is None:
+                raise SensitiveDataError(
+                    "a deferred request",
+                    "sealed with the sensitive-data key, and policy.sensitive_data has no key",
+                )
+            stored = await self._sealer.open(stored)
+        return await self.replicate(request_from_json(stored, event=event), await_policy=False)
+
+    async def _sealed(self, works: list[DeferredWork]) -> list[DeferredWork]:
+        """Return ``works`` with their (shared) request sealed, when a key is configured."""
+        if self._sealer is None:
+            return works
+        sealed = await self._sealer.seal(works[0].request)
+        return [dataclasses.replace(w, request=sealed) for w in works]
 
     async def list_jobs(self, *, state: JobState | None = None, limit: int = 100) -> list[Job]:
         """Return jobs, newest first."""

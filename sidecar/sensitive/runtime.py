@@ -11,12 +11,19 @@ from urllib.parse import urlsplit
 
 from sidecar.config import SensitiveDataSettings
 from sidecar.errors import PolicyUnavailable
-from sidecar.sensitive.documents import SensitiveData, load_sensitive_data
+from sidecar.sensitive.at_rest import EnvelopeSealer
+from sidecar.sensitive.documents import SensitiveData, configured_key, load_sensitive_data
 from sidecar.sensitive.opa_data import SensitiveDataLoader, SensitiveGate
 from sidecar.telemetry import get_logger
 from sidecar.typing import PolicyEngine
 
-__all__ = ["SensitiveRuntime", "gated", "keep_in_opa", "load_sensitive_runtime"]
+__all__ = [
+    "SensitiveRuntime",
+    "gated",
+    "keep_in_opa",
+    "load_request_sealer",
+    "load_sensitive_runtime",
+]
 
 _log = get_logger("sidecar.sensitive")
 
@@ -44,6 +51,23 @@ async def load_sensitive_runtime(
         data, timeout_s=timeout_s, check_interval_s=settings.check_interval_s, token=opa_token
     )
     return SensitiveRuntime(data, loader)
+
+
+async def load_request_sealer(
+    settings: SensitiveDataSettings, *, masked_paths: int
+) -> EnvelopeSealer | None:
+    """Return the sealer of stored requests under the configured key (a KMS check runs in a
+    thread); None, with a warning when ``masked_paths`` says there are facts to hide, without one.
+    """
+    if settings.key_file is None and settings.kms_key_id is None:
+        if masked_paths:
+            _log.warning(
+                "policy.decision_records.mask hides request facts, but policy.sensitive_data has "
+                "no key: a deferred request stating them is stored in the clear; set "
+                "policy.sensitive_data.key_file or kms_key_id to seal it"
+            )
+        return None
+    return EnvelopeSealer(await asyncio.to_thread(configured_key, settings))
 
 
 @contextlib.asynccontextmanager

@@ -7,8 +7,13 @@ searched for the secret customer ids.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gzip
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,8 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar.bundles.publish import bundle_from_file, publisher_for
 from sidecar.config import load_config
 from sidecar.masking import MASKED
-from sidecar.sensitive import SENSITIVE_ROOT
+from sidecar.replicate.deferred import AWAITING_POLICY
+from sidecar.sensitive import SEALED_PREFIX, SENSITIVE_ROOT
 from sidecar.testing import CapturedLogs
 from tests.support.moto import MotoServer, moto_server
 from tests.support.opa import bundle_files
@@ -155,3 +161,43 @@ async def test_sidecar_state_on_disk_holds_no_secret(tmp_path: Path) -> None:
         blobs = _read_all(state)
     assert any(b.startswith(b"SQLite format 3") for b in blobs)
     assert_no_secret("the state directory", blobs)
+
+
+async def test_a_deferred_request_stating_a_secret_is_sealed_and_still_decided(
+    tmp_path: Path,
+) -> None:
+    # OPA frozen (SIGSTOP: connections accepted, never answered), so the fail mode answers and
+    # the request is deferred until OPA decides it: stored sealed, decided with its customer id.
+    loaded = load_config(sensitive_config(tmp_path / "work", policy={"fail_mode": "closed"}))
+    policy = loaded.policy
+    config = dataclasses.replace(
+        loaded,
+        policy=dataclasses.replace(
+            policy,
+            opa=dataclasses.replace(policy.opa, deadline_ms=1000, breaker_cooldown_s=0.5),
+            replication=dataclasses.replace(policy.replication, policy_retry_interval_s=0.2),
+        ),
+    )
+    request = customer_request(ALLOWED)
+    request.image.digest = "sha256:" + "e" * 64
+    async with running_sidecar(config) as sidecar:
+        assert sidecar.sidecar.runtime is not None and sidecar.sidecar.parts is not None
+        managed = sidecar.sidecar.runtime.managed
+        assert managed is not None and managed.pid is not None
+        store = sidecar.sidecar.parts.store
+        os.kill(managed.pid, signal.SIGSTOP)
+        try:
+            answer = await sidecar.stub.Replicate(pb.ReplicateRequest(request=request), timeout=30)
+            assert answer.decision.degraded and not answer.job_ids
+            (work,) = await store.pending_deferrals({AWAITING_POLICY})
+            assert work.request.startswith(SEALED_PREFIX)
+            assert_no_secret("the deferral, at rest", _read_all(Path(config.policy.state_dir)))
+        finally:
+            os.kill(managed.pid, signal.SIGCONT)
+        # The backlog opens it and OPA decides it with the customer id: prod-us takes ALLOWED's.
+        deadline = time.monotonic() + 60
+        while not (jobs := (await sidecar.stub.ListJobs(pb.ListJobsRequest(), timeout=10)).jobs):
+            assert time.monotonic() < deadline, "the sealed deferral was never decided"
+            await asyncio.sleep(0.2)
+        assert "prod-us" in {j.destination.split("/", 1)[0] for j in jobs}
+        assert await store.pending_deferrals({AWAITING_POLICY}) == []
