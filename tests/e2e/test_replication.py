@@ -225,5 +225,5 @@ async def test_bad_replicate_requests_name_the_problem(
                 )
             details = getattr(err.value, "details", lambda: str(err.value))()
             assert named in details, (label, details)
-        listed = (await running.stub.ListJobs(pb.ListJobsRequest())).jobs
+        listed = (await running.stub.ListJobs(pb.ListJobsRequest(), timeout=30)).jobs
         assert list(listed) == []
