@@ -97,19 +97,9 @@ class DecisionService:
                 self._validate(request)
                 with tracer.start_as_current_span(names.SPAN_ENRICH):
                     policy_input, provenance = await self._enricher.enrich_traced(request)
-                doc = policy_input.to_json()
-                try:
-                    answer_result, revision, eval_ns = await self._query(doc)
-                except PolicyUnavailable as exc:
-                    if self._fallback is None:
-                        raise
-                    decision, revision = self._degrade(policy_input, exc, decision_id, span)
-                    eval_ns, degraded = 0, True
-                else:
-                    decision, degraded = _parse_decision(answer_result), False
-                    self._last_revision = revision
-                    if self._fallback is not None:
-                        self._fallback.remember(doc, revision, decision)
+                decision, revision, eval_ns, degraded, opa_decision_id = await self._evaluate(
+                    policy_input, decision_id, span
+                )
             except SidecarError as exc:
                 elapsed = time.perf_counter() - started
                 span.record_exception(exc)
@@ -159,8 +149,28 @@ class DecisionService:
             priority=decision.priority,
             degraded=degraded,
             duration_ms=round(elapsed * 1000, 3),
+            **({"opa_decision_id": opa_decision_id} if opa_decision_id else {}),
         )
         return result
+
+    async def _evaluate(
+        self, policy_input: PolicyInput, decision_id: str, span: trace.Span
+    ) -> tuple[Decision, str, int, bool, str]:
+        """Ask OPA, or the fail mode when OPA is unavailable: (decision, revision, eval ns,
+        degraded, OPA's own decision id — set only while its decision logs are on)."""
+        doc = policy_input.to_json()
+        try:
+            answer = await self._query(doc)
+        except PolicyUnavailable as exc:
+            if self._fallback is None:
+                raise
+            decision, revision = self._degrade(policy_input, exc, decision_id, span)
+            return decision, revision, 0, True, ""
+        decision = _parse_decision(answer.result)
+        self._last_revision = answer.bundle_revision
+        if self._fallback is not None:
+            self._fallback.remember(doc, answer.bundle_revision, decision)
+        return decision, answer.bundle_revision, answer.eval_ns, False, answer.engine_decision_id
 
     def _degrade(
         self,
@@ -284,7 +294,8 @@ class DecisionService:
     ) -> tuple[list[Mapping[str, Any]], str, int]:
         if self._batch_engine is None:
             answers = await asyncio.gather(*(self._query(doc) for doc in docs))
-            return [a[0] for a in answers], answers[0][1], sum(a[2] for a in answers)
+            eval_ns = sum(a.eval_ns for a in answers)
+            return [a.result for a in answers], answers[0].bundle_revision, eval_ns
         answer = await self._observed_query(
             self._batch_engine.evaluate_batch(docs, timeout_s=timeout_s), batch=len(docs)
         )
@@ -292,8 +303,8 @@ class DecisionService:
 
     async def evaluate_raw(self, policy_input: Mapping[str, Any]) -> tuple[Decision, str]:
         """Evaluate a raw DESIGN §3.1 input (no enrichment); return the decision and revision."""
-        result, revision, _ = await self._query(policy_input)
-        return _parse_decision(result), revision
+        answer = await self._query(policy_input)
+        return _parse_decision(answer.result), answer.bundle_revision
 
     def holds_secrets(self, request: DecideRequest) -> bool:
         """Whether ``request`` states facts the record mask hides (configured paths or sensitive
@@ -305,9 +316,8 @@ class DecisionService:
         """Return the stored (masked) record of an earlier decision, or None."""
         return self._records.get(decision_id)
 
-    async def _query(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, int]:
-        answer = await self._observed_query(self._engine.evaluate(doc))
-        return answer.result, answer.bundle_revision, answer.eval_ns
+    async def _query(self, doc: Mapping[str, Any]) -> EngineAnswer:
+        return await self._observed_query(self._engine.evaluate(doc))
 
     async def _observed_query(self, query: Awaitable[_Answer], *, batch: int = 0) -> _Answer:
         """Await one OPA query inside its client span, timed and counted (errors by code)."""
@@ -327,6 +337,8 @@ class DecisionService:
                 metrics.observe_opa_query(time.perf_counter() - started)
             span.set_attribute(names.ATTR_OPA_BUNDLE_REVISION, answer.bundle_revision)
             span.set_attribute(names.ATTR_OPA_EVAL_NS, answer.eval_ns)
+            if isinstance(answer, EngineAnswer) and answer.engine_decision_id:
+                span.set_attribute(names.ATTR_OPA_DECISION_ID, answer.engine_decision_id)
         metrics.set_active_revision(answer.bundle_revision)
         return answer
 

@@ -31,6 +31,7 @@ from sidecar.fallback.modes import Fallback
 from sidecar.masking import RecordMask
 from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
+from sidecar.policy.opa_observability import distributed_tracing_args
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
 from sidecar.reconcile import (
@@ -99,7 +100,7 @@ class PolicyRuntime:
 @contextlib.asynccontextmanager
 async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
     """Yield an engine on the configured OPA, or a managed OPA (local bundle, or pulled: service)."""
-    opa = config.policy.opa
+    opa, telemetry = config.policy.opa, config.policy.telemetry
     timeout_s = opa.timeout_ms / 1000
     # Per launch: every client of the managed OPA's API sends it (an external OPA: none).
     token = None if opa.address else new_api_token()
@@ -130,9 +131,13 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
         env=pull.env if pull else None,
         port=opa.port,
         startup_timeout_s=opa.startup_timeout_s,
-        extra_args=tuple(opa.extra_args),
+        extra_args=(
+            *distributed_tracing_args(telemetry.otlp_endpoint, telemetry.service_name),
+            *opa.extra_args,
+        ),
         on_launch=sensitive.loader.put if sensitive else None,
         api_token=token,
+        decision_logs=opa.decision_logs,
     )
     async with managed:
         with _token_file(opa.token_file, managed.token):

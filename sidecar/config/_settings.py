@@ -132,6 +132,9 @@ class OpaSettings:
     # The managed OPA's API answers only a per-launch token; set: it is also written here (0600)
     # for local tools (policy-sidecar bench, curl while debugging).
     token_file: Path_ | None = None
+    # OPA's console decision logs, re-logged by the sidecar as "opa decision" lines (no input or
+    # result) and joined to its own by opa_decision_id. Off: it costs OPA CPU per decision.
+    decision_logs: Bool = False
     # Outage handling (DESIGN §6): one decision waits at most deadline_ms for OPA over all
     # attempts; then the fail mode answers.
     deadline_ms: _Positive = 2000

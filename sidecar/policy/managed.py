@@ -34,6 +34,7 @@ import aiohttp
 
 from sidecar.errors import BundleError, PolicyUnavailable, SidecarError
 from sidecar.policy._api_guard import api_args, auth_headers, new_api_token, write_api_bundle
+from sidecar.policy.opa_observability import relay_decision_log
 from sidecar.tools import OPA_CAPABILITIES, sandbox_env
 
 __all__ = ["ManagedOpa"]
@@ -89,6 +90,7 @@ class ManagedOpa:
         healthy_reset_s: float = 60.0,
         on_launch: Callable[[str], Awaitable[None]] | None = None,
         api_token: str | None = None,
+        decision_logs: bool = False,
     ) -> None:
         self._binary = opa_binary
         if (bundle_path is None) == (config_file is None):
@@ -110,6 +112,8 @@ class ManagedOpa:
         self._log = log or logging.getLogger(__name__)
         # OPA logs two lines per request at "info"; "error" keeps the pipe (and our CPU) quiet.
         self._log_level = log_level
+        # OPA's console decision logs, read from its output and re-logged without input/result.
+        self._decision_logs = decision_logs
         self._stop_grace_s = stop_grace_s
         self._tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=tail_lines)
         self._backoff_min, self._backoff_max = backoff_s
@@ -355,8 +359,11 @@ class ManagedOpa:
             "--log-level",
             self._log_level,
             "--log-format",
-            "text",
+            # JSON lines when decision logs are read from the output; text is easier to quote.
+            "json" if self._decision_logs else "text",
         ]
+        if self._decision_logs:
+            args += ["--set", "decision_logs.console=true"]
         if self._config_file is not None:
             # The config's `keys` verify pulled bundles; --skip-verify covers only --bundle paths.
             args += ["--config-file", str(self._config_file)]
@@ -432,6 +439,8 @@ class ManagedOpa:
                 continue
             if not line:
                 return
+            if self._decision_logs and relay_decision_log(line):
+                continue
             self._tail.append((pid, line.decode(errors="replace").rstrip()[:2000]))
 
     async def _wait_ready(self, child: _Child, port: int) -> str | None:

@@ -22,6 +22,7 @@ import orjson
 from sidecar.errors import PolicyError, PolicyUnavailable
 from sidecar.model.decision import BatchAnswer, EngineAnswer
 from sidecar.policy._api_guard import API_BUNDLE, auth_headers
+from sidecar.telemetry import trace_headers
 
 __all__ = ["BATCH_PATH", "OpaEngine"]
 
@@ -174,7 +175,9 @@ class OpaEngine:
         deadline_s = timeout_s or self.timeout_s
         session = self._client()
         started = time.monotonic()
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        # The caller's trace continues into OPA (its distributed_tracing exports OPA's spans).
+        headers.update(trace_headers())
         attempt = 0
         try:
             async with asyncio.timeout(deadline_s):

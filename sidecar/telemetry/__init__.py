@@ -20,7 +20,14 @@ from sidecar.telemetry._logging import (
 )
 from sidecar.telemetry._metrics import LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Outcome
 from sidecar.telemetry._telemetry import Telemetry
-from sidecar.telemetry._tracing import extract_context, inject_metadata, span_id_hex, trace_id_hex
+from sidecar.telemetry._tracing import (
+    extract_context,
+    inject_metadata,
+    otlp_target,
+    span_id_hex,
+    trace_headers,
+    trace_id_hex,
+)
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -40,7 +47,9 @@ __all__ = [
     "extract_context",
     "get_logger",
     "inject_metadata",
+    "otlp_target",
     "snapshot_logging",
     "span_id_hex",
+    "trace_headers",
     "trace_id_hex",
 ]

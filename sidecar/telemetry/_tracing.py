@@ -16,6 +16,7 @@ __all__ = [
     "inject_metadata",
     "otlp_target",
     "span_id_hex",
+    "trace_headers",
     "trace_id_hex",
 ]
 
@@ -46,6 +47,16 @@ def inject_metadata(context: Context | None = None) -> list[tuple[str, str]]:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, context=context)
     return sorted(carrier.items())
+
+
+def trace_headers() -> dict[str, str]:
+    """Return the current span's W3C trace context as HTTP headers ({} with no sampled span)."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return {}  # tracing off, or no span: nothing to continue (and nothing to pay for)
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier
 
 
 def trace_id_hex(span: trace.Span) -> str:

@@ -18,7 +18,8 @@ One decision produces this tree (all spans of one trace)::
     policy.fail_mode (str), policy.fallback.result (str: how the fail mode answered).
 
 ``opa.query`` attributes:
-    opa.url (str), opa.eval_ns (int), opa.bundle_revision (str), opa.attempts (int).
+    opa.url (str), opa.eval_ns (int), opa.bundle_revision (str), opa.attempts (int),
+    opa.decision_id (str; OPA's own id, only when OPA's decision logs are on).
 
 The names are a contract with dashboards and Jaeger searches: change them only together with
 deploy/observability/README.md.
@@ -42,6 +43,7 @@ __all__ = [
     "ATTR_IMAGE_REF",
     "ATTR_OPA_ATTEMPTS",
     "ATTR_OPA_BUNDLE_REVISION",
+    "ATTR_OPA_DECISION_ID",
     "ATTR_OPA_EVAL_NS",
     "ATTR_OPA_URL",
     "ATTR_POLICY_ALLOW",
@@ -77,3 +79,4 @@ ATTR_OPA_URL: Final = "opa.url"
 ATTR_OPA_EVAL_NS: Final = "opa.eval_ns"
 ATTR_OPA_BUNDLE_REVISION: Final = "opa.bundle_revision"
 ATTR_OPA_ATTEMPTS: Final = "opa.attempts"
+ATTR_OPA_DECISION_ID: Final = "opa.decision_id"
