@@ -18,7 +18,7 @@ from sidecar.config import RegistryConfig
 from sidecar.errors import RegistryError, RegistryUnavailable
 from sidecar.oci._auth import Authenticator, credentials_for
 from sidecar.oci.ratelimit import TokenBucket
-from sidecar.telemetry import get_logger
+from sidecar.telemetry import get_logger, trace_headers
 from sidecar.typing import RegistryCredentials
 
 __all__ = [
@@ -302,6 +302,10 @@ class Transport:
         own = same_origin(url, self.origin)
         for attempt in (0, 1):
             sent = dict(headers or {})
+            if own:
+                # The decision's or copy's trace continues at the registry (its own origin only:
+                # an upload Location elsewhere, a blob store, learns nothing of our traces).
+                sent.update(trace_headers())
             authorization = await self.auth.header(scopes) if own else None
             if authorization:
                 sent["Authorization"] = authorization
