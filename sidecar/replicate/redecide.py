@@ -4,7 +4,10 @@ A job records the bundle revision its decision was made on and the request it wa
 When a worker claims a copy job whose revision differs from the active one, :class:`RevisionGuard`
 decides the stored request again: a job the new revision still routes (same registry, repository
 and tag) runs as planned, re-stamped with the new decision; one it no longer routes is withdrawn
-(``skipped``, error code ``withdrawn``, the reason naming both revisions). A degraded answer (OPA
+(``skipped``, error code ``withdrawn``, the reason naming both revisions). Routes the new decision
+adds (the image now wanted somewhere else too, or instead) are queued as jobs of that decision —
+idempotent by destination, so the other jobs of the same old decision add nothing more. A degraded
+answer (OPA
 unreachable) is no verdict: the job runs on its earlier decision. A job without a stored request
 (queued before this version) runs as planned.
 """
@@ -17,8 +20,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.decide import DecisionService
 from sidecar.errors import PolicyError, PolicyUnavailable
+from sidecar.model.decision import DecideRequest, DecisionResult
 from sidecar.model.jobs import Job
 from sidecar.replicate.deferred import request_from_json
+from sidecar.replicate.service import job_specs
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import JobQueue
 
@@ -49,6 +54,12 @@ class RevisionGuard:
             ["outcome"],
             registry=metrics_registry or CollectorRegistry(),
         )
+        self._added = Counter(
+            f"{METRIC_PREFIX}replication_redecided_routes_added",
+            "Copy jobs queued for routes a re-decision added (the new revision wants the image "
+            "somewhere its old decision did not).",
+            registry=metrics_registry or CollectorRegistry(),
+        )
 
     async def redecide(self, job: Job, worker_id: str) -> str:
         """Return "" to run ``job``, else why the active revision withdrew it."""
@@ -62,8 +73,9 @@ class RevisionGuard:
             or spec.bundle_revision == active
         ):
             return ""
+        request = request_from_json(spec.request)
         try:
-            result = await self._decisions.decide(request_from_json(spec.request))
+            result = await self._decisions.decide(request)
         except (PolicyUnavailable, PolicyError) as exc:
             _log.warning("job re-decision failed; runs as planned", job_id=job.job_id,
                          error=exc.message)  # fmt: skip
@@ -72,6 +84,7 @@ class RevisionGuard:
         if result.degraded:
             self._outcomes.labels("degraded").inc()
             return ""
+        await self._queue_added_routes(job, result, request)
         routed = result.decision.allow and any(
             (r.registry, r.repository, r.tag)
             == (spec.destination_registry, spec.destination_repository, spec.tag)
@@ -97,3 +110,25 @@ class RevisionGuard:
         _log.info("job withdrawn by the active bundle revision", job_id=job.job_id,
                   reason=reason)  # fmt: skip
         return reason
+
+    async def _queue_added_routes(
+        self, job: Job, result: DecisionResult, request: DecideRequest
+    ) -> None:
+        """Queue the routes of ``result`` other than ``job``'s own destination (idempotent)."""
+        spec = job.spec
+        own = (spec.destination_registry, spec.destination_repository, spec.tag)
+        specs = [
+            s
+            for s in job_specs(result, request.image, request=request)
+            if (s.destination_registry, s.destination_repository, s.tag) != own
+        ]
+        if not specs:
+            return
+        queued = await self._store.enqueue(specs)
+        fresh = [j for j in queued if j.spec.decision_id == result.decision_id]
+        if fresh:
+            self._added.inc(len(fresh))
+            _log.info("routes added by the active bundle revision queued", job_id=job.job_id,
+                      bundle_revision=result.bundle_revision, decision_id=result.decision_id,
+                      jobs=[j.job_id for j in fresh],
+                      destinations=[j.destination for j in fresh])  # fmt: skip

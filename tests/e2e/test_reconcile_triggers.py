@@ -128,6 +128,13 @@ async def test_queued_and_parked_copies_are_decided_again_on_the_active_revision
                     store, [kept, dropped, parked_dropped, parked_kept, current], timeout_s=60
                 )
             }
+            # web/app:prod-1.1 was queued for sandbox only; the active revision routes that tag
+            # to prod-eu and prod-us: those jobs are queued by the re-decision, and run.
+            added = [
+                j for j in await store.list_jobs(limit=100)
+                if j.spec.tag == "prod-1.1" and j.job_id != parked_dropped.job_id
+            ]  # fmt: skip
+            added = await settle(store, added, timeout_s=60)
         finally:
             await parts.pool.stop()
     telemetry.shutdown()
@@ -143,7 +150,16 @@ async def test_queued_and_parked_copies_are_decided_again_on_the_active_revision
     # Same revision: copied without asking again (the policy would not route it to dev-us).
     assert jobs[current.job_id].state is JobState.SUCCEEDED
     assert await where(clients, "web/app", app) == {"prod-eu", "prod-us", "dev-us"}
+    assert {(j.spec.destination_registry, j.spec.bundle_revision, j.state) for j in added} == {
+        ("prod-eu", active, JobState.SUCCEEDED),
+        ("prod-us", active, JobState.SUCCEEDED),
+    }
+    for name in ("prod-eu", "prod-us"):
+        held = await clients.get(name).head_manifest("web/app", "prod-1.1")
+        assert held is not None and held.digest == app
     counted = metrics.get_sample_value
+    # The other re-decisions add routes that already have jobs (prod-1.0): nothing more queued.
+    assert counted("policy_sidecar_replication_redecided_routes_added_total", {}) == 2
     assert counted("policy_sidecar_replication_jobs_redecided_total", {"outcome": "kept"}) == 2
     assert counted("policy_sidecar_replication_jobs_redecided_total", {"outcome": "withdrawn"}) == 2
 
