@@ -9,9 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import boto3
-import botocore.config
-import botocore.exceptions
 from opentelemetry import trace
 
 from sidecar.bundles._publish_common import (
@@ -60,6 +57,11 @@ class S3Publisher:
         region: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
+        # Loaded here, not at import: boto3 takes a second and tens of MiB, and only a sidecar
+        # publishing to S3 needs it.
+        import boto3  # noqa: PLC0415
+        import botocore.config  # noqa: PLC0415
+
         self._bucket, self._key = bucket, key
         self._client = boto3.client(
             "s3",
@@ -72,6 +74,8 @@ class S3Publisher:
 
     def publish(self, bundle: BuiltBundle) -> PublishResult:
         """Upload the archive with PutObject; PublishError (transient for 5xx/network) on failure."""
+        import botocore.exceptions  # noqa: PLC0415 - loaded with the client (see __init__)
+
         location = f"s3://{self._bucket}/{self._key}"
         raw = read_bundle_bytes(bundle)
         with _tracer.start_as_current_span(

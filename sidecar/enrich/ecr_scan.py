@@ -16,10 +16,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
-
 from sidecar.config import RegistryConfig
 from sidecar.enrich.pipeline import Contribution
 from sidecar.enrich.rfc3339 import format_rfc3339
@@ -65,12 +61,7 @@ class EcrScanSource:
         """Serve the ECR registries among ``registries``; ``endpoint_url`` overrides AWS (tests)."""
         self._registries = {r.name: r for r in registries if r.type.lower() == "ecr"}
         self._endpoint_url = endpoint_url
-        self._boto_config = BotoConfig(
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
-            # The pipeline bounds the whole source; botocore's own retries would overrun it.
-            retries={"max_attempts": 1, "mode": "standard"},
-        )
+        self._timeout_s = timeout_s
         self._clients: dict[str, ECRClient] = {}
         # boto3 sessions are not thread-safe; clients are created once per registry under a lock.
         self._lock = threading.Lock()
@@ -96,6 +87,11 @@ class EcrScanSource:
         with self._lock:
             client = self._clients.get(registry.name)
             if client is None:
+                # Loaded on the first ECR image, not at import: boto3 takes a second and tens of
+                # MiB, and a sidecar without ECR registries never needs it.
+                import boto3  # noqa: PLC0415
+                from botocore.config import Config  # noqa: PLC0415
+
                 session = boto3.session.Session(
                     profile_name=registry.auth.profile or None,
                     region_name=registry.region or None,
@@ -106,7 +102,13 @@ class EcrScanSource:
                     or str(registry.metadata.get("ecr_endpoint_url") or "")
                     or None
                 )
-                client = session.client("ecr", endpoint_url=endpoint, config=self._boto_config)
+                config = Config(
+                    connect_timeout=self._timeout_s,
+                    read_timeout=self._timeout_s,
+                    # The pipeline bounds the whole source; botocore's own retries would overrun.
+                    retries={"max_attempts": 1, "mode": "standard"},
+                )
+                client = session.client("ecr", endpoint_url=endpoint, config=config)
                 self._clients[registry.name] = client
             return client
 
@@ -118,8 +120,11 @@ class EcrScanSource:
         kwargs: dict[str, Any] = {"repositoryName": repository, "imageId": image_id}
         if registry.account_id:
             kwargs["registryId"] = registry.account_id
+        client = self._client(registry)
+        from botocore.exceptions import ClientError  # noqa: PLC0415 - loaded by _client
+
         try:
-            return dict(self._client(registry).describe_image_scan_findings(**kwargs))
+            return dict(client.describe_image_scan_findings(**kwargs))
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _ABSENT:

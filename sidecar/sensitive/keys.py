@@ -17,9 +17,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import boto3
-import botocore.config
-import botocore.exceptions
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -133,6 +130,11 @@ class KmsKey:
         endpoint_url: str | None = None,
         timeout_s: float = 10.0,
     ) -> None:
+        # Loaded here, not at import: boto3 takes a second and tens of MiB, and only a KMS key
+        # needs it.
+        import boto3  # noqa: PLC0415
+        import botocore.config  # noqa: PLC0415
+
         self.key_id = key_id
         self._endpoint = endpoint_url or "AWS KMS"
         self._client: KMSClient = boto3.client(
@@ -151,6 +153,8 @@ class KmsKey:
         return f"KmsKey({self.key_id!r})"
 
     def _call(self, what: str, call: Callable[[], _T]) -> _T:
+        import botocore.exceptions  # noqa: PLC0415 - loaded with the client (see __init__)
+
         try:
             return call()
         except botocore.exceptions.ClientError as exc:
