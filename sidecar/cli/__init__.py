@@ -119,6 +119,15 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", default="1,100,1000", help="comma-separated concurrent callers"
     )
     bench.add_argument("--requests", type=int, default=2000, help="requests per level")
+    bench.add_argument(
+        "--rate",
+        default="",
+        help="comma-separated open-loop arrival rates (decisions/s), e.g. 250,500,1000; "
+        "latency counts from each request's scheduled arrival",
+    )
+    bench.add_argument(
+        "--duration", type=float, default=5.0, help="seconds of arrivals per open-loop rate"
+    )
     bench.add_argument("--policies", type=int, default=10_000, help="rules loaded as bundle data")
     bench.add_argument("--output", help="also write the report as JSON here")
     return parser

@@ -5,6 +5,11 @@ The benchmark starts a real sidecar *process* (its own managed OPA, signed bundl
 closed-loop load at each concurrency level twice — through gRPC ``Decide`` and straight at OPA's
 REST API with the identical, already-enriched input — and reports p50/p99/throughput, their ratio,
 and the resident memory of both processes.
+
+``--rate`` adds open-loop levels: requests *arrive* at a fixed rate (as a replication service's
+events do) whether or not earlier ones were answered, and each latency runs from the request's
+scheduled arrival, not from when the generator got round to sending it — so a saturated server
+shows as growing latency instead of as a politely slower client (coordinated omission).
 """
 
 from __future__ import annotations
@@ -198,6 +203,55 @@ async def _load(
     }
 
 
+async def _open_loop(
+    call: Callable[[int], Awaitable[None]], rate: float, total: int
+) -> dict[str, float]:
+    """Start ``total`` calls at ``rate`` per second on a fixed schedule; latency from arrival."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+    in_flight: set[asyncio.Task[None]] = set()
+    peak = 0
+
+    async def one(i: int, due: float) -> None:
+        nonlocal errors
+        try:
+            await call(i)
+        except (grpc.aio.AioRpcError, aiohttp.ClientError, PolicyUnavailable, TimeoutError):
+            errors += 1
+            return
+        latencies.append(loop.time() - due)
+
+    start = loop.time() + 0.01
+    for i in range(total):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(i, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        peak = max(peak, len(in_flight))
+    await asyncio.gather(*in_flight)
+    wall = loop.time() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0
+        )
+
+    return {
+        "p50_ms": round(pct(0.50), 3),
+        "p99_ms": round(pct(0.99), 3),
+        "offered_rps": rate,
+        "achieved_rps": round(len(latencies) / wall, 1),
+        "peak_in_flight": peak,
+        "errors": errors,
+        "requests": total,
+    }
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -234,6 +288,8 @@ async def _wait_ready(proc: asyncio.subprocess.Process, address: str) -> str:
 async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark described in the module docstring and return the report."""
     levels = [int(c) for c in str(args.concurrency).split(",") if c]
+    rates = [float(r) for r in str(getattr(args, "rate", "") or "").split(",") if r]
+    duration_s = float(getattr(args, "duration", 5.0))
     with tempfile.TemporaryDirectory(prefix="policy-bench-") as tmp:
         workdir = Path(tmp)
         doc = _bench_config(workdir, args.policies)
@@ -258,7 +314,10 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         try:
             opa_url = await _wait_ready(proc, address)
             drain = asyncio.create_task(_drain(proc))
-            report = await _measure(bench_config, address, opa_url, levels, args.requests)
+            report = await _measure(
+                bench_config, address, opa_url, levels, args.requests, rates=rates,
+                duration_s=duration_s,
+            )  # fmt: skip
             opa_pids = _children(proc.pid)
             report.update(
                 {
@@ -286,7 +345,14 @@ async def _drain(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _measure(
-    config: Config, address: str, opa_url: str, levels: list[int], total: int
+    config: Config,
+    address: str,
+    opa_url: str,
+    levels: list[int],
+    total: int,
+    *,
+    rates: list[float],
+    duration_s: float,
 ) -> dict[str, Any]:
     enricher = StaticEnricher(config, trust=FactTrust.operator())  # the bench states its facts
     inputs = [(await enricher.enrich(_request(i))).to_json() for i in range(200)]
@@ -328,6 +394,21 @@ async def _measure(
                     else None,
                 }
             )
+        open_rows = [await _open_level(via_sidecar, via_opa, r, duration_s) for r in rates]
     for channel in channels:
         await channel.close(None)
-    return {"levels": rows}
+    return {"levels": rows, "open_loop": open_rows}
+
+
+async def _open_level(
+    via_sidecar: Callable[[int], Awaitable[None]],
+    via_opa: Callable[[int], Awaitable[None]],
+    rate: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """One open-loop level: the same arrival schedule through the sidecar, then at bare OPA."""
+    count = max(1, int(rate * duration_s))
+    sidecar = await _open_loop(via_sidecar, rate, count)
+    opa = await _open_loop(via_opa, rate, count)
+    ratio = round(sidecar["p50_ms"] / opa["p50_ms"], 2) if opa["p50_ms"] else None
+    return {"rate": rate, "sidecar": sidecar, "opa": opa, "p50_ratio": ratio}

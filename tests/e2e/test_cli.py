@@ -122,6 +122,10 @@ def test_bench_reports_both_paths_and_writes_the_report(tmp_path: Path) -> None:
         "20",
         "--policies",
         "200",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
         "--output",
         str(out),
     )
@@ -134,6 +138,11 @@ def test_bench_reports_both_paths_and_writes_the_report(tmp_path: Path) -> None:
             assert level[path]["errors"] == 0
             assert 0 < level[path]["p50_ms"] <= level[path]["p99_ms"]
             assert level[path]["throughput_rps"] > 0
+    (level,) = report["open_loop"]
+    assert level["rate"] == 20
+    for path in ("sidecar", "opa"):
+        assert level[path]["errors"] == 0 and level[path]["requests"] == 20
+        assert 0 < level[path]["p50_ms"] <= level[path]["p99_ms"]
     assert report["rss_mib"]["sidecar"] > 0 and report["rss_mib"]["opa"] > 0
 
 
