@@ -14,8 +14,9 @@ default, or left for the queue's redrive policy with ``invalid_messages: keep``;
 nothing is recorded. A well-formed ECR event the sidecar does not act on (a failed push, another
 detail type) is deleted.
 
-boto3 blocks, so every SQS call runs on the poller's own thread (not the loop's default executor,
-which a 20-second long poll per source would starve). A failed receive or delete (SQS
+boto3 blocks, so every SQS call runs on the poller's own daemon thread (not the loop's default
+executor, which a 20-second long poll per source would starve, and which the interpreter waits
+for at exit: a stopped sidecar must not hang on a long poll nobody will read). A failed receive or delete (SQS
 unreachable, credentials refused) is counted and retried with exponential backoff and jitter; the
 rest of the sidecar keeps serving.
 """
@@ -25,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import queue
 import random
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
@@ -85,6 +87,49 @@ class SqsMetrics:
         self._errors.labels(source=source, operation=operation).inc()
 
 
+_Call = tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return  # the poller stopped while the call ran: nobody reads the answer
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class _Worker:
+    """One daemon thread running blocking calls in order; nothing waits for it at exit."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, loop, future = item
+            try:
+                ok, value = True, call()
+            except Exception as exc:
+                ok, value = False, exc
+            # The loop may be closed by now (the sidecar stopped): then the answer is dropped.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    async def run(self, call: Callable[[], _T]) -> _T:
+        """Run ``call`` on the thread and return its result (or raise its exception)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._calls.put((call, loop, future))
+        return await future
+
+    def close(self) -> None:
+        """Let the thread end after the call it is running (a long poll ends by itself)."""
+        self._calls.put(None)
+
+
 def _region(source: SqsSource, registry: RegistryConfig) -> str:
     """The queue's region: configured, else the registry's, else the one its URL names."""
     found = _QUEUE_REGION.match(source.queue_url)
@@ -137,7 +182,7 @@ class SqsPoller:
         self._wake = wake
         self._metrics = metrics
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: _Worker | None = None
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -148,7 +193,7 @@ class SqsPoller:
 
     async def start(self) -> None:
         """Start polling in the background (the first receive is in flight when this returns)."""
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqs-{self.name}")
+        self._worker = _Worker(f"sqs-{self.name}")
         self._task = asyncio.create_task(self.run(), name=f"sqs-poller-{self.name}")
         _log.info(
             "SQS source polling",
@@ -164,10 +209,10 @@ class SqsPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._executor is not None:
+        if self._worker is not None:
             # A long poll in flight ends by itself within wait_time_s; nothing waits for it.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+            self._worker.close()
+            self._worker = None
 
     async def run(self) -> None:
         """Poll until cancelled; failed rounds back off (``retry_base_s`` doubled, jittered)."""
@@ -198,11 +243,10 @@ class SqsPoller:
 
     async def _call(self, operation: str, call: Callable[[], _T]) -> _T:
         """Run ``call`` on the poller's thread; a failure is counted under ``operation``."""
-        if self._executor is None:
+        if self._worker is None:
             raise RuntimeError("SQS poller is not started")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, call)
+            return await self._worker.run(call)
         except Exception:
             self._metrics.poll_error(self.name, operation)
             raise

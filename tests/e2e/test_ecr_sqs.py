@@ -23,9 +23,11 @@ from aiohttp import web
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
 from sidecar.oci import RegistryClients
+from tests.fault.process import running_process
 from tests.support.fake_registry import fake_server
 from tests.support.images import push_image
 from tests.support.moto import MotoServer
+from tests.support.ports import free_port
 from tests.support.security import (
     assert_serving,
     attacked_sidecar,
@@ -232,3 +234,39 @@ async def test_sqs_unavailable_is_retried_with_backoff_while_the_sidecar_serves(
             assert len(down.seen) - requests_then <= 2 * 4  # at most ~2 rounds/s at the 1 s cap
             await assert_serving(running)
         assert await queue.depth() == 1  # nothing was taken off the queue meanwhile
+
+
+async def test_a_served_process_copies_from_sqs_and_stops_promptly_mid_long_poll(
+    world: EcrWorld, tmp_path: Path
+) -> None:
+    """``policy-sidecar serve`` as its own process: SQS push → copy; SIGTERM ends it at once.
+
+    The long poll waits 20 s; it runs on a daemon thread, so a stopping process does not wait
+    for an answer nobody will read.
+    """
+    queue = ecr_queue(world.moto)
+    doc = world.config(queue, wait_time_s=20)
+    address = f"127.0.0.1:{free_port()}"
+    doc["policy"]["listen"] = address
+    config_path = write_config(doc, tmp_path / "serve")
+    async with _clients(world, doc) as clients:
+        image = await push_image(clients.get("ci"), REPO, tag="dev-4", seed=10)
+        with running_process(config_path, tmp_path / "serve.log", address) as process:
+            await process.wait_ready()
+            await queue.send(image_action(REPO, image.digest, tag="dev-4"))
+
+            async def copied() -> bool:
+                return await clients.get("dev-us").head_manifest(REPO, image.digest) is not None
+
+            await _until(copied, "the served process copied the pushed image")
+
+            async def queue_empty() -> bool:
+                return await queue.depth() == 0
+
+            await _until(queue_empty, "the message was deleted")
+            await asyncio.sleep(1.0)  # the next 20 s long poll is in flight now
+            started = time.monotonic()
+            process.stop()
+            stopped_in = time.monotonic() - started
+            assert process.process is not None and process.process.returncode == 0
+            assert stopped_in < 10, f"stopping took {stopped_in:.1f} s:\n{process.log_tail()}"
