@@ -35,13 +35,14 @@ from tests.support.security import (
     write_config,
 )
 from tests.support.sidecar import RunningSidecar
-from tests.support.sqs import EcrWorld, ecr_queue, ecr_world, image_action
+from tests.support.sqs import EcrWorld, ecr_queue, ecr_world, image_action, image_scan
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 RECEIVED = "policy_sidecar_sqs_messages_received_total"
 POLL_ERRORS = "policy_sidecar_sqs_poll_errors_total"
 LAG = "policy_sidecar_webhook_event_lag_seconds_count"
+PROCESSED = "policy_sidecar_webhook_events_processed_total"
 REPO = "team/app"
 
 
@@ -119,6 +120,32 @@ async def test_an_ecr_push_on_sqs_is_copied_once_however_often_it_is_delivered(
         await _until(queue_empty, "the duplicate message was deleted")
         await asyncio.sleep(0.5)  # a second copy would be queued by now
         assert len(await _jobs(running)) == 1
+        await assert_serving(running)
+
+
+async def test_deletions_and_scan_completions_are_recorded_and_drained_without_a_crash(
+    world: EcrWorld, tmp_path: Path
+) -> None:
+    """DELETE and scan events land in the inbox with their actions and are processed."""
+    queue = ecr_queue(world.moto)
+    doc = world.config(queue)
+    async with _clients(world, doc) as clients, attacked_sidecar(doc, tmp_path / "run") as running:
+        image = await push_image(clients.get("ci"), REPO, tag="dev-5", seed=11)
+        await queue.send(image_action(REPO, image.digest, tag="dev-5"))
+        await _copied(running, clients, image.digest)
+        await queue.send(image_action(REPO, image.digest, tag="dev-5", action="DELETE"))
+        await queue.send(image_scan(REPO, image.digest, tags=["dev-5"], counts={"HIGH": 2}))
+
+        async def all_processed() -> bool:
+            done = [
+                await _metric(running, PROCESSED, action=action) for action in ("delete", "scan")
+            ]
+            return done == [1, 1]
+
+        await _until(all_processed, "the delete and scan events were processed")
+        assert await _metric(running, RECEIVED, source="ci", outcome="recorded") == 3
+        assert running.sidecar.parts is not None
+        assert await running.sidecar.parts.store.inbox_events() == []  # none pending or dead
         await assert_serving(running)
 
 
