@@ -16,7 +16,9 @@ detail type) is deleted.
 
 boto3 blocks, so every SQS call runs on the poller's own daemon thread (not the loop's default
 executor, which a 20-second long poll per source would starve, and which the interpreter waits
-for at exit: a stopped sidecar must not hang on a long poll nobody will read). A failed receive or delete (SQS
+for at exit: a stopped sidecar must not hang on a long poll nobody will read). Messages such an
+orphaned long poll still receives are made visible again at once, not hidden for the visibility
+timeout. A failed receive or delete (SQS
 unreachable, credentials refused) is counted and retried with exponential backoff and jitter; the
 rest of the sidecar keeps serving.
 """
@@ -185,6 +187,8 @@ class SqsPoller:
         self._worker: _Worker | None = None
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
+        # Set by stop(), read on the worker thread by a receive still in flight.
+        self._stopping = threading.Event()
 
     @property
     def name(self) -> str:
@@ -193,6 +197,7 @@ class SqsPoller:
 
     async def start(self) -> None:
         """Start polling in the background (the first receive is in flight when this returns)."""
+        self._stopping.clear()
         self._worker = _Worker(f"sqs-{self.name}")
         self._task = asyncio.create_task(self.run(), name=f"sqs-poller-{self.name}")
         _log.info(
@@ -204,6 +209,7 @@ class SqsPoller:
 
     async def stop(self) -> None:
         """Stop polling; a message received but not yet deleted comes back after its timeout."""
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -257,13 +263,27 @@ class SqsPoller:
         return self._client
 
     def _receive(self) -> list[Mapping[str, Any]]:
-        answer = self._sqs().receive_message(
+        client = self._sqs()
+        answer = client.receive_message(
             QueueUrl=self._source.queue_url,
             MaxNumberOfMessages=self._source.max_messages,
             WaitTimeSeconds=self._source.wait_time_s,
             VisibilityTimeout=self._source.visibility_timeout_s,
         )
-        return list(answer.get("Messages") or [])
+        messages = list(answer.get("Messages") or [])
+        if messages and self._stopping.is_set():
+            # A long poll that outlived stop(): nobody records these, so hand them back now
+            # instead of hiding them for the whole visibility timeout (best effort).
+            with contextlib.suppress(Exception):
+                client.change_message_visibility_batch(
+                    QueueUrl=self._source.queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+            return []
+        return messages
 
     def _delete(self, handles: Sequence[tuple[str, str]]) -> list[Mapping[str, Any]]:
         answer = self._sqs().delete_message_batch(

@@ -297,3 +297,23 @@ async def test_a_served_process_copies_from_sqs_and_stops_promptly_mid_long_poll
             stopped_in = time.monotonic() - started
             assert process.process is not None and process.process.returncode == 0
             assert stopped_in < 10, f"stopping took {stopped_in:.1f} s:\n{process.log_tail()}"
+
+
+async def test_messages_a_long_poll_receives_after_stop_are_handed_back_at_once(
+    world: EcrWorld, tmp_path: Path
+) -> None:
+    """A stopped sidecar's long poll still in flight must not hide new messages for a minute."""
+    queue = ecr_queue(world.moto)
+    doc = world.config(queue, wait_time_s=20, visibility_timeout_s=60)
+    async with attacked_sidecar(doc, tmp_path / "run"):
+        await asyncio.sleep(1.0)  # the first 20 s long poll is in flight
+    # Stopped; the orphaned long poll receives this message (hidden for 60 s) and hands it back.
+    await queue.send(image_action(REPO, "sha256:" + "c" * 64, tag="dev-6"))
+    deadline = time.monotonic() + 15
+    received: list[Any] = []
+    while not received:
+        assert time.monotonic() < deadline, "the message stayed hidden after the sidecar stopped"
+        answer = await asyncio.to_thread(
+            queue.client.receive_message, QueueUrl=queue.url, WaitTimeSeconds=1
+        )
+        received = answer.get("Messages") or []
