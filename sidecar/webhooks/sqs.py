@@ -18,9 +18,8 @@ boto3 blocks, so every SQS call runs on the poller's own daemon thread (not the 
 executor, which a 20-second long poll per source would starve, and which the interpreter waits
 for at exit: a stopped sidecar must not hang on a long poll nobody will read). Messages such an
 orphaned long poll still receives are made visible again at once, not hidden for the visibility
-timeout. A failed receive or delete (SQS
-unreachable, credentials refused) is counted and retried with exponential backoff and jitter; the
-rest of the sidecar keeps serving.
+timeout. A failed receive or delete (SQS unreachable, credentials refused) is counted and retried
+with exponential backoff and jitter; the rest of the sidecar keeps serving.
 """
 
 from __future__ import annotations
