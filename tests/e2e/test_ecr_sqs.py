@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -317,3 +318,42 @@ async def test_messages_a_long_poll_receives_after_stop_are_handed_back_at_once(
             queue.client.receive_message, QueueUrl=queue.url, WaitTimeSeconds=1
         )
         received = answer.get("Messages") or []
+
+
+async def test_an_event_the_store_cannot_record_stays_on_the_queue_until_it_can(
+    world: EcrWorld, tmp_path: Path
+) -> None:
+    """The inbox is locked (another writer holds the SQLite file): the message is not deleted."""
+    queue = ecr_queue(world.moto)
+    doc = world.config(queue)
+    async with _clients(world, doc) as clients, attacked_sidecar(doc, tmp_path / "run") as running:
+        image = await push_image(clients.get("ci"), REPO, tag="dev-7", seed=12)
+        database = tmp_path / "run" / "state" / "jobs.db"
+        lock = await asyncio.to_thread(
+            sqlite3.connect, database, timeout=30, check_same_thread=False
+        )
+        try:
+            await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
+            await queue.send(image_action(REPO, image.digest, tag="dev-7"))
+
+            async def failed() -> bool:
+                return await _metric(running, RECEIVED, source="ci", outcome="failed") >= 1
+
+            # The store gives up after its busy timeout (10 s): not recorded, so not deleted.
+            await _until(failed, "the record failed while the store was locked")
+            assert await queue.depth() == 1
+            assert await _metric(running, RECEIVED, source="ci", outcome="recorded") == 0
+        finally:
+            await asyncio.to_thread(lock.rollback)
+            await asyncio.to_thread(lock.close)
+
+        async def recorded() -> bool:
+            return await _metric(running, RECEIVED, source="ci", outcome="recorded") == 1
+
+        await _until(recorded, "the redelivered message was recorded once the store was back")
+        await _copied(running, clients, image.digest)
+
+        async def queue_empty() -> bool:
+            return await queue.depth() == 0
+
+        await _until(queue_empty, "the message was deleted after it was recorded")
