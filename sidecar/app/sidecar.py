@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from sidecar.api.server import BoundListener, GrpcServer
 from sidecar.app.bundle import LocalBundle, build_local_bundle
 from sidecar.app.candidate import spare_opa
+from sidecar.app.events import SqsRuntime, inbox_processor, sqs_pollers
 from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
@@ -63,7 +64,7 @@ from sidecar.sensitive.runtime import (
 from sidecar.telemetry import MetricsServer, Telemetry, get_logger
 from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
-from sidecar.webhooks import WebhookServer
+from sidecar.webhooks import OnPush, WebhookServer
 
 __all__ = [
     "PolicyRuntime",
@@ -307,6 +308,7 @@ class Sidecar:
         self.parts: ReplicationParts | None = None
         self.health: HealthRuntime | None = None
         self.webhooks: WebhookServer | None = None
+        self.sqs: SqsRuntime | None = None
         self.grpc: GrpcServer | None = None
         self.admin: AdminRuntime | None = None
         self.admin_tls: BoundListener | None = None  # policy.admin.listen, once bound
@@ -401,6 +403,7 @@ class Sidecar:
             if self.revision_trigger is not None:
                 self._stack.push_async_callback(self.revision_trigger.close)
             await self._start_webhooks(self.replication)
+            await self._start_sqs(self.replication)
             gate = await self._stack.enter_async_context(
                 data_plane_gate(
                     self.config,
@@ -593,10 +596,8 @@ class Sidecar:
         await self.metrics.start()
         self._stack.push_async_callback(self.metrics.stop)
 
-    async def _start_webhooks(self, replication: ReplicationService) -> None:
-        webhook = self.config.policy.replication.webhook
-        if not webhook.listen or self.parts is None:
-            return
+    def _on_push(self, replication: ReplicationService) -> OnPush:
+        """What a recorded push event does: decide and queue jobs, like a Replicate call."""
 
         async def on_push(image: ImageRef) -> None:
             # A push is replicated exactly like a Replicate call (decide, then durable jobs).
@@ -613,6 +614,12 @@ class Sidecar:
                     "while OPA is unavailable; the push is decided again when OPA answers"
                 )
 
+        return on_push
+
+    async def _start_webhooks(self, replication: ReplicationService) -> None:
+        webhook = self.config.policy.replication.webhook
+        if not webhook.listen or self.parts is None:
+            return
         host, _, port = webhook.listen.rpartition(":")
         self.webhooks = WebhookServer(
             self.parts.store,
@@ -620,13 +627,28 @@ class Sidecar:
             secret=webhook.secret,
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
-            on_push=on_push,
+            on_push=self._on_push(replication),
             host=host,
             port=int(port),
             metrics_registry=self.telemetry.metrics_registry,
         )
         await self.webhooks.start()
         self._stack.push_async_callback(self.webhooks.stop)
+
+    async def _start_sqs(self, replication: ReplicationService) -> None:
+        """Poll the SQS sources into the inbox (its processor: the endpoint's, else our own)."""
+        if not self.config.policy.replication.sqs or self.parts is None:
+            return
+        registry = self.telemetry.metrics_registry
+        if self.webhooks is not None:
+            processor = self.webhooks.processor
+        else:
+            processor = await self._stack.enter_async_context(
+                inbox_processor(self.config, self.parts.store, self._on_push(replication), registry)
+            )
+        self.sqs = await self._stack.enter_async_context(
+            sqs_pollers(self.config, self.parts.store, wake=processor.wake, registry=registry)
+        )
 
     def _readiness(self) -> tuple[bool, str]:
         if self.runtime is None or not self.runtime.ready():

@@ -80,6 +80,7 @@ from sidecar.config._settings import (
     TelemetrySettings,
     TenancySettings,
 )
+from sidecar.config._sqs import SqsAuth, SqsSource
 from sidecar.config._target import PublishTarget, is_valid_bundle_name, parse_target
 from sidecar.errors import NotFound
 from sidecar.model.decision import RegistryFacts
@@ -118,6 +119,8 @@ __all__ = [
     "SecretRef",
     "SecretsSettings",
     "SensitiveDataSettings",
+    "SqsAuth",
+    "SqsSource",
     "SyncConfig",
     "SyncImage",
     "TelemetrySettings",

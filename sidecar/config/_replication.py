@@ -21,6 +21,7 @@ from sidecar.config._model import (
     read_record,
 )
 from sidecar.config._read import Node, resolve_path
+from sidecar.config._sqs import SqsSource, parse_sqs_sources
 
 __all__ = [
     "ReplicationSettings",
@@ -139,6 +140,8 @@ class ReplicationSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    # SQS queues of ECR events (EventBridge rule → queue), recorded in the webhook inbox.
+    sqs: tuple[SqsSource, ...] = ()
 
 
 def job_store_url(settings: ReplicationSettings, state_dir: str) -> str:
@@ -161,6 +164,7 @@ def parse_replication(node: Node, base: Path, registries: Collection[str]) -> Re
     retry = section.get("retry") or node.child("retry", None)
     webhook = section.get("webhook") or node.child("webhook", None)
     retention = section.get("retention") or node.child("retention", None)
+    sqs = section.get("sqs") or node.child("sqs", None)
     return read_record(
         ReplicationSettings,
         node,
@@ -170,5 +174,6 @@ def parse_replication(node: Node, base: Path, registries: Collection[str]) -> Re
             "retry": read_record(RetrySettings, retry),
             "webhook": _webhook(webhook),
             "retention": read_record(RetentionSettings, retention),
+            "sqs": parse_sqs_sources(sqs, base, registries),
         },
     )

@@ -1,7 +1,12 @@
-"""Registry notification webhooks: a durable inbox of push/pull events and its processor."""
+"""Registry notification webhooks: a durable inbox of push/pull events and its processor.
+
+Events arrive on the notification endpoint (server.py) or from SQS queues of ECR events
+(sqs.py, ecr.py); both record into the same inbox, which the processor drains.
+"""
 
 from __future__ import annotations
 
+from sidecar.webhooks.ecr import EcrIgnored, parse_ecr_message
 from sidecar.webhooks.envelope import (
     ENVELOPE_MEDIA_TYPE,
     RegistryEvent,
@@ -12,16 +17,21 @@ from sidecar.webhooks.envelope import (
 from sidecar.webhooks.metrics import WebhookMetrics
 from sidecar.webhooks.processor import OnPush, WebhookProcessor
 from sidecar.webhooks.server import EVENTS_PATH, WebhookServer
+from sidecar.webhooks.sqs import SqsMetrics, SqsPoller
 
 __all__ = [
     "ENVELOPE_MEDIA_TYPE",
     "EVENTS_PATH",
+    "EcrIgnored",
     "OnPush",
     "RegistryEvent",
+    "SqsMetrics",
+    "SqsPoller",
     "WebhookMetrics",
     "WebhookProcessor",
     "WebhookServer",
     "check_secret",
+    "parse_ecr_message",
     "parse_envelope",
     "resolve_registry",
 ]

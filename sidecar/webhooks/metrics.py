@@ -1,19 +1,27 @@
 """Prometheus metrics of the registry webhook: events received and processed, by action and outcome,
-and the inbox: events pending, retrying and dead-lettered."""
+the inbox (events pending, retrying and dead-lettered), and the lag from event to decision."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sidecar.enrich import parse_rfc3339
 from sidecar.telemetry import METRIC_PREFIX
+
+if TYPE_CHECKING:
+    from sidecar.webhooks.envelope import RegistryEvent
 
 __all__ = ["ProcessOutcome", "ReceiveOutcome", "WebhookMetrics"]
 
 ReceiveOutcome = Literal["recorded", "duplicate", "unauthorized", "invalid", "error"]
 ProcessOutcome = Literal["pushed", "pulled", "ignored", "deferred", "failed", "dead"]
+
+# Seconds: a webhook decides within a second or two; a queue backlog or an OPA outage, hours.
+_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
 
 
 class WebhookMetrics:
@@ -43,6 +51,14 @@ class WebhookMetrics:
             ["state"],
             registry=registry,
         )
+        self._lag = Histogram(
+            f"{METRIC_PREFIX}webhook_event_lag_seconds",
+            "Seconds from a registry event (its timestamp) to the sidecar's decision on it, by "
+            "registry and how it came (webhook: a notification endpoint; sqs: an SQS source).",
+            ["registry", "via"],
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
 
     def received(self, action: str, outcome: ReceiveOutcome, count: int = 1) -> None:
         """Count ``count`` received events; ``action`` is "unknown" when the body was unreadable."""
@@ -56,3 +72,17 @@ class WebhookMetrics:
         """Set the inbox gauge from ``counts`` by state (pending, retrying, dead)."""
         for state, count in counts.items():
             self._inbox.labels(state=state).set(count)
+
+    def decided(self, event: RegistryEvent, registry: str, now: datetime | None = None) -> None:
+        """Observe the lag of an event of ``registry`` (a configured name) from its timestamp."""
+        raw = event.raw or {}
+        stamp = raw.get("timestamp")
+        occurred = parse_rfc3339(stamp) if isinstance(stamp, str) else None
+        if occurred is None:
+            return
+        # The label takes only known values: a sender's own keys must not grow the series.
+        origin = raw.get("origin")
+        via = "sqs" if isinstance(origin, str) and origin.startswith("sqs:") else "webhook"
+        lag = ((now or datetime.now(UTC)) - occurred).total_seconds()
+        # A sender's clock ahead of ours is no negative wait.
+        self._lag.labels(registry=registry, via=via).observe(max(0.0, lag))

@@ -110,6 +110,9 @@ class WebhookProcessor:
                 action = event.action
                 span.set_attribute("webhook.action", action)
                 outcome = await self._apply(registry_name, event)
+                if self._metrics is not None:
+                    known = registry_name if registry_name in self._registries else "unknown"
+                    self._metrics.decided(event, known)
             except WebhookRejected as exc:
                 # A stored event we cannot read will never become readable: drop it, loudly.
                 _log.error("unreadable webhook event dropped", event_id=event_id, problem=str(exc))
