@@ -611,6 +611,7 @@ class Sidecar:
             secret=webhook.secret,
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
+            pubsub=webhook.pubsub,
             on_push=on_push,
             host=host,
             port=int(port),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sidecar.webhooks._pubsub import PUBSUB_PATH, PubSubMessage, gcr_event, parse_push
+from sidecar.webhooks._pubsub_pull import PubSubPuller
 from sidecar.webhooks.envelope import (
     ENVELOPE_MEDIA_TYPE,
     RegistryEvent,
@@ -16,12 +18,17 @@ from sidecar.webhooks.server import EVENTS_PATH, WebhookServer
 __all__ = [
     "ENVELOPE_MEDIA_TYPE",
     "EVENTS_PATH",
+    "PUBSUB_PATH",
     "OnPush",
+    "PubSubMessage",
+    "PubSubPuller",
     "RegistryEvent",
     "WebhookMetrics",
     "WebhookProcessor",
     "WebhookServer",
     "check_secret",
+    "gcr_event",
     "parse_envelope",
+    "parse_push",
     "resolve_registry",
 ]
