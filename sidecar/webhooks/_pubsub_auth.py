@@ -8,7 +8,8 @@ expiry and audience checks are google-auth's (``google.auth.jwt.decode``); this 
 the JWKS into the public keys it takes and checks what it does not (issuer, e-mail).
 
 Without OIDC a push subscription cannot send headers, so its endpoint URL carries a shared secret:
-``?token=<secret>`` (:func:`check_push_token`, constant-time).
+``?token=<secret>``, or a proxy in front adds it as ``X-Pubsub-Token`` (:func:`check_push_token`,
+constant-time).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from sidecar.config import OidcSettings
 from sidecar.errors import WebhookRejected
 from sidecar.telemetry import get_logger
 
-__all__ = ["MAX_JWKS_BYTES", "OidcVerifier", "check_push_token", "jwks_keys"]
+__all__ = ["MAX_JWKS_BYTES", "TOKEN_HEADER", "OidcVerifier", "check_push_token", "jwks_keys"]
+
+TOKEN_HEADER = "X-Pubsub-Token"  # noqa: S105 - a header name, not a secret
 
 MAX_JWKS_BYTES = 256 * 1024
 _MAX_TOKEN = 8 * 1024
@@ -48,10 +51,15 @@ def _unauthorized(problem: str) -> WebhookRejected:
     return WebhookRejected(problem, status=401)
 
 
-def check_push_token(given: str | None, token: str) -> None:
-    """Raise WebhookRejected(401) unless ``given`` (the ``token`` query parameter) is ``token``."""
+def check_push_token(query: str | None, header: str | None, token: str) -> None:
+    """Raise WebhookRejected(401) unless the push carries ``token``: as ``?token=`` in the URL
+    (a plain push subscription) or in the :data:`TOKEN_HEADER` header (behind a proxy that adds it).
+    """
+    given = query if query is not None else header
     if not given:
-        raise _unauthorized("missing token (the push endpoint URL must carry ?token=<secret>)")
+        raise _unauthorized(
+            f"missing token (the push endpoint URL must carry ?token=<secret>, or {TOKEN_HEADER})"
+        )
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise _unauthorized("wrong push token")
 
@@ -218,4 +226,8 @@ def _decode(token: str, keys: Mapping[str, bytes], settings: OidcSettings) -> Ma
         )
     except (exceptions.GoogleAuthError, ValueError) as exc:
         raise _unauthorized(f"OIDC token refused: {str(exc)[:200]}") from None
+    except Exception as exc:  # odd claim types (a string exp) trip google-auth: fail closed
+        raise _unauthorized(f"OIDC token refused: {type(exc).__name__}") from None
+    if not isinstance(claims, Mapping):
+        raise _unauthorized("OIDC token refused: its payload is not an object")
     return claims

@@ -19,7 +19,7 @@ from sidecar.errors import WebhookRejected
 from sidecar.telemetry import get_logger
 from sidecar.typing import InboxAndPulls
 from sidecar.webhooks._pubsub import MAX_PUSH_BYTES, gcr_event, parse_push
-from sidecar.webhooks._pubsub_auth import OidcVerifier, check_push_token
+from sidecar.webhooks._pubsub_auth import TOKEN_HEADER, OidcVerifier, check_push_token
 from sidecar.webhooks.envelope import RegistryEvent, encode_stored
 from sidecar.webhooks.metrics import ReceiveOutcome, WebhookMetrics
 
@@ -101,7 +101,9 @@ class PubSubPush:
         if self._oidc is not None:
             await self._oidc.verify(request.headers.get("Authorization"))
         if self._settings.token:
-            check_push_token(request.query.get("token"), self._settings.token)
+            check_push_token(
+                request.query.get("token"), request.headers.get(TOKEN_HEADER), self._settings.token
+            )
         message = parse_push(await _read_limited(request, MAX_PUSH_BYTES))
         registry, event = gcr_event(message, self._registries)
         _log.debug("pubsub push", event_id=event.id, registry=registry.name, action=event.action)

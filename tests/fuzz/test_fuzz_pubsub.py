@@ -3,23 +3,41 @@
 ``parse_push`` and ``gcr_event`` are pure, so they are fuzzed directly: arbitrary bodies, envelopes
 with fuzzed fields, and well-formed envelopes whose base64 ``data`` is a fuzzed gcr message. Either
 a RegistryEvent comes out whose repository, tag and digest obey the reference grammar (so nothing
-odd reaches the inbox), or WebhookRejected with a 400/413 and a message.
+odd reaches the inbox), or WebhookRejected with a 400/413 and a message. Then the real push
+endpoint of a real sidecar gets the same bodies and fuzzed tokens: 200, 400, 401 or 413 with an
+error, never a 500, and a genuine push is still recorded after each.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
+import pytest
+import pytest_asyncio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sidecar.config import RegistryConfig
+from sidecar.config import PubSubSettings, RegistryConfig, WebhookSettings, load_config
 from sidecar.errors import WebhookRejected
 from sidecar.model.decision import RegistryFacts
 from sidecar.webhooks import gcr_event, parse_push
-from tests.support.fuzz import examples, json_values, nasty_text
+from tests.support.fuzz import CASES_CONFIG, examples, json_values, nasty_text
+from tests.support.pubsub import gcr_data, push_envelope
+from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
+
+# Only the endpoint tests are async; they share the module's sidecar and event loop.
+in_module_loop = pytest.mark.asyncio(loop_scope="module")
+
+SECRET = "fuzz-secret"
+TOKEN = "fuzz-push-token"
+CASES_HOST = "127.0.0.1:1"  # every registry of the cases inventory is configured at this endpoint
 
 HOST = "us-east1-docker.pkg.dev"
 DIGEST = "sha256:" + "9a" * 32
@@ -93,3 +111,51 @@ def test_a_push_becomes_a_clean_event_or_a_4xx(body: bytes) -> None:
     assert event.tag or event.digest
     assert not event.digest or event.digest == DIGEST
     assert not event.tag or re.fullmatch(r"[\w][\w.-]{0,127}", event.tag), event
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sidecar(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSidecar]:
+    """A real sidecar serving the Pub/Sub push endpoint (token mode) on a free loopback port."""
+    config = isolated_config(load_config(CASES_CONFIG), tmp_path_factory.mktemp("fuzz-pubsub"))
+    webhook = WebhookSettings(
+        listen="127.0.0.1:0", secret=SECRET, pubsub=PubSubSettings(push=True, token=TOKEN)
+    )
+    replication = dataclasses.replace(config.policy.replication, webhook=webhook)
+    config = dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, replication=replication)
+    )
+    async with running_sidecar(config) as running:
+        yield running
+
+
+async def _post(running: RunningSidecar, body: bytes, token: str | None) -> tuple[int, Any]:
+    assert running.sidecar.webhooks is not None
+    url = f"http://127.0.0.1:{running.sidecar.webhooks.port}/v1/registry/events/pubsub"
+    params = {"token": token} if token is not None else None
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=body, params=params) as answer,
+    ):
+        return answer.status, await answer.json(content_type=None)
+
+
+_tokens = st.one_of(
+    st.just(TOKEN), st.none(), st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
+)
+
+
+@in_module_loop
+@settings(max_examples=examples(40))
+@given(body=_bodies, token=_tokens)
+async def test_endpoint_answers_4xx_naming_the_problem_never_500(
+    sidecar: RunningSidecar, body: bytes, token: str | None
+) -> None:
+    status, answer = await _post(sidecar, body, token)
+    assert status in (200, 400, 401, 413), (status, answer)
+    if status != 200:
+        assert isinstance(answer, dict) and answer.get("error"), answer
+    genuine = push_envelope(
+        gcr_data("INSERT", f"{CASES_HOST}/team/app", digest=DIGEST, tag="dev-1"),
+        message_id=str(uuid.uuid4().int)[:18],
+    )
+    assert await _post(sidecar, genuine, TOKEN) == (200, {"recorded": 1})

@@ -99,11 +99,18 @@ MALFORMED: dict[str, tuple[bytes, int, str]] = {
 
 
 async def _post(
-    url: str, body: bytes, *, token: str | None = None, bearer: str | None = None
+    url: str,
+    body: bytes,
+    *,
+    token: str | None = None,
+    bearer: str | None = None,
+    header: str | None = None,
 ) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     if bearer is not None:
         headers["Authorization"] = f"Bearer {bearer}"
+    if header is not None:
+        headers["X-Pubsub-Token"] = header
     params = {"token": token} if token is not None else None
     async with (
         aiohttp.ClientSession() as http,
@@ -142,12 +149,18 @@ async def test_token_mode_refuses_wrong_tokens_and_malformed_pushes(tmp_path: Pa
         # The Distribution secret is not the push token, and a Bearer header is not a URL token.
         assert (await _post(url, _valid("101"), token=SECRET))[0] == 401
         assert (await _post(url, _valid("102"), bearer=TOKEN))[0] == 401
+        assert (await _post(url, _valid("103"), header="wrong"))[0] == 401
+        # The URL's token decides when both are given: a right header does not rescue a wrong one.
+        assert (await _post(url, _valid("104"), token="wrong", header=TOKEN))[0] == 401
         for name, (body, want, says) in MALFORMED.items():
             status, answer = await _post(url, body, token=TOKEN)
             assert status == want, (name, status, answer)
             assert says in answer["error"], (name, answer)
         await _nothing_queued(running)
         await _still_serving(running, url, token=TOKEN)
+        # A proxy in front may send the token as a header instead.
+        status, answer = await _post(url, _valid("9000000000000002"), header=TOKEN)
+        assert (status, answer) == (200, {"recorded": 1})
 
 
 def _forged_tokens(issuer: OidcIssuer, audience: str) -> dict[str, str]:
