@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sidecar.webhooks._pubsub import PUBSUB_PATH, PubSubMessage, gcr_event, parse_push
+from sidecar.webhooks._pubsub_auth import OidcVerifier
 from sidecar.webhooks._pubsub_pull import PubSubPuller
 from sidecar.webhooks.envelope import (
     ENVELOPE_MEDIA_TYPE,
@@ -19,6 +20,7 @@ __all__ = [
     "ENVELOPE_MEDIA_TYPE",
     "EVENTS_PATH",
     "PUBSUB_PATH",
+    "OidcVerifier",
     "OnPush",
     "PubSubMessage",
     "PubSubPuller",

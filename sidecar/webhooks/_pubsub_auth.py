@@ -39,7 +39,7 @@ _MAX_TOKEN = 8 * 1024
 # An unknown key id refetches the JWKS (Google rotates keys), but at most this often, so forged
 # tokens with made-up key ids cannot make the sidecar hammer the key endpoint.
 _REFETCH_S = 30.0
-# Without any key every request would fetch: at most once a second then.
+# Without (fresh) keys every request would fetch: at most once a second then.
 _RETRY_EMPTY_S = 1.0
 _FETCH_TIMEOUT_S = 10.0
 _CURVES = {"P-256": ec.SECP256R1()}
@@ -159,13 +159,11 @@ class OidcVerifier:
                 )
 
     def _due(self, kid: str) -> bool:
-        since = time.monotonic() - self._fetched
-        if not self._keys:
-            return since > _RETRY_EMPTY_S
-        if since <= _REFETCH_S:
-            return False
-        stale = time.monotonic() - self._refreshed > self._settings.jwks_refresh_s
-        return stale or (bool(kid) and kid not in self._keys)
+        now = time.monotonic()
+        since = now - self._fetched
+        if not self._keys or now - self._refreshed > self._settings.jwks_refresh_s:
+            return since > _RETRY_EMPTY_S  # none yet, or stale (a failing endpoint: 1/s at most)
+        return bool(kid) and kid not in self._keys and since > _REFETCH_S
 
     async def _keys_for(self, kid: str) -> dict[str, bytes]:
         if self._due(kid):

@@ -82,6 +82,8 @@ class OidcIssuer:
     kid: str
     key: rsa.RSAPrivateKey
     fetches: list[float] = field(default_factory=list)
+    # What the JWKS endpoint answers: "ok", "error" (HTTP 500) or "huge" (a 1 MiB document).
+    serving: str = "ok"
 
     def token(
         self,
@@ -135,15 +137,20 @@ def _jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, str]:
 async def oidc_issuer() -> AsyncIterator[OidcIssuer]:
     """Serve a fresh RSA key's JWKS on a loopback port; yield the issuer that signs with it."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    kid = uuid.uuid4().hex
-    fetches: list[float] = []
+    issuer = OidcIssuer("", uuid.uuid4().hex, key)
 
     async def jwks(request: web.Request) -> web.StreamResponse:
-        fetches.append(time.monotonic())
-        return web.json_response({"keys": [_jwk(key, kid)]})
+        issuer.fetches.append(time.monotonic())
+        if issuer.serving == "error":
+            return web.json_response({"error": "unavailable"}, status=500)
+        keys = [_jwk(issuer.key, issuer.kid)]
+        if issuer.serving == "huge":
+            keys = keys * 2000
+        return web.json_response({"keys": keys})
 
     async with fake_server(jwks) as server:
-        yield OidcIssuer(f"{server.url}/oauth2/v3/certs", kid, key, fetches)
+        issuer.jwks_url = f"{server.url}/oauth2/v3/certs"
+        yield issuer
 
 
 @dataclass(frozen=True)
