@@ -107,6 +107,12 @@ async def test_an_artifact_registry_push_is_copied_once_and_reads_back_by_digest
         manifest = await dev.get_manifest(REPOSITORY, image.digest)
         assert manifest.digest == image.digest
         assert (await dev.get_manifest(REPOSITORY, "dev-7")).digest == image.digest
+
+        async def finished() -> bool:
+            return all(j.state == "succeeded" for j in await _jobs(running))
+
+        # The manifest lands before the job records its success.
+        await wait_for(finished, timeout_s=30)
         jobs = await _jobs(running)
         assert [(j.destination, j.state) for j in jobs] == [
             (f"dev-us/{REPOSITORY}:dev-7", "succeeded")
