@@ -166,7 +166,8 @@ class OidcVerifier:
         return bool(kid) and kid not in self._keys and since > _REFETCH_S
 
     async def _keys_for(self, kid: str) -> dict[str, bytes]:
-        if self._due(kid):
+        # A fetch in flight is waited for: its keys are the ones this token needs.
+        if self._due(kid) or self._lock.locked():
             async with self._lock:
                 # Another request may have fetched while this one waited for the lock.
                 if self._due(kid):

@@ -60,3 +60,17 @@ async def test_no_keys_yet_is_503_then_keys_are_fetched_and_kept() -> None:
             assert await _status(verifier, other) == 401
         finally:
             await verifier.close()
+
+
+async def test_concurrent_first_pushes_wait_for_the_one_key_fetch() -> None:
+    # Regression (found by tests/bench/pubsub_push.py): while the first fetch was in flight, the
+    # other pushes found no keys and were answered 503.
+    async with oidc_issuer() as issuer:
+        verifier = OidcVerifier(OidcSettings(audience=AUDIENCE, jwks_url=issuer.jwks_url))
+        try:
+            tokens = [issuer.token(AUDIENCE, email=PUSHER) for _ in range(8)]
+            statuses = await asyncio.gather(*(_status(verifier, t) for t in tokens))
+            assert statuses == [200] * 8
+            assert len(issuer.fetches) == 1
+        finally:
+            await verifier.close()
