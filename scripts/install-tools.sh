@@ -24,6 +24,7 @@ TOOLS=(
   "fake-gcs-server v1.55.1 install github.com/fsouza/fake-gcs-server"
   "crane     v0.22.1  install github.com/google/go-containerregistry/cmd/crane"
   "regctl    v0.11.5  install github.com/regclient/regclient/cmd/regctl"
+  "pstest-server v2.9.0 module ."
 )
 
 want=("$@")

@@ -627,6 +627,7 @@ class Sidecar:
             secret=webhook.secret,
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
+            pubsub=webhook.pubsub,
             on_push=self._on_push(replication),
             host=host,
             port=int(port),

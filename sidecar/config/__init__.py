@@ -37,6 +37,7 @@ from sidecar.config._legacy import (
     parse_sync_config,
 )
 from sidecar.config._policy import known_tenants, parse_policy
+from sidecar.config._pubsub import GOOGLE_ISSUER, GOOGLE_JWKS_URL, OidcSettings, PubSubSettings
 from sidecar.config._read import Node, Warnings, read_yaml
 from sidecar.config._reconcile import ReconcileSettings
 from sidecar.config._registries import (
@@ -90,6 +91,8 @@ __all__ = [
     "DEFAULT_OVERRIDE_ROLES",
     "DEFAULT_SECRET_CACHE_TTL_S",
     "FAIL_MODES",
+    "GOOGLE_ISSUER",
+    "GOOGLE_JWKS_URL",
     "SECRET_MANAGERS",
     "SENSITIVE_ROOT",
     "AdminToken",
@@ -107,8 +110,10 @@ __all__ = [
     "HealthSettings",
     "LegacySettings",
     "Limits",
+    "OidcSettings",
     "OpaSettings",
     "PolicySettings",
+    "PubSubSettings",
     "PublishTarget",
     "ReconcileSettings",
     "RegistryConfig",

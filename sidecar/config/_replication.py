@@ -20,6 +20,7 @@ from sidecar.config._model import (
     frozen,
     read_record,
 )
+from sidecar.config._pubsub import PubSubSettings, parse_pubsub
 from sidecar.config._read import Node, resolve_path
 from sidecar.config._sqs import SqsSource, parse_sqs_sources
 
@@ -81,6 +82,8 @@ class WebhookSettings:
     retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
     # Failed attempts after which an event is dead-lettered (kept, never retried automatically).
     max_attempts: _Positive = 10
+    # Artifact Registry / GCR events through Pub/Sub (push endpoint and/or pull subscription).
+    pubsub: PubSubSettings | None = None
 
 
 _Days = Annotated[Number, Field(ge=0)]
@@ -150,7 +153,13 @@ def job_store_url(settings: ReplicationSettings, state_dir: str) -> str:
 
 
 def _webhook(node: Node) -> WebhookSettings:
-    webhook = read_record(WebhookSettings, node)
+    pubsub_node = node.fields().get("pubsub") or node.child("pubsub", None)
+    pubsub = parse_pubsub(pubsub_node)
+    webhook = read_record(WebhookSettings, node, given={"pubsub": pubsub} if pubsub else None)
+    if pubsub is not None and not webhook.listen:
+        raise pubsub_node.error(
+            "needs webhook.listen: Pub/Sub events go through the webhook inbox and its processor"
+        )
     if webhook.listen and not webhook.secret:
         raise node.child("secret", None).error(
             "required when webhook.listen is set: registries must authenticate their events"

@@ -6,6 +6,9 @@ Events arrive on the notification endpoint (server.py) or from SQS queues of ECR
 
 from __future__ import annotations
 
+from sidecar.webhooks._pubsub import PUBSUB_PATH, PubSubMessage, gcr_event, parse_push
+from sidecar.webhooks._pubsub_auth import OidcVerifier
+from sidecar.webhooks._pubsub_pull import PubSubPuller
 from sidecar.webhooks.ecr import EcrIgnored, parse_ecr_message
 from sidecar.webhooks.envelope import (
     ENVELOPE_MEDIA_TYPE,
@@ -22,8 +25,12 @@ from sidecar.webhooks.sqs import SqsMetrics, SqsPoller
 __all__ = [
     "ENVELOPE_MEDIA_TYPE",
     "EVENTS_PATH",
+    "PUBSUB_PATH",
     "EcrIgnored",
+    "OidcVerifier",
     "OnPush",
+    "PubSubMessage",
+    "PubSubPuller",
     "RegistryEvent",
     "SqsMetrics",
     "SqsPoller",
@@ -31,7 +38,9 @@ __all__ = [
     "WebhookProcessor",
     "WebhookServer",
     "check_secret",
+    "gcr_event",
     "parse_ecr_message",
     "parse_envelope",
+    "parse_push",
     "resolve_registry",
 ]

@@ -1,5 +1,8 @@
 """The registry notification endpoint: ``POST /v1/registry/events`` (aiohttp) plus its processor.
 
+With ``pubsub`` configured it also serves Artifact Registry events pushed by a Pub/Sub subscription
+(``POST /v1/registry/events/pubsub``) and/or pulls them from one; they share the inbox.
+
 A request is authenticated, parsed and attributed to an inventory registry as a whole; then each
 event is recorded in the store before the 200 goes out, so an acknowledged event survives a crash.
 Duplicate ids (Distribution retries whole envelopes) are acknowledged and not recorded again.
@@ -15,10 +18,13 @@ from aiohttp import web
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from sidecar.config import RegistryConfig
+from sidecar.config import PubSubSettings, RegistryConfig
 from sidecar.errors import ConfigError, WebhookRejected
 from sidecar.telemetry import get_logger
 from sidecar.typing import InboxAndPulls
+from sidecar.webhooks._pubsub import PUBSUB_PATH
+from sidecar.webhooks._pubsub_pull import PubSubPuller
+from sidecar.webhooks._pubsub_push import PubSubPush
 from sidecar.webhooks.envelope import (
     check_secret,
     encode_stored,
@@ -51,8 +57,10 @@ class WebhookServer:
         metrics_registry: CollectorRegistry | None = None,
         retry_interval_s: float = 5.0,
         max_attempts: int = 10,
+        pubsub: PubSubSettings | None = None,
     ) -> None:
-        """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared Bearer token."""
+        """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared Bearer token;
+        ``pubsub`` adds the Pub/Sub push endpoint and/or pull subscription."""
         if not secret:
             raise ConfigError("webhooks.secret", "must not be empty: notifications need a secret")
         self._store = store
@@ -71,6 +79,17 @@ class WebhookServer:
         )
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pubsub_push: PubSubPush | None = None
+        self._puller: PubSubPuller | None = None
+        self._pull_task: asyncio.Task[None] | None = None
+        if pubsub is not None and pubsub.push:
+            self._pubsub_push = PubSubPush(
+                pubsub, store, self._registries, self._metrics, on_recorded=self.processor.wake
+            )
+        if pubsub is not None and pubsub.subscription:
+            self._puller = PubSubPuller(
+                pubsub, store, self._registries, self._metrics, on_recorded=self.processor.wake
+            )
 
     @property
     def port(self) -> int:
@@ -86,6 +105,8 @@ class WebhookServer:
         """Bind the endpoint and start the processor (which first drains leftover events)."""
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post(EVENTS_PATH, self._handle)
+        if self._pubsub_push is not None:
+            app.router.add_post(PUBSUB_PATH, self._pubsub_push.handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
@@ -93,6 +114,8 @@ class WebhookServer:
         self._runner = runner
         self._port = int(runner.addresses[0][1])
         self._task = asyncio.create_task(self.processor.run(), name="webhook-processor")
+        if self._puller is not None:
+            self._pull_task = asyncio.create_task(self._puller.run(), name="pubsub-puller")
         _log.info("webhook endpoint listening", url=self.url)
 
     async def stop(self) -> None:
@@ -100,11 +123,16 @@ class WebhookServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._pull_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._pull_task = None
+        if self._puller is not None:
+            await self._puller.close()
+        if self._pubsub_push is not None:
+            await self._pubsub_push.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         with _tracer.start_as_current_span("webhook.receive") as span:

@@ -10,7 +10,8 @@ other. On top of the floors:
 * nothing but the entry points (``api/``, ``cli/``) imports gRPC or the generated ``_proto`` code:
   evaluation, ``decide.py`` included, never sees a protobuf message. The one exception is a
   cloud SDK's own channel: ``secrets/`` may import ``grpc`` (never ``_proto``) to point Google's
-  Secret Manager client at a plaintext emulator, which that SDK offers no other way to do.
+  Secret Manager client at a plaintext emulator, which that SDK offers no other way to do; so may
+  ``webhooks/`` for its Pub/Sub subscriber client.
 
 :func:`violations` returns one line per offending import, naming file, line and rule, so a failing
 test says exactly which import to move.
@@ -46,7 +47,7 @@ USE_CASES = frozenset(("replicate", "reconcile", "health", "governance", "webhoo
 # Generated code and the gRPC runtime belong to the edges that speak gRPC.
 GRPC_ALLOWED = frozenset(("api", "cli", "__main__"))
 # Clients of another service's gRPC API through its SDK (the channel only; no servers, no _proto).
-GRPC_CLIENTS = frozenset(("secrets",))
+GRPC_CLIENTS = frozenset(("secrets", "webhooks"))
 _GENERATED = "_proto"
 
 
