@@ -48,9 +48,11 @@ from sidecar.reconcile import (
     scheduled,
     waiter,
 )
+from sidecar.reconcile.propagate import DeletePropagator
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.redecide import RevisionGuard
+from sidecar.replicate.rescan import Rescanner
 from sidecar.replicate.service import ReplicationService
 from sidecar.sensitive.runtime import (
     SensitiveRuntime,
@@ -604,14 +606,25 @@ class Sidecar:
                     "while OPA is unavailable; the push is decided again when OPA answers"
                 )
 
+        parts = self.parts
         host, _, port = webhook.listen.rpartition(":")
         self.webhooks = WebhookServer(
-            self.parts.store,
+            parts.store,
             self.config.registries,
             secret=webhook.secret,
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
             on_push=on_push,
+            # A scan or referrer event decides the digest's images again (same path as a push).
+            on_rescan=Rescanner(parts.clients, on_push, mark=parts.referrer_marks.mark),
+            # A source deletion removes only the sidecar's own copies, as delete jobs.
+            on_delete=DeletePropagator(
+                parts.store,
+                mode=webhook.propagate_deletes,
+                sources=self.config.policy.reconcile.sources,
+                wake=parts.pool.wake,
+                metrics_registry=self.telemetry.metrics_registry,
+            ),
             host=host,
             port=int(port),
             metrics_registry=self.telemetry.metrics_registry,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from sidecar.config._model import (
     Bool,
@@ -67,6 +67,19 @@ class RetrySettings:
     max_s: Annotated[Number, Field(ge=0)] = 60.0
 
 
+def _propagate(value: object) -> object:
+    # YAML reads a bare on/off/true/false as a bool: each means the obvious mode.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+PropagateDeletes = Annotated[
+    Literal["off", "dry-run", "on"],
+    BeforeValidator(_propagate, json_schema_input_type=Literal["off", "dry-run", "on"] | bool),
+]
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """The registry-notification endpoint; off unless ``listen`` is set (``secret`` then required)."""
@@ -80,6 +93,10 @@ class WebhookSettings:
     retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
     # Failed attempts after which an event is dead-lettered (kept, never retried automatically).
     max_attempts: _Positive = 10
+    # A tag (or digest) deleted at a source: "on" removes the copies the sidecar itself made of
+    # it (delete jobs, re-checked when they run), "dry-run" lists those delete jobs without
+    # running them, "off" leaves every copy in place.
+    propagate_deletes: PropagateDeletes = "off"
 
 
 _Days = Annotated[Number, Field(ge=0)]

@@ -1,19 +1,23 @@
-"""Prometheus metrics of the registry webhook: events received and processed, by action and outcome,
-and the inbox: events pending, retrying and dead-lettered."""
+"""Prometheus metrics of the registry webhooks, per source format: events received and processed,
+by action and outcome, the lag from the registry's event time to its decision, and the inbox:
+events pending, retrying and dead-lettered."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.telemetry import METRIC_PREFIX
 
 __all__ = ["ProcessOutcome", "ReceiveOutcome", "WebhookMetrics"]
 
 ReceiveOutcome = Literal["recorded", "duplicate", "unauthorized", "invalid", "error"]
-ProcessOutcome = Literal["pushed", "pulled", "ignored", "deferred", "failed", "dead"]
+ProcessOutcome = Literal[
+    "pushed", "pulled", "deleted", "rescanned", "ignored", "deferred", "failed", "dead"
+]
+_LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 class WebhookMetrics:
@@ -23,17 +27,25 @@ class WebhookMetrics:
         """Register the webhook metric families in ``registry``."""
         self._received = Counter(
             f"{METRIC_PREFIX}webhook_events_received",
-            "Registry notification events received, by action and outcome "
-            "(recorded, duplicate, unauthorized, invalid, error).",
-            ["action", "outcome"],
+            "Registry events received, by source format, action and outcome "
+            "(recorded, duplicate: deduplicated, unauthorized, invalid, error).",
+            ["source", "action", "outcome"],
             registry=registry,
         )
         self._processed = Counter(
             f"{METRIC_PREFIX}webhook_events_processed",
-            "Recorded registry events processed, by action and outcome "
-            "(pushed, pulled, ignored, deferred: waiting for OPA, failed: retried later, "
-            "dead: failed its last attempt and dead-lettered).",
-            ["action", "outcome"],
+            "Recorded registry events processed, by source format, action and outcome "
+            "(pushed, pulled, deleted: removals planned, rescanned: re-decided, ignored, "
+            "deferred: waiting for OPA, failed: retried later, dead: dead-lettered).",
+            ["source", "action", "outcome"],
+            registry=registry,
+        )
+        self._lag = Histogram(
+            f"{METRIC_PREFIX}webhook_event_lag_seconds",
+            "From the registry's event time to the sidecar's decision on it, by source format "
+            "(events whose format carries no time are not observed).",
+            ["source"],
+            buckets=_LAG_BUCKETS,
             registry=registry,
         )
         self._inbox = Gauge(
@@ -44,13 +56,21 @@ class WebhookMetrics:
             registry=registry,
         )
 
-    def received(self, action: str, outcome: ReceiveOutcome, count: int = 1) -> None:
+    def received(
+        self, action: str, outcome: ReceiveOutcome, count: int = 1, *, source: str = "distribution"
+    ) -> None:
         """Count ``count`` received events; ``action`` is "unknown" when the body was unreadable."""
-        self._received.labels(action=action or "unknown", outcome=outcome).inc(count)
+        self._received.labels(source=source, action=action or "unknown", outcome=outcome).inc(count)
 
-    def processed(self, action: str, outcome: ProcessOutcome) -> None:
+    def processed(
+        self, action: str, outcome: ProcessOutcome, *, source: str = "distribution"
+    ) -> None:
         """Count one processed event."""
-        self._processed.labels(action=action or "unknown", outcome=outcome).inc()
+        self._processed.labels(source=source, action=action or "unknown", outcome=outcome).inc()
+
+    def lag(self, source: str, seconds: float) -> None:
+        """Observe one event's lag from its event time to its decision."""
+        self._lag.labels(source=source).observe(max(0.0, seconds))
 
     def inbox(self, counts: Mapping[str, int]) -> None:
         """Set the inbox gauge from ``counts`` by state (pending, retrying, dead)."""
