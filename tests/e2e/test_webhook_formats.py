@@ -25,7 +25,7 @@ import yaml
 from sidecar.config import load_config
 from sidecar.model.jobs import Job
 from sidecar.oci import RegistryClients
-from tests.support.images import push_image, push_scan_attestation, scanned_labels
+from tests.support.images import push_image, push_scan_attestation
 from tests.support.ports import free_port
 from tests.support.registry import RegistryServer, registry_server
 from tests.support.security import metric_value

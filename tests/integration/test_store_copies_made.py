@@ -48,7 +48,10 @@ async def test_only_the_sidecars_succeeded_real_copies_of_that_source_are_found(
     await _run(store, [_spec("edge", "dev-1", source_registry="other")], JobState.SUCCEEDED)
 
     by_tag = await store.copies_made("harbor", "library/app", tag="dev-1")
-    assert by_tag == [(D1, "dev-us", "library/app", "dev-1"), (D1, "prod-us", "library/app", "dev-1")]
+    assert by_tag == [
+        (D1, "dev-us", "library/app", "dev-1"),
+        (D1, "prod-us", "library/app", "dev-1"),
+    ]
     by_digest = await store.copies_made("harbor", "library/app", digest=D2)
     assert by_digest == [(D2, "dev-us", "library/app", "dev-2")]
     both = await store.copies_made("harbor", "library/app", tag="dev-2", digest=D1)
