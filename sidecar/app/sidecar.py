@@ -612,6 +612,7 @@ class Sidecar:
             parts.store,
             self.config.registries,
             secret=webhook.secret,
+            source_secrets={str(k): v for k, v in webhook.source_secrets.items()},
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
             on_push=on_push,

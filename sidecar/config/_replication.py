@@ -80,6 +80,10 @@ PropagateDeletes = Annotated[
 ]
 
 
+# The webhook formats a ``webhook.source_secrets`` entry may name.
+_Source = Literal["distribution", "harbor", "hub", "quay", "github"]
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """The registry-notification endpoint; off unless ``listen`` is set (``secret`` then required)."""
@@ -97,6 +101,11 @@ class WebhookSettings:
     # it (delete jobs, re-checked when they run), "dry-run" lists those delete jobs without
     # running them, "off" leaves every copy in place.
     propagate_deletes: PropagateDeletes = "off"
+    # A secret for one source format alone (else ``secret``): Docker Hub and Quay carry theirs in
+    # the URL, where a proxy may log it; a leaked one then opens no other endpoint.
+    source_secrets: Annotated[Mapping[_Source, Secret], AfterValidator(frozen)] = field(
+        default_factory=dict, repr=False
+    )
 
 
 _Days = Annotated[Number, Field(ge=0)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 from opentelemetry import trace
@@ -107,6 +107,7 @@ class WebhookServer:
         *,
         secret: str,
         on_push: OnPush,
+        source_secrets: Mapping[str, str] | None = None,
         on_delete: OnDelete | None = None,
         on_rescan: OnRescan | None = None,
         host: str = "127.0.0.1",
@@ -115,12 +116,14 @@ class WebhookServer:
         retry_interval_s: float = 5.0,
         max_attempts: int = 10,
     ) -> None:
-        """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared Bearer token."""
+        """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared secret every
+        source proves, unless ``source_secrets`` gives that source its own."""
         if not secret:
             raise ConfigError("webhooks.secret", "must not be empty: notifications need a secret")
         self._store = store
         self._registries = tuple(registries)
         self._secret = secret
+        self._source_secrets = {k: v for k, v in (source_secrets or {}).items() if v}
         self._host = host
         self._port = port
         self._metrics = WebhookMetrics(metrics_registry or CollectorRegistry())
@@ -200,7 +203,8 @@ class WebhookServer:
             return web.json_response({"recorded": recorded})
 
     async def _receive(self, source: str, request: web.Request) -> int:
-        events = _READERS[source](request, await request.read(), self._secret)
+        secret = self._source_secrets.get(source, self._secret)
+        events = _READERS[source](request, await request.read(), secret)
         # Attribute every event before recording any, so a 400 never leaves half a request behind.
         attributed = [(self._attribute(source, request, e), e) for e in events]
         recorded = 0

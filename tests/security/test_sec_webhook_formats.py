@@ -191,3 +191,22 @@ async def test_event_types_the_sidecar_does_not_act_on_are_acknowledged_not_queu
         assert (status, answer) == (200, {"recorded": 0})
         await _nothing_recorded(running)
         await assert_serving(running)
+
+
+async def test_a_url_token_of_its_own_opens_only_its_own_endpoint(
+    config: tuple[dict[str, Any], str], tmp_path: Path
+) -> None:
+    """Docker Hub's token travels in the URL (proxy logs): with ``source_secrets`` a leaked one
+    opens no other endpoint, and the shared secret no longer opens Hub's."""
+    doc, url = config
+    doc["policy"]["replication"]["webhook"]["source_secrets"] = {"hub": "hub-only-token"}
+    async with attacked_sidecar(doc, tmp_path) as running:
+        hub = hub_push("team/app", "dev-1")
+        query = {"registry": "ci"}
+        assert (await post_format(url, "hub", SECRET, hub, query=query))[0] == 401
+        assert (await post_format(url, "harbor", "hub-only-token", _harbor()))[0] == 401
+        await _nothing_recorded(running)
+        status, answer = await post_format(url, "hub", "hub-only-token", hub, query=query)
+        assert (status, answer) == (200, {"recorded": 1})
+        assert (await post_format(url, "harbor", SECRET, _harbor()))[0] == 200
+        await assert_serving(running)
