@@ -177,6 +177,7 @@ class WebhookProcessor:
                         "webhook event dead-lettered: not retried any more",
                         event_id=event_id,
                         action=action,
+                        source=event.source if event else "unknown",
                         attempts=self._max_attempts,
                         problem=problem,
                     )
@@ -186,6 +187,7 @@ class WebhookProcessor:
                     "webhook event processing failed; will retry",
                     event_id=event_id,
                     action=action,
+                    source=event.source if event else "unknown",
                     problem=problem,
                 )
                 self._count(event, "failed")

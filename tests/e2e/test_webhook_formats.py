@@ -178,6 +178,12 @@ async def _drained(running: RunningSidecar) -> None:
     await _until(idle, "the inbox and the job queue to drain")
 
 
+async def _at_least(
+    running: RunningSidecar, name: str, labels: Mapping[str, str], want: float
+) -> bool:
+    return await metric_value(running, name, labels) >= want
+
+
 def _fresh_scan() -> str:
     return f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"
 
@@ -361,3 +367,31 @@ async def test_hub_quay_github_and_gitlab_payloads_each_copy_their_image(
         for source in ("hub", "quay", "github"):
             labels = {"source": source, "outcome": "pushed"}
             assert await metric_value(running, PROCESSED, labels) == 1, source
+
+
+async def test_a_real_distribution_manifest_delete_removes_the_sidecars_copy(
+    world: World, clients: RegistryClients
+) -> None:
+    """``notary`` notifies the sidecar itself: its push copies, its manifest delete propagates."""
+    notary = clients.get("notary")
+    async with running_sidecar(world.config("run", propagate_deletes="on")) as running:
+        image = await push_image(notary, "team/tool", tag="dev-8", seed=17)
+        await _copied(clients, "dev-us", "team/tool", image.digest)
+        await _drained(running)
+        await notary.delete_manifest("team/tool", image.digest)
+
+        async def removed() -> bool:
+            return not await _holds(clients, "dev-us", "team/tool", image.digest)
+
+        await _until(removed, "the copy in dev-us to be deleted after the source's delete event")
+        # Distribution sends a delete for the manifest and one per tag it had: both name the
+        # same copy, which is one delete job.
+        labels = {"source": "distribution", "action": "delete", "outcome": "deleted"}
+        await _until(
+            lambda: _at_least(running, PROCESSED, labels, 2), "both delete events to be processed"
+        )
+        await _drained(running)
+        deletes = [j for j in await _jobs(running) if j.spec.kind == "propagate-delete"]
+        assert [(j.destination, j.state.value) for j in deletes] == [
+            ("dev-us/team/tool:dev-8", "succeeded")
+        ]
