@@ -156,7 +156,7 @@ def _well_formed(events: tuple[RegistryEvent, ...]) -> None:
 
 
 @pytest.mark.parametrize("source", sorted(_PARSERS))
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(data=st.data())
 def test_parsers_return_events_or_reject_with_400(source: str, data: st.DataObject) -> None:
     bodies, parse = _PARSERS[source]
@@ -198,7 +198,7 @@ async def _post(running: RunningSidecar, source: str, body: bytes) -> tuple[int,
 
 @in_module_loop
 @pytest.mark.parametrize("source", sorted(_PARSERS))
-@settings(max_examples=examples(25))
+@settings(max_examples=examples(10))
 @given(data=st.data())
 async def test_endpoints_answer_events_or_400_and_recorded_events_drain(
     sidecar: RunningSidecar, source: str, data: st.DataObject
