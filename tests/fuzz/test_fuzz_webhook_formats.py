@@ -156,7 +156,7 @@ def _well_formed(events: tuple[RegistryEvent, ...]) -> None:
 
 
 @pytest.mark.parametrize("source", sorted(_PARSERS))
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(80))
 @given(data=st.data())
 def test_parsers_return_events_or_reject_with_400(source: str, data: st.DataObject) -> None:
     bodies, parse = _PARSERS[source]
