@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from sidecar.api.server import BoundListener, GrpcServer
 from sidecar.app.bundle import LocalBundle, build_local_bundle
 from sidecar.app.candidate import spare_opa
+from sidecar.app.events import event_handlers
 from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
@@ -26,10 +27,9 @@ from sidecar.bundles.server import BundleServer
 from sidecar.config import Config, Cron, is_loopback
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, check_request_facts, trust_of, validate_request
-from sidecar.errors import PolicyUnavailable
 from sidecar.fallback.modes import Fallback
 from sidecar.masking import RecordMask
-from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.model.decision import DecideRequest
 from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.resilient import resilient_engine
 from sidecar.policy.revisions import RevisionWatcher, watch_revisions
@@ -48,11 +48,9 @@ from sidecar.reconcile import (
     scheduled,
     waiter,
 )
-from sidecar.reconcile.propagate import DeletePropagator
 from sidecar.records import DecisionRecords
 from sidecar.replicate.backlog import PolicyBacklog, policy_backlog
 from sidecar.replicate.redecide import RevisionGuard
-from sidecar.replicate.rescan import Rescanner
 from sidecar.replicate.service import ReplicationService
 from sidecar.sensitive.runtime import (
     SensitiveRuntime,
@@ -591,41 +589,18 @@ class Sidecar:
         if not webhook.listen or self.parts is None:
             return
 
-        async def on_push(image: ImageRef) -> None:
-            # A push is replicated exactly like a Replicate call (decide, then durable jobs).
-            # await_policy=False: the inbox keeps the event itself (below), one record is enough.
-            outcome = await replication.replicate(
-                DecideRequest(image=image, event="push"), await_policy=False
-            )
-            if outcome.result.degraded:
-                # A fail-mode answer is no verdict on the image (closed denies everything): the
-                # event stays pending and is decided again once OPA answers, so a push during an
-                # outage still gets the routes OPA wants. Jobs the fail mode queued are kept.
-                raise PolicyUnavailable(
-                    f"{image}: decided by fail mode {self.config.policy.fail_mode!r} "
-                    "while OPA is unavailable; the push is decided again when OPA answers"
-                )
-
-        parts = self.parts
+        handlers = event_handlers(self.config, replication, self.parts, self.telemetry)
         host, _, port = webhook.listen.rpartition(":")
         self.webhooks = WebhookServer(
-            parts.store,
+            self.parts.store,
             self.config.registries,
             secret=webhook.secret,
             source_secrets={str(k): v for k, v in webhook.source_secrets.items()},
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
-            on_push=on_push,
-            # A scan or referrer event decides the digest's images again (same path as a push).
-            on_rescan=Rescanner(parts.clients, on_push, mark=parts.referrer_marks.mark),
-            # A source deletion removes only the sidecar's own copies, as delete jobs.
-            on_delete=DeletePropagator(
-                parts.store,
-                mode=webhook.propagate_deletes,
-                sources=self.config.policy.reconcile.sources,
-                wake=parts.pool.wake,
-                metrics_registry=self.telemetry.metrics_registry,
-            ),
+            on_push=handlers.on_push,
+            on_rescan=handlers.on_rescan,
+            on_delete=handlers.on_delete,
             host=host,
             port=int(port),
             metrics_registry=self.telemetry.metrics_registry,
