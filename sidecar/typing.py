@@ -292,6 +292,13 @@ class Placements(Protocol):
         """Return (registry, repository) pairs a real copy of ``digest`` succeeded to."""
         ...
 
+    async def copies_made(
+        self, source_registry: str, source_repository: str, *, tag: str = "", digest: str = ""
+    ) -> list[tuple[str, str, str, str]]:
+        """Return (digest, destination registry, repository, tag) of the real copies the
+        sidecar made from that source repository at ``tag`` and/or ``digest`` ("" = any)."""
+        ...
+
 
 class HealthLedger(Protocol):
     """Where probed registry health is remembered across restarts."""

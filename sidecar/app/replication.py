@@ -12,14 +12,14 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidecar.app.health import open_monitor
 from sidecar.config import Config, job_store_url
 from sidecar.enrich.access import PullAccessSource
 from sidecar.enrich.ecr_scan import EcrScanSource
 from sidecar.enrich.pipeline import FactSource
-from sidecar.enrich.registry import RegistryFactSource
+from sidecar.enrich.registry import ReferrerMarks, RegistryFactSource
 from sidecar.errors import NotFound
 from sidecar.health.monitor import HealthMonitor
 from sidecar.model.decision import ImageRef
@@ -49,6 +49,8 @@ class ReplicationParts:
     store_url: str
     # The registry prober (not started; sidecar.app.health starts it), None when off.
     health: HealthMonitor | None = None
+    # Images whose referrers a registry event says changed: enrichment reads them again.
+    referrer_marks: ReferrerMarks = field(default_factory=ReferrerMarks)
 
     async def resolve_digest(self, image: ImageRef) -> str:
         """Return the digest ``image``'s tag points at now in its source registry (HEAD)."""
@@ -136,7 +138,9 @@ def registry_sources(config: Config, parts: ReplicationParts) -> tuple[FactSourc
     if not settings.registry_enrichment:
         return ()
     return (
-        RegistryFactSource(parts.clients, timeout_s=settings.enrich_timeout_s),
+        RegistryFactSource(
+            parts.clients, timeout_s=settings.enrich_timeout_s, marks=parts.referrer_marks
+        ),
         EcrScanSource(config.registries, timeout_s=settings.enrich_timeout_s),
         PullAccessSource(parts.store, window_s=settings.pull_window),
     )

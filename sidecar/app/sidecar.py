@@ -15,7 +15,13 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from sidecar.api.server import BoundListener, GrpcServer
 from sidecar.app.bundle import LocalBundle, build_local_bundle
 from sidecar.app.candidate import spare_opa
-from sidecar.app.events import SqsRuntime, inbox_processor, sqs_pollers
+from sidecar.app.events import (
+    EventHandlers,
+    SqsRuntime,
+    event_handlers,
+    inbox_processor,
+    sqs_pollers,
+)
 from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
 from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
@@ -27,10 +33,9 @@ from sidecar.bundles.server import BundleServer
 from sidecar.config import Config, Cron, is_loopback
 from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, check_request_facts, trust_of, validate_request
-from sidecar.errors import PolicyUnavailable
 from sidecar.fallback.modes import Fallback
 from sidecar.masking import RecordMask
-from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.model.decision import DecideRequest
 from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.opa_observability import distributed_tracing_args
 from sidecar.policy.resilient import resilient_engine
@@ -64,7 +69,7 @@ from sidecar.sensitive.runtime import (
 from sidecar.telemetry import MetricsServer, Telemetry, get_logger
 from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
-from sidecar.webhooks import OnPush, WebhookServer
+from sidecar.webhooks import WebhookServer
 
 __all__ = [
     "PolicyRuntime",
@@ -402,8 +407,7 @@ class Sidecar:
             self.revision_trigger = self._on_revision(self.parts)
             if self.revision_trigger is not None:
                 self._stack.push_async_callback(self.revision_trigger.close)
-            await self._start_webhooks(self.replication)
-            await self._start_sqs(self.replication)
+            await self._start_events(self.parts, self.replication)
             gate = await self._stack.enter_async_context(
                 data_plane_gate(
                     self.config,
@@ -596,39 +600,32 @@ class Sidecar:
         await self.metrics.start()
         self._stack.push_async_callback(self.metrics.stop)
 
-    def _on_push(self, replication: ReplicationService) -> OnPush:
-        """What a recorded push event does: decide and queue jobs, like a Replicate call."""
+    async def _start_events(self, parts: ReplicationParts, replication: ReplicationService) -> None:
+        """The inbox's sources (webhook endpoints, SQS queues) and the one processor draining it."""
+        settings = self.config.policy.replication
+        if not settings.webhook.listen and not settings.sqs:
+            return
+        # Built once per process: the handlers register the propagation metric.
+        handlers = event_handlers(self.config, replication, parts, self.telemetry)
+        await self._start_webhooks(parts, handlers)
+        await self._start_sqs(parts, handlers)
 
-        async def on_push(image: ImageRef) -> None:
-            # A push is replicated exactly like a Replicate call (decide, then durable jobs).
-            # await_policy=False: the inbox keeps the event itself (below), one record is enough.
-            outcome = await replication.replicate(
-                DecideRequest(image=image, event="push"), await_policy=False
-            )
-            if outcome.result.degraded:
-                # A fail-mode answer is no verdict on the image (closed denies everything): the
-                # event stays pending and is decided again once OPA answers, so a push during an
-                # outage still gets the routes OPA wants. Jobs the fail mode queued are kept.
-                raise PolicyUnavailable(
-                    f"{image}: decided by fail mode {self.config.policy.fail_mode!r} "
-                    "while OPA is unavailable; the push is decided again when OPA answers"
-                )
-
-        return on_push
-
-    async def _start_webhooks(self, replication: ReplicationService) -> None:
+    async def _start_webhooks(self, parts: ReplicationParts, handlers: EventHandlers) -> None:
         webhook = self.config.policy.replication.webhook
-        if not webhook.listen or self.parts is None:
+        if not webhook.listen:
             return
         host, _, port = webhook.listen.rpartition(":")
         self.webhooks = WebhookServer(
-            self.parts.store,
+            parts.store,
             self.config.registries,
             secret=webhook.secret,
+            source_secrets={str(k): v for k, v in webhook.source_secrets.items()},
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
             pubsub=webhook.pubsub,
-            on_push=self._on_push(replication),
+            on_push=handlers.on_push,
+            on_rescan=handlers.on_rescan,
+            on_delete=handlers.on_delete,
             host=host,
             port=int(port),
             metrics_registry=self.telemetry.metrics_registry,
@@ -636,19 +633,19 @@ class Sidecar:
         await self.webhooks.start()
         self._stack.push_async_callback(self.webhooks.stop)
 
-    async def _start_sqs(self, replication: ReplicationService) -> None:
+    async def _start_sqs(self, parts: ReplicationParts, handlers: EventHandlers) -> None:
         """Poll the SQS sources into the inbox (its processor: the endpoint's, else our own)."""
-        if not self.config.policy.replication.sqs or self.parts is None:
+        if not self.config.policy.replication.sqs:
             return
         registry = self.telemetry.metrics_registry
         if self.webhooks is not None:
             processor = self.webhooks.processor
         else:
             processor = await self._stack.enter_async_context(
-                inbox_processor(self.config, self.parts.store, self._on_push(replication), registry)
+                inbox_processor(self.config, parts.store, handlers, registry)
             )
         self.sqs = await self._stack.enter_async_context(
-            sqs_pollers(self.config, self.parts.store, wake=processor.wake, registry=registry)
+            sqs_pollers(self.config, parts.store, wake=processor.wake, registry=registry)
         )
 
     def _readiness(self) -> tuple[bool, str]:

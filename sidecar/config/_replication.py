@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from sidecar.config._model import (
     Bool,
@@ -69,6 +69,23 @@ class RetrySettings:
     max_s: Annotated[Number, Field(ge=0)] = 60.0
 
 
+def _propagate(value: object) -> object:
+    # YAML reads a bare on/off/true/false as a bool: each means the obvious mode.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+PropagateDeletes = Annotated[
+    Literal["off", "dry-run", "on"],
+    BeforeValidator(_propagate, json_schema_input_type=Literal["off", "dry-run", "on"] | bool),
+]
+
+
+# The webhook formats a ``webhook.source_secrets`` entry may name.
+_Source = Literal["distribution", "harbor", "hub", "quay", "github"]
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """The registry-notification endpoint; off unless ``listen`` is set (``secret`` then required)."""
@@ -84,6 +101,15 @@ class WebhookSettings:
     max_attempts: _Positive = 10
     # Artifact Registry / GCR events through Pub/Sub (push endpoint and/or pull subscription).
     pubsub: PubSubSettings | None = None
+    # A tag (or digest) deleted at a source: "on" removes the copies the sidecar itself made of
+    # it (delete jobs, re-checked when they run), "dry-run" lists those delete jobs without
+    # running them, "off" leaves every copy in place.
+    propagate_deletes: PropagateDeletes = "off"
+    # A secret for one source format alone (else ``secret``): Docker Hub and Quay carry theirs in
+    # the URL, where a proxy may log it; a leaked one then opens no other endpoint.
+    source_secrets: Annotated[Mapping[_Source, Secret], AfterValidator(frozen)] = field(
+        default_factory=dict, repr=False
+    )
 
 
 _Days = Annotated[Number, Field(ge=0)]

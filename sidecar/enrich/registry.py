@@ -33,6 +33,7 @@ __all__ = [
     "ANNOTATION_ATTESTED",
     "ANNOTATION_SBOM",
     "ANNOTATION_SIGNED",
+    "ReferrerMarks",
     "RegistryFactSource",
 ]
 
@@ -97,6 +98,29 @@ def _platform(value: Any) -> str:
     return "/".join(p for p in parts if p)
 
 
+class ReferrerMarks:
+    """Images whose referrers changed (a scan or referrer event said so): read them again.
+
+    Shared by the webhook processor (which marks) and every :class:`RegistryFactSource` (which
+    re-reads referrers cached before the mark), so a re-decision right after a new attestation
+    sees it instead of waiting out ``referrers_ttl_s``. Bounded: the oldest marks go first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        """Keep at most ``size`` marks."""
+        self._marks: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._size = size
+
+    def mark(self, registry: str, repository: str, digest: str) -> None:
+        """Say the referrers of ``registry/repository@digest`` changed now."""
+        _remember(self._marks, (registry, repository, digest), time.monotonic(), self._size)
+
+    def changed_since(self, key: tuple[str, str, str], fetched: float) -> bool:
+        """Whether ``key``'s referrers were marked changed after ``fetched`` (monotonic)."""
+        marked = self._marks.get(key)
+        return marked is not None and marked >= fetched
+
+
 class RegistryFactSource:
     """A FactSource reading image facts from the source registry through ``clients.get(name)``."""
 
@@ -112,8 +136,11 @@ class RegistryFactSource:
         # facts are a few labels per digest, so 16k entries stay within a few tens of MiB.
         cache_size: int = 16_384,
         referrers_ttl_s: float = 30.0,
+        marks: ReferrerMarks | None = None,
     ) -> None:
-        """Read through ``clients`` (a RegistryClients); every registry call gets ``timeout_s``."""
+        """Read through ``clients`` (a RegistryClients); every registry call gets ``timeout_s``;
+        referrers ``marks`` says changed are read again whatever their age."""
+        self._marks = marks
         self._clients = clients
         self._timeout_s = timeout_s
         self._cache_size = cache_size
@@ -151,7 +178,11 @@ class RegistryFactSource:
         _remember(self._content, key, content, self._cache_size)
         warnings: list[str] = []
         referrers = self._referrers.get(key)
-        if referrers is None or time.monotonic() - referrers.fetched > self._referrers_ttl_s:
+        if (
+            referrers is None
+            or time.monotonic() - referrers.fetched > self._referrers_ttl_s
+            or (self._marks is not None and self._marks.changed_since(key, referrers.fetched))
+        ):
             try:
                 referrers = await self._read_referrers(client, ref.repository, digest)
                 _remember(self._referrers, key, referrers, self._cache_size)

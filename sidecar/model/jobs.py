@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "DELETE_KINDS",
     "JOB_KINDS",
     "TERMINAL_STATES",
     "CopyPlan",
@@ -41,8 +42,12 @@ TERMINAL_STATES: frozenset[JobState] = frozenset(
 )
 
 
-#: What a job does: copy an image to a destination, or delete it there.
-JOB_KINDS: tuple[str, ...] = ("copy", "delete")
+#: What a job does: copy an image to a destination, or delete it there (``delete``: a removal
+#: the policy asked for, the source still present; ``propagate-delete``: the source tag or
+#: digest was deleted, so the copy the sidecar made of it goes too).
+JOB_KINDS: tuple[str, ...] = ("copy", "delete", "propagate-delete")
+#: The kinds that delete (run by :class:`~sidecar.typing.Deleter`, never copied or planned).
+DELETE_KINDS: frozenset[str] = frozenset({"delete", "propagate-delete"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +68,9 @@ class JobSpec:
     decision_id: str = ""
     bundle_revision: str = ""
     dry_run: bool = False
-    # "copy" (the default) or "delete": remove ``digest`` at the destination tag (the
-    # reconciler's removals and cleanups, sidecar.replicate.delete).
+    # "copy" (the default), "delete": remove ``digest`` at the destination tag (the
+    # reconciler's removals and cleanups, sidecar.replicate.delete), or "propagate-delete": the
+    # same once the source no longer holds it (a deletion propagated from a registry event).
     kind: str = "copy"
     # The route's rank (1 = first): jobs run by priority, then rank, then age.
     rank: int = 0

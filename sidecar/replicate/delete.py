@@ -6,6 +6,10 @@ moment it acts, what the reconciler checked when it planned:
 
 * never a source registry (``policy.reconcile.sources``);
 * never while the source cannot be read: its existence is unknown;
+* ``delete`` (a removal the policy asked for): never once the source image is gone, its copies
+  are left as they are; ``propagate-delete`` (the source deleted it, ``propagate_deletes``): the
+  inverse, never while the source still holds the digest at the job's tag (a re-push: the copy
+  stays);
 * never a tag that holds another digest than the job's: someone else's write (the job fails,
   naming it); an absent tag is already done (the job succeeds: idempotent, nothing twice);
 * by digest only when no other tag of the repository points at it, else the tag alone (a
@@ -49,16 +53,10 @@ class ImageDeleter:
                 spec.destination_registry == spec.source_registry
             ):
                 raise RemovalRefused(f"{where}: never removed from a source registry")
-            source = self._clients.get(spec.source_registry)
-            try:
-                found = await source.head_manifest(spec.source_repository, spec.digest)
-            except RegistryError as exc:
-                raise RemovalRefused(
-                    f"{where}: the source {spec.source_registry}/{spec.source_repository}"
-                    f"@{spec.digest} cannot be read ({exc.message}): nothing is removed"
-                ) from exc
-            if found is None:
-                raise RemovalRefused(f"{where}: the source image is gone: nothing is removed")
+            if spec.kind == "propagate-delete":
+                await self._source_deleted(spec, where)
+            else:
+                await self._source_present(spec, where)
             client = self._clients.get(spec.destination_registry)
             held = await client.head_manifest(spec.destination_repository, spec.tag)
             deleted = 0
@@ -71,6 +69,37 @@ class ImageDeleter:
                 deleted = 1
         # A delete moves nothing: manifests_pushed counts the manifests it deleted (0: already gone).
         return CopyResult(spec.digest, 0, 0, 0, 0, deleted, 0, tally[0])
+
+    async def _source_present(self, spec: JobSpec, where: str) -> None:
+        source = self._clients.get(spec.source_registry)
+        try:
+            found = await source.head_manifest(spec.source_repository, spec.digest)
+        except RegistryError as exc:
+            raise RemovalRefused(
+                f"{where}: the source {spec.source_registry}/{spec.source_repository}"
+                f"@{spec.digest} cannot be read ({exc.message}): nothing is removed"
+            ) from exc
+        if found is None:
+            raise RemovalRefused(f"{where}: the source image is gone: nothing is removed")
+
+    async def _source_deleted(self, spec: JobSpec, where: str) -> None:
+        """Refuse unless the source no longer holds ``spec.digest`` under ``spec.tag``."""
+        source = self._clients.get(spec.source_registry)
+        origin = f"{spec.source_registry}/{spec.source_repository}"
+        try:
+            found = await source.head_manifest(spec.source_repository, spec.digest)
+            if found is not None and spec.tag:
+                found = await source.head_manifest(spec.source_repository, spec.tag)
+        except RegistryError as exc:
+            raise RemovalRefused(
+                f"{where}: the source {origin} cannot be read ({exc.message}): whether it was "
+                "deleted is unknown, nothing is removed"
+            ) from exc
+        if found is not None and found.digest == spec.digest:
+            raise RemovalRefused(
+                f"{where}: the source {origin} still holds {spec.digest}"
+                f"{' at ' + spec.tag if spec.tag else ''} (pushed again?): the copy stays"
+            )
 
     async def _delete(self, *, client_name: str, spec: JobSpec) -> None:
         client = self._clients.get(client_name)

@@ -24,7 +24,7 @@ from sidecar.errors import (
     SidecarError,
     TagSuperseded,
 )
-from sidecar.model.jobs import CopyProgress, CopyResult, Job, JobState
+from sidecar.model.jobs import DELETE_KINDS, CopyProgress, CopyResult, Job, JobState
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import Copier, Deleter, JobQueue, Redecider, RegistryHealthView
@@ -307,7 +307,7 @@ class WorkerPool:
         return JobState.PARKED.value
 
     async def _plan(self, job: Job) -> str:
-        if job.spec.kind == "delete":  # a dry run deletes nothing, whatever the job says
+        if job.spec.kind in DELETE_KINDS:  # a dry run deletes nothing, whatever the job says
             await self._write(self.store.finish(job.job_id, self.worker_id, JobState.SKIPPED))
             self._metrics.finished.labels(JobState.SKIPPED.value).inc()
             return JobState.SKIPPED.value
@@ -323,7 +323,7 @@ class WorkerPool:
         return JobState.SKIPPED.value
 
     async def _copy(self, job: Job) -> str:
-        if job.spec.kind == "delete":
+        if job.spec.kind in DELETE_KINDS:
             return await self._delete(job)
         progress = _Progress(self, job)
         result = await self._copier.copy(job.spec, progress.report)

@@ -435,6 +435,17 @@ class SqlJobStore:
         async with self._tx() as tx:
             return await recovery.placements(tx, digest)
 
+    async def copies_made(
+        self, source_registry: str, source_repository: str, *, tag: str = "", digest: str = ""
+    ) -> list[tuple[str, str, str, str]]:
+        """Return (digest, destination registry, repository, tag) of the real copies this
+        sidecar made from ``source_registry/source_repository`` at ``tag`` and/or ``digest``."""
+        await self.open()
+        async with self._tx() as tx:
+            return await recovery.copies_made(
+                tx, source_registry, source_repository, tag=tag, digest=digest
+            )
+
     async def health_states(self) -> dict[str, bool]:
         """Return the remembered health of every registry ever reached."""
         await self.open()

@@ -17,6 +17,7 @@ from sidecar.store._protocols import Tx
 
 __all__ = [
     "RECOVERY_SCHEMA",
+    "copies_made",
     "defer",
     "health_states",
     "park",
@@ -205,6 +206,26 @@ async def placements(tx: Tx, digest: str) -> list[tuple[str, str]]:
         [digest],
     )
     return [(str(r[0]), str(r[1])) for r in rows]
+
+
+async def copies_made(
+    tx: Tx, source_registry: str, source_repository: str, *, tag: str, digest: str
+) -> list[tuple[str, str, str, str]]:
+    """Return (digest, destination registry, repository, tag) of the real copies made from
+    ``source_registry/source_repository`` at ``tag`` and/or ``digest`` ("" matches any)."""
+    where = "source_registry = ? AND source_repository = ?"
+    params = [source_registry, source_repository]
+    if tag:
+        where, params = f"{where} AND tag = ?", [*params, tag]
+    if digest:
+        where, params = f"{where} AND digest = ?", [*params, digest]
+    rows = await tx.fetch(
+        "SELECT DISTINCT digest, destination_registry, destination_repository, tag FROM jobs "
+        f"WHERE {where} AND state = 'succeeded' AND dry_run = 0 AND kind = 'copy' "
+        "ORDER BY destination_registry, destination_repository, tag, digest",
+        params,
+    )
+    return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
 
 async def health_states(tx: Tx) -> dict[str, bool]:

@@ -20,6 +20,7 @@ from sidecar.config import RegistryConfig, endpoint_host
 from sidecar.errors import WebhookRejected
 
 __all__ = [
+    "ACTIONS",
     "ENVELOPE_MEDIA_TYPE",
     "MANIFEST_MEDIA_TYPES",
     "RegistryEvent",
@@ -44,13 +45,26 @@ MANIFEST_MEDIA_TYPES = frozenset(
     }
 )
 
+#: The actions the processor acts on (any other is recorded and ignored): ``push`` replicates a
+#: tagged manifest (a push by digest or of a referrer re-decides its subject), ``pull`` counts a
+#: pull, ``delete`` propagates a source deletion (``propagate_deletes``), ``scan`` re-decides.
+ACTIONS = ("push", "pull", "delete", "scan")
+
 # An explicit default port must still match an endpoint written without one.
 _DEFAULT_PORTS = (":443", ":80")
 
 
 @dataclass(frozen=True, slots=True)
 class RegistryEvent:
-    """One notification event, reduced to what the sidecar acts on (plus the raw object)."""
+    """One registry event in the sidecar's own terms, whatever format it arrived in.
+
+    ``source`` names the format (``distribution``, ``harbor``, ``hub``, ``quay``, ``github``, and
+    the pollers' ``ecr`` and ``pubsub``); ``action`` is one of :data:`ACTIONS` (others are
+    ignored). ``id`` deduplicates: the same id is recorded once. ``occurred_at`` (RFC3339, may be
+    empty) is when the registry says it happened, for the event-to-decision lag metric.
+    ``media_type`` is empty when the format does not say (every non-Distribution source: they
+    only ever report manifests). ``raw`` is the Distribution event object as sent.
+    """
 
     id: str
     action: str
@@ -62,15 +76,40 @@ class RegistryEvent:
     request_host: str = ""
     source_addr: str = ""
     raw: Mapping[str, Any] | None = None
+    source: str = "distribution"
+    occurred_at: str = ""
 
     @property
     def is_manifest(self) -> bool:
-        """True when the target is a manifest (an image or index), not a blob."""
+        """True when the target is a manifest (an image or index), not a blob.
+
+        Distribution says so by media type, except for deletes, which carry none (a manifest
+        and a blob delete look alike; a blob digest matches no copy, so it is harmless). Other
+        formats only report images.
+        """
+        if self.source != "distribution" or (self.action == "delete" and not self.media_type):
+            return True
         return self.media_type in MANIFEST_MEDIA_TYPES
 
     def to_json(self) -> dict[str, Any]:
-        """Return the raw event object (what the registry sent)."""
+        """Return the raw event object (what the registry sent; Distribution events only)."""
         return dict(self.raw or {})
+
+    def normalised(self) -> dict[str, str]:
+        """Return the event's fields (not ``raw``) as a JSON object: its stored form."""
+        return {
+            "id": self.id,
+            "action": self.action,
+            "repository": self.repository,
+            "media_type": self.media_type,
+            "digest": self.digest,
+            "tag": self.tag,
+            "url": self.url,
+            "request_host": self.request_host,
+            "source_addr": self.source_addr,
+            "source": self.source,
+            "occurred_at": self.occurred_at,
+        }
 
 
 def check_secret(authorization: str | None, secret: str) -> None:
@@ -111,6 +150,7 @@ def _event(obj: object, where: str) -> RegistryEvent:
     target = _section(obj, "target", where)
     request = _section(obj, "request", where)
     source = _section(obj, "source", where)
+    timestamp = obj.get("timestamp")
     return RegistryEvent(
         id=_text(obj, "id", where, required=True),
         action=_text(obj, "action", where, required=True),
@@ -122,7 +162,21 @@ def _event(obj: object, where: str) -> RegistryEvent:
         request_host=_text(request, "host", f"{where}.request"),
         source_addr=_text(source, "addr", f"{where}.source"),
         raw=obj,
+        occurred_at=timestamp if isinstance(timestamp, str) else "",
+        source=_raw_source(obj),
     )
+
+
+_RAW_SOURCES = ("distribution", "ecr", "pubsub")
+
+
+def _raw_source(obj: Mapping[str, Any]) -> str:
+    """The source of a raw-stored event: the SQS and Pub/Sub parsers keep their message beside a
+    Distribution-shaped event (under ``ecr`` / ``pubsub``), so metrics and logs can name it."""
+    for source in _RAW_SOURCES[1:]:
+        if isinstance(obj.get(source), dict):
+            return source
+    return "distribution"
 
 
 def parse_envelope(body: bytes) -> tuple[RegistryEvent, ...]:
@@ -142,8 +196,50 @@ def parse_envelope(body: bytes) -> tuple[RegistryEvent, ...]:
 
 
 def encode_stored(registry: str, event: RegistryEvent) -> bytes:
-    """Return the durable form of ``event``: the raw object plus the inventory registry it came from."""
-    return orjson.dumps({"registry": registry, "event": event.to_json()})
+    """Return the durable form of ``event`` plus the inventory registry it came from.
+
+    A Distribution event is kept as the registry sent it (the raw object); every other source's
+    event as its normalised fields (``"normalised"``), which is what a poller records too.
+    """
+    if event.source in _RAW_SOURCES and event.raw is not None:
+        return orjson.dumps({"registry": registry, "event": event.to_json()})
+    return orjson.dumps({"registry": registry, "normalised": event.normalised()})
+
+
+def _from_normalised(obj: object) -> RegistryEvent:
+    if not isinstance(obj, dict):
+        raise WebhookRejected("stored event: normalised must be an object", status=400)
+    f = {key: _text(obj, key, "normalised") for key in _NORMALISED}
+    if not f["id"] or not f["action"] or not f["repository"]:
+        raise WebhookRejected("stored event lacks its id, action or repository", status=400)
+    return RegistryEvent(
+        id=f["id"],
+        action=f["action"],
+        repository=f["repository"],
+        media_type=f["media_type"],
+        digest=f["digest"],
+        tag=f["tag"],
+        url=f["url"],
+        request_host=f["request_host"],
+        source_addr=f["source_addr"],
+        source=f["source"] or "unknown",
+        occurred_at=f["occurred_at"],
+    )
+
+
+_NORMALISED = (
+    "id",
+    "action",
+    "repository",
+    "media_type",
+    "digest",
+    "tag",
+    "url",
+    "request_host",
+    "source_addr",
+    "source",
+    "occurred_at",
+)
 
 
 def decode_stored(payload: bytes) -> tuple[str, RegistryEvent]:
@@ -154,6 +250,8 @@ def decode_stored(payload: bytes) -> tuple[str, RegistryEvent]:
         raise WebhookRejected(f"stored event is not JSON: {exc}", status=400) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("registry"), str):
         raise WebhookRejected("stored event has no registry name", status=400)
+    if "normalised" in doc:
+        return doc["registry"], _from_normalised(doc["normalised"])
     return doc["registry"], _event(doc.get("event"), "event")
 
 

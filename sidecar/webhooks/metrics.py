@@ -1,27 +1,23 @@
-"""Prometheus metrics of the registry webhook: events received and processed, by action and outcome,
-the inbox (events pending, retrying and dead-lettered), and the lag from event to decision."""
+"""Prometheus metrics of the registry webhooks, per source format: events received and processed,
+by action and outcome, the lag from the registry's event time to its decision, and the inbox:
+events pending, retrying and dead-lettered."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sidecar.enrich import parse_rfc3339
 from sidecar.telemetry import METRIC_PREFIX
-
-if TYPE_CHECKING:
-    from sidecar.webhooks.envelope import RegistryEvent
 
 __all__ = ["ProcessOutcome", "ReceiveOutcome", "WebhookMetrics"]
 
 ReceiveOutcome = Literal["recorded", "duplicate", "unauthorized", "invalid", "error"]
-ProcessOutcome = Literal["pushed", "pulled", "ignored", "deferred", "failed", "dead"]
-
-# Seconds: a webhook decides within a second or two; a queue backlog or an OPA outage, hours.
-_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+ProcessOutcome = Literal[
+    "pushed", "pulled", "deleted", "rescanned", "ignored", "deferred", "failed", "dead"
+]
+_LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 class WebhookMetrics:
@@ -31,17 +27,25 @@ class WebhookMetrics:
         """Register the webhook metric families in ``registry``."""
         self._received = Counter(
             f"{METRIC_PREFIX}webhook_events_received",
-            "Registry notification events received, by action and outcome "
-            "(recorded, duplicate, unauthorized, invalid, error).",
-            ["action", "outcome"],
+            "Registry events received, by source format, action and outcome "
+            "(recorded, duplicate: deduplicated, unauthorized, invalid, error).",
+            ["source", "action", "outcome"],
             registry=registry,
         )
         self._processed = Counter(
             f"{METRIC_PREFIX}webhook_events_processed",
-            "Recorded registry events processed, by action and outcome "
-            "(pushed, pulled, ignored, deferred: waiting for OPA, failed: retried later, "
-            "dead: failed its last attempt and dead-lettered).",
-            ["action", "outcome"],
+            "Recorded registry events processed, by source format, action and outcome "
+            "(pushed, pulled, deleted: removals planned, rescanned: re-decided, ignored, "
+            "deferred: waiting for OPA, failed: retried later, dead: dead-lettered).",
+            ["source", "action", "outcome"],
+            registry=registry,
+        )
+        self._lag = Histogram(
+            f"{METRIC_PREFIX}webhook_event_lag_seconds",
+            "From the registry's event time to the sidecar's decision on it, by source format "
+            "(events whose format carries no time are not observed).",
+            ["source"],
+            buckets=_LAG_BUCKETS,
             registry=registry,
         )
         self._inbox = Gauge(
@@ -51,38 +55,24 @@ class WebhookMetrics:
             ["state"],
             registry=registry,
         )
-        self._lag = Histogram(
-            f"{METRIC_PREFIX}webhook_event_lag_seconds",
-            "Seconds from a registry event (its timestamp) to the sidecar's decision on it, by "
-            "registry and how it came (webhook: a notification endpoint; sqs: an SQS source).",
-            ["registry", "via"],
-            buckets=_LAG_BUCKETS,
-            registry=registry,
-        )
 
-    def received(self, action: str, outcome: ReceiveOutcome, count: int = 1) -> None:
+    def received(
+        self, action: str, outcome: ReceiveOutcome, count: int = 1, *, source: str = "distribution"
+    ) -> None:
         """Count ``count`` received events; ``action`` is "unknown" when the body was unreadable."""
-        self._received.labels(action=action or "unknown", outcome=outcome).inc(count)
+        self._received.labels(source=source, action=action or "unknown", outcome=outcome).inc(count)
 
-    def processed(self, action: str, outcome: ProcessOutcome) -> None:
+    def processed(
+        self, action: str, outcome: ProcessOutcome, *, source: str = "distribution"
+    ) -> None:
         """Count one processed event."""
-        self._processed.labels(action=action or "unknown", outcome=outcome).inc()
+        self._processed.labels(source=source, action=action or "unknown", outcome=outcome).inc()
+
+    def lag(self, source: str, seconds: float) -> None:
+        """Observe one event's lag from its event time to its decision."""
+        self._lag.labels(source=source).observe(max(0.0, seconds))
 
     def inbox(self, counts: Mapping[str, int]) -> None:
         """Set the inbox gauge from ``counts`` by state (pending, retrying, dead)."""
         for state, count in counts.items():
             self._inbox.labels(state=state).set(count)
-
-    def decided(self, event: RegistryEvent, registry: str, now: datetime | None = None) -> None:
-        """Observe the lag of an event of ``registry`` (a configured name) from its timestamp."""
-        raw = event.raw or {}
-        stamp = raw.get("timestamp")
-        occurred = parse_rfc3339(stamp) if isinstance(stamp, str) else None
-        if occurred is None:
-            return
-        # The label takes only known values: a sender's own keys must not grow the series.
-        origin = raw.get("origin")
-        via = "sqs" if isinstance(origin, str) and origin.startswith("sqs:") else "webhook"
-        lag = ((now or datetime.now(UTC)) - occurred).total_seconds()
-        # A sender's clock ahead of ours is no negative wait.
-        self._lag.labels(registry=registry, via=via).observe(max(0.0, lag))

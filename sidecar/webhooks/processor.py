@@ -1,4 +1,13 @@
-"""Drains the durable webhook inbox: pushes of tagged manifests trigger ``on_push``, pulls count.
+"""Drains the durable webhook inbox: what each normalised event does, whatever its source.
+
+* ``push`` of a tagged manifest → ``on_push`` (decide and replicate). A push by digest alone or
+  of a cosign-style referrer tag (``sha256-<hex>.sig|.att``) → ``on_rescan``: a new signature or
+  scan attestation re-decides the images of its subject digest (a push by digest may be an
+  index child; ``on_rescan`` finds no subject then and does nothing).
+* ``scan`` (a scan finished: Harbor, ECR) → ``on_rescan`` for that digest (and tag, if given).
+* ``delete`` → ``on_delete``: the copies the sidecar made of the deleted tag or digest are
+  planned for removal (``propagate_deletes``; off: nothing).
+* ``pull`` → a pull count for ``input.access``.
 
 The endpoint records every event before acknowledging it; this processor is the only consumer.
 An event is completed only after its effect is persisted (``on_push`` returned, or the pull count
@@ -30,11 +39,19 @@ from sidecar.typing import InboxAndPulls
 from sidecar.webhooks.envelope import RegistryEvent, decode_stored
 from sidecar.webhooks.metrics import ProcessOutcome, WebhookMetrics
 
-__all__ = ["OnPush", "WebhookProcessor"]
+__all__ = ["OnDelete", "OnPush", "OnRescan", "WebhookProcessor"]
 
+#: Decide a pushed image and replicate it (idempotent by digest and destination).
 OnPush = Callable[[ImageRef], Awaitable[None]]
+#: Re-decide the images of ``image.digest`` (only ``image.tag`` when set); with ``referrer`` True
+#: the digest is a pushed manifest whose ``subject`` (if any) is the image to re-decide. Returns
+#: how many images were re-decided.
+OnRescan = Callable[[ImageRef, bool], Awaitable[int]]
+#: ``image`` (its tag, or its digest when no tag) was deleted at the source: plan the removal of
+#: the copies the sidecar made of it. Returns how many removals were planned.
+OnDelete = Callable[[ImageRef], Awaitable[int]]
 
-_REFERRER_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.[a-z]+)?")
+_REFERRER_TAG = re.compile(r"sha256-([0-9a-f]{64})(\.[a-z]+)?")
 
 _log = get_logger("sidecar.webhooks")
 _tracer = trace.get_tracer("sidecar.webhooks")
@@ -49,16 +66,21 @@ class WebhookProcessor:
         registries: Sequence[RegistryConfig],
         *,
         on_push: OnPush,
+        on_delete: OnDelete | None = None,
+        on_rescan: OnRescan | None = None,
         metrics: WebhookMetrics | None = None,
         retry_interval_s: float = 5.0,
         max_attempts: int = 10,
         batch: int = 100,
     ) -> None:
         """Process events of ``store``; ``retry_interval_s`` paces retries of failed events (the
-        first wait, doubled per failure) and ``max_attempts`` failures dead-letter an event."""
+        first wait, doubled per failure) and ``max_attempts`` failures dead-letter an event.
+        Without ``on_delete`` / ``on_rescan``, delete and scan events are ignored."""
         self._store = store
         self._registries = {r.name: r for r in registries}
         self._on_push = on_push
+        self._on_delete = on_delete
+        self._on_rescan = on_rescan
         self._metrics = metrics
         self._retry_interval_s = retry_interval_s
         self._max_attempts = max(1, max_attempts)
@@ -103,16 +125,15 @@ class WebhookProcessor:
 
     async def _process(self, event_id: str, payload: bytes) -> bool:
         action = "unknown"
+        event: RegistryEvent | None = None
         with _tracer.start_as_current_span("webhook.process") as span:
             span.set_attribute("webhook.event_id", event_id)
             try:
                 registry_name, event = decode_stored(payload)
                 action = event.action
                 span.set_attribute("webhook.action", action)
+                span.set_attribute("webhook.source", event.source)
                 outcome = await self._apply(registry_name, event)
-                if self._metrics is not None:
-                    known = registry_name if registry_name in self._registries else "unknown"
-                    self._metrics.decided(event, known)
             except WebhookRejected as exc:
                 # A stored event we cannot read will never become readable: drop it, loudly.
                 _log.error("unreadable webhook event dropped", event_id=event_id, problem=str(exc))
@@ -139,7 +160,7 @@ class WebhookProcessor:
                     max_attempts=self._max_attempts,
                     count=False,
                 )
-                self._count(action, "deferred")
+                self._count(event, "deferred")
                 return False
             except Exception as exc:
                 span.record_exception(exc)
@@ -156,22 +177,26 @@ class WebhookProcessor:
                         "webhook event dead-lettered: not retried any more",
                         event_id=event_id,
                         action=action,
+                        source=event.source if event else "unknown",
                         attempts=self._max_attempts,
                         problem=problem,
                     )
-                    self._count(action, "dead")
+                    self._count(event, "dead")
                     return False
                 _log.error(
                     "webhook event processing failed; will retry",
                     event_id=event_id,
                     action=action,
+                    source=event.source if event else "unknown",
                     problem=problem,
                 )
-                self._count(action, "failed")
+                self._count(event, "failed")
                 return False
             await self._store.complete_event(event_id)
             span.set_attribute("webhook.outcome", outcome)
-            self._count(action, outcome)
+            self._count(event, outcome)
+            if event is not None and outcome != "ignored":
+                self._observe_lag(event)
             return True
 
     async def _apply(self, registry_name: str, event: RegistryEvent) -> ProcessOutcome:
@@ -182,23 +207,68 @@ class WebhookProcessor:
                 "webhook event for a registry no longer configured", registry=registry_name
             )
             return "ignored"
-        if not event.is_manifest:
+        handler = {
+            "push": self._push,
+            "pull": self._pull,
+            "delete": self._delete,
+            "scan": self._scan,
+        }.get(event.action)
+        if handler is None or not event.is_manifest:
             return "ignored"
-        if event.action == "push":
-            return await self._push(registry, event)
-        if event.action == "pull":
-            return await self._pull(registry, event)
-        return "ignored"
+        return await handler(registry, event)
+
+    async def _scan(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
+        ref = ImageRef(registry.name, event.repository, event.tag, event.digest)
+        return await self._rescan(ref, event, referrer=False)
 
     async def _push(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
-        if not event.tag or _REFERRER_TAG.fullmatch(event.tag):
-            # Pushes by digest are index children or referrers, and cosign-style tags
-            # (sha256-<hex>.sig|.att|.sbom) are referrers too: the tagged parent's copy carries them.
-            return "ignored"
+        cosign = _REFERRER_TAG.fullmatch(event.tag) if event.tag else None
+        if cosign is not None:
+            # A cosign-style referrer (sha256-<hex>.sig|.att|.sbom) names its subject in the tag:
+            # a new signature or attestation re-decides the subject's images.
+            subject = ImageRef(registry.name, event.repository, "", f"sha256:{cosign.group(1)}")
+            return await self._rescan(subject, event, referrer=False)
+        if not event.tag:
+            # A push by digest is an index child or a referrer (an OCI manifest with a subject).
+            if not event.digest:
+                return "ignored"
+            ref = ImageRef(registry.name, event.repository, "", event.digest)
+            return await self._rescan(ref, event, referrer=True)
         ref = ImageRef(registry.name, event.repository, event.tag, event.digest)
-        _log.info("registry push", image=str(ref), event_id=event.id)
+        _log.info("registry push", image=str(ref), event_id=event.id, source=event.source)
         await self._on_push(ref)
         return "pushed"
+
+    async def _rescan(
+        self, ref: ImageRef, event: RegistryEvent, *, referrer: bool
+    ) -> ProcessOutcome:
+        if self._on_rescan is None or not ref.digest:
+            return "ignored"
+        redecided = await self._on_rescan(ref, referrer)
+        if redecided:
+            _log.info(
+                "registry event re-decided images",
+                image=str(ref),
+                images=redecided,
+                event_id=event.id,
+                action=event.action,
+                source=event.source,
+            )
+        return "rescanned" if redecided else "ignored"
+
+    async def _delete(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
+        if self._on_delete is None or not (event.tag or event.digest):
+            return "ignored"
+        ref = ImageRef(registry.name, event.repository, event.tag, event.digest)
+        planned = await self._on_delete(ref)
+        _log.info(
+            "registry delete",
+            image=str(ref),
+            removals=planned,
+            event_id=event.id,
+            source=event.source,
+        )
+        return "deleted" if planned else "ignored"
 
     async def _pull(self, registry: RegistryConfig, event: RegistryEvent) -> ProcessOutcome:
         region = registry.region or registry.facts.region
@@ -209,6 +279,19 @@ class WebhookProcessor:
         await self._store.add_pulls(event.repository, region)
         return "pulled"
 
-    def _count(self, action: str, outcome: ProcessOutcome) -> None:
+    def _count(self, event: RegistryEvent | None, outcome: ProcessOutcome) -> None:
         if self._metrics is not None:
-            self._metrics.processed(action, outcome)
+            action = event.action if event is not None else "unknown"
+            source = event.source if event is not None else "unknown"
+            self._metrics.processed(action, outcome, source=source)
+
+    def _observe_lag(self, event: RegistryEvent) -> None:
+        if self._metrics is None or not event.occurred_at:
+            return
+        try:
+            at = datetime.fromisoformat(event.occurred_at)
+        except ValueError:
+            return  # a registry's odd clock format: no lag rather than no processing
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        self._metrics.lag(event.source, (datetime.now(UTC) - at).total_seconds())

@@ -1,18 +1,23 @@
-"""The registry notification endpoint: ``POST /v1/registry/events`` (aiohttp) plus its processor.
+"""The registry notification endpoints (aiohttp) plus their processor.
+
+``POST /v1/registry/events`` takes CNCF Distribution envelopes (also what GitLab's and other
+Distribution-based registries send); sibling paths take other registries' own formats, each
+parsed by its private module into the same :class:`RegistryEvent`: ``/harbor``, ``/hub``
+(Docker Hub), ``/quay`` and ``/github`` (GitHub Packages). A request is authenticated, parsed
+and attributed to an inventory registry as a whole; then each event is recorded in the same
+inbox before the 200 goes out, so an acknowledged event survives a crash. Duplicate ids
+(redeliveries) are acknowledged and not recorded again. ``?registry=NAME`` names the inventory
+registry for a sender whose payload carries no usable host (Docker Hub, a Harbor behind a proxy).
 
 With ``pubsub`` configured it also serves Artifact Registry events pushed by a Pub/Sub subscription
 (``POST /v1/registry/events/pubsub``) and/or pulls them from one; they share the inbox.
-
-A request is authenticated, parsed and attributed to an inventory registry as a whole; then each
-event is recorded in the store before the 200 goes out, so an acknowledged event survives a crash.
-Duplicate ids (Distribution retries whole envelopes) are acknowledged and not recorded again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 from opentelemetry import trace
@@ -22,21 +27,77 @@ from sidecar.config import PubSubSettings, RegistryConfig
 from sidecar.errors import ConfigError, WebhookRejected
 from sidecar.telemetry import get_logger
 from sidecar.typing import InboxAndPulls
+from sidecar.webhooks._common import check_header_secret, check_hmac_sha256, check_query_token
+from sidecar.webhooks._github import parse_github
+from sidecar.webhooks._harbor import parse_harbor
+from sidecar.webhooks._hub import HUB_HOSTS, parse_hub, parse_quay
 from sidecar.webhooks._pubsub import PUBSUB_PATH
 from sidecar.webhooks._pubsub_pull import PubSubPuller
 from sidecar.webhooks._pubsub_push import PubSubPush
 from sidecar.webhooks.envelope import (
+    RegistryEvent,
     check_secret,
     encode_stored,
     parse_envelope,
     resolve_registry,
 )
 from sidecar.webhooks.metrics import ReceiveOutcome, WebhookMetrics
-from sidecar.webhooks.processor import OnPush, WebhookProcessor
+from sidecar.webhooks.processor import OnDelete, OnPush, OnRescan, WebhookProcessor
 
-__all__ = ["EVENTS_PATH", "WebhookServer"]
+__all__ = ["EVENTS_PATH", "SOURCE_PATHS", "WebhookServer"]
 
 EVENTS_PATH = "/v1/registry/events"
+#: Source format → its path (Distribution's is :data:`EVENTS_PATH` itself).
+SOURCE_PATHS = {
+    "distribution": EVENTS_PATH,
+    "harbor": f"{EVENTS_PATH}/harbor",
+    "hub": f"{EVENTS_PATH}/hub",
+    "quay": f"{EVENTS_PATH}/quay",
+    "github": f"{EVENTS_PATH}/github",
+}
+
+#: Authenticates and parses one request of a source: (request, body, secret) → events.
+_Reader = Callable[[web.Request, bytes, str], tuple[RegistryEvent, ...]]
+
+
+def _distribution(request: web.Request, body: bytes, secret: str) -> tuple[RegistryEvent, ...]:
+    check_secret(request.headers.get("Authorization"), secret)
+    return parse_envelope(body)
+
+
+def _harbor(request: web.Request, body: bytes, secret: str) -> tuple[RegistryEvent, ...]:
+    check_header_secret(request.headers.get("Authorization"), secret, "Authorization")
+    return parse_harbor(body)
+
+
+def _hub(request: web.Request, body: bytes, secret: str) -> tuple[RegistryEvent, ...]:
+    check_query_token(request.query.get("token"), secret)
+    return parse_hub(body)
+
+
+def _quay(request: web.Request, body: bytes, secret: str) -> tuple[RegistryEvent, ...]:
+    check_query_token(request.query.get("token"), secret)
+    return parse_quay(body)
+
+
+def _github(request: web.Request, body: bytes, secret: str) -> tuple[RegistryEvent, ...]:
+    check_hmac_sha256(
+        request.headers.get("X-Hub-Signature-256"), body, secret, "X-Hub-Signature-256"
+    )
+    return parse_github(
+        body,
+        event=request.headers.get("X-GitHub-Event", ""),
+        delivery=request.headers.get("X-GitHub-Delivery", "")[:100],
+    )
+
+
+_READERS: dict[str, _Reader] = {
+    "distribution": _distribution,
+    "harbor": _harbor,
+    "hub": _hub,
+    "quay": _quay,
+    "github": _github,
+}
 
 _log = get_logger("sidecar.webhooks")
 _tracer = trace.get_tracer("sidecar.webhooks")
@@ -52,6 +113,9 @@ class WebhookServer:
         *,
         secret: str,
         on_push: OnPush,
+        source_secrets: Mapping[str, str] | None = None,
+        on_delete: OnDelete | None = None,
+        on_rescan: OnRescan | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         metrics_registry: CollectorRegistry | None = None,
@@ -59,13 +123,15 @@ class WebhookServer:
         max_attempts: int = 10,
         pubsub: PubSubSettings | None = None,
     ) -> None:
-        """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared Bearer token;
-        ``pubsub`` adds the Pub/Sub push endpoint and/or pull subscription."""
+        """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared secret every
+        source proves, unless ``source_secrets`` gives that source its own; ``pubsub`` adds the
+        Pub/Sub push endpoint and/or pull subscription."""
         if not secret:
             raise ConfigError("webhooks.secret", "must not be empty: notifications need a secret")
         self._store = store
         self._registries = tuple(registries)
         self._secret = secret
+        self._source_secrets = {k: v for k, v in (source_secrets or {}).items() if v}
         self._host = host
         self._port = port
         self._metrics = WebhookMetrics(metrics_registry or CollectorRegistry())
@@ -73,6 +139,8 @@ class WebhookServer:
             store,
             self._registries,
             on_push=on_push,
+            on_delete=on_delete,
+            on_rescan=on_rescan,
             metrics=self._metrics,
             retry_interval_s=retry_interval_s,
             max_attempts=max_attempts,
@@ -104,7 +172,8 @@ class WebhookServer:
     async def start(self) -> None:
         """Bind the endpoint and start the processor (which first drains leftover events)."""
         app = web.Application(client_max_size=4 * 1024 * 1024)
-        app.router.add_post(EVENTS_PATH, self._handle)
+        for source, path in SOURCE_PATHS.items():
+            app.router.add_post(path, self._handler(source))
         if self._pubsub_push is not None:
             app.router.add_post(PUBSUB_PATH, self._pubsub_push.handle)
         runner = web.AppRunner(app, access_log=None)
@@ -134,16 +203,26 @@ class WebhookServer:
         if self._pubsub_push is not None:
             await self._pubsub_push.close()
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    def _handler(self, source: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            return await self._handle(source, request)
+
+        return handle
+
+    async def _handle(self, source: str, request: web.Request) -> web.Response:
         with _tracer.start_as_current_span("webhook.receive") as span:
+            span.set_attribute("webhook.source", source)
             try:
-                recorded = await self._receive(request)
+                recorded = await self._receive(source, request)
             except WebhookRejected as exc:
                 outcome: ReceiveOutcome = "unauthorized" if exc.status == 401 else "invalid"
-                self._metrics.received("unknown", outcome)
+                self._metrics.received("unknown", outcome, source=source)
                 span.set_attribute("webhook.rejected", exc.message)
                 _log.warning(
-                    "registry notification rejected", status=exc.status, problem=exc.message
+                    "registry notification rejected",
+                    source=source,
+                    status=exc.status,
+                    problem=exc.message,
                 )
                 return web.json_response({"error": exc.message}, status=exc.status)
             span.set_attribute("webhook.recorded", recorded)
@@ -151,11 +230,11 @@ class WebhookServer:
                 self.processor.wake()
             return web.json_response({"recorded": recorded})
 
-    async def _receive(self, request: web.Request) -> int:
-        check_secret(request.headers.get("Authorization"), self._secret)
-        events = parse_envelope(await request.read())
-        # Attribute every event before recording any, so a 400 never leaves half an envelope behind.
-        attributed = [(resolve_registry(e, self._registries), e) for e in events]
+    async def _receive(self, source: str, request: web.Request) -> int:
+        secret = self._source_secrets.get(source, self._secret)
+        events = _READERS[source](request, await request.read(), secret)
+        # Attribute every event before recording any, so a 400 never leaves half a request behind.
+        attributed = [(self._attribute(source, request, e), e) for e in events]
         recorded = 0
         for registry, event in attributed:
             try:
@@ -163,9 +242,39 @@ class WebhookServer:
                     event.id, encode_stored(registry.name, event)
                 )
             except Exception:
-                # Not recorded means not acknowledged: a 5xx makes Distribution retry the envelope.
-                self._metrics.received(event.action, "error")
+                # Not recorded means not acknowledged: a 5xx makes the sender retry the request.
+                self._metrics.received(event.action, "error", source=source)
                 raise
-            self._metrics.received(event.action, "recorded" if fresh else "duplicate")
+            outcome: ReceiveOutcome = "recorded" if fresh else "duplicate"
+            self._metrics.received(event.action, outcome, source=source)
+            _log.info(
+                "registry event received",
+                source=source,
+                event_id=event.id,
+                action=event.action,
+                repository=event.repository,
+                tag=event.tag,
+                digest=event.digest,
+                outcome=outcome,
+            )
             recorded += int(fresh)
         return recorded
+
+    def _attribute(self, source: str, request: web.Request, event: RegistryEvent) -> RegistryConfig:
+        """The inventory registry of ``event``: ``?registry=NAME`` when given, else by host."""
+        named = request.query.get("registry", "")
+        if named and source != "distribution":
+            for registry in self._registries:
+                if registry.name == named:
+                    return registry
+            raise WebhookRejected(f"?registry={named[:100]!r} is not in the inventory", status=400)
+        if source == "hub":
+            for host in HUB_HOSTS:
+                try:
+                    return resolve_registry(
+                        RegistryEvent(id=event.id, action="", repository="", request_host=host),
+                        self._registries,
+                    )
+                except WebhookRejected:
+                    continue
+        return resolve_registry(event, self._registries)

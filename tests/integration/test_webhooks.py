@@ -266,7 +266,7 @@ async def test_failed_push_handling_is_retried_and_counted(store: SqlJobStore) -
 
     def count(family: str, outcome: str) -> float | None:
         """A webhook counter's value for push events with ``outcome``."""
-        labels = {"action": "push", "outcome": outcome}
+        labels = {"source": "distribution", "action": "push", "outcome": outcome}
         return metrics.get_sample_value(f"policy_sidecar_webhook_events_{family}_total", labels)
 
     assert count("received", "recorded") == 1
@@ -321,5 +321,5 @@ async def test_an_event_failing_max_attempts_times_is_dead_lettered_and_counted(
     assert (event.event_id, event.state, event.attempts) == ("dead-1", "dead", 2)
     assert event.last_error == "RuntimeError: decide keeps failing"
     assert (gauge("pending"), gauge("retrying")) == (0, 0)
-    outcome = {"action": "push", "outcome": "dead"}
+    outcome = {"source": "distribution", "action": "push", "outcome": "dead"}
     assert metrics.get_sample_value("policy_sidecar_webhook_events_processed_total", outcome) == 1
