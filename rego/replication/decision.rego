@@ -53,8 +53,10 @@ default _tag := ""
 
 _tag := input.image.tag
 
-# Keyed by name: every later lookup is a key access, never a scan of the inventory.
-_others[registry.name] := registry if {
+# Keyed by name: every later lookup is a key access, never a scan of the inventory. A complete
+# rule: as a partial one, each lookup by a bound name ran its body (a walk of the inventory) again.
+# regal ignore:prefer-set-or-object-rule
+_others := {registry.name: registry |
 	some registry in input.registries
 	is_string(registry.name)
 	registry.name != lib.source
@@ -62,10 +64,14 @@ _others[registry.name] := registry if {
 
 _denials := ((((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny) | customers.deny
 
-_codes[denial.registry] contains denial.code if {
+_registry_codes[denial.registry] contains denial.code if {
 	some denial in (_denials | ruleset.deny)
 	_others[denial.registry]
 }
+
+# Evaluated once in full: a lookup in a partial rule by a bound key re-runs its body.
+# regal ignore:prefer-set-or-object-rule
+_codes := {name: codes | some name, codes in _registry_codes}
 
 _blocking := scan.blocking | tenancy.blocking
 
