@@ -39,10 +39,24 @@ _reasons_by_policy := {
 	"replication.tenancy": tenancy.reasons,
 }
 
-# Which package a code comes from (a code belongs to one package only).
-_owners[code] := id if {
-	some id, reasons in _reasons_by_policy
-	some code, _ in reasons
+# Which package a code comes from (a code belongs to one package only). Spelled out, not derived
+# from _reasons_by_policy: a derived object was rebuilt for every decision (and for every item
+# of a batch); decision_test.rego checks that it equals the derivation.
+_owners := {
+	"CROSS_TENANT": "replication.tenancy",
+	"COST_CONSOLIDATED": "replication.placement",
+	"CUSTOMER_NOT_ALLOWED": "replication.customers",
+	"ENV_MISMATCH": "replication.environment",
+	"FAILOVER_SECONDARY": "replication.dr",
+	"LEGACY_RULE": "replication.legacy",
+	"NOT_GDPR": "replication.compliance",
+	"QUOTA_EXCEEDED": "replication.tenancy",
+	"REGISTRY_UNAVAILABLE": "replication.dr",
+	"SCAN_EXPIRED": "replication.scan",
+	"SCAN_FAILED": "replication.scan",
+	"SCAN_MISSING": "replication.scan",
+	"SECONDARY_STANDBY": "replication.dr",
+	"TENANT_ISOLATION": "replication.tenancy",
 }
 
 default _repository := ""

@@ -298,3 +298,11 @@ test_rule_denial_with_a_package_code_reads_like_the_package if {
 	"replication.compliance" in decision.policies
 	"replication.rules" in decision.policies
 }
+
+# _owners is spelled out for speed; it must stay exactly the inversion of the packages' reasons.
+test_owners_name_the_package_of_every_reason_code if {
+	replication._owners == {code: id |
+		some id, reasons in replication._reasons_by_policy
+		some code, _ in reasons
+	}
+}
