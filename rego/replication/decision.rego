@@ -111,9 +111,18 @@ default _plan := {"routes": [], "dropped": set()}
 
 _plan := placement.plan(_routable, compliance.required) if _allow
 
-_denial_codes(_) := _blocking if not _allow
-
-_denial_codes(name) := object.get(_codes, name, set()) | {"COST_CONSOLIDATED" | name in _plan.dropped} if _allow
+# Each denied registry's codes (never an empty set), built once for all registries: every one
+# with the blocking codes when the decision is not allowed, else its denials plus
+# COST_CONSOLIDATED where consolidation dropped it (usually nowhere: then the denials as they are).
+_denial_codes := {name: _blocking | some name, _ in _others} if {
+	not _allow
+} else := _codes if {
+	count(_plan.dropped) == 0
+} else := {name: codes |
+	some name, _ in _others
+	codes := object.get(_codes, name, set()) | {"COST_CONSOLIDATED" | name in _plan.dropped}
+	count(codes) > 0
+}
 
 _rule_template := template if {
 	template := ruleset.destination_repository
@@ -140,11 +149,7 @@ _routes := [route |
 	route := object.union(_targets[name], {"registry": name, "rank": index + 1})
 ]
 
-_denied := [{"registry": name, "reasons": sort(codes)} |
-	some name in sort(object.keys(_others))
-	codes := _denial_codes(name)
-	count(codes) > 0
-]
+_denied := [{"registry": name, "reasons": sort(_denial_codes[name])} | some name in sort(object.keys(_denial_codes))]
 
 _deferred := [{"registry": name, "reason": "REGISTRY_UNAVAILABLE"} | some name in sort(_deferred_names)]
 
