@@ -16,7 +16,9 @@ trees interleaved (so a noisy neighbour hits every tree alike), it measures:
   ``data.replication.legacy``;
 - ``opa bench`` of ``data.replication.batch.decisions`` over ``--batch`` inputs, per item;
 - over HTTP on a managed OPA: ``OpaEngine.evaluate`` once per input, one after another, against
-  one ``OpaEngine.evaluate_batch`` of the same inputs (wall time and OPA's own eval time).
+  one ``OpaEngine.evaluate_batch`` of the same inputs (wall time, OPA's own eval time, and the
+  OPA process's CPU time — on a loaded machine wall times of long and short operations stretch
+  differently, allocations and CPU time do not).
 
 Medians over ``--reps`` are printed as a table (and as JSON with ``--output``).
 """
@@ -75,6 +77,12 @@ def _opa_bench(
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _bench_inputs(config_path: Path, count: int) -> list[dict[str, Any]]:
     """The enriched inputs of ``policy-sidecar bench`` (its requests 0..count-1)."""
     enricher = StaticEnricher(load_config(config_path), trust=FactTrust.operator())
@@ -101,17 +109,21 @@ async def _http(bundle: Path, keys: SigningKeys, items: list[dict[str, Any]]) ->
         try:
             await engine.evaluate(items[0])  # warm the connection and the compiled query
             await engine.evaluate_batch(items[:2], timeout_s=600)
-            started, eval_ns = time.perf_counter(), 0
+            pid = managed.pid
+            assert pid is not None
+            started, cpu, eval_ns = time.perf_counter(), _cpu_s(pid), 0
             for item in items:
                 eval_ns += (await engine.evaluate(item)).eval_ns
-            single_wall = time.perf_counter() - started
-            started = time.perf_counter()
+            single_wall, single_cpu = time.perf_counter() - started, _cpu_s(pid) - cpu
+            started, cpu = time.perf_counter(), _cpu_s(pid)
             answer = await engine.evaluate_batch(items, timeout_s=600)
-            batch_wall = time.perf_counter() - started
+            batch_wall, batch_cpu = time.perf_counter() - started, _cpu_s(pid) - cpu
         finally:
             await engine.close()
     return {
         "single_wall_s": single_wall,
+        "single_opa_cpu_s": single_cpu,
+        "batch_opa_cpu_s": batch_cpu,
         "single_eval_s": eval_ns / 1e9,
         "batch_wall_s": batch_wall,
         "batch_eval_s": answer.eval_ns / 1e9,
@@ -177,7 +189,8 @@ def _print(report: dict[str, dict[str, float]], batch: int) -> None:
                 f"{source}  {row:<28} {batch} single: {single:6.3f}s ({batch / single:6.0f}/s, "
                 f"OPA eval {values['single_eval_s']:.3f}s)  one batch: {batched:6.3f}s "
                 f"({batch / batched:6.0f}/s, OPA eval {values['batch_eval_s']:.3f}s)  "
-                f"batch/single rate {single / batched:4.2f}x"
+                f"batch/single rate {single / batched:4.2f}x  OPA CPU single "
+                f"{values['single_opa_cpu_s']:.3f}s batch {values['batch_opa_cpu_s']:.3f}s"
             )
         else:
             print(
