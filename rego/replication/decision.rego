@@ -26,22 +26,10 @@ import data.replication.ruleset
 import data.replication.scan
 import data.replication.tenancy
 
-# The reason codes each concern package owns (with their messages), by policy id. Any other code
-# is an explicit rule's denial code: replication.rules.
-_reasons_by_policy := {
-	"replication.compliance": compliance.reasons,
-	"replication.customers": customers.reasons,
-	"replication.dr": dr.reasons,
-	"replication.environment": environment.reasons,
-	"replication.legacy": legacy.reasons,
-	"replication.placement": placement.reasons,
-	"replication.scan": scan.reasons,
-	"replication.tenancy": tenancy.reasons,
-}
-
-# Which package a code comes from (a code belongs to one package only). Spelled out, not derived
-# from _reasons_by_policy: a derived object was rebuilt for every decision (and for every item
-# of a batch); decision_test.rego checks that it equals the derivation.
+# Which package a reason code comes from (a code belongs to one package only); any other code is
+# an explicit rule's denial code: replication.rules. Spelled out, not derived from the packages'
+# reasons: a derived object was rebuilt for every decision (and every item of a batch).
+# decision_test.rego checks it against the packages.
 _owners := {
 	"CROSS_TENANT": "replication.tenancy",
 	"COST_CONSOLIDATED": "replication.placement",
@@ -179,8 +167,26 @@ _used_codes contains "QUOTA_EXCEEDED" if count(_actions) > 0
 _used_codes contains code if some code in _blocking
 
 _message(code) := message if {
-	message := _reasons_by_policy[_owners[code]][code]
+	message := _package_reasons(_owners[code])[code]
 } else := ruleset.message(code)
+
+# The reason codes (with their messages) of a package, by policy id. One clause per package,
+# picked by the rule index: only the owner's reasons are evaluated, not all eight per decision.
+_package_reasons("replication.compliance") := compliance.reasons
+
+_package_reasons("replication.customers") := customers.reasons
+
+_package_reasons("replication.dr") := dr.reasons
+
+_package_reasons("replication.environment") := environment.reasons
+
+_package_reasons("replication.legacy") := legacy.reasons
+
+_package_reasons("replication.placement") := placement.reasons
+
+_package_reasons("replication.scan") := scan.reasons
+
+_package_reasons("replication.tenancy") := tenancy.reasons
 
 _reasons := [{"code": code, "message": _message(code)} | some code in sort(_used_codes)]
 
