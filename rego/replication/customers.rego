@@ -49,8 +49,8 @@ _allowed(registry_name) if {
 
 # METADATA
 # description: One CUSTOMER_NOT_ALLOWED denial per allowlisted registry the image's customer is not on.
-deny contains {"registry": registry.name, "code": "CUSTOMER_NOT_ALLOWED"} if {
-	some registry in lib.destinations
-	_restricted[registry.name]
-	not _allowed(registry.name)
+deny contains {"registry": name, "code": "CUSTOMER_NOT_ALLOWED"} if {
+	some name, _ in _restricted # usually none: then no registry is looked at
+	name in lib.destination_names
+	not _allowed(name)
 }

@@ -26,23 +26,25 @@ import data.replication.ruleset
 import data.replication.scan
 import data.replication.tenancy
 
-# The reason codes each concern package owns (with their messages), by policy id. Any other code
-# is an explicit rule's denial code: replication.rules.
-_reasons_by_policy := {
-	"replication.compliance": compliance.reasons,
-	"replication.customers": customers.reasons,
-	"replication.dr": dr.reasons,
-	"replication.environment": environment.reasons,
-	"replication.legacy": legacy.reasons,
-	"replication.placement": placement.reasons,
-	"replication.scan": scan.reasons,
-	"replication.tenancy": tenancy.reasons,
-}
-
-# Which package a code comes from (a code belongs to one package only).
-_owners[code] := id if {
-	some id, reasons in _reasons_by_policy
-	some code, _ in reasons
+# Which package a reason code comes from (a code belongs to one package only); any other code is
+# an explicit rule's denial code: replication.rules. Spelled out, not derived from the packages'
+# reasons: a derived object was rebuilt for every decision (and every item of a batch).
+# decision_test.rego checks it against the packages.
+_owners := {
+	"CROSS_TENANT": "replication.tenancy",
+	"COST_CONSOLIDATED": "replication.placement",
+	"CUSTOMER_NOT_ALLOWED": "replication.customers",
+	"ENV_MISMATCH": "replication.environment",
+	"FAILOVER_SECONDARY": "replication.dr",
+	"LEGACY_RULE": "replication.legacy",
+	"NOT_GDPR": "replication.compliance",
+	"QUOTA_EXCEEDED": "replication.tenancy",
+	"REGISTRY_UNAVAILABLE": "replication.dr",
+	"SCAN_EXPIRED": "replication.scan",
+	"SCAN_FAILED": "replication.scan",
+	"SCAN_MISSING": "replication.scan",
+	"SECONDARY_STANDBY": "replication.dr",
+	"TENANT_ISOLATION": "replication.tenancy",
 }
 
 default _repository := ""
@@ -53,8 +55,10 @@ default _tag := ""
 
 _tag := input.image.tag
 
-# Keyed by name: every later lookup is a key access, never a scan of the inventory.
-_others[registry.name] := registry if {
+# Keyed by name: every later lookup is a key access, never a scan of the inventory. A complete
+# rule: as a partial one, each lookup by a bound name ran its body (a walk of the inventory) again.
+# regal ignore:prefer-set-or-object-rule
+_others := {registry.name: registry |
 	some registry in input.registries
 	is_string(registry.name)
 	registry.name != lib.source
@@ -62,10 +66,14 @@ _others[registry.name] := registry if {
 
 _denials := ((((environment.deny | compliance.deny) | scan.deny) | dr.deny) | tenancy.deny) | customers.deny
 
-_codes[denial.registry] contains denial.code if {
+_registry_codes[denial.registry] contains denial.code if {
 	some denial in (_denials | ruleset.deny)
 	_others[denial.registry]
 }
+
+# Evaluated once in full: a lookup in a partial rule by a bound key re-runs its body.
+# regal ignore:prefer-set-or-object-rule
+_codes := {name: codes | some name, codes in _registry_codes}
 
 _blocking := scan.blocking | tenancy.blocking
 
@@ -91,9 +99,18 @@ default _plan := {"routes": [], "dropped": set()}
 
 _plan := placement.plan(_routable, compliance.required) if _allow
 
-_denial_codes(_) := _blocking if not _allow
-
-_denial_codes(name) := object.get(_codes, name, set()) | {"COST_CONSOLIDATED" | name in _plan.dropped} if _allow
+# Each denied registry's codes (never an empty set), built once for all registries: every one
+# with the blocking codes when the decision is not allowed, else its denials plus
+# COST_CONSOLIDATED where consolidation dropped it (usually nowhere: then the denials as they are).
+_denial_codes := {name: _blocking | some name, _ in _others} if {
+	not _allow
+} else := _codes if {
+	count(_plan.dropped) == 0
+} else := {name: codes |
+	some name, _ in _others
+	codes := object.get(_codes, name, set()) | {"COST_CONSOLIDATED" | name in _plan.dropped}
+	count(codes) > 0
+}
 
 _rule_template := template if {
 	template := ruleset.destination_repository
@@ -120,11 +137,7 @@ _routes := [route |
 	route := object.union(_targets[name], {"registry": name, "rank": index + 1})
 ]
 
-_denied := [{"registry": name, "reasons": sort(codes)} |
-	some name in sort(object.keys(_others))
-	codes := _denial_codes(name)
-	count(codes) > 0
-]
+_denied := [{"registry": name, "reasons": sort(_denial_codes[name])} | some name in sort(object.keys(_denial_codes))]
 
 _deferred := [{"registry": name, "reason": "REGISTRY_UNAVAILABLE"} | some name in sort(_deferred_names)]
 
@@ -154,8 +167,26 @@ _used_codes contains "QUOTA_EXCEEDED" if count(_actions) > 0
 _used_codes contains code if some code in _blocking
 
 _message(code) := message if {
-	message := _reasons_by_policy[_owners[code]][code]
+	message := _package_reasons(_owners[code])[code]
 } else := ruleset.message(code)
+
+# The reason codes (with their messages) of a package, by policy id. One clause per package,
+# picked by the rule index: only the owner's reasons are evaluated, not all eight per decision.
+_package_reasons("replication.compliance") := compliance.reasons
+
+_package_reasons("replication.customers") := customers.reasons
+
+_package_reasons("replication.dr") := dr.reasons
+
+_package_reasons("replication.environment") := environment.reasons
+
+_package_reasons("replication.legacy") := legacy.reasons
+
+_package_reasons("replication.placement") := placement.reasons
+
+_package_reasons("replication.scan") := scan.reasons
+
+_package_reasons("replication.tenancy") := tenancy.reasons
 
 _reasons := [{"code": code, "message": _message(code)} | some code in sort(_used_codes)]
 

@@ -298,3 +298,29 @@ test_rule_denial_with_a_package_code_reads_like_the_package if {
 	"replication.compliance" in decision.policies
 	"replication.rules" in decision.policies
 }
+
+_reasons_by_policy := {
+	"replication.compliance": compliance.reasons,
+	"replication.customers": customers.reasons,
+	"replication.dr": dr.reasons,
+	"replication.environment": environment.reasons,
+	"replication.legacy": legacy.reasons,
+	"replication.placement": placement.reasons,
+	"replication.scan": scan.reasons,
+	"replication.tenancy": tenancy.reasons,
+}
+
+# _owners and _package_reasons are spelled out for speed; they must stay exactly what the
+# packages' own reasons say.
+test_owners_name_the_package_of_every_reason_code if {
+	replication._owners == {code: id |
+		some id, reasons in _reasons_by_policy
+		some code, _ in reasons
+	}
+}
+
+test_package_reasons_are_each_packages_own if {
+	every id, reasons in _reasons_by_policy {
+		replication._package_reasons(id) == reasons
+	}
+}

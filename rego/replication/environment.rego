@@ -50,8 +50,9 @@ image_environment := _matching[0] if {
 
 # METADATA
 # description: One ENV_MISMATCH denial per registry outside the image's environment.
-deny contains {"registry": registry.name, "code": "ENV_MISMATCH"} if {
-	some registry in lib.destinations
-	lib.environment_of(registry) != image_environment
-	not legacy.routes[registry.name]
+deny contains {"registry": name, "code": "ENV_MISMATCH"} if {
+	some environment, names in lib.destinations_by_environment
+	environment != image_environment
+	some name in names
+	not legacy.routes[name]
 }

@@ -128,12 +128,15 @@ _candidate_indexes := numbers.range(0, count(_rules) - 1) if {
 
 _candidates := [[index, rule] |
 	some index in _candidate_indexes
-	rule := _rules[index]
+	rule := data.replication.legacy.rules[index] # one rule read from the store, never all of them
 	object.get(rule, "source_registry", "") in {"", _source}
 	rule.destination_registry in _destinations
 ]
 
-_targets[id] := target if {
+# Complete rules (not partial ones): a partial rule looked up by a bound key re-runs its body on
+# every lookup, and environment.deny looks routes up once per registry.
+# regal ignore:prefer-set-or-object-rule
+_targets := {id: target |
 	some [index, rule] in _candidates
 	_tags_match(rule)
 	groups := _captures(rule)
@@ -153,7 +156,7 @@ _targets[id] := target if {
 # Several legacy rules may name one destination: the smallest id wins, as for explicit rules.
 # METADATA
 # description: Destination registry name → {registry, repository, tag, rule} of the winning rule.
-routes[registry] := _targets[winner] if {
+routes := {registry: _targets[winner] | # regal ignore:prefer-set-or-object-rule
 	some registry in {target.registry | some target in _targets}
 	winner := min({id | some id, target in _targets; target.registry == registry})
 }

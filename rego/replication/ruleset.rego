@@ -32,7 +32,9 @@ _rules := [rule |
 	is_string(rule.id)
 ]
 
-_by_id[rule.id] := rule if some rule in _rules
+# A complete rule: every later _by_id[id] is a key access (a partial rule re-ran its body per id).
+# regal ignore:prefer-set-or-object-rule
+_by_id := {rule.id: rule | some rule in _rules}
 
 _image := object.get(input, "image", {})
 
@@ -79,11 +81,24 @@ matched contains rule.id if {
 _graph[id] := [target | some target in object.get(_by_id[id], "chain", [])] if some id, _ in _by_id
 
 # METADATA
+# scope: document
 # description: Ids of the rules in force, the matched ones and every rule they chain to.
 active contains id if {
-	count(matched) > 0
+	_chained
 	some id in graph.reachable(_graph, matched)
 	_by_id[id]
+}
+
+# Most matched rules chain to nothing: then the active rules are the matched ones, and the chain
+# graph of every rule is never built.
+active contains id if {
+	not _chained
+	some id in matched
+}
+
+_chained if {
+	some id in matched
+	count(object.get(_by_id[id], "chain", [])) > 0
 }
 
 _priority(rule) := rule.priority if is_number(rule.priority)

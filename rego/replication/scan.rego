@@ -62,9 +62,10 @@ _code := "SCAN_FAILED" if failed
 
 # METADATA
 # description: One SCAN_MISSING or SCAN_FAILED denial per registry of a gated environment.
-deny contains {"registry": registry.name, "code": _code} if {
-	some registry in lib.destinations
-	lib.environment_of(registry) in _gated
+deny contains {"registry": name, "code": _code} if {
+	_code # first: a passed scan (the common case) looks at no registry
+	some environment in _gated
+	some name in lib.destinations_by_environment[environment]
 }
 
 # METADATA

@@ -39,16 +39,12 @@ default caller_tenant := null
 # description: The caller's tenant id, or null for a platform caller.
 caller_tenant := lib.tenant_of(input.caller.tenant)
 
-_dedicated_to_others(registry) if {
-	count(registry.tenants) > 0
-	not image_tenant in registry.tenants
-}
-
 # METADATA
 # description: One TENANT_ISOLATION denial per registry dedicated only to other tenants.
 deny contains {"registry": registry.name, "code": "TENANT_ISOLATION"} if {
 	some registry in lib.destinations
-	_dedicated_to_others(registry)
+	count(registry.tenants) > 0 # dedicated to other tenants (inline: a call per registry costs)
+	not image_tenant in registry.tenants
 }
 
 # METADATA

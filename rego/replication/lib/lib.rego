@@ -32,6 +32,19 @@ destinations := [registry |
 # description: The environment a registry declares, "" when it declares none.
 environment_of(registry) := object.get(registry, "environment", "")
 
+# Built once per decision: the concern packages look destinations up by name or environment
+# instead of each walking the whole inventory again.
+# METADATA
+# description: Names of the destinations (every named inventory registry but the source).
+destination_names contains registry.name if some registry in destinations
+
+# METADATA
+# description: Destination names by the environment they declare ("" when none).
+destinations_by_environment[environment] contains registry.name if {
+	some registry in destinations
+	environment := environment_of(registry)
+}
+
 default labels := {}
 
 # METADATA
