@@ -24,6 +24,10 @@ TOOLS=(
   "fake-gcs-server v1.55.1 install github.com/fsouza/fake-gcs-server"
   "crane     v0.22.1  install github.com/google/go-containerregistry/cmd/crane"
   "regctl    v0.11.5  install github.com/regclient/regclient/cmd/regctl"
+  # The Go client (clients/go): buf lints, checks breaking changes and runs the two Go plugins.
+  "buf       v1.75.0  install github.com/bufbuild/buf/cmd/buf"
+  "protoc-gen-go      v1.36.12 install google.golang.org/protobuf/cmd/protoc-gen-go"
+  "protoc-gen-go-grpc v1.6.2   install google.golang.org/grpc/cmd/protoc-gen-go-grpc"
 )
 
 want=("$@")
