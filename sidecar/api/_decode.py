@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from sidecar.api.status import abort
+from sidecar.errors import InvalidArgument, ResourceExhausted, SidecarError
+
 __all__ = ["DecodeErrorInterceptor"]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
@@ -34,22 +37,23 @@ else:
 class _Malformed:
     """Stands in for a request that failed to parse, so the handler can abort with its status."""
 
-    problem: str
-    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    error: SidecarError
 
 
 def _lenient(deserialize: Callable[[bytes], Any], max_bytes: int | None) -> Callable[[bytes], Any]:
     def parse(raw: bytes) -> Any:
         if max_bytes is not None and len(raw) > max_bytes:
             return _Malformed(
-                f"request: message of {len(raw)} bytes is over the limit of {max_bytes} "
-                "(policy.limits.max_message_bytes)",
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                ResourceExhausted(
+                    f"request: message of {len(raw)} bytes is over the limit of {max_bytes} "
+                    "(policy.limits.max_message_bytes)",
+                    limit="policy.limits.max_message_bytes",
+                )
             )
         try:
             return deserialize(raw)
         except DecodeError as exc:
-            return _Malformed(f"request: not a valid message: {exc}")
+            return _Malformed(InvalidArgument("request", f"not a valid message: {exc}"))
 
     return parse
 
@@ -58,12 +62,12 @@ class _MalformedInStream(Exception):
     """A malformed message in a request stream; raised where the stream is read, aborted above."""
 
     def __init__(self, malformed: _Malformed) -> None:
-        super().__init__(malformed.problem)
+        super().__init__(malformed.error.message)
         self.malformed = malformed
 
 
 async def _abort(context: _Context, malformed: _Malformed) -> None:
-    await context.abort(malformed.code, malformed.problem)
+    await abort(context, malformed.error)
 
 
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
