@@ -6,6 +6,9 @@ reads them, with ``grpc_status.rpc_status.from_call`` (clients/go reads the same
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +20,7 @@ from grpc_status import rpc_status
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
-from tests.support.admin import CASES_CONFIG
+from tests.support.admin import CASES_CONFIG, admin_config, admin_stub, bearer
 from tests.support.sidecar import RunningSidecar, isolated_config, running_sidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -125,3 +128,50 @@ async def test_a_long_message_still_arrives_with_its_details(sidecar: RunningSid
     assert bad.field_violations[0].field == "image.registry"
     assert (caught.value.details() or "").startswith("image.registry: unknown registry 'rrr")
     assert "more characters)" in (caught.value.details() or "")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def admin_sidecar(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSidecar]:
+    config = admin_config(tmp_path_factory.mktemp("details-admin"))
+    async with running_sidecar(config) as running:
+        yield running
+
+
+async def test_a_rejected_bundle_is_told_apart_from_a_bad_field(
+    admin_sidecar: RunningSidecar, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Both are INVALID_ARGUMENT; only ErrorInfo says the bundle itself was refused.
+    stub = admin_stub(admin_sidecar.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.PublishBundle(
+            pb.PublishBundleRequest(bundle=b"not a bundle"),
+            metadata=bearer("policy-admin-secret"),
+            timeout=60,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info, _ = _details(caught.value)
+    assert info.reason == "bundle_rejected"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Rollback(pb.RollbackRequest(), metadata=bearer("policy-admin-secret"))
+    assert _details(caught.value)[0].reason == "invalid_argument"
+
+    # The CLI prints the code the status carries, not a guess from the status code.
+    garbage = tmp_path_factory.mktemp("garbage") / "bundle.tar.gz"
+    garbage.write_bytes(b"not a bundle")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", "admin", "publish", str(garbage),
+        "--server", admin_sidecar.address,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "POLICY_SIDECAR_ADMIN_TOKEN": "policy-admin-secret"},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, err.decode()
+    assert "policy-sidecar: bundle_rejected: " in err.decode(), err.decode()
+
+
+async def test_unauthenticated_admin_call_carries_its_code(admin_sidecar: RunningSidecar) -> None:
+    stub = admin_stub(admin_sidecar.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListRevisions(pb.ListRevisionsRequest(), metadata=bearer("wrong"), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _details(caught.value)[0].reason == "unauthenticated"

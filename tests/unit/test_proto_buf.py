@@ -55,7 +55,9 @@ def test_buf_breaking_catches_a_renumbered_field(tmp_path: Path) -> None:
     copy.write_text(text.replace("  string digest = 4;", "  string digest = 40;", 1), "utf-8")
     result = _buf("breaking", "--against", str(BASELINE), cwd=tmp_path)
     assert result.returncode != 0
-    assert '"digest"' in result.stdout + result.stderr or "digest" in result.stdout, result.stdout
+    assert 'field "4" with name "digest" on message "Image" was deleted' in result.stdout, (
+        result.stdout + result.stderr
+    )
 
 
 def test_go_stubs_are_current(tmp_path: Path) -> None:
