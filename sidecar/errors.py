@@ -70,10 +70,12 @@ class SidecarError(Exception):
         self.context: dict[str, str] = {}
 
     def with_context(self, **facts: str) -> Self:
-        """Attach identifiers to the error (the innermost, first-set value wins; empty ignored)."""
-        for key, value in facts.items():
-            if value:
-                self.context.setdefault(key, value)
+        """Attach identifiers to the error (empty values ignored); returns the error itself.
+
+        A later call overwrites a key: an error instance kept and raised again (a stored TLS
+        failure) must name the decision it failed this time, not the first one.
+        """
+        self.context.update({key: value for key, value in facts.items() if value})
         return self
 
 
