@@ -25,6 +25,10 @@ TOOLS=(
   "crane     v0.22.1  install github.com/google/go-containerregistry/cmd/crane"
   "regctl    v0.11.5  install github.com/regclient/regclient/cmd/regctl"
   "pstest-server v2.9.0 module ."
+  # The Go client (clients/go): buf lints, checks breaking changes and runs the two Go plugins.
+  "buf       v1.75.0  install github.com/bufbuild/buf/cmd/buf"
+  "protoc-gen-go      v1.36.12 install google.golang.org/protobuf/cmd/protoc-gen-go"
+  "protoc-gen-go-grpc v1.6.2   install google.golang.org/grpc/cmd/protoc-gen-go-grpc"
 )
 
 want=("$@")

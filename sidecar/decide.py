@@ -114,6 +114,12 @@ class DecisionService:
                     error=exc.message,
                     image=str(request.image),
                 )
+                # The caller's status names this decision, so it can be found in logs and traces.
+                exc.with_context(
+                    decision_id=decision_id,
+                    trace_id=trace_id,
+                    bundle_revision=self._last_revision,
+                )
                 raise
             result = DecisionResult(
                 decision=decision,

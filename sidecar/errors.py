@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
 __all__ = [
     "BundleError",
@@ -12,6 +13,7 @@ __all__ = [
     "ErrorCode",
     "InvalidArgument",
     "KeyServiceUnavailable",
+    "NotEnabled",
     "NotFound",
     "PermissionDenied",
     "PolicyError",
@@ -50,6 +52,7 @@ class ErrorCode(StrEnum):
     SUPERSEDED = "superseded"
     RECONCILE_BUSY = "reconcile_busy"
     RESOURCE_EXHAUSTED = "resource_exhausted"
+    NOT_ENABLED = "not_enabled"
     INTERNAL = "internal"
 
 
@@ -61,6 +64,19 @@ class SidecarError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # Identifiers known where the error happened (decision_id, trace_id, bundle_revision,
+        # job_id): a gRPC caller gets them in the status's ErrorInfo metadata, so it can find the
+        # failure in our logs and traces without parsing the message.
+        self.context: dict[str, str] = {}
+
+    def with_context(self, **facts: str) -> Self:
+        """Attach identifiers to the error (empty values ignored); returns the error itself.
+
+        A later call overwrites a key: an error instance kept and raised again (a stored TLS
+        failure) must name the decision it failed this time, not the first one.
+        """
+        self.context.update({key: value for key, value in facts.items() if value})
+        return self
 
 
 class InvalidArgument(SidecarError):
@@ -71,6 +87,13 @@ class InvalidArgument(SidecarError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
+
+
+class NotEnabled(SidecarError):
+    """The call needs a part this sidecar does not run (replication, ResolvePull, Reconcile)."""
+
+    code = ErrorCode.NOT_ENABLED
 
 
 class ConfigError(SidecarError):

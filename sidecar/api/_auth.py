@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from sidecar.api.status import grpc_status
+from sidecar.api.status import abort
 from sidecar.errors import PermissionDenied, SidecarError
 from sidecar.governance import (
     Admission,
@@ -77,11 +77,6 @@ def call_credentials(
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: SidecarError) -> NoReturn:
-    await context.abort(grpc_status(exc.code), exc.message)
-    raise AssertionError("context.abort returned")  # abort always raises
-
-
 class CallAuth:
     """The gate as PolicyService's servicer on one listener uses it: refusals become statuses."""
 
@@ -99,7 +94,7 @@ class CallAuth:
         try:
             return await self._gate.admit(call_credentials(context, self._listener), action, tenant)
         except SidecarError as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
 
     def narrow(self, admission: Admission, action: str, requested: Caller) -> Caller:
         """Return the decision caller (raises PermissionDenied for a widening request caller)."""
@@ -119,7 +114,7 @@ class CallAuth:
         """Refuse an admitted call that reached another tenant's data (logged and counted)."""
         exc = PermissionDenied(message)
         self._gate.refused(action, exc, admission.identity.subject)
-        await _abort(context, exc)
+        await abort(context, exc)
 
     async def caller(
         self,
@@ -132,4 +127,4 @@ class CallAuth:
         try:
             return self.narrow(admission, action, requested)
         except SidecarError as exc:
-            await _abort(context, exc)
+            await abort(context, exc)

@@ -1,5 +1,9 @@
 """A server interceptor that answers a request whose bytes are not a valid message with INVALID_ARGUMENT.
 
+It also turns an exception no servicer expected (a bug) into ``INTERNAL`` with the same rich
+details as every other error (ErrorInfo ``internal``) instead of grpc's ``UNKNOWN`` carrying the
+exception's own text: the traceback goes to our log, never to the caller.
+
 Without it grpc parses requests before any servicer code runs and turns a ``DecodeError`` (corrupt
 wire format, a string field that is not UTF-8) into ``UNKNOWN: Unexpected DecodeError``: not the
 clear ``INVALID_ARGUMENT`` naming the problem that DESIGN §6 promises for bad input.
@@ -19,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from sidecar.api.status import abort
+from sidecar.errors import InvalidArgument, ResourceExhausted, SidecarError
+from sidecar.telemetry import get_logger
+
 __all__ = ["DecodeErrorInterceptor"]
+
+_log = get_logger(__name__)
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:  # generic only in the type stubs; subscripting them at run time fails
@@ -34,22 +44,23 @@ else:
 class _Malformed:
     """Stands in for a request that failed to parse, so the handler can abort with its status."""
 
-    problem: str
-    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    error: SidecarError
 
 
 def _lenient(deserialize: Callable[[bytes], Any], max_bytes: int | None) -> Callable[[bytes], Any]:
     def parse(raw: bytes) -> Any:
         if max_bytes is not None and len(raw) > max_bytes:
             return _Malformed(
-                f"request: message of {len(raw)} bytes is over the limit of {max_bytes} "
-                "(policy.limits.max_message_bytes)",
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                ResourceExhausted(
+                    f"request: message of {len(raw)} bytes is over the limit of {max_bytes} "
+                    "(policy.limits.max_message_bytes)",
+                    limit="policy.limits.max_message_bytes",
+                )
             )
         try:
             return deserialize(raw)
         except DecodeError as exc:
-            return _Malformed(f"request: not a valid message: {exc}")
+            return _Malformed(InvalidArgument("request", f"not a valid message: {exc}"))
 
     return parse
 
@@ -58,12 +69,17 @@ class _MalformedInStream(Exception):
     """A malformed message in a request stream; raised where the stream is read, aborted above."""
 
     def __init__(self, malformed: _Malformed) -> None:
-        super().__init__(malformed.problem)
+        super().__init__(malformed.error.message)
         self.malformed = malformed
 
 
 async def _abort(context: _Context, malformed: _Malformed) -> None:
-    await context.abort(malformed.code, malformed.problem)
+    await abort(context, malformed.error)
+
+
+async def _unexpected(context: _Context, exc: Exception) -> None:
+    _log.error("unexpected error in a gRPC handler", error_type=type(exc).__name__, exc_info=exc)
+    await abort(context, SidecarError("internal error (logged by the sidecar)"))
 
 
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -93,6 +109,10 @@ def _behaviour(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., 
                     yield answer
             except _MalformedInStream as exc:
                 await _abort(context, exc.malformed)
+            except grpc.aio.AbortError:
+                raise  # a deliberate status, already sent
+            except Exception as exc:  # a bug still answers with a status and its details
+                await _unexpected(context, exc)
 
         return generator
     if inspect.iscoroutinefunction(behaviour):
@@ -103,6 +123,10 @@ def _behaviour(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., 
                 return await behaviour(await _prepare(request, context, streaming), context)
             except _MalformedInStream as exc:
                 await _abort(context, exc.malformed)
+            except grpc.aio.AbortError:
+                raise  # a deliberate status, already sent
+            except Exception as exc:  # a bug still answers with a status and its details
+                await _unexpected(context, exc)
 
         return coroutine
     return None

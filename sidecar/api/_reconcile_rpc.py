@@ -10,8 +10,8 @@ import grpc
 from sidecar._proto import policy_pb2 as pb
 from sidecar.api._auth import CallAuth
 from sidecar.api._replication_rpcs import job_to_proto
-from sidecar.api.status import grpc_status
-from sidecar.errors import SidecarError
+from sidecar.api.status import abort
+from sidecar.errors import InvalidArgument, NotEnabled, SidecarError
 from sidecar.reconcile import Impact, Plan, PlanAction, Reconciler
 
 __all__ = ["ReconcileRpc", "action_to_proto", "impact_to_proto", "summary_to_proto"]
@@ -79,8 +79,7 @@ class ReconcileRpc:
             # Fleet-wide: data.system.authz must grant action Reconcile (no tenant narrows it).
             await self._auth.admit(context, "Reconcile")
         if self._reconciler is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Reconcile is not enabled")
-            raise AssertionError("context.abort returned")
+            await abort(context, NotEnabled("Reconcile is not enabled"))
         if request.candidate_bundle:
             async for event in self._preview(self._reconciler, request, context):
                 yield event
@@ -96,8 +95,7 @@ class ReconcileRpc:
                 return
             report = await self._reconciler.apply(plan, observation)
         except SidecarError as exc:
-            await context.abort(grpc_status(exc.code), exc.message)
-            raise AssertionError("context.abort returned") from exc
+            await abort(context, exc)
         for job in report.jobs:
             yield pb.ReconcileEvent(job=job_to_proto(job))
         for action in report.removed:
@@ -114,16 +112,12 @@ class ReconcileRpc:
     ) -> AsyncIterator[pb.ReconcileEvent]:
         """The impact preview: the candidate's plan (marked preview), its summary, the diff."""
         if request.HasField("dry_run") and not request.dry_run:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "candidate_bundle: an impact preview never applies (leave dry_run unset or true)",
-            )
-            raise AssertionError("context.abort returned")
+            problem = "an impact preview never applies (leave dry_run unset or true)"
+            await abort(context, InvalidArgument("candidate_bundle", problem))
         try:
             preview = await reconciler.preview(request.candidate_bundle)
         except SidecarError as exc:
-            await context.abort(grpc_status(exc.code), exc.message)
-            raise AssertionError("context.abort returned") from exc
+            await abort(context, exc)
         for action in preview.after.actions:
             yield pb.ReconcileEvent(planned=action_to_proto(action), preview=True)
         yield pb.ReconcileEvent(summary=summary_to_proto(preview.after), preview=True)

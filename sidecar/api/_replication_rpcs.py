@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.api._auth import CallAuth
 from sidecar.api.convert import decide_request_from_proto, decide_response_to_proto
-from sidecar.api.status import grpc_status
-from sidecar.errors import SidecarError
+from sidecar.api.status import abort
+from sidecar.errors import InvalidArgument, NotEnabled, SidecarError
 from sidecar.governance import Admission
 from sidecar.model.jobs import Job, JobState
 from sidecar.replicate import ReplicationService
@@ -62,11 +62,6 @@ def job_to_proto(job: Job) -> pb.Job:
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: SidecarError) -> NoReturn:
-    await context.abort(grpc_status(exc.code), exc.message)
-    raise AssertionError("context.abort returned")  # abort always raises
-
-
 class ReplicationRpcs:
     """Mixed into the PolicyService servicer; ``self._replication`` is None when replication is off."""
 
@@ -95,10 +90,7 @@ class ReplicationRpcs:
 
     async def _service(self, context: grpc.aio.ServicerContext[Any, Any]) -> ReplicationService:
         if self._replication is None:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, "replication is not enabled on this sidecar"
-            )
-            raise AssertionError("context.abort returned")
+            await abort(context, NotEnabled("replication is not enabled on this sidecar"))
         return self._replication
 
     async def Replicate(
@@ -114,7 +106,7 @@ class ReplicationRpcs:
         try:
             outcome = await service.replicate(model, dry_run=request.dry_run, parent=parent)
         except SidecarError as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
         return pb.ReplicateResponse(
             decision=decide_response_to_proto(outcome.result, request.request.request_id),
             job_ids=[j.job_id for j in outcome.jobs],
@@ -128,11 +120,11 @@ class ReplicationRpcs:
         admission = await self._admit(context, "GetJob")
         service = await self._service(context)
         if not request.job_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: required")
+            await abort(context, InvalidArgument("job_id", "required"))
         try:
             job = await service.get(request.job_id)
         except SidecarError as exc:
-            await _abort(context, exc)
+            await abort(context, exc, job_id=request.job_id)
         await self._visible(context, admission, "GetJob", job)
         return job_to_proto(job)
 
@@ -148,14 +140,10 @@ class ReplicationRpcs:
                 state = JobState(request.state)
             except ValueError:
                 known = ", ".join(s.value for s in JobState)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"state: unknown job state {request.state!r} (known: {known})",
-                )
+                problem = f"unknown job state {request.state!r} (known: {known})"
+                await abort(context, InvalidArgument("state", problem))
         if request.limit < 0 or request.limit > _MAX_LIMIT:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"limit: must be between 0 and {_MAX_LIMIT}"
-            )
+            await abort(context, InvalidArgument("limit", f"must be between 0 and {_MAX_LIMIT}"))
         limit = request.limit or _DEFAULT_LIMIT
         if admission is None or admission.platform:
             jobs = await service.list_jobs(state=state, limit=limit)
@@ -172,7 +160,7 @@ class ReplicationRpcs:
         admission = await self._admit(context, "WatchJob")
         service = await self._service(context)
         if not request.job_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: required")
+            await abort(context, InvalidArgument("job_id", "required"))
         try:
             if admission is not None:
                 await self._visible(
@@ -181,7 +169,7 @@ class ReplicationRpcs:
             async for job in service.watch(request.job_id):
                 yield job_to_proto(job)
         except SidecarError as exc:
-            await _abort(context, exc)
+            await abort(context, exc, job_id=request.job_id)
 
 
 def _sees(admission: Admission, job: Job) -> bool:

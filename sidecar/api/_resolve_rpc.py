@@ -9,8 +9,8 @@ import grpc
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.api._auth import CallAuth
-from sidecar.api.status import grpc_status
-from sidecar.errors import SidecarError
+from sidecar.api.status import abort
+from sidecar.errors import NotEnabled, NotFound, SidecarError
 from sidecar.governance import Admission
 from sidecar.health import PullAnswer, PullCandidate, PullResolver
 from sidecar.model.decision import ImageRef
@@ -49,23 +49,18 @@ class ResolvePullRpc:
                 f"image.registry: {request.image.registry!r} is dedicated to other tenants",
             )  # fmt: skip
         if self._resolver is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ResolvePull is not enabled")
-            raise AssertionError("context.abort returned")
+            await abort(context, NotEnabled("ResolvePull is not enabled"))
         image = request.image
         ref = ImageRef(image.registry, image.repository, image.tag, image.digest)
         try:
             answer = await self._resolver.resolve(ref, request.client_region)
         except SidecarError as exc:
-            await context.abort(grpc_status(exc.code), exc.message)
-            raise AssertionError("context.abort returned") from exc
+            await abort(context, exc)
         if admission is not None and not admission.platform:
             visible = _visible(answer, admission)
             if visible is None:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND,
-                    "no registry shared with or dedicated to your tenant holds the image",
-                )
-                raise AssertionError("context.abort returned")
+                nowhere = "no registry shared with or dedicated to your tenant holds the image"
+                await abort(context, NotFound(nowhere))
             answer = visible
         chosen = answer.chosen
         return pb.ResolvePullResponse(

@@ -11,10 +11,10 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api._auth import Listener, call_credentials
 from sidecar.api._reconcile_rpc import impact_to_proto
-from sidecar.api.status import grpc_status
+from sidecar.api.status import abort
 from sidecar.audit import AuditRecord
 from sidecar.bundles.validate import ValidationReport
-from sidecar.errors import SidecarError
+from sidecar.errors import InvalidArgument, SidecarError
 from sidecar.governance import AdminService, Credentials, StoredRevision
 from sidecar.reconcile import Reconciler
 
@@ -80,7 +80,7 @@ class AdminServicer(pb_grpc.PolicyAdminServicer):  # type: ignore[misc]  # gener
     ) -> pb.RollbackResponse:
         """Publish an earlier revision again."""
         if not request.revision:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "revision: required")
+            await abort(context, InvalidArgument("revision", "required"))
         out = await _call(
             context, self._listener, lambda creds: self._admin.rollback(creds, request.revision)
         )
@@ -157,8 +157,7 @@ async def _call(
     try:
         return await action(credentials)
     except SidecarError as exc:
-        await context.abort(grpc_status(exc.code), exc.message)
-        raise  # abort() raises; this keeps type checkers certain
+        await abort(context, exc)
 
 
 def _limit(requested: int) -> int:

@@ -21,9 +21,9 @@ from sidecar.api.convert import (
     error_detail_to_proto,
     explain_response_to_proto,
 )
-from sidecar.api.status import grpc_status
+from sidecar.api.status import abort
 from sidecar.decide import DecisionService
-from sidecar.errors import SidecarError
+from sidecar.errors import InvalidArgument, NotFound, SidecarError
 from sidecar.health import PullResolver
 from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
@@ -75,7 +75,7 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, ReconcileRpc, pb_grpc.Poli
         try:
             result = await self._decisions.decide(model, parent=parent)
         except SidecarError as exc:
-            await context.abort(grpc_status(exc.code), exc.message)
+            await abort(context, exc)
         return decide_response_to_proto(result, request.request_id)
 
     async def DecideStream(
@@ -143,14 +143,14 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, ReconcileRpc, pb_grpc.Poli
         """Return the stored record of an earlier decision."""
         admission = await self._auth.admit(context, "Explain") if self._auth else None
         if not request.decision_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "decision_id: required")
+            await abort(context, InvalidArgument("decision_id", "required"))
         record = self._decisions.explain(request.decision_id)
         if record is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
+            missing = NotFound(
                 f"decision_id: no record of {request.decision_id!r} "
-                "(unknown, or older than the decision-record retention)",
+                "(unknown, or older than the decision-record retention)"
             )
+            await abort(context, missing, decision_id=request.decision_id)
         if self._auth and admission and not admission.sees_record(record.input):
             await self._auth.deny(
                 context,

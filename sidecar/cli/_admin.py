@@ -97,11 +97,12 @@ class _RemoteError(SidecarError):
     """The sidecar answered with an error status: its error code and message, as it sent them."""
 
     def __init__(self, exc: grpc.aio.AioRpcError) -> None:
-        from sidecar.api.status import grpc_status  # noqa: PLC0415
+        from sidecar.api.status import error_code_of, grpc_status  # noqa: PLC0415
 
         super().__init__(str(exc.details() or exc.code().name))
-        # The one error-code table, read backwards: exit status and message match a local error.
-        self.code = next(
+        # The code the status's ErrorInfo names; from a server without details, the one
+        # error-code table read backwards. Exit status and message then match a local error.
+        self.code = error_code_of(exc) or next(
             (code for code in ErrorCode if grpc_status(code) == exc.code()), ErrorCode.INTERNAL
         )
 

@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
+from sidecar.api.status import error_code_of
 from sidecar.cli._channel import caller_subject, data_plane_channel
 from sidecar.config import Config, job_store_url
 from sidecar.errors import ErrorCode, InvalidArgument, NotFound, SidecarError
@@ -75,7 +76,8 @@ def _error(exc: grpc.aio.AioRpcError, server: str) -> SidecarError:
     if code == grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
         return SidecarError(f"no sidecar answering at {server} (start one: policy-sidecar serve)")
     err = SidecarError(f"{server}: {code.name}: {details}")
-    err.code = ErrorCode.INTERNAL
+    # The code the status's ErrorInfo names (unauthenticated, policy_unavailable, ...), not a guess.
+    err.code = error_code_of(exc) or ErrorCode.INTERNAL
     return err
 
 

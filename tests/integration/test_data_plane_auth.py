@@ -193,3 +193,5 @@ async def test_the_cli_calls_with_the_token_of_its_environment(sidecar: RunningS
     assert json.loads(out)["decision_id"]
     code, _, err = await _cli("jobs", "--json", *server, token=None)
     assert code != 0 and "UNAUTHENTICATED" in err
+    # The error code is the one the status's ErrorInfo carries, not "internal".
+    assert "policy-sidecar: unauthenticated: " in err, err

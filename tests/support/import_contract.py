@@ -7,7 +7,8 @@ other. On top of the floors:
 * no module imports another package's private module (a ``_name`` path component);
 * ``api/`` imports a use case only through its face (``sidecar.replicate``, never
   ``sidecar.replicate.service``), so the servicers stay translators;
-* nothing but the entry points (``api/``, ``cli/``) imports gRPC or the generated ``_proto`` code:
+* nothing but the entry points (``api/``, ``cli/``) imports gRPC (``google.rpc`` and
+  ``grpc_status`` included) or the generated ``_proto`` code:
   evaluation, ``decide.py`` included, never sees a protobuf message. The one exception is a
   cloud SDK's own channel: ``secrets/`` may import ``grpc`` (never ``_proto``) to point Google's
   Secret Manager client at a plaintext emulator, which that SDK offers no other way to do; so may
@@ -102,7 +103,9 @@ def _floor(package: str, floors: Sequence[tuple[str, ...]]) -> int | None:
 def _check(imp: Import, top: str, floors: Sequence[tuple[str, ...]]) -> Iterator[str]:
     where = f"{imp.path}:{imp.line}: imports {imp.module}"
     parts = imp.module.split(".")
-    if parts[0] in ("grpc", "grpc_health", "grpc_reflection") or parts[:2] == [top, _GENERATED]:
+    # google.rpc (the rich error details) is a gRPC wire type like the generated code.
+    grpc_modules = ("grpc", "grpc_health", "grpc_reflection", "grpc_status")
+    if parts[0] in grpc_modules or parts[:2] in ([top, _GENERATED], ["google", "rpc"]):
         sdk_channel = parts == ["grpc"] and imp.source in GRPC_CLIENTS
         if imp.source not in GRPC_ALLOWED and not sdk_channel:
             yield f"{where}: only {', '.join(sorted(GRPC_ALLOWED))} may use gRPC"
