@@ -411,6 +411,7 @@ class Sidecar:
                 listeners=await listeners(self.config),
                 gate=gate,
                 reconciler=self.reconciler,
+                metrics=self.telemetry.metrics,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)

@@ -18,11 +18,18 @@ from sidecar.telemetry._logging import (
     get_logger,
     snapshot_logging,
 )
-from sidecar.telemetry._metrics import LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Outcome
+from sidecar.telemetry._metrics import (
+    GRPC_TYPES,
+    LATENCY_BUCKETS,
+    METRIC_PREFIX,
+    Metrics,
+    Outcome,
+)
 from sidecar.telemetry._telemetry import Telemetry
 from sidecar.telemetry._tracing import extract_context, inject_metadata, span_id_hex, trace_id_hex
 
 __all__ = [
+    "GRPC_TYPES",
     "LATENCY_BUCKETS",
     "LOG_FORMATS",
     "LOG_LEVELS",
