@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the pinned Go tools the sidecar and its tests run (OPA, conftest, Regal, Jaeger) into a cache
+# Build the pinned Go tools the sidecar and its tests run (OPA, conftest, Regal, Jaeger, promtool) into a cache
 # outside the checkout, so a fresh clone reuses them. Idempotent: a tool already built at its pinned
 # version is skipped. Prints the bin directory on the last line.
 #
@@ -24,6 +24,9 @@ TOOLS=(
   "fake-gcs-server v1.55.1 install github.com/fsouza/fake-gcs-server"
   "crane     v0.22.1  install github.com/google/go-containerregistry/cmd/crane"
   "regctl    v0.11.5  install github.com/regclient/regclient/cmd/regctl"
+  # Prometheus 3.x's module versions are v0.3XX.Y (v0.316.0 = Prometheus 3.16.0); promtool checks
+  # and unit-tests deploy/prometheus/alerts.yaml. Building it alone takes ~MINUTES_TBD on 2 cores.
+  "promtool  v0.316.0 install github.com/prometheus/prometheus/cmd/promtool"
 )
 
 want=("$@")

@@ -58,16 +58,17 @@ async def test_the_otlp_endpoint_and_service_name_come_from_the_environment(
     assert tags.get("deployment.environment") == "staging"
 
 
-async def test_sdk_disabled_exports_nothing_even_with_an_endpoint_configured(
+async def test_traces_exporter_none_exports_nothing_even_with_an_endpoint_configured(
     jaeger: JaegerServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    # Spans are still made (decisions keep their trace ids in logs and answers), not shipped.
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     off = Telemetry("sidecar-disabled", otlp_endpoint=jaeger.otlp_grpc_endpoint)
     try:
-        _one_span(off, "env.disabled")
+        assert _one_span(off, "env.disabled")
     finally:
         off.shutdown()
-    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER")
     on = Telemetry("sidecar-enabled", otlp_endpoint=jaeger.otlp_grpc_endpoint)
     try:
         heard = _one_span(on, "env.enabled")
