@@ -247,22 +247,18 @@ async def test_alerts_and_dashboard_query_only_what_a_running_sidecar_exports(
 
 
 async def _settled(stub: Any, url: str, digest: str, timeout_s: float = 120) -> str:
-    """Scrape until both prod copies succeeded and the queue gauges show nothing left queued."""
+    """Scrape until both prod copies succeeded and the queue gauges show nothing left to do."""
     deadline = time.monotonic() + timeout_s
     while True:
         jobs = (await stub.ListJobs(pb.ListJobsRequest(limit=50))).jobs
         done = [j for j in jobs if j.digest == digest and j.state == "succeeded"]
         exposition = await _scrape(url)
-        queued = _value(
-            exposition, "policy_sidecar_replication_queue_depth", registry="prod-us", state="queued"
-        )
-        running = _value(
-            exposition,
-            "policy_sidecar_replication_queue_depth",
-            registry="prod-us",
-            state="running",
-        )
-        if len(done) >= 2 and queued == 0 and running == 0:
+        unfinished = [
+            _value(exposition, "policy_sidecar_replication_queue_depth", registry=r, state=s)
+            for r in ("prod-eu", "prod-us")
+            for s in ("queued", "running")
+        ]
+        if len(done) >= 2 and unfinished == [0, 0, 0, 0]:
             return exposition
         assert time.monotonic() < deadline, [(j.destination, j.state, j.error) for j in jobs]
         await asyncio.sleep(0.3)
