@@ -58,7 +58,8 @@ class _Call:
 
 def _status(context: _Context, exc: BaseException | None) -> str:
     """The status name the caller receives: what the handler set or aborted with, else by outcome."""
-    if isinstance(exc, asyncio.CancelledError):
+    # A stream closed under the handler (the caller went away) ends it with GeneratorExit.
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED.name
     code = context.code()
     if isinstance(code, grpc.StatusCode):

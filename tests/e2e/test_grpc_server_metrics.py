@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -66,13 +67,24 @@ async def test_every_rpc_is_counted_by_method_type_and_status(sidecar: RunningSi
         await stream.read()
     await stream.done_writing()
     assert await stream.read() == grpc.aio.EOF
+    # A stream the caller walks away from is CANCELLED, not an error of ours.
+    dropped = sidecar.stub.DecideStream()
+    await dropped.write(_request())
+    await dropped.read()
+    dropped.cancel()
     # A method nobody registered is answered UNIMPLEMENTED and mints no label value.
     unknown = sidecar.channel.unary_unary(f"/{SERVICE}/NoSuchMethod")
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await unknown(b"", timeout=10)
     assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
-    samples = await _samples(sidecar)
+    bidi = {"grpc_type": "bidi_stream", "grpc_service": SERVICE, "grpc_method": "DecideStream"}
+    for _ in range(100):  # the server notices the cancellation on its own time
+        samples = await _samples(sidecar)
+        if _get(samples, "grpc_server_handled_total", **bidi, grpc_code="CANCELLED"):
+            break
+        await asyncio.sleep(0.05)
+    assert _get(samples, "grpc_server_handled_total", **bidi, grpc_code="CANCELLED") == 1
     decide = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Decide"}
     assert _get(samples, "grpc_server_started_total", **decide) == 4
     assert _get(samples, "grpc_server_handled_total", **decide, grpc_code="OK") == 3
@@ -80,10 +92,9 @@ async def test_every_rpc_is_counted_by_method_type_and_status(sidecar: RunningSi
     assert _get(samples, "grpc_server_handling_seconds_count", **decide) == 4
     assert _get(samples, "grpc_server_msg_received_total", **decide) == 4
     assert _get(samples, "grpc_server_msg_sent_total", **decide) == 3
-    bidi = {"grpc_type": "bidi_stream", "grpc_service": SERVICE, "grpc_method": "DecideStream"}
     assert _get(samples, "grpc_server_handled_total", **bidi, grpc_code="OK") == 1
-    assert _get(samples, "grpc_server_msg_received_total", **bidi) == 2
-    assert _get(samples, "grpc_server_msg_sent_total", **bidi) == 2
+    assert _get(samples, "grpc_server_msg_received_total", **bidi) == 3
+    assert _get(samples, "grpc_server_msg_sent_total", **bidi) == 3
     # The sidecar's own families are fed by the same interceptor.
     ours = {"method": f"/{SERVICE}/Decide"}
     assert _get(samples, "policy_sidecar_grpc_requests_total", **ours, code="OK") == 3
