@@ -25,6 +25,7 @@ from sidecar.model.jobs import (
     JobSpec,
     JobState,
     ProgressCallback,
+    QueueStat,
 )
 from sidecar.records import DecisionRecord
 
@@ -47,6 +48,7 @@ __all__ = [
     "PolicyEngine",
     "PullCounts",
     "QueueAndDeferrals",
+    "QueueStats",
     "Redecider",
     "RegistryCredentialSource",
     "RegistryCredentials",
@@ -427,6 +429,14 @@ class StatePruning(Protocol):
         ...
 
 
+class QueueStats(Protocol):
+    """What the queue gauges read: unfinished jobs per destination and state, in one query."""
+
+    async def queue_stats(self) -> list[QueueStat]:
+        """Return a QueueStat for every (destination, state) with unfinished jobs."""
+        ...
+
+
 class QueueAndDeferrals(JobQueue, Deferrals, Protocol):
     """Jobs plus deferred work: replication defers and enqueues, recovery replays and requeues."""
 
@@ -443,6 +453,7 @@ class JobStore(
     PullCounts,
     StatePruning,
     Leases,
+    QueueStats,
     Protocol,
 ):
     """Every role of the durable store (SQLite or PostgreSQL), for the composition root that

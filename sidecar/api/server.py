@@ -21,6 +21,7 @@ from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api._auth import CallAuth, Listener
 from sidecar.api._decode import DecodeErrorInterceptor
+from sidecar.api._metrics import MetricsInterceptor
 from sidecar.api.admin_service import AdminServicer
 from sidecar.api.policy_service import PolicyServicer
 from sidecar.config import Limits
@@ -30,6 +31,7 @@ from sidecar.governance import AdminService, DataPlaneGate
 from sidecar.health import PullResolver
 from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
+from sidecar.telemetry import Metrics
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -108,6 +110,7 @@ class GrpcServer:
         listeners: Sequence[Listener] = (),
         gate: DataPlaneGate | None = None,
         reconciler: Reconciler | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._listeners = (Listener("plain", listen), *listeners)
         # Decision requests are small: max_message_bytes (policy.limits) caps them. Bundles travel
@@ -121,14 +124,15 @@ class GrpcServer:
         self._policy: list[PolicyServicer] = []
         self._servers: list[grpc.aio.Server] = []
         for listener in self._listeners:
+            # A request that does not parse is INVALID_ARGUMENT, like any other bad input. The
+            # metrics interceptor is outermost, so it counts the status such a request gets.
+            decode = DecodeErrorInterceptor(
+                max_message_bytes if transport_cap > max_message_bytes else None,
+                uncapped=(_ADMIN_SERVICE,),
+            )
+            counted = [MetricsInterceptor(metrics)] if metrics is not None else []
             server = grpc.aio.server(
-                # A request that does not parse is INVALID_ARGUMENT, like any other bad input.
-                interceptors=[
-                    DecodeErrorInterceptor(
-                        max_message_bytes if transport_cap > max_message_bytes else None,
-                        uncapped=(_ADMIN_SERVICE,),
-                    )
-                ],
+                interceptors=[*counted, decode],
                 options=[
                     # Callers multiplex many decisions over one connection (DESIGN: throughput).
                     ("grpc.max_concurrent_streams", 4096),

@@ -26,6 +26,7 @@ from sidecar.model.decision import ImageRef
 from sidecar.oci import RegistryClients
 from sidecar.replicate.copy import ImageCopier
 from sidecar.replicate.delete import ImageDeleter
+from sidecar.replicate.metrics import QueueGauges
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.replicate.workers import WorkerPool
 from sidecar.secrets import RegistrySecrets
@@ -127,7 +128,15 @@ async def replication_parts(
             metrics_registry=telemetry.metrics_registry,
             health=health,
             deleter=ImageDeleter(clients, sources=config.policy.reconcile.sources),
+            registries=[r.name for r in config.registries],
         )
+        gauges = QueueGauges(
+            store,
+            telemetry.metrics_registry,
+            registries=[r.name for r in config.registries],
+            interval_s=settings.queue_metrics_interval_s,
+        )
+        await stack.enter_async_context(gauges.running())
         _log.info("job store open", store=_redacted(url), worker_id=pool.worker_id)
         yield ReplicationParts(store, clients, copier, pool, url, health)
 

@@ -66,7 +66,7 @@ from sidecar.sensitive.runtime import (
     load_request_sealer,
     load_sensitive_runtime,
 )
-from sidecar.telemetry import MetricsServer, Telemetry, get_logger
+from sidecar.telemetry import MetricsServer, Telemetry, get_logger, trace_endpoint
 from sidecar.tools import find_tool
 from sidecar.typing import PolicyEngine
 from sidecar.webhooks import WebhookServer
@@ -138,7 +138,10 @@ async def policy_runtime(config: Config) -> AsyncIterator[PolicyRuntime]:
         port=opa.port,
         startup_timeout_s=opa.startup_timeout_s,
         extra_args=(
-            *distributed_tracing_args(telemetry.otlp_endpoint, telemetry.service_name),
+            *distributed_tracing_args(
+                trace_endpoint(telemetry.otlp_endpoint, os.environ),
+                os.environ.get("OTEL_SERVICE_NAME") or telemetry.service_name,
+            ),
             *opa.extra_args,
         ),
         on_launch=sensitive.loader.put if sensitive else None,
@@ -427,6 +430,7 @@ class Sidecar:
                 listeners=await listeners(self.config),
                 gate=gate,
                 reconciler=self.reconciler,
+                metrics=self.telemetry.metrics,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)

@@ -166,6 +166,9 @@ class ReplicationSettings:
     # The sliding window of pull counts fed to input.access ("7d"): pulls older than this no
     # longer count (and the retention prune deletes them), so rebalancing follows current demand.
     pull_window: Annotated[Duration, Field(ge=3600)] = 7 * 86400.0
+    # How often the queue gauges (depth, oldest wait per destination) are read from the store:
+    # one grouped query, never at scrape time, so a slow database cannot stall /metrics.
+    queue_metrics_interval_s: Annotated[Duration, Field(ge=1)] = 15.0
     retry: RetrySettings = field(default_factory=RetrySettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)

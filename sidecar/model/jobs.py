@@ -19,6 +19,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "ProgressCallback",
+    "QueueStat",
 ]
 
 
@@ -191,3 +192,19 @@ class InboxEvent:
             "next_attempt_at": self.next_attempt_at,
             "dead_at": self.dead_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    """Unfinished jobs bound for one destination registry in one state, read from the job store.
+
+    ``oldest_wait_s`` is how long the longest-waiting *runnable* queued job has waited since it
+    became runnable (enqueued, requeued, released or its retry delay over); 0 for other states
+    and when nothing runnable waits. A job waiting out a retry delay is not counted as waiting:
+    the alert on queue age is about workers not keeping up, not about backoff doing its job.
+    """
+
+    registry: str
+    state: str
+    jobs: int
+    oldest_wait_s: float

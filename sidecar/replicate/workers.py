@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter as Tally
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from sidecar.errors import (
     ErrorCode,
@@ -25,8 +25,9 @@ from sidecar.errors import (
     TagSuperseded,
 )
 from sidecar.model.jobs import DELETE_KINDS, CopyProgress, CopyResult, Job, JobState
+from sidecar.replicate.metrics import ReplicationMetrics
 from sidecar.replicate.retry import RetryPolicy
-from sidecar.telemetry import METRIC_PREFIX, get_logger
+from sidecar.telemetry import get_logger
 from sidecar.typing import Copier, Deleter, JobQueue, Redecider, RegistryHealthView
 
 __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
@@ -34,28 +35,6 @@ __all__ = ["SPAN_REPLICATE_JOB", "WorkerPool"]
 SPAN_REPLICATE_JOB = "replicate.job"
 _log = get_logger("sidecar.replicate.workers")
 _tracer = trace.get_tracer("sidecar.replicate")
-_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-
-class _Metrics:
-    """The pool's metric families in a caller-owned registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        p = f"{METRIC_PREFIX}replication_"
-        self.finished = Counter(
-            f"{p}jobs_finished", "Jobs that reached a final or parked state.", ["state"],
-            registry=registry,
-        )  # fmt: skip
-        self.retried = Counter(f"{p}job_retries", "Attempts that will be retried.", ["code"],
-                               registry=registry)  # fmt: skip
-        self.duration = Histogram(
-            f"{p}job_duration_seconds", "Wall time of one job attempt, by outcome.", ["outcome"],
-            buckets=_DURATION_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.bytes = Counter(f"{p}bytes_copied", "Bytes moved by finished copies.",
-                             registry=registry)  # fmt: skip
-        self.running = Gauge(f"{p}jobs_running", "Jobs being copied now, by destination.",
-                             ["registry"], registry=registry)  # fmt: skip
 
 
 class _Progress:
@@ -103,11 +82,14 @@ class WorkerPool:
         health: RegistryHealthView | None = None,
         deleter: Deleter | None = None,
         redecider: Redecider | None = None,
+        registries: Iterable[str] = (),
     ) -> None:
         """Configure the pool; nothing runs until :meth:`start`.
 
         With ``health`` (the registry prober), jobs for a registry known to be down are parked
-        without an attempt, and registries being recovered are not claimed from.
+        without an attempt, and registries being recovered are not claimed from. ``registries``
+        (the configured destinations) get zero-valued outcome series from the start, so a rate
+        or increase over them sees the first failure.
         """
         self.store, self.worker_id = store, worker_id
         self.progress_interval_s = progress_interval_s
@@ -116,7 +98,7 @@ class WorkerPool:
         self._limits = dict(registry_concurrency or {})
         self._retry = retry or RetryPolicy()
         self._lease_s, self._poll_s = lease_s, poll_interval_s
-        self._metrics = _Metrics(metrics_registry or CollectorRegistry())
+        self._metrics = ReplicationMetrics(metrics_registry or CollectorRegistry(), registries)
         self._health = health
         self._deleter = deleter
         self._redecider = redecider
@@ -204,7 +186,7 @@ class WorkerPool:
     def _launch(self, job: Job) -> None:
         registry = job.spec.destination_registry
         self._active[registry] += 1
-        self._metrics.running.labels(registry).set(self._active[registry])
+        self._metrics.running(registry, self._active[registry])
         self._unfinished[job.job_id] = job
         task = asyncio.create_task(self._run(job), name=f"job-{job.job_id}")
         self._tasks[job.job_id] = task
@@ -212,7 +194,7 @@ class WorkerPool:
         def done(_: asyncio.Task[None]) -> None:
             self._tasks.pop(job.job_id, None)
             self._active[registry] -= 1
-            self._metrics.running.labels(registry).set(self._active[registry])
+            self._metrics.running(registry, self._active[registry])
             self._wake.set()
 
         task.add_done_callback(done)
@@ -229,7 +211,7 @@ class WorkerPool:
                 raise  # stop(): the job stays in _unfinished and is released
             # The heartbeat cancelled the copy: the lease is someone else's, write nothing.
             self._unfinished.pop(job.job_id, None)
-            self._metrics.duration.labels("lease_lost").observe(0.0)
+            self._metrics.attempt(job.spec.destination_registry, "lease_lost", 0.0)
         except Exception:
             # Writing the outcome failed (store down): the lease expires and the job is retaken.
             self._unfinished.pop(job.job_id, None)
@@ -283,7 +265,7 @@ class WorkerPool:
                 outcome = await self._failed(job, exc)
             span.set_attribute("replicate.outcome", outcome)
         duration = loop.time() - started
-        self._metrics.duration.labels(outcome).observe(duration)
+        self._metrics.attempt(spec.destination_registry, outcome, duration)
         _log.info(
             "job_attempt_finished", job_id=job.job_id, digest=spec.digest,
             destination=job.destination, attempt=job.attempts, outcome=outcome,
@@ -303,13 +285,13 @@ class WorkerPool:
                 job.job_id, self.worker_id, JobState.PARKED, error=message, error_code=code
             )
         )
-        self._metrics.finished.labels(JobState.PARKED.value).inc()
+        self._metrics.finished(job.spec.destination_registry, JobState.PARKED)
         return JobState.PARKED.value
 
     async def _plan(self, job: Job) -> str:
         if job.spec.kind in DELETE_KINDS:  # a dry run deletes nothing, whatever the job says
             await self._write(self.store.finish(job.job_id, self.worker_id, JobState.SKIPPED))
-            self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+            self._metrics.finished(job.spec.destination_registry, JobState.SKIPPED)
             return JobState.SKIPPED.value
         plan = await self._copier.plan(job.spec)
         blobs = plan.blobs_missing + plan.blobs_present
@@ -317,7 +299,7 @@ class WorkerPool:
         recorded = CopyProgress(plan.bytes_to_copy, 0, blobs, plan.blobs_present)
         await self._write(self.store.progress(job.job_id, self.worker_id, recorded))
         await self._write(self.store.finish(job.job_id, self.worker_id, JobState.SKIPPED))
-        self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+        self._metrics.finished(job.spec.destination_registry, JobState.SKIPPED)
         _log.info("job_dry_run_plan", job_id=job.job_id, manifests=plan.manifests,
                   blobs_missing=plan.blobs_missing, bytes_to_copy=plan.bytes_to_copy)  # fmt: skip
         return JobState.SKIPPED.value
@@ -331,8 +313,8 @@ class WorkerPool:
         await self._write(
             self.store.finish(job.job_id, self.worker_id, JobState.SUCCEEDED, result=result)
         )
-        self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
-        self._metrics.bytes.inc(result.bytes_moved)
+        self._metrics.finished(job.spec.destination_registry, JobState.SUCCEEDED)
+        self._metrics.copied(job.spec.destination_registry, result.bytes_moved)
         return JobState.SUCCEEDED.value
 
     async def _delete(self, job: Job) -> str:
@@ -342,7 +324,7 @@ class WorkerPool:
         await self._write(
             self.store.finish(job.job_id, self.worker_id, JobState.SUCCEEDED, result=result)
         )
-        self._metrics.finished.labels(JobState.SUCCEEDED.value).inc()
+        self._metrics.finished(job.spec.destination_registry, JobState.SUCCEEDED)
         return JobState.SUCCEEDED.value
 
     async def _withdrawn(self, job: Job) -> str:
@@ -357,7 +339,7 @@ class WorkerPool:
                 job.job_id, self.worker_id, JobState.SKIPPED, error=why, error_code="withdrawn"
             )
         )
-        self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+        self._metrics.finished(job.spec.destination_registry, JobState.SKIPPED)
         return "withdrawn"
 
     async def _superseded(self, job: Job, exc: TagSuperseded) -> str:
@@ -368,7 +350,7 @@ class WorkerPool:
                 error=exc.message, error_code=exc.code.value,
             )
         )  # fmt: skip
-        self._metrics.finished.labels(JobState.SKIPPED.value).inc()
+        self._metrics.finished(job.spec.destination_registry, JobState.SKIPPED)
         _log.info("job_superseded", job_id=job.job_id, digest=job.spec.digest,
                   destination=job.destination, current=exc.current)  # fmt: skip
         return "superseded"
@@ -389,13 +371,13 @@ class WorkerPool:
                     job.job_id, self.worker_id, delay_s=delay, error=message, error_code=code
                 )
             )
-            self._metrics.retried.labels(code).inc()
+            self._metrics.retried(job.spec.destination_registry, code)
             return "retry"
         state = JobState.PARKED if decision == "park" else JobState.FAILED
         await self._write(
             self.store.finish(job.job_id, self.worker_id, state, error=message, error_code=code)
         )
-        self._metrics.finished.labels(state.value).inc()
+        self._metrics.finished(job.spec.destination_registry, state)
         return state.value
 
 

@@ -27,6 +27,7 @@ from sidecar.model.jobs import (
     Job,
     JobSpec,
     JobState,
+    QueueStat,
 )
 from sidecar.store import _recovery as recovery
 from sidecar.store._protocols import Backend, Tx
@@ -99,6 +100,11 @@ _PRUNE_JOBS = (
 _MAX_EVENT_DELAY_S = 900.0
 #: The pull window when the caller names none (``policy.replication.pull_window``'s default).
 DEFAULT_PULL_WINDOW_S = 7 * 86400.0
+
+
+def _parse_timestamp(text: str) -> datetime:
+    """Read back the fixed-width RFC3339 UTC text written by :func:`timestamp`."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 class SqlJobStore:
@@ -262,6 +268,30 @@ class SqlJobStore:
         async with self._tx() as tx:
             rows = await tx.fetch(sql, [*params, limit])
         return [job_from_row(r) for r in rows]
+
+    async def queue_stats(self) -> list[QueueStat]:
+        """Return unfinished jobs (queued, running, parked) per destination and state, in one query.
+
+        The ``state IN`` filter walks the ``jobs_runnable`` index (state first), so the cost
+        follows the unfinished jobs, not the finished history kept for retention.
+        """
+        await self.open()
+        async with self._tx() as tx:
+            at = await self._clock(tx)
+            now = timestamp(at)
+            rows = await tx.fetch(
+                "SELECT destination_registry, state, COUNT(*), MIN(CASE WHEN state = 'queued' "
+                "AND not_before <= ? THEN not_before END) FROM jobs "
+                "WHERE state IN ('queued', 'running', 'parked') "
+                "GROUP BY destination_registry, state",
+                [now],
+            )
+        moment = at or datetime.now(UTC)
+        stats = []
+        for registry, state, count, oldest in rows:
+            waited = (moment - _parse_timestamp(str(oldest))).total_seconds() if oldest else 0.0
+            stats.append(QueueStat(str(registry), str(state), int(count), max(0.0, waited)))
+        return sorted(stats, key=lambda s: (s.registry, s.state))
 
     async def claim(
         self,

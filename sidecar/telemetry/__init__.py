@@ -18,8 +18,14 @@ from sidecar.telemetry._logging import (
     get_logger,
     snapshot_logging,
 )
-from sidecar.telemetry._metrics import LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Outcome
-from sidecar.telemetry._telemetry import Telemetry
+from sidecar.telemetry._metrics import (
+    GRPC_TYPES,
+    LATENCY_BUCKETS,
+    METRIC_PREFIX,
+    Metrics,
+    Outcome,
+)
+from sidecar.telemetry._telemetry import Telemetry, trace_endpoint
 from sidecar.telemetry._tracing import (
     extract_context,
     inject_metadata,
@@ -30,6 +36,7 @@ from sidecar.telemetry._tracing import (
 )
 
 __all__ = [
+    "GRPC_TYPES",
     "LATENCY_BUCKETS",
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -50,6 +57,7 @@ __all__ = [
     "otlp_target",
     "snapshot_logging",
     "span_id_hex",
+    "trace_endpoint",
     "trace_headers",
     "trace_id_hex",
 ]

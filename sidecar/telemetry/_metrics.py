@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.errors import ErrorCode
 
-__all__ = ["LATENCY_BUCKETS", "METRIC_PREFIX", "Metrics", "Outcome"]
+__all__ = ["GRPC_TYPES", "LATENCY_BUCKETS", "METRIC_PREFIX", "Metrics", "Outcome"]
 
 METRIC_PREFIX = "policy_sidecar_"
 
@@ -28,6 +28,11 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.5,
     1.0,
 )
+
+# go-grpc-prometheus's default (Prometheus DefBuckets): what stock gRPC dashboards assume.
+_GRPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: ``grpc_type`` label values, as go-grpc-prometheus names the four kinds of RPC.
+GRPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
 
 Outcome = Literal["allow", "deny", "error"]
 _OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "error")
@@ -96,6 +101,35 @@ class Metrics:
             ["mode"],
             registry=registry,
         )
+        # The standard gRPC server families (go-grpc-prometheus names and labels), so stock gRPC
+        # dashboards and alerts work unchanged; no prefix, on purpose.
+        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        self._grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server.", rpc, registry=registry
+        )
+        self._grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure.",
+            [*rpc, "grpc_code"],
+            registry=registry,
+        )
+        self._grpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency (seconds) of RPCs handled by the server.",
+            rpc,
+            buckets=_GRPC_BUCKETS,
+            registry=registry,
+        )
+        self._grpc_received = Counter(
+            "grpc_server_msg_received",
+            "RPC stream messages received on the server.",
+            rpc,
+            registry=registry,
+        )
+        self._grpc_sent = Counter(
+            "grpc_server_msg_sent", "gRPC stream messages sent on the server.", rpc,
+            registry=registry,
+        )  # fmt: skip
         # Zero-valued series from the start let rate() and alerts work before the first event.
         for mode in _FAIL_MODES:
             self._fallback.labels(mode=mode)
@@ -156,3 +190,20 @@ class Metrics:
     def observe_grpc(self, method: str, code: str) -> None:
         """Count one finished gRPC request; ``code`` is the status name, e.g. ``OK``."""
         self._grpc.labels(method=method, code=code).inc()
+
+    def grpc_started(self, grpc_type: str, service: str, method: str) -> None:
+        """Count one RPC started (``grpc_server_started_total``)."""
+        self._grpc_started.labels(grpc_type, service, method).inc()
+
+    def grpc_handled(
+        self, grpc_type: str, service: str, method: str, code: str, seconds: float
+    ) -> None:
+        """Count one RPC finished with status ``code`` (e.g. ``OK``) after ``seconds``."""
+        self._grpc_handled.labels(grpc_type, service, method, code).inc()
+        self._grpc_seconds.labels(grpc_type, service, method).observe(seconds)
+        self.observe_grpc(f"/{service}/{method}", code)
+
+    def grpc_message(self, grpc_type: str, service: str, method: str, *, sent: bool) -> None:
+        """Count one message received from (or, ``sent``, sent to) the caller."""
+        family = self._grpc_sent if sent else self._grpc_received
+        family.labels(grpc_type, service, method).inc()

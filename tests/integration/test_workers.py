@@ -54,10 +54,13 @@ async def test_jobs_run_highest_priority_first_and_are_counted(store: SqlJobStor
     done = await store.list_jobs(state=JobState.SUCCEEDED)
     assert len(done) == 5 and all(j.bytes_done == j.bytes_total == 1000 for j in done)
     finished = metrics.get_sample_value(
-        "policy_sidecar_replication_jobs_finished_total", {"state": "succeeded"}
+        "policy_sidecar_replication_jobs_finished_total", {"registry": "eu", "state": "succeeded"}
     )
     assert finished == 5
-    assert metrics.get_sample_value("policy_sidecar_replication_bytes_copied_total") == 5000
+    copied = metrics.get_sample_value(
+        "policy_sidecar_replication_bytes_copied_total", {"registry": "eu"}
+    )
+    assert copied == 5000
 
 
 async def test_per_registry_concurrency_is_never_exceeded(store: SqlJobStore) -> None:
