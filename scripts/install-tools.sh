@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the pinned Go tools the sidecar and its tests run (OPA, conftest, Regal, Jaeger) into a cache
+# Build the pinned Go tools the sidecar and its tests run (OPA, conftest, Regal, Jaeger, Helm) into a cache
 # outside the checkout, so a fresh clone reuses them. Idempotent: a tool already built at its pinned
 # version is skipped. Prints the bin directory on the last line.
 #
@@ -24,6 +24,7 @@ TOOLS=(
   "fake-gcs-server v1.55.1 install github.com/fsouza/fake-gcs-server"
   "crane     v0.22.1  install github.com/google/go-containerregistry/cmd/crane"
   "regctl    v0.11.5  install github.com/regclient/regclient/cmd/regctl"
+  "helm      v4.3.2   install helm.sh/helm/v4/cmd/helm"
 )
 
 want=("$@")
