@@ -208,7 +208,10 @@ def test_replicated_fleet_shares_postgresql_and_runs_opa_beside_each_sidecar(
         (("autoscaling.enabled=true",), "needs store.postgresql.enabled"),
         (("mode=sidecar",), "mode: sidecar needs opa.config"),
         (("store.postgresql.enabled=true",), "needs store.postgresql.existingSecret"),
-        (("mode=sideways",), 'mode: "sideways" is not one of'),
+        # values.schema.json: a misspelt or mistyped value is named.
+        (("mode=sideways",), "value must be one of 'sidecar', 'standalone'"),
+        (("replicaCont=2",), "additional properties 'replicaCont' not allowed"),
+        (("ports.grpc=0",), "/ports/grpc"),
     ],
 )
 def test_values_that_cannot_work_are_refused(sets: tuple[str, ...], message: str) -> None:
