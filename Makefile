@@ -15,6 +15,9 @@ CAPABILITIES ?= sidecar/opa_capabilities.json
 COVERAGE_MIN ?= 90
 POLICY_TEST_PATHS := rego/replication rego/system bundles/default
 INVENTORY_POLICY := rego/inventory
+# conftest policies for the rendered Helm chart (tests/integration/test_helm_chart.py runs them on
+# every values example); their own package main, so checked apart from rego/inventory.
+CHART_POLICY := deploy/helm/policy
 INVENTORY_FIXTURES := tests/fixtures/inventory
 # Configs that must pass the inventory checks: the fixture and the shared case config.
 INVENTORY_GOOD := $(INVENTORY_FIXTURES)/good.yaml tests/cases/sidecar.yaml
@@ -34,13 +37,15 @@ policy-check: policy-fmt policy-syntax policy-lint policy-test policy-conftest
 
 policy-fmt:
 	@# --list names every file `opa fmt -w` would change; --fail turns that into an error.
-	$(OPA) fmt --list --fail rego
+	$(OPA) fmt --list --fail rego $(CHART_POLICY)
 
 policy-syntax:
 	$(OPA) check --strict --capabilities $(CAPABILITIES) rego bundles/default
+	$(OPA) check --strict $(CHART_POLICY)
 
 policy-lint:
 	$(REGAL) lint --config-file .regal/config.yaml rego
+	$(REGAL) lint --config-file .regal/config.yaml $(CHART_POLICY)
 
 policy-test:
 	$(OPA) test --capabilities $(CAPABILITIES) $(POLICY_TEST_PATHS)
@@ -54,6 +59,7 @@ policy-test:
 
 policy-conftest:
 	$(CONFTEST) verify --policy $(INVENTORY_POLICY)
+	$(CONFTEST) verify --policy $(CHART_POLICY)
 	$(CONFTEST) test --policy $(INVENTORY_POLICY) $(INVENTORY_GOOD)
 	@# Every bad fixture must be rejected; conftest exits 1 on a failed check.
 	@for config in $(INVENTORY_FIXTURES)/bad-*.yaml; do \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the pinned Go tools the sidecar and its tests run (OPA, conftest, Regal, Jaeger, promtool) into a cache
+# Build the pinned Go tools the sidecar and its tests run (OPA, conftest, Regal, Jaeger, promtool, buf, Helm) into a cache
 # outside the checkout, so a fresh clone reuses them. Idempotent: a tool already built at its pinned
 # version is skipped. Prints the bin directory on the last line.
 #
@@ -35,6 +35,7 @@ TOOLS=(
   # measured cold on 2 busy cores, 258 CPU-s / 1.1 GB peak RSS / 77 MB binary instead of 513 CPU-s /
   # 3.4 GB / 123 MB for the full build (docs/benchmarks.md, "promtool build").
   "promtool  v0.316.0 install github.com/prometheus/prometheus/cmd/promtool remove_all_sd"
+  "helm      v4.3.2   install helm.sh/helm/v4/cmd/helm"
 )
 
 want=("$@")

@@ -67,8 +67,6 @@ def _bundle(node: Node, base: Path) -> BundleSettings:
     service = _given(f, "service")
     serve = parse_bundle_serve(_section(node, "serve"), base)
     bundle = read_record(BundleSettings, node, base=base, given={"service": None, "serve": serve})
-    if "output" not in f or f["output"].is_null:
-        bundle = replace(bundle, output=str(Path(bundle.source_dir) / BUNDLE_OUTPUT))
     if service is None:
         return bundle
     return replace(
@@ -166,6 +164,11 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
     if "metrics_listen" in f and f["metrics_listen"].is_null:
         sections["metrics_listen"] = ""  # null: no metrics listener
     policy = read_record(PolicySettings, node, base=base, given=sections)
+    output = section("bundle").fields().get("output")
+    if output is None or output.is_null:
+        # The default output lives under state_dir, never beside the sources (site-packages).
+        built = str(Path(policy.state_dir) / BUNDLE_OUTPUT)
+        policy = replace(policy, bundle=replace(policy.bundle, output=built))
     if (
         policy.auth is None
         and not policy.allow_unauthenticated_listen

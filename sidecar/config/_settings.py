@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -51,7 +52,10 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 DEFAULT_SERVICE_NAME = "policy-sidecar"
 FAIL_MODES = ("closed", "legacy", "last-known")
 DEFAULT_LAST_KNOWN_ENTRIES = 10_000  # last-known fail mode: decisions cached (LRU)
-BUNDLE_OUTPUT = Path("bundles") / "build" / "bundle.tar.gz"
+# Under state_dir: an installed sidecar never writes into its package (site-packages).
+BUNDLE_OUTPUT = Path("bundles") / "bundle.tar.gz"
+# Where a wheel carries rego/ and bundles/default/ inside the package (setup.py copies them).
+_PACKAGED_SOURCES = "_defaults"
 
 
 _FORBID = ConfigDict(extra="forbid")
@@ -107,7 +111,12 @@ Listen = Annotated[Str, AfterValidator(_listen), Field(description="HOST:PORT")]
 
 
 def default_source_dir() -> str:
-    """Return the checkout holding rego/ and bundles/default/: the package directory's parent."""
+    """Return the directory holding rego/ and bundles/default/: the wheel's data, else the checkout."""
+    packaged = resources.files("sidecar") / _PACKAGED_SOURCES
+    # opa build reads a directory: only a package on a file system (never a zip) can serve one.
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return str(packaged)
+    # A checkout (editable install): the package directory's parent.
     return str(Path(__file__).resolve().parents[2])
 
 
@@ -153,8 +162,8 @@ class BundleSettings:
 
     source_dir: Path_ = field(default_factory=default_source_dir)
     data_dirs: tuple[Path_, ...] = ()
-    # Default: <source_dir>/bundles/build/bundle.tar.gz.
-    output: Path_ = field(default_factory=lambda: str(Path(default_source_dir()) / BUNDLE_OUTPUT))
+    # Default: <state_dir>/bundles/bundle.tar.gz (parse_policy sets it from policy.state_dir).
+    output: Path_ = field(default_factory=lambda: str(Path(default_state_dir()) / BUNDLE_OUTPUT))
     signing_key: Path_ | None = None
     verification_key: Path_ | None = None
     revision: NonEmpty | None = None

@@ -28,7 +28,8 @@ def test_no_config_means_every_documented_default(monkeypatch: pytest.MonkeyPatc
     assert Path(policy.bundle.source_dir) == ROOT
     assert (ROOT / "rego").is_dir()
     assert (ROOT / "bundles" / "default").is_dir()
-    assert Path(policy.bundle.output) == ROOT / "bundles" / "build" / "bundle.tar.gz"
+    # Built bundles go under state_dir, never beside the sources (site-packages when installed).
+    assert Path(policy.bundle.output) == Path(policy.state_dir) / "bundles" / "bundle.tar.gz"
     assert policy.bundle.signing_key is None
     assert policy.bundle.revision is None
     assert (policy.limits.max_labels, policy.limits.max_label_key_bytes) == (256, 256)
@@ -70,10 +71,12 @@ def test_relative_paths_resolve_against_the_config_files_directory(tmp_path: Pat
     assert policy.legacy.sync_configs[0].path == str(conf_dir / "sync.yaml")
 
 
-def test_bundle_output_defaults_inside_a_configured_source_dir(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text("policy:\n  bundle: {source_dir: /srv/policy}\n")
+def test_bundle_output_defaults_under_state_dir_not_the_source_dir(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "policy:\n  state_dir: /var/lib/policy-sidecar\n  bundle: {source_dir: /srv/policy}\n"
+    )
     bundle = load_config(tmp_path / "c.yaml").policy.bundle
-    assert bundle.output == "/srv/policy/bundles/build/bundle.tar.gz"
+    assert bundle.output == "/var/lib/policy-sidecar/bundles/bundle.tar.gz"
 
 
 def test_metrics_listen_can_be_disabled_and_opa_address_configured(tmp_path: Path) -> None:
