@@ -40,6 +40,7 @@ async def reconciler(
             decisions=decision_service(config, telemetry, runtime, parts),
             queries=runtime.opa,
             jobs=parts.store,
+            copies=parts.store,
             wait_timeout_s=settings.wait_s,
             leases=parts.store,
             owner=parts.pool.worker_id,

@@ -572,6 +572,7 @@ class Sidecar:
             decisions=decisions,
             queries=runtime.opa,
             jobs=parts.store,
+            copies=parts.store,
             wait_timeout_s=settings.wait_s,
             leases=parts.store,
             owner=parts.pool.worker_id,

@@ -1,6 +1,7 @@
 """Plan: the diff of what the decisions want and what the registries hold, as a value.
 
-Actions are ``copy`` (routed, absent), ``retag`` (routed, the tag holds another digest), ``remove``
+Actions are ``copy`` (routed, absent), ``retag`` (routed, the tag holds another digest that the
+sidecar itself wrote there — one it did not write is someone else's: planned, blocked), ``remove``
 (the decision's ``remove``, DESIGN §3.4), ``cleanup`` (the retention query's ``delete``) and
 ``keep`` (routed and present). A removal or cleanup the safety rails forbid stays in the plan with
 ``blocked`` saying why, so a dry run shows what the policy asked and what the sidecar refuses.
@@ -16,7 +17,16 @@ from typing import Any
 from sidecar.model.decision import DecisionResult
 from sidecar.reconcile.observe import Observation, ObservedTag, Scope
 
-__all__ = ["KINDS", "Plan", "PlanAction", "SourceImage", "build_plan", "cleanup_actions"]
+__all__ = [
+    "BLOCKED_FOREIGN",
+    "KINDS",
+    "Plan",
+    "PlanAction",
+    "SourceImage",
+    "Written",
+    "build_plan",
+    "cleanup_actions",
+]
 
 #: Action kinds, in the order a plan lists them for one image.
 KINDS = ("copy", "retag", "keep", "remove", "cleanup")
@@ -26,6 +36,10 @@ BLOCKED_SOURCE = "never removed from a source registry"
 BLOCKED_DEGRADED = "degraded decision (fail mode): never removes"
 BLOCKED_PROTECTED = "tag matches policy.reconcile.protect"
 BLOCKED_UNREADABLE = "registry could not be read"
+BLOCKED_FOREIGN = "the tag holds a digest the sidecar did not write there: never overwritten"
+
+#: (registry, repository, tag, digest) of the real copies the sidecar made (its job store).
+Written = Collection[tuple[str, str, str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +105,9 @@ class Plan:
     @property
     def bytes_to_copy(self) -> int:
         """Bytes of every copy and retag (what the registries would receive at most)."""
-        return sum(a.size_bytes for a in self.actions if a.kind in ("copy", "retag"))
+        return sum(
+            a.size_bytes for a in self.actions if a.kind in ("copy", "retag") and not a.blocked
+        )
 
     @property
     def bytes_freed(self) -> int:
@@ -128,7 +144,11 @@ def _source_ref(tag: ObservedTag) -> str:
 
 
 def _image_actions(
-    image: SourceImage, observation: Observation, scope: Scope, sources: Collection[str]
+    image: SourceImage,
+    observation: Observation,
+    scope: Scope,
+    sources: Collection[str],
+    written: Written | None,
 ) -> Iterable[PlanAction]:
     src, result = image.tag, image.result
     decision = result.decision
@@ -145,9 +165,13 @@ def _image_actions(
                 continue  # the reconciler never writes to a source registry
             held = observation.at(route.registry, route.repository, route.tag)
             kind = "copy" if held is None else ("keep" if held.digest == src.digest else "retag")
+            blocked = ""
+            if kind == "retag" and held is not None and written is not None:
+                mine = (route.registry, route.repository, route.tag, held.digest)
+                blocked = "" if mine in written else BLOCKED_FOREIGN
             yield PlanAction(
                 kind, route.registry, route.repository, route.tag, src.digest,
-                rank=route.rank, **common,  # type: ignore[arg-type]
+                rank=route.rank, blocked=blocked, **common,  # type: ignore[arg-type]
             )  # fmt: skip
     for removal in decision.remove:
         held = observation.at(removal.registry, src.repository, src.tag)
@@ -177,9 +201,16 @@ def build_plan(
     sources: Collection[str],
     *,
     cleanups: Sequence[PlanAction] = (),
+    written: Written | None = None,
 ) -> Plan:
-    """Return the plan for decided ``images`` against ``observation`` (stable order)."""
-    actions = [a for image in images for a in _image_actions(image, observation, scope, sources)]
+    """Return the plan for decided ``images`` against ``observation`` (stable order).
+
+    ``written``: what the sidecar copied where; a retag over any other digest is blocked
+    (``None``: no job store to ask, every retag goes ahead).
+    """
+    actions = [
+        a for image in images for a in _image_actions(image, observation, scope, sources, written)
+    ]
     actions += cleanups
     actions.sort(key=lambda a: (a.source, _ORDER[a.kind], a.rank, a.registry, a.repository, a.tag))
     revisions = sorted({i.result.bundle_revision for i in images if not i.result.degraded})

@@ -35,7 +35,7 @@ from sidecar.reconcile.remove import Remover
 from sidecar.reconcile.usage import measured_usage, with_measured_usage
 from sidecar.replicate.deferred import request_to_json
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import BatchEngine, JobQueue, Leases
+from sidecar.typing import BatchEngine, JobQueue, Leases, Placements
 
 __all__ = ["APPLY_LEASE", "RETENTION_PATH", "ApplyReport", "Reconciler", "present_at"]
 
@@ -146,8 +146,12 @@ class Reconciler:
         owner: str = "reconciler",
         metrics_registry: CollectorRegistry | None = None,
         candidates: CandidateFactory | None = None,
+        copies: Placements | None = None,
     ) -> None:
+        """``copies``: the job store's record of what the sidecar copied where, so a retag never
+        overwrites a digest someone else wrote (without it, every retag goes ahead)."""
         self._config = config
+        self._copies = copies
         self._settings = config.policy.reconcile
         self._observer = observer
         self._decisions = decisions
@@ -350,7 +354,32 @@ class Reconciler:
         ]
         images = await self._decide(originals, observation, progress, decisions)
         cleanups = await self._cleanups(images, observation, queries)
-        return build_plan(images, observation, self._scope, self.sources, cleanups=cleanups)
+        written = await self._written(images, observation)
+        return build_plan(
+            images, observation, self._scope, self.sources, cleanups=cleanups, written=written
+        )
+
+    async def _written(
+        self, images: Sequence[SourceImage], observation: Observation
+    ) -> set[tuple[str, str, str, str]] | None:
+        """What the sidecar copied to the routed tags that now hold another digest (retag
+        candidates only: one store query per source tag with such a route)."""
+        if self._copies is None:
+            return None
+        asked: set[tuple[str, str, str]] = set()
+        for image in images:
+            src = image.tag
+            for route in image.result.decision.routes if image.result.decision.allow else ():
+                held = observation.at(route.registry, route.repository, route.tag)
+                if held is not None and held.digest != src.digest:
+                    asked.add((src.registry, src.repository, route.tag))
+        written: set[tuple[str, str, str, str]] = set()
+        for registry, repository, tag in sorted(asked):
+            for digest, dest, dest_repository, dest_tag in await self._copies.copies_made(
+                registry, repository, tag=tag
+            ):
+                written.add((dest, dest_repository, dest_tag, digest))
+        return written
 
     async def _decide(
         self,
@@ -469,7 +498,8 @@ class Reconciler:
         """Queue one durable copy job per ``copy``/``retag`` action (idempotent by destination)."""
         if self._jobs is None:
             raise PolicyError("reconcile: no job store to apply the plan to")
-        specs = [_spec(a) for a in plan.of("copy", "retag")]
+        # A blocked retag (someone else's digest at that tag) is shown, never executed.
+        specs = [_spec(a) for a in plan.of("copy", "retag") if not a.blocked]
         if not specs:
             return []
         # requeue: the destination was observed lacking the image, an earlier success is stale.

@@ -30,6 +30,7 @@ from sidecar.errors import ReconcileBusy
 from sidecar.model.decision import DecideRequest, ImageRef, TenantUsage
 from sidecar.oci import RegistryClients
 from sidecar.reconcile import APPLY_LEASE, Reconciler
+from sidecar.reconcile.plan import BLOCKED_FOREIGN
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import Fleet, registry_fleet
@@ -488,3 +489,40 @@ def _delete_jobs(db: Path) -> list[tuple[str, ...]]:
             "WHERE kind = 'delete'"
         ).fetchall()
     return [tuple(str(c) for c in row) for row in rows]
+
+
+async def test_a_retag_moves_only_the_tags_the_sidecar_wrote_never_someone_elses(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    old = await _push(clients, "web/app", "prod-1.0", 21)
+    config = _config(fleet, tmp_path)
+    telemetry = Telemetry("reconcile-retag")
+    async with reconciler(config, telemetry, run_workers=True) as rec:
+        await rec.run(dry_run=False)  # the sidecar writes `old` to prod-eu and prod-us
+        assert await where(clients, "web/app", old) == {"prod-eu", "prod-us"}
+        # The source tag moves on; a second image's tag already holds someone else's push in
+        # prod-us (a team pushed there by hand), and nothing in prod-eu.
+        new = await _push(clients, "web/app", "prod-1.0", 22)
+        theirs = await _push(clients, "web/app", "prod-3.0", 23, to=("prod-us",))
+        ours = await _push(clients, "web/app", "prod-3.0", 24)
+
+        plan = await rec.plan()
+        retags = {(a.registry, a.tag, a.blocked) for a in plan.of("retag")}
+        assert retags == {
+            ("prod-eu", "prod-1.0", ""),
+            ("prod-us", "prod-1.0", ""),
+            ("prod-us", "prod-3.0", BLOCKED_FOREIGN),
+        }
+        assert {(a.registry, a.tag) for a in plan.of("copy")} == {("prod-eu", "prod-3.0")}
+
+        _, report = await rec.run(dry_run=False)
+        assert report is not None
+        assert sorted(j.state.value for j in report.jobs) == ["succeeded"] * 3
+    telemetry.shutdown()
+    for name in ("prod-eu", "prod-us"):
+        moved = await clients.get(name).head_manifest("web/app", "prod-1.0")
+        assert moved is not None and moved.digest == new
+    kept = await clients.get("prod-us").head_manifest("web/app", "prod-3.0")
+    assert kept is not None and kept.digest == theirs  # never overwritten
+    copied = await clients.get("prod-eu").head_manifest("web/app", "prod-3.0")
+    assert copied is not None and copied.digest == ours

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sidecar.config import ReconcileSettings
 from sidecar.model.decision import Decision, DecisionResult, Denial, Route
 from sidecar.reconcile import Observation, ObservedTag, Scope, SourceImage, build_plan, present_at
+from sidecar.reconcile.plan import BLOCKED_FOREIGN
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 SCOPE = Scope(ReconcileSettings(sources=("ci",), protect=("release-*",)))
@@ -39,6 +40,28 @@ def test_routed_registries_are_copied_kept_or_retagged_by_what_they_hold() -> No
     assert plan.counts() == {"copy": 1, "retag": 1, "keep": 1, "remove": 0, "cleanup": 0}
     assert plan.bytes_to_copy == 2000 and plan.bytes_freed == 0
     assert plan.bundle_revision == "rev-1"
+
+
+def test_a_retag_overwrites_only_a_digest_the_sidecar_wrote_there() -> None:
+    observation = Observation(
+        (
+            ObservedTag("ci", "web/app", "prod-1", A, size_bytes=1000),
+            ObservedTag("eu", "web/app", "prod-1", B),  # the sidecar's older copy
+            ObservedTag("us", "web/app", "prod-1", B),  # someone else pushed B there
+        )
+    )
+    image = _image("prod-1", Decision(allow=True, routes=_routes("eu", "us")))
+    written = {("eu", "web/app", "prod-1", B), ("us", "web/app", "prod-1", A)}
+    plan = build_plan([image], observation, SCOPE, ("ci",), written=written)
+    assert [(a.kind, a.registry, a.blocked) for a in plan.of("retag")] == [
+        ("retag", "eu", ""),
+        ("retag", "us", BLOCKED_FOREIGN),
+    ]
+    # A blocked retag is shown (drift a human must resolve), and copies nothing.
+    assert plan.counts()["retag"] == 2
+    # Without a job store to ask (written=None) every retag goes ahead, as before.
+    plain = build_plan([image], observation, SCOPE, ("ci",))
+    assert [a.blocked for a in plain.of("retag")] == ["", ""]
 
 
 def test_removals_only_where_the_digest_is_held_and_blocked_by_the_rails() -> None:
