@@ -98,7 +98,7 @@ class PubSubPuller:
             try:
                 registry, event = gcr_event(parsed, self._registries)
             except WebhookRejected as exc:
-                self._metrics.received("unknown", "invalid")
+                self._metrics.received("unknown", "invalid", source="pubsub")
                 _log.warning(
                     "pubsub message dropped: unreadable",
                     message_id=parsed.message_id,

@@ -36,9 +36,9 @@ async def record_event(
     try:
         fresh = await store.record_event(event.id, encode_stored(registry.name, event))
     except Exception:
-        metrics.received(event.action, "error")
+        metrics.received(event.action, "error", source="pubsub")
         raise
-    metrics.received(event.action, "recorded" if fresh else "duplicate")
+    metrics.received(event.action, "recorded" if fresh else "duplicate", source="pubsub")
     return fresh
 
 
@@ -87,7 +87,7 @@ class PubSubPush:
                 outcome: ReceiveOutcome = "unauthorized" if exc.status == 401 else "invalid"
                 if exc.status >= 500:
                     outcome = "error"
-                self._metrics.received("unknown", outcome)
+                self._metrics.received("unknown", outcome, source="pubsub")
                 span.set_attribute("webhook.rejected", exc.message)
                 _log.warning("pubsub push rejected", status=exc.status, problem=exc.message)
                 return web.json_response({"error": exc.message}, status=exc.status)

@@ -76,7 +76,7 @@ async def test_a_pulled_artifact_registry_push_is_copied_once(tmp_path: Path) ->
                     assert (await dev.get_manifest(REPOSITORY, image.digest)).digest == image.digest
                     # Past the ack deadline an unacknowledged message would be delivered again.
                     await asyncio.sleep(ACK_DEADLINE_S + 2)
-                    labels = {"action": "push"}
+                    labels = {"action": "push", "source": "pubsub"}
                     assert (
                         await metric_value(running, RECEIVED, {**labels, "outcome": "recorded"})
                         == 1
