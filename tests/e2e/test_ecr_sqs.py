@@ -124,26 +124,36 @@ async def test_an_ecr_push_on_sqs_is_copied_once_however_often_it_is_delivered(
         await assert_serving(running)
 
 
-async def test_deletions_and_scan_completions_are_recorded_and_drained_without_a_crash(
+async def test_an_ecr_scan_re_decides_and_an_ecr_delete_removes_only_the_sidecars_copy(
     world: EcrWorld, tmp_path: Path
 ) -> None:
-    """DELETE and scan events land in the inbox with their actions and are processed."""
+    """A scan completion re-decides the image; a DELETE (the tag gone from ECR) removes the
+    copy the sidecar made, with ``propagate_deletes: on``."""
     queue = ecr_queue(world.moto)
     doc = world.config(queue)
+    doc["policy"]["replication"]["webhook"] = {"propagate_deletes": "on"}
     async with _clients(world, doc) as clients, attacked_sidecar(doc, tmp_path / "run") as running:
-        image = await push_image(clients.get("ci"), REPO, tag="dev-5", seed=11)
+        ci, dev = clients.get("ci"), clients.get("dev-us")
+        image = await push_image(ci, REPO, tag="dev-5", seed=11)
         await queue.send(image_action(REPO, image.digest, tag="dev-5"))
         await _copied(running, clients, image.digest)
-        await queue.send(image_action(REPO, image.digest, tag="dev-5", action="DELETE"))
+
         await queue.send(image_scan(REPO, image.digest, tags=["dev-5"], counts={"HIGH": 2}))
 
-        async def all_processed() -> bool:
-            done = [
-                await _metric(running, PROCESSED, action=action) for action in ("delete", "scan")
-            ]
-            return done == [1, 1]
+        async def rescanned() -> bool:
+            return await _metric(running, PROCESSED, action="scan", outcome="rescanned") == 1
 
-        await _until(all_processed, "the delete and scan events were processed")
+        await _until(rescanned, "the scan completion re-decided the image")
+
+        # ECR deleted the tag (the source no longer holds it), then sent the DELETE event.
+        assert await ci.delete_manifest(REPO, image.digest)
+        await queue.send(image_action(REPO, image.digest, tag="dev-5", action="DELETE"))
+
+        async def removed() -> bool:
+            return await dev.head_manifest(REPO, "dev-5") is None
+
+        await _until(removed, "the sidecar's copy in dev-us was removed")
+        assert await _metric(running, PROCESSED, action="delete", outcome="deleted") == 1
         assert await _metric(running, RECEIVED, source="ci", outcome="recorded") == 3
         assert running.sidecar.parts is not None
         assert await running.sidecar.parts.store.inbox_events() == []  # none pending or dead
