@@ -66,6 +66,7 @@ async def world(
                     "webhook": {
                         "listen": f"127.0.0.1:{port}",
                         "secret": SECRET,
+                        "propagate_deletes": "on",
                         "pubsub": {
                             "push": True,
                             "oidc": {
@@ -125,5 +126,19 @@ async def test_an_artifact_registry_push_is_copied_once_and_reads_back_by_digest
         while time.monotonic() < deadline:
             assert len(await _jobs(running)) == 1
             await asyncio.sleep(0.2)
+
+        # The tag is deleted in Artifact Registry; its DELETE removes the sidecar's copy.
+        assert await clients.get("ar").delete_manifest(REPOSITORY, image.digest)
+        deleted = push_envelope(
+            gcr_data("DELETE", f"{ar.host}/{REPOSITORY}", digest=image.digest, tag="dev-7"),
+            message_id="4242424242424243",
+        )
+        status, answer = await _post(endpoint, deleted, issuer.token(endpoint, email=PUSHER))
+        assert (status, answer) == (200, {"recorded": 1})
+
+        async def removed() -> bool:
+            return await dev.head_manifest(REPOSITORY, "dev-7") is None
+
+        await wait_for(removed, timeout_s=60)
     finally:
         await clients.close()
