@@ -19,7 +19,8 @@ One decision produces this tree (all spans of one trace)::
 
 ``opa.query`` attributes:
     opa.url (str), opa.eval_ns (int), opa.bundle_revision (str), opa.attempts (int),
-    opa.decision_id (str; OPA's own id, only when OPA's decision logs are on).
+    opa.decision_id (str; OPA's own id, only when OPA's decision logs are on); and the
+    OpenTelemetry semantic-convention names server.address, server.port, http.request.method.
 
 The names are a contract with dashboards and Jaeger searches: change them only together with
 deploy/observability/README.md.

@@ -69,6 +69,10 @@ async def test_a_decision_has_the_sidecar_and_opa_spans_in_one_trace_and_joined_
     assert {SERVICE, f"{SERVICE}-opa"} <= services
     query = found.span(SPAN_OPA_QUERY)
     opa_id = found.tags(query)[ATTR_OPA_DECISION_ID]
+    # Semantic-convention names beside ours: stock HTTP-client views understand the query.
+    semconv = found.tags(query)
+    assert semconv["server.address"] == "127.0.0.1" and semconv["http.request.method"] == "POST"
+    assert int(semconv["server.port"]) > 0
     opa_spans = [s for s in found.spans if found.service_of(s) == f"{SERVICE}-opa"]
     # OPA's server span is a child of the sidecar's opa.query span: the traceparent was passed.
     assert any(found.parent_id(s) == query["spanID"] for s in opa_spans), [
