@@ -89,9 +89,11 @@ class DecisionService:
         metrics = self._telemetry.metrics
         started = time.perf_counter()
         decision_id = uuid.uuid4().hex
-        with tracer.start_as_current_span(
-            names.SPAN_DECIDE, context=parent, kind=trace.SpanKind.SERVER
-        ) as span:
+        # SERVER when the decision starts (or continues a caller's) trace itself; INTERNAL under a
+        # span already open (the gRPC server span, a webhook event's processing).
+        inside = parent is None and trace.get_current_span().get_span_context().is_valid
+        kind = trace.SpanKind.INTERNAL if inside else trace.SpanKind.SERVER
+        with tracer.start_as_current_span(names.SPAN_DECIDE, context=parent, kind=kind) as span:
             trace_id = format(span.get_span_context().trace_id, "032x")
             span.set_attribute(names.ATTR_DECISION_ID, decision_id)
             span.set_attribute(names.ATTR_IMAGE_REF, str(request.image))

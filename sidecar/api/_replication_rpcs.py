@@ -16,7 +16,7 @@ from sidecar.errors import InvalidArgument, NotEnabled, SidecarError
 from sidecar.governance import Admission
 from sidecar.model.jobs import Job, JobState
 from sidecar.replicate import ReplicationService
-from sidecar.telemetry import extract_context
+from sidecar.telemetry import request_parent
 
 __all__ = ["ReplicationRpcs", "job_to_proto"]
 
@@ -98,7 +98,7 @@ class ReplicationRpcs:
     ) -> pb.ReplicateResponse:
         """Decide, persist one job per route, and return the decision with the job ids."""
         service = await self._service(context)
-        parent = extract_context(context.invocation_metadata() or ())
+        parent = request_parent(context.invocation_metadata() or ())
         model = decide_request_from_proto(request.request)
         if self._auth is not None:
             caller = await self._auth.caller(context, "Replicate", model.caller)

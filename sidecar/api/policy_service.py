@@ -27,7 +27,7 @@ from sidecar.errors import InvalidArgument, NotFound, SidecarError
 from sidecar.health import PullResolver
 from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
-from sidecar.telemetry import extract_context
+from sidecar.telemetry import request_parent
 
 __all__ = ["PolicyServicer"]
 
@@ -67,7 +67,7 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, ReconcileRpc, pb_grpc.Poli
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DecideResponse:
         """Answer one decision, or abort with the status of the error."""
-        parent = extract_context(context.invocation_metadata() or ())
+        parent = request_parent(context.invocation_metadata() or ())
         model = decide_request_from_proto(request)
         if self._auth is not None:
             caller = await self._auth.caller(context, "Decide", model.caller)
@@ -84,7 +84,7 @@ class PolicyServicer(ReplicationRpcs, ResolvePullRpc, ReconcileRpc, pb_grpc.Poli
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.DecideResponse]:
         """Answer a stream of requests; a failed request gets an in-band error, the stream goes on."""
-        parent = extract_context(context.invocation_metadata() or ())
+        parent = request_parent(context.invocation_metadata() or ())
         auth = self._auth
         # Authorised once per stream; each request's caller is narrowed from that identity.
         admission = await auth.admit(context, "DecideStream") if auth is not None else None

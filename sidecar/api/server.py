@@ -16,6 +16,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
@@ -111,6 +113,7 @@ class GrpcServer:
         gate: DataPlaneGate | None = None,
         reconciler: Reconciler | None = None,
         metrics: Metrics | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._listeners = (Listener("plain", listen), *listeners)
         # Decision requests are small: max_message_bytes (policy.limits) caps them. Bundles travel
@@ -131,8 +134,15 @@ class GrpcServer:
                 uncapped=(_ADMIN_SERVICE,),
             )
             counted = [MetricsInterceptor(metrics)] if metrics is not None else []
+            # OpenTelemetry's own server span (rpc.system/service/method, the status code), which
+            # continues the caller's traceparent; the decision's spans are its children.
+            traced = (
+                [aio_server_interceptor(tracer_provider=tracer_provider)]  # type: ignore[no-untyped-call]  # the package ships no annotations
+                if tracer_provider is not None
+                else []
+            )
             server = grpc.aio.server(
-                interceptors=[*counted, decode],
+                interceptors=[*counted, *traced, decode],
                 options=[
                     # Callers multiplex many decisions over one connection (DESIGN: throughput).
                     ("grpc.max_concurrent_streams", 4096),

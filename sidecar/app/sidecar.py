@@ -431,6 +431,7 @@ class Sidecar:
                 gate=gate,
                 reconciler=self.reconciler,
                 metrics=self.telemetry.metrics,
+                tracer_provider=self.telemetry.provider,
             )
             await self.grpc.start()
             self._stack.push_async_callback(self.grpc.stop)

@@ -15,6 +15,7 @@ __all__ = [
     "extract_context",
     "inject_metadata",
     "otlp_target",
+    "request_parent",
     "span_id_hex",
     "trace_headers",
     "trace_id_hex",
@@ -40,6 +41,15 @@ def extract_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> Conte
         return Context()
     # An explicit empty context: the propagator returns it unchanged when traceparent is invalid.
     return TraceContextTextMapPropagator().extract(carrier, context=Context())
+
+
+def request_parent(metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
+    """The parent of a request's spans: None (the current context) inside the gRPC server span
+    OpenTelemetry's interceptor opened — it already continued the caller's trace — else the
+    caller's W3C trace context from ``metadata`` (a server without the interceptor)."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    return extract_context(metadata)
 
 
 def inject_metadata(context: Context | None = None) -> list[tuple[str, str]]:

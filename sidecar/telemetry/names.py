@@ -2,10 +2,12 @@
 
 One decision produces this tree (all spans of one trace)::
 
-    policy.decide            SERVER span, one per decision (continues an incoming traceparent)
-    ├── policy.enrich        building the policy input (registry facts, scan facts, usage)
-    ├── opa.query            CLIENT span, the REST call to OPA
-    └── policy.fallback      only when OPA was unavailable and the fail mode answered
+    /freightliner.policy.v1.PolicyService/Decide   SERVER span of OpenTelemetry's gRPC
+    │                        interceptor (rpc.* attributes; continues an incoming traceparent)
+    └── policy.decide        one per decision (INTERNAL under it; SERVER when it is the root)
+        ├── policy.enrich    building the policy input (registry facts, scan facts, usage)
+        ├── opa.query        CLIENT span, the REST call to OPA (OPA's own spans below it)
+        └── policy.fallback  only when OPA was unavailable and the fail mode answered
 
 ``policy.decide`` attributes:
     policy.decision_id (str), policy.bundle_revision (str), policy.allow (bool),

@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 
 from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
@@ -85,8 +86,17 @@ async def test_traceparent_continues_the_callers_trace(sidecar: RunningSidecar) 
     metadata = (("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"),)
     answer = await sidecar.stub.Decide(_request(), metadata=metadata, timeout=10)
     assert answer.trace_id == TRACE_ID
+    # OpenTelemetry's gRPC server span continues the caller's trace, by the book (rpc.*)...
+    (rpc,) = sidecar.spans.by_name("/freightliner.policy.v1.PolicyService/Decide")
+    assert rpc.kind is trace.SpanKind.SERVER
+    assert rpc.parent is not None and format(rpc.parent.span_id, "016x") == PARENT_SPAN
+    assert rpc.attributes is not None and rpc.attributes["rpc.system"] == "grpc"
+    assert rpc.attributes["rpc.method"] == "Decide"
+    assert rpc.attributes["rpc.service"] == "freightliner.policy.v1.PolicyService"
+    # ...and the decision is its child.
     (decide,) = sidecar.spans.by_name("policy.decide")
-    assert decide.parent is not None and format(decide.parent.span_id, "016x") == PARENT_SPAN
+    assert decide.parent is not None and decide.parent.span_id == rpc.context.span_id
+    assert decide.kind is trace.SpanKind.INTERNAL
     assert decide.attributes is not None
     assert decide.attributes["policy.decision_id"] == answer.decision_id
     assert decide.attributes["policy.bundle_revision"] == answer.bundle_revision
