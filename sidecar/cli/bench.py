@@ -187,20 +187,22 @@ async def _load(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0
-        )
-
     return {
-        "p50_ms": round(pct(0.50), 3),
-        "p99_ms": round(pct(0.99), 3),
+        **_percentiles(latencies),
         "throughput_rps": round(len(latencies) / wall, 1),
         "errors": errors,
         "requests": total,
     }
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50 and p99 of ``latencies`` (seconds) in milliseconds, nearest rank (0 for none)."""
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0
+
+    return {"p50_ms": round(pct(0.50), 3), "p99_ms": round(pct(0.99), 3)}
 
 
 async def _open_loop(
@@ -234,16 +236,8 @@ async def _open_loop(
         peak = max(peak, len(in_flight))
     await asyncio.gather(*in_flight)
     wall = loop.time() - start
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0
-        )
-
     return {
-        "p50_ms": round(pct(0.50), 3),
-        "p99_ms": round(pct(0.99), 3),
+        **_percentiles(latencies),
         "offered_rps": rate,
         "achieved_rps": round(len(latencies) / wall, 1),
         "peak_in_flight": peak,
