@@ -249,7 +249,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id", "blobs_total", "blobs_done", "attempts", "error_code", "created_at", "updated_at", "dry_run", "bundle_revision", "bytes_moved", "blobs_copied", "blobs_skipped", "blobs_mounted", "referrers_copied", "requests")
+    __slots__ = ("job_id", "state", "source", "destination", "digest", "priority", "bytes_total", "bytes_done", "error", "decision_id", "blobs_total", "blobs_done", "attempts", "error_code", "created_at", "updated_at", "dry_run", "bundle_revision", "bytes_moved", "blobs_copied", "blobs_skipped", "blobs_mounted", "referrers_copied", "requests", "kind")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +274,7 @@ class Job(_message.Message):
     BLOBS_MOUNTED_FIELD_NUMBER: _ClassVar[int]
     REFERRERS_COPIED_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     source: str
@@ -298,7 +299,8 @@ class Job(_message.Message):
     blobs_mounted: int
     referrers_copied: int
     requests: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ..., blobs_total: _Optional[int] = ..., blobs_done: _Optional[int] = ..., attempts: _Optional[int] = ..., error_code: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., dry_run: _Optional[bool] = ..., bundle_revision: _Optional[str] = ..., bytes_moved: _Optional[int] = ..., blobs_copied: _Optional[int] = ..., blobs_skipped: _Optional[int] = ..., blobs_mounted: _Optional[int] = ..., referrers_copied: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+    kind: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., digest: _Optional[str] = ..., priority: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., decision_id: _Optional[str] = ..., blobs_total: _Optional[int] = ..., blobs_done: _Optional[int] = ..., attempts: _Optional[int] = ..., error_code: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., dry_run: _Optional[bool] = ..., bundle_revision: _Optional[str] = ..., bytes_moved: _Optional[int] = ..., blobs_copied: _Optional[int] = ..., blobs_skipped: _Optional[int] = ..., blobs_mounted: _Optional[int] = ..., referrers_copied: _Optional[int] = ..., requests: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "limit")

@@ -58,6 +58,7 @@ def job_to_proto(job: Job) -> pb.Job:
         created_at=job.created_at,
         updated_at=job.updated_at,
         dry_run=job.spec.dry_run,
+        kind=job.spec.kind,
         **done,
     )
 

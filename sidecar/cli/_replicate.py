@@ -176,12 +176,15 @@ async def run_replicate(
 
 
 def _table(jobs: Sequence[pb.Job]) -> str:
-    rows = [("JOB", "STATE", "PRIO", "PROGRESS", "MOVED", "DESTINATION", "SOURCE")]
+    rows = [("JOB", "KIND", "STATE", "PRIO", "PROGRESS", "MOVED", "DESTINATION", "SOURCE")]
     for j in jobs:
         done = f"{j.bytes_done / 1e6:.1f}/{j.bytes_total / 1e6:.1f} MB" if j.bytes_total else "-"
         # What the copy itself transferred: 0 when every blob was already at the destination.
         moved = f"{j.bytes_moved / 1e6:.1f} MB" if j.state == "succeeded" else "-"
-        rows.append((j.job_id, j.state, str(j.priority), done, moved, j.destination, j.source))
+        kind = (j.kind or "copy") + (" (dry run)" if j.dry_run else "")
+        rows.append(
+            (j.job_id, kind, j.state, str(j.priority), done, moved, j.destination, j.source)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 

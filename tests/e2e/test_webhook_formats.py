@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar._proto import policy_pb2 as pb
 from sidecar.config import load_config
 from sidecar.model.jobs import Job
 from sidecar.oci import RegistryClients
@@ -321,6 +322,11 @@ async def test_propagate_deletes_dry_run_lists_the_removal_and_deletes_nothing(
         assert [(j.destination, j.spec.dry_run, j.state.value) for j in planned] == [
             ("dev-us/library/gone:dev-9", True, "skipped")
         ]
+        # What an operator sees through ListJobs: the kind says it is a removal, not a copy.
+        listed_jobs = (await running.stub.ListJobs(pb.ListJobsRequest(), timeout=30)).jobs
+        kinds = {(j.destination, j.kind, j.dry_run) for j in listed_jobs}
+        assert ("dev-us/library/gone:dev-9", "propagate-delete", True) in kinds
+        assert {j.kind for j in listed_jobs} == {"copy", "propagate-delete"}
         held = await clients.get("dev-us").head_manifest("library/gone", "dev-9")
         assert held is not None and held.digest == digest
 

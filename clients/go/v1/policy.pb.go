@@ -1269,8 +1269,10 @@ type Job struct {
 	BlobsMounted    int32 `protobuf:"varint,22,opt,name=blobs_mounted,json=blobsMounted,proto3" json:"blobs_mounted,omitempty"`
 	ReferrersCopied int32 `protobuf:"varint,23,opt,name=referrers_copied,json=referrersCopied,proto3" json:"referrers_copied,omitempty"`
 	Requests        int32 `protobuf:"varint,24,opt,name=requests,proto3" json:"requests,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// copy | delete (a reconcile removal or cleanup) | propagate-delete (a source deletion).
+	Kind          string `protobuf:"bytes,25,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -1469,6 +1471,13 @@ func (x *Job) GetRequests() int32 {
 		return x.Requests
 	}
 	return 0
+}
+
+func (x *Job) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
 }
 
 type ListJobsRequest struct {
@@ -3511,7 +3520,7 @@ const file_freightliner_policy_v1_policy_proto_rawDesc = "" +
 	"\ajob_ids\x18\x02 \x03(\tR\x06jobIds\x12/\n" +
 	"\x04jobs\x18\x03 \x03(\v2\x1b.freightliner.policy.v1.JobR\x04jobs\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xe7\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xfb\x05\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -3546,7 +3555,8 @@ const file_freightliner_policy_v1_policy_proto_rawDesc = "" +
 	"\rblobs_skipped\x18\x15 \x01(\x05R\fblobsSkipped\x12#\n" +
 	"\rblobs_mounted\x18\x16 \x01(\x05R\fblobsMounted\x12)\n" +
 	"\x10referrers_copied\x18\x17 \x01(\x05R\x0freferrersCopied\x12\x1a\n" +
-	"\brequests\x18\x18 \x01(\x05R\brequests\"=\n" +
+	"\brequests\x18\x18 \x01(\x05R\brequests\x12\x12\n" +
+	"\x04kind\x18\x19 \x01(\tR\x04kind\"=\n" +
 	"\x0fListJobsRequest\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"C\n" +
