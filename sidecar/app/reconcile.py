@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from sidecar.app.replication import replication_parts
-from sidecar.app.sidecar import candidate_policies, decision_service, policy_runtime
+from sidecar.app.sidecar import build_reconciler, decision_service, policy_runtime
 from sidecar.audit import AuditTrail, open_audit_log
 from sidecar.config import Config
-from sidecar.reconcile import Observer, Reconciler, Remover, Scope, ecr_listers, waiter
+from sidecar.reconcile import Reconciler
 from sidecar.telemetry import Telemetry
 
 __all__ = ["reconciler"]
@@ -24,7 +24,6 @@ async def reconciler(
     ``run_workers``: start a worker pool on the job store for the run, so the copies it queues
     execute in this process (``policy-sidecar reconcile --apply`` with no sidecar serving).
     """
-    settings = config.policy.reconcile
     async with contextlib.AsyncExitStack() as stack:
         runtime = await stack.enter_async_context(policy_runtime(config))
         parts = await stack.enter_async_context(replication_parts(config, telemetry))
@@ -33,28 +32,11 @@ async def reconciler(
         if run_workers:
             await parts.pool.start()
             stack.push_async_callback(parts.pool.stop)
-        scope = Scope(settings)
-        yield Reconciler(
+        yield build_reconciler(
             config,
-            observer=Observer(parts.clients, settings, listers=ecr_listers(config.registries)),
+            telemetry,
+            runtime,
+            parts,
             decisions=decision_service(config, telemetry, runtime, parts),
-            queries=runtime.opa,
-            jobs=parts.store,
-            copies=parts.store,
-            wait_timeout_s=settings.wait_s,
-            leases=parts.store,
-            owner=parts.pool.worker_id,
-            metrics_registry=telemetry.metrics_registry,
-            candidates=candidate_policies(config, telemetry, parts),
-            remover=Remover(
-                parts.clients,
-                parts.store,
-                wait=waiter(parts.store, timeout_s=settings.wait_s),
-                wake=parts.pool.wake,
-                sources=settings.sources,
-                scope=scope,
-                max_removals=settings.max_removals_per_run,
-                audit=AuditTrail(log, telemetry.metrics_registry),
-                metrics_registry=telemetry.metrics_registry,
-            ),
+            audit=AuditTrail(log, telemetry.metrics_registry),
         )

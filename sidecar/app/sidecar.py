@@ -295,6 +295,43 @@ def candidate_policies(
     return candidate
 
 
+def build_reconciler(
+    config: Config,
+    telemetry: Telemetry,
+    runtime: PolicyRuntime,
+    parts: ReplicationParts,
+    *,
+    decisions: DecisionService,
+    audit: AuditTrail,
+) -> Reconciler:
+    """A reconciler over ``parts`` (clients, store, workers) deciding with ``decisions``."""
+    settings = config.policy.reconcile
+    return Reconciler(
+        config,
+        observer=Observer(parts.clients, settings, listers=ecr_listers(config.registries)),
+        decisions=decisions,
+        queries=runtime.opa,
+        jobs=parts.store,
+        copies=parts.store,
+        wait_timeout_s=settings.wait_s,
+        leases=parts.store,
+        owner=parts.pool.worker_id,
+        metrics_registry=telemetry.metrics_registry,
+        candidates=candidate_policies(config, telemetry, parts),
+        remover=Remover(
+            parts.clients,
+            parts.store,
+            wait=waiter(parts.store, timeout_s=settings.wait_s),
+            wake=parts.pool.wake,
+            sources=settings.sources,
+            scope=Scope(settings),
+            max_removals=settings.max_removals_per_run,
+            audit=audit,
+            metrics_registry=telemetry.metrics_registry,
+        ),
+    )
+
+
 class Sidecar:
     """A running sidecar: policy runtime, decisions, replication, gRPC, webhooks and /metrics."""
 
@@ -566,30 +603,8 @@ class Sidecar:
         audit: AuditTrail,
     ) -> Reconciler:
         """The Reconcile RPC's reconciler: this sidecar's clients, decisions, store and workers."""
-        settings = self.config.policy.reconcile
-        return Reconciler(
-            self.config,
-            observer=Observer(parts.clients, settings, listers=ecr_listers(self.config.registries)),
-            decisions=decisions,
-            queries=runtime.opa,
-            jobs=parts.store,
-            copies=parts.store,
-            wait_timeout_s=settings.wait_s,
-            leases=parts.store,
-            owner=parts.pool.worker_id,
-            metrics_registry=self.telemetry.metrics_registry,
-            candidates=candidate_policies(self.config, self.telemetry, parts),
-            remover=Remover(
-                parts.clients,
-                parts.store,
-                wait=waiter(parts.store, timeout_s=settings.wait_s),
-                wake=parts.pool.wake,
-                sources=settings.sources,
-                scope=Scope(settings),
-                max_removals=settings.max_removals_per_run,
-                audit=audit,
-                metrics_registry=self.telemetry.metrics_registry,
-            ),
+        return build_reconciler(
+            self.config, self.telemetry, runtime, parts, decisions=decisions, audit=audit
         )
 
     def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
