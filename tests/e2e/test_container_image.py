@@ -27,8 +27,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar._proto import policy_pb2 as pb
-from sidecar._proto import policy_pb2_grpc as pb_grpc
+from tests.support.packaged import decide_dev_image, standalone_config
 from tests.support.ports import free_ports
 from tests.support.registry import registry_server
 
@@ -97,29 +96,7 @@ def test_the_image_serves_a_decision_with_a_read_only_root(
     state.mkdir()
     conf.mkdir()
     os.chown(state, 65532, 65532)
-    config = {
-        "registries": [
-            {
-                "name": "ci",
-                "type": "generic",
-                "endpoint": "http://127.0.0.1:1",
-                "region": "us-east-1",
-                "metadata": {"environment": "ci"},
-            },
-            {
-                "name": "dev-us",
-                "type": "generic",
-                "endpoint": "http://127.0.0.1:1",
-                "region": "us-west-2",
-                "metadata": {"environment": "dev"},
-            },
-        ],
-        "policy": {
-            "listen": f"127.0.0.1:{grpc_port}",
-            "metrics_listen": f"127.0.0.1:{metrics_port}",
-            "state_dir": "/var/lib/policy-sidecar",
-        },
-    }
+    config = standalone_config(grpc_port, metrics_port, "/var/lib/policy-sidecar")
     (conf / "sidecar.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     nproc = min(4096, resource.getrlimit(resource.RLIMIT_NPROC)[1])
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -149,15 +126,7 @@ def test_the_image_serves_a_decision_with_a_read_only_root(
     try:
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             _wait_serving(channel, cmd, name)
-            reply = pb_grpc.PolicyServiceStub(channel).Decide(
-                pb.DecideRequest(
-                    image=pb.Image(
-                        registry="ci", repository="team/app", tag="dev-1.0", digest=DIGEST
-                    ),
-                    caller=pb.Caller(subject="container-image-test"),
-                ),
-                timeout=20,
-            )
+            reply = decide_dev_image(channel, DIGEST, "container-image-test")
         logs = _run(*cmd, "logs", name)
     finally:
         subprocess.run([*cmd, "rm", "-f", name], capture_output=True, check=False, timeout=60)

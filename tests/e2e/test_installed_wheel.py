@@ -23,9 +23,8 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar._proto import policy_pb2 as pb
-from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.tools import find_tool
+from tests.support.packaged import decide_dev_image, standalone_config
 from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.timeout(240)
@@ -119,31 +118,9 @@ def test_installed_serve_answers_a_decision_from_opa(
     _, venv = installed
     grpc_port, metrics_port = free_ports(2)
     state = tmp_path / "state"
-    config = {
-        "registries": [
-            {
-                "name": "ci",
-                "type": "generic",
-                "endpoint": "http://127.0.0.1:1",
-                "region": "us-east-1",
-                "metadata": {"environment": "ci"},
-            },
-            {
-                "name": "dev-us",
-                "type": "generic",
-                "endpoint": "http://127.0.0.1:1",
-                "region": "us-west-2",
-                "metadata": {"environment": "dev"},
-            },
-        ],
-        "policy": {
-            "listen": f"127.0.0.1:{grpc_port}",
-            "metrics_listen": f"127.0.0.1:{metrics_port}",
-            "state_dir": str(state),
-            # The pinned OPA of the tools cache (an image would ship it on PATH).
-            "opa": {"binary": str(find_tool("opa"))},
-        },
-    }
+    # The pinned OPA of the tools cache (an image would ship it on PATH).
+    opa = {"binary": str(find_tool("opa"))}
+    config = standalone_config(grpc_port, metrics_port, str(state), opa=opa)
     run = tmp_path / "run"
     run.mkdir()
     (run / "sidecar.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -160,15 +137,7 @@ def test_installed_serve_answers_a_decision_from_opa(
     try:
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             _wait_serving(channel, proc, log)
-            reply = pb_grpc.PolicyServiceStub(channel).Decide(
-                pb.DecideRequest(
-                    image=pb.Image(
-                        registry="ci", repository="team/app", tag="dev-1.0", digest=DIGEST
-                    ),
-                    caller=pb.Caller(subject="installed-wheel-test"),
-                ),
-                timeout=20,
-            )
+            reply = decide_dev_image(channel, DIGEST, "installed-wheel-test")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
