@@ -105,6 +105,7 @@ async def replication_parts(
             rate_limit_rps=rates,
             timeout_s=settings.request_timeout_s,
             credentials=secrets.credentials,
+            tracer_provider=telemetry.provider,
         )
         stack.push_async_callback(clients.close)
         health = await stack.enter_async_context(

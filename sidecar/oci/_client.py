@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import orjson
+from opentelemetry.trace import TracerProvider
 
 from sidecar.config import RegistryConfig
 from sidecar.errors import DigestMismatch, RegistryError
@@ -77,10 +78,12 @@ class RegistryClient:
         burst: int = 10,
         timeout_s: float = 30.0,
         credentials: RegistryCredentials | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         """Configure from the inventory entry; the registry's own ``timeout`` wins over ``timeout_s``.
 
-        ``credentials`` replaces the ones ``registry.auth`` configures (a secret manager's).
+        ``credentials`` replaces the ones ``registry.auth`` configures (a secret manager's);
+        ``tracer_provider`` records an HTTP client span per request made inside a trace.
         """
         self.name = registry.name
         self._t = Transport(
@@ -89,6 +92,7 @@ class RegistryClient:
             burst=burst,
             timeout_s=registry.timeout_s or timeout_s,
             credentials=credentials,
+            tracer_provider=tracer_provider,
         )
         self._no_referrers_api_until = 0.0
 

@@ -5,20 +5,26 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import orjson
+from opentelemetry.trace import TracerProvider
 from yarl import URL
 
 from sidecar.config import RegistryConfig
 from sidecar.errors import RegistryError, RegistryUnavailable
 from sidecar.oci._auth import Authenticator, credentials_for
 from sidecar.oci.ratelimit import TokenBucket
-from sidecar.telemetry import get_logger, trace_headers
+from sidecar.telemetry import (
+    foreign_origin,
+    get_logger,
+    http_client_tracing,
+    untraced_unless_in_trace,
+)
 from sidecar.typing import RegistryCredentials
 
 __all__ = [
@@ -169,15 +175,18 @@ class Transport:
         burst: int,
         timeout_s: float,
         credentials: RegistryCredentials | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         """Prepare (but do not open) the session; it opens on first use inside the event loop.
 
-        ``credentials`` (a secret manager's) replaces those ``registry.auth`` configures.
+        ``credentials`` (a secret manager's) replaces those ``registry.auth`` configures;
+        ``tracer_provider`` records the HTTP client spans (None: OpenTelemetry's global one).
         """
         self.name = registry.name
         self.base = base_url(registry)
         self.origin = URL(self.base).origin()
         self._insecure = registry.insecure
+        self._tracer_provider = tracer_provider
         self.requests = 0
         # A registry whose TLS files are missing must not stop the sidecar (nor the other
         # registries): every request to it fails with the reason, and the prober marks it down.
@@ -207,6 +216,7 @@ class Transport:
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32, keepalive_timeout=60),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                trace_configs=http_client_tracing(self._tracer_provider, origin=str(self.origin)),
             )
         return self._session
 
@@ -261,9 +271,21 @@ class Transport:
             tally[0] += 1
         started = False
         try:
-            async with self._session_now().request(
-                method, url, headers=headers, data=data, allow_redirects=method in ("GET", "HEAD")
-            ) as resp:
+            async with AsyncExitStack() as stack:
+                # OpenTelemetry's HTTP client span (and the traceparent it sends) only inside a
+                # trace and only at the registry's own origin: a blob store or token realm
+                # elsewhere learns nothing of our traces. Scoped to sending the request (the span
+                # ends when the headers arrive), not to the caller reading the body meanwhile.
+                with untraced_unless_in_trace(), foreign_origin(not same_origin(url, self.origin)):
+                    resp = await stack.enter_async_context(
+                        self._session_now().request(
+                            method,
+                            url,
+                            headers=headers,
+                            data=data,
+                            allow_redirects=method in ("GET", "HEAD"),
+                        )
+                    )
                 started = True
                 yield resp
         except aiohttp.ClientPayloadError as exc:
@@ -302,10 +324,6 @@ class Transport:
         own = same_origin(url, self.origin)
         for attempt in (0, 1):
             sent = dict(headers or {})
-            if own:
-                # The decision's or copy's trace continues at the registry (its own origin only:
-                # an upload Location elsewhere, a blob store, learns nothing of our traces).
-                sent.update(trace_headers())
             authorization = await self.auth.header(scopes) if own else None
             if authorization:
                 sent["Authorization"] = authorization

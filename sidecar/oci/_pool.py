@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from opentelemetry.trace import TracerProvider
+
 from sidecar.config import RegistryConfig
 from sidecar.errors import NotFound
 from sidecar.oci._client import RegistryClient
@@ -29,11 +31,13 @@ class RegistryClients:
         rate_limit_rps: Mapping[str, float] | float | None = None,
         timeout_s: float = 30.0,
         credentials: RegistryCredentialSource | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         """Create (lazily connecting) clients; ``rate_limit_rps`` is one rate or one per registry.
 
         ``credentials`` gives a registry's credentials from outside its config (a secret manager);
-        a registry it has none for uses its ``auth`` section.
+        a registry it has none for uses its ``auth`` section; ``tracer_provider`` records the
+        clients' HTTP client spans.
         """
         self._clients: dict[str, RegistryClient] = {}
         for registry in registries:
@@ -42,6 +46,7 @@ class RegistryClients:
                 rate_limit_rps=_rate(rate_limit_rps, registry.name),
                 timeout_s=timeout_s,
                 credentials=credentials(registry.name) if credentials else None,
+                tracer_provider=tracer_provider,
             )
 
     @property

@@ -7,6 +7,11 @@ Jaeger and Prometheus in deploy/observability/README.md.
 from __future__ import annotations
 
 from sidecar.telemetry._http import MetricsServer, Readiness
+from sidecar.telemetry._http_client import (
+    foreign_origin,
+    http_client_tracing,
+    untraced_unless_in_trace,
+)
 from sidecar.telemetry._logging import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -53,7 +58,9 @@ __all__ = [
     "configure_logging",
     "decision_log_context",
     "extract_context",
+    "foreign_origin",
     "get_logger",
+    "http_client_tracing",
     "inject_metadata",
     "otlp_target",
     "request_parent",
@@ -62,4 +69,5 @@ __all__ = [
     "trace_endpoint",
     "trace_headers",
     "trace_id_hex",
+    "untraced_unless_in_trace",
 ]

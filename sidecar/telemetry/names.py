@@ -24,6 +24,13 @@ One decision produces this tree (all spans of one trace)::
     opa.decision_id (str; OPA's own id, only when OPA's decision logs are on); and the
     OpenTelemetry semantic-convention names server.address, server.port, http.request.method.
 
+Registry requests made inside a trace (a copy's, an enrichment's) are standard HTTP CLIENT spans
+(GET, HEAD, PUT, ...) of OpenTelemetry's aiohttp client instrumentation, at the registry's own
+origin only; outside a trace, or at another origin (a blob store a registry redirects to), nothing
+is recorded or sent (sidecar/telemetry/_http_client.py). The OPA query is not instrumented twice:
+``opa.query`` already is that request's CLIENT span with the same semantic-convention attributes,
+and a second span per decision measured 170-430 µs of CPU on the hot path (docs/benchmarks.md).
+
 The names are a contract with dashboards and Jaeger searches: change them only together with
 deploy/observability/README.md.
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from sidecar.errors import DigestMismatch, RegistryError
 from sidecar.model.jobs import CopyProgress, JobSpec
@@ -212,6 +213,43 @@ async def test_copy_span_names_source_destination_digest_and_bytes(setup: Setup)
         "digest": image.digest,
         "bytes": image.blob_bytes,
     }
+
+
+async def test_a_copy_traces_every_registry_request_as_a_standard_http_client_span(
+    tmp_path: Path,
+) -> None:
+    spans = InMemorySpans()
+    telemetry = Telemetry("copy-test", span_exporter=spans)
+    with (
+        registry_server(tmp_path / "src") as src,
+        registry_server(tmp_path / "dst") as dst,
+    ):
+        clients = RegistryClients(
+            [registry_config("src", src.url), registry_config("dst", dst.url)],
+            tracer_provider=telemetry.provider,
+        )
+        try:
+            image = await push_image(clients.get("src"), "team/app", tag="v1")  # untraced
+            assert spans.spans == ()
+            await ImageCopier(clients, tracer=telemetry.tracer).copy(_spec(image.digest))
+        finally:
+            await clients.close()
+            telemetry.shutdown()
+    copy = spans.one("oci.copy")
+    http = [s for s in spans.spans if s.attributes and "http.request.method" in s.attributes]
+    # Every request the copy made is a CLIENT span of OpenTelemetry's aiohttp instrumentation in
+    # the copy's trace, with the stable semantic-convention attributes.
+    assert http and all(s.context.trace_id == copy.context.trace_id for s in http)
+    assert all(s.kind is SpanKind.CLIENT for s in http)
+    puts = [
+        s
+        for s in http
+        if s.attributes["http.request.method"] == "PUT"
+        and str(s.attributes["url.full"]).endswith("/v2/mirror/app/manifests/v1")
+    ]
+    assert len(puts) == 1 and puts[0].attributes["http.response.status_code"] == 201
+    assert puts[0].attributes["server.address"] == "127.0.0.1"
+    assert not any("?" in str(s.attributes["url.full"]) for s in http)  # upload state stays out
 
 
 async def test_truncated_blob_fails_the_copy_and_nothing_tagged(setup: Setup) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from sidecar.config._registries import RegistryConfig
 from sidecar.model.decision import RegistryFacts
@@ -61,3 +63,85 @@ async def test_traceparent_goes_to_the_registry_only_inside_a_span(
         h.get("traceparent", "").split("-")[1] == trace_id_hex(span) for h in inside
     ), inside
     assert outside and all("traceparent" not in h for h in outside), outside
+
+
+@pytest.fixture
+async def blob_store() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    """Another origin holding one blob (a presigned-URL store): records the headers it gets."""
+    seen: list[dict[str, str]] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        return web.Response(body=BLOB)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+BLOB = b"layer bytes held by a blob store"
+BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+
+
+async def test_registry_requests_are_http_client_spans_and_a_blob_store_learns_no_trace(
+    blob_store: tuple[str, list[dict[str, str]]],
+) -> None:
+    store_url, store_seen = blob_store
+    seen: list[dict[str, str]] = []
+
+    async def registry(request: web.Request) -> web.Response:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        if request.path.startswith("/v2/team/app/blobs/"):
+            # Like S3-backed registries: the blob is a redirect to a presigned URL elsewhere.
+            raise web.HTTPTemporaryRedirect(f"{store_url}/bucket/blob?X-Amz-Signature=secret")
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", registry)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    spans = InMemorySpans()
+    telemetry = Telemetry("trace-to-registry", span_exporter=spans)
+    client = RegistryClient(
+        RegistryConfig(
+            name="r",
+            facts=RegistryFacts("r", "eu", "dev"),
+            endpoint=f"http://127.0.0.1:{port}",
+            insecure=True,
+        ),
+        tracer_provider=telemetry.provider,
+    )
+    try:
+        with telemetry.tracer.start_as_current_span("replicate.copy") as parent:
+            assert await client.read_blob("team/app", BLOB_DIGEST) == BLOB
+        await client.ping()  # outside any trace: no span, no header
+    finally:
+        await client.close()
+        await runner.cleanup()
+        telemetry.shutdown()
+
+    # The registry got the trace; the blob store it redirected to got neither trace header.
+    assert seen[0]["traceparent"].split("-")[1] == trace_id_hex(parent)
+    assert store_seen and not {"traceparent", "tracestate", "baggage"} & set(store_seen[0])
+    assert "traceparent" not in seen[-1]
+    # One standard HTTP CLIENT span (OpenTelemetry's aiohttp instrumentation), child of ours,
+    # its URL without the query string (a presigned signature must not land in a trace store).
+    http = spans.one("GET")
+    assert http.kind is SpanKind.CLIENT
+    assert http.parent is not None and http.parent.span_id == parent.get_span_context().span_id
+    attributes = dict(http.attributes or {})
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.response.status_code"] == 200
+    assert "?" not in str(attributes["url.full"]) and "secret" not in str(attributes)
+    assert [s.name for s in spans.spans] == ["GET", "replicate.copy"]
