@@ -138,3 +138,26 @@ def test_which_registries_are_listed_through_the_artifact_registry_api(tmp_path:
     path.write_text(yaml.safe_dump({"registries": registries}), encoding="utf-8")
     config = load_config(path)
     assert [r.name for r in config.registries if is_artifact_registry(r)] == ["a", "b"]
+
+
+async def test_a_scoped_observer_still_lists_through_the_api(
+    tmp_path: Path, fake: FakeArtifactRegistry
+) -> None:
+    # A legacy rule's schedule observes with a scoped observer: it must keep the API listers
+    # (without them the registry would be listed by an OCI catalog it does not serve).
+    config = load_config(_config(tmp_path, fake))
+    settings = ReconcileSettings(sources=("gar-us",))
+    clients = RegistryClients(config.registries)
+    try:
+        listers = artifact_registry_listers(config.registries, clients)
+        scoped = Observer(clients, settings, listers=listers).scoped(
+            ReconcileSettings(sources=("gar-us",), repositories=("acme-prod/apps/web/*",))
+        )
+        observation = await scoped.observe(["gar-us"])
+    finally:
+        await clients.close()
+    assert observation.unreadable == {}
+    assert {t.repository for t in observation.tags} == {
+        "acme-prod/apps/web/app",
+        "acme-prod/apps/web/api",
+    }
