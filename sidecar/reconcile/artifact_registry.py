@@ -8,9 +8,10 @@ repository of an image is ``{project}/{id}/{image}``, as in the registry's own p
 
 What the answers are trusted with: an image whose ``uri`` names another host, project or
 repository than the one listed is ignored (logged): it cannot be made to look like another
-registry's image. The Google access token (the registry's own credentials, user
-``oauth2accesstoken``) goes only to the API origin: URLs are built from that origin and fixed
-paths, a page token is only ever a query value, redirects are not followed. Each page is capped at
+registry's image; a tag listed at two digests is ignored too. The Google access token (the
+registry's own credentials, user ``oauth2accesstoken``) goes only to the API origin: URLs are
+built from that origin and fixed paths, a page token is only ever a query value, redirects are
+not followed. Each page is capped at
 4 MiB; pages per listing, page tokens' length and the tags read (``max_tags``) are bounded. The
 registry's rate limit (``replication.registry_rate_limit_rps``) paces the API requests too.
 """
@@ -174,13 +175,22 @@ class ArtifactRegistryLister:
                     return await self._pages(session, base, path, "dockerImages", token)
 
             listed = await asyncio.gather(*(images(i) for i in ids))
-        grouped: dict[str, list[ListedTag]] = {}
+        grouped: dict[str, dict[str, ListedTag]] = {}
+        conflicting: set[tuple[str, str]] = set()
         for repository_id, entries in zip(ids, listed, strict=True):
             for entry in entries:
                 for repository, tag in self._tags(repository_id, entry):
-                    grouped.setdefault(repository, []).append(tag)
-        self._listed = grouped
-        return sorted(grouped)[: limit + 1]
+                    held = grouped.setdefault(repository, {}).setdefault(tag.tag, tag)
+                    if held.digest != tag.digest:
+                        conflicting.add((repository, tag.tag))
+        for repository, tag_name in sorted(conflicting):
+            # One tag names one manifest: an answer saying otherwise is not trusted with either.
+            del grouped[repository][tag_name]
+            self.ignored += 1
+            _log.warning("reconcile: Artifact Registry tag ignored: listed at two digests",
+                         registry=self._registry.name, repository=repository, tag=tag_name)  # fmt: skip
+        self._listed = {r: sorted(t.values(), key=lambda t: t.tag) for r, t in grouped.items()}
+        return sorted(self._listed)[: limit + 1]
 
     async def tags(self, repository: str, *, limit: int) -> list[ListedTag]:
         """The tags :meth:`repositories` found in ``repository`` (up to ``limit + 1``)."""

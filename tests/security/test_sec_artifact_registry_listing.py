@@ -73,6 +73,11 @@ async def test_images_naming_another_host_project_or_repository_are_ignored(
         f"{HOST}/{fake.project}/apps/web/app@sha256:short",  # not a digest
     ]
     fake.extra_images = [{"uri": uri, "tags": ["dev-1"]} for uri in spoofed]
+    # And a tag claimed by two digests of one repository: neither is believed.
+    fake.images.append(Image("apps", "web/two", DIGEST, ("dev-2",)))
+    fake.extra_images.append(
+        {"uri": f"{HOST}/{fake.project}/apps/web/two@{OTHER}", "tags": ["dev-2"]}
+    )
     async with attacked_sidecar(_doc(fake), tmp_path) as running:
         summary = await _summary(running)
         assert dict(summary.unreadable) == {}
