@@ -34,9 +34,28 @@ from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry, get_logger
 from sidecar.typing import JobStore
 
-__all__ = ["ReplicationParts", "registry_sources", "replication_parts", "worker_identity"]
+__all__ = [
+    "ReplicationParts",
+    "registry_rates",
+    "registry_sources",
+    "replication_parts",
+    "worker_identity",
+]
 
 _log = get_logger("sidecar.replicate")
+
+
+def registry_rates(config: Config) -> dict[str, float] | float | None:
+    """Each registry's request rate: ``registry_rate_limit_rps``, else ``rate_limit_rps``."""
+    settings = config.policy.replication
+    rates: dict[str, float] | float | None = settings.rate_limit_rps
+    if settings.registry_rate_limit_rps:
+        rates = {
+            r.name: settings.registry_rate_limit_rps.get(r.name, settings.rate_limit_rps or 0)
+            for r in config.registries
+        }
+        rates = {name: rps for name, rps in rates.items() if rps}
+    return rates
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +106,7 @@ async def replication_parts(
     store = await open_job_store(url)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
-        rates: dict[str, float] | float | None = settings.rate_limit_rps
-        if settings.registry_rate_limit_rps:
-            rates = {
-                r.name: settings.registry_rate_limit_rps.get(r.name, settings.rate_limit_rps or 0)
-                for r in config.registries
-            }
-            rates = {name: rps for name, rps in rates.items() if rps}
+        rates = registry_rates(config)
         # One secret cache for the copying clients and the prober's: a rotation read by one is
         # seen by both, and the manager is asked once per TTL, not once per client.
         secrets = RegistrySecrets(config.registries, config.secrets)

@@ -24,7 +24,12 @@ from sidecar.app.events import (
 )
 from sidecar.app.governance import AdminRuntime, admin_runtime, data_plane_gate, listeners
 from sidecar.app.health import HealthRuntime, health_runtime, health_sources
-from sidecar.app.replication import ReplicationParts, registry_sources, replication_parts
+from sidecar.app.replication import (
+    ReplicationParts,
+    registry_rates,
+    registry_sources,
+    replication_parts,
+)
 from sidecar.app.retention import retention_task
 from sidecar.audit import AuditTrail
 from sidecar.bundles.hosted import hosted_bundle_server
@@ -51,6 +56,7 @@ from sidecar.reconcile import (
     Scheduler,
     Scope,
     TriggerMetrics,
+    artifact_registry_listers,
     ecr_listers,
     scheduled,
     waiter,
@@ -68,7 +74,7 @@ from sidecar.sensitive.runtime import (
 )
 from sidecar.telemetry import MetricsServer, Telemetry, get_logger, trace_endpoint
 from sidecar.tools import find_tool
-from sidecar.typing import PolicyEngine
+from sidecar.typing import PolicyEngine, TagLister
 from sidecar.webhooks import WebhookServer
 
 __all__ = [
@@ -295,6 +301,19 @@ def candidate_policies(
     return candidate
 
 
+def _listers(config: Config, parts: ReplicationParts) -> dict[str, TagLister]:
+    """Registries observed through their own API instead of the OCI catalog: ECR, Artifact
+    Registry (with the registry's own credentials and rate limit)."""
+    settings = config.policy.reconcile
+    return {
+        **ecr_listers(config.registries),
+        **artifact_registry_listers(
+            config.registries, parts.clients, rate_limit_rps=registry_rates(config),
+            concurrency=settings.concurrency, max_tags=settings.max_tags,
+        ),
+    }  # fmt: skip
+
+
 def build_reconciler(
     config: Config,
     telemetry: Telemetry,
@@ -308,7 +327,7 @@ def build_reconciler(
     settings = config.policy.reconcile
     return Reconciler(
         config,
-        observer=Observer(parts.clients, settings, listers=ecr_listers(config.registries)),
+        observer=Observer(parts.clients, settings, listers=_listers(config, parts)),
         decisions=decisions,
         queries=runtime.opa,
         jobs=parts.store,
@@ -583,8 +602,8 @@ class Sidecar:
         if settings.on_revision == "off" or not settings.sources or reconciler is None:
             return None
 
-        async def run(dry_run: bool) -> object:
-            return await reconciler.run(dry_run=dry_run)
+        async def run(dry_run: bool, since: str) -> object:
+            return await reconciler.run(dry_run=dry_run, since=since)
 
         return RevisionTrigger(
             run,

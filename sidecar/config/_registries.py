@@ -162,6 +162,7 @@ class RegistryConfig:
     region: str = ""
     account_id: str = ""
     project: str = ""
+    location: str = ""  # Artifact Registry: the repositories' location (e.g. us-east1)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     insecure: bool = False
@@ -244,6 +245,7 @@ def _registry(node: Node, known_tenants: frozenset[str], warnings: Warnings) -> 
         region=region,
         account_id=entry.account_id,
         project=entry.project,
+        location=entry.location,
         auth=entry.auth,
         tls=entry.tls,
         insecure=entry.insecure,

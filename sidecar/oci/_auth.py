@@ -301,6 +301,10 @@ class Authenticator:
         # The last Basic header sent and the credentials in it: a 401 to it marks them refused.
         self._basic: tuple[str, tuple[str, str]] | None = None
 
+    async def credentials(self) -> tuple[str, str] | None:
+        """The registry's own (user, secret), as its source gives them now (None: anonymous)."""
+        return await self._credentials.get() if self._credentials is not None else None
+
     async def header(self, scopes: tuple[str, ...]) -> str | None:
         """Return the Authorization value for a request needing ``scopes`` (None: send none)."""
         challenge = self.challenge

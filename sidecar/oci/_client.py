@@ -101,6 +101,14 @@ class RegistryClient:
         """HTTP requests sent so far (token requests included), for benchmarks and copy results."""
         return self._t.requests
 
+    async def credentials(self) -> tuple[str, str] | None:
+        """This registry's (user, secret) from its auth or secret manager (None: anonymous).
+
+        For its cloud's own listing API (Artifact Registry), which takes the same Google access
+        token the registry does; the caller sends it only to that API's origin.
+        """
+        return await self._t.auth.credentials()
+
     def _what(self, repository: str, reference: str = "") -> str:
         at = "@" if reference.startswith("sha256:") else ":"
         return f"registry {self.name}: {repository}{at + reference if reference else ''}"

@@ -8,6 +8,11 @@ policy and a candidate bundle (:class:`Impact`). See docs/reconcile.md.
 
 from __future__ import annotations
 
+from sidecar.reconcile.artifact_registry import (
+    ArtifactRegistryLister,
+    artifact_registry_listers,
+    is_artifact_registry,
+)
 from sidecar.reconcile.ecr import EcrLister, ecr_listers
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
@@ -40,6 +45,7 @@ __all__ = [
     "RETENTION_PATH",
     "REVISION_LEASE",
     "ApplyReport",
+    "ArtifactRegistryLister",
     "CandidateFactory",
     "CandidatePolicy",
     "Change",
@@ -59,9 +65,11 @@ __all__ = [
     "Scope",
     "SourceImage",
     "TriggerMetrics",
+    "artifact_registry_listers",
     "build_plan",
     "compare",
     "ecr_listers",
+    "is_artifact_registry",
     "present_at",
     "scheduled",
     "settle",

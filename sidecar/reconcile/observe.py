@@ -105,7 +105,7 @@ class Observer:
 
     def scoped(self, settings: ReconcileSettings) -> Observer:
         """An observer within ``settings``' scope sharing these clients and this size cache."""
-        other = Observer(self._clients, settings)
+        other = Observer(self._clients, settings, listers=self._listers)
         other._sizes = self._sizes  # content addressed: true for every scope
         return other
 

@@ -101,6 +101,10 @@ class Plan:
     degraded: int = 0
     bundle_revision: str = ""
     unreadable: Mapping[str, str] = field(default_factory=dict)
+    # Non-empty: an activation re-plan, narrowed to the images whose decision differs from the
+    # one made under this (the previous) revision; ``decided`` counts every image decided.
+    changed_since: str = ""
+    decided: int = 0
 
     @property
     def bytes_to_copy(self) -> int:
@@ -135,6 +139,8 @@ class Plan:
             "bytes_to_copy": self.bytes_to_copy,
             "bytes_freed": self.bytes_freed,
             "unreadable": dict(self.unreadable),
+            "changed_since": self.changed_since,
+            "decided": self.decided or self.images,
             "actions": [a.to_json() for a in self.actions],
         }
 

@@ -15,8 +15,9 @@ import dataclasses
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import Caller, DecideRequest, ImageRef, PolicyInput
+from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef, PolicyInput
 from sidecar.model.jobs import Job, JobSpec
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
@@ -48,6 +49,38 @@ APPLY_LEASE = "reconcile-apply"
 # The referrers fallback tag and cosign's tags (sha256-<hex>[.sig|.att|.sbom]) are not images of
 # their own: they travel with the image they refer to (sidecar.replicate.copy).
 _REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
+#: Revisions whose decision outcomes are remembered (the previous one is what a re-plan needs).
+_BASELINES = 2
+
+_Place = tuple[str, str, str, str]  # (registry, repository, tag, digest)
+# What a decision does to the registries: allow, routed places, registries to remove from. The
+# decision id, revision, priority and rank are left out: they change nothing in the registries.
+_Outcome = tuple[bool, tuple[tuple[str, str, str], ...], tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class _Baseline:
+    """The outcomes decided under one revision (and its cleanups), for activation re-plans."""
+
+    outcomes: dict[_Place, _Outcome] = field(default_factory=dict)
+    cleanups: set[_Place] = field(default_factory=set)
+
+
+def _outcome(result: DecisionResult) -> _Outcome | None:
+    """What ``result`` does to the registries; None for a degraded answer (no verdict)."""
+    if result.degraded:
+        return None
+    decision = result.decision
+    routes = (
+        tuple(sorted((r.registry, r.repository, r.tag) for r in decision.routes))
+        if decision.allow
+        else ()
+    )
+    return decision.allow, routes, tuple(sorted(r.registry for r in decision.remove))
+
+
+def _place(tag: ObservedTag) -> _Place:
+    return tag.registry, tag.repository, tag.tag, tag.digest
 
 
 def present_at(
@@ -111,6 +144,22 @@ class _Metrics:
             f"{p}last_success_timestamp_seconds", "When a reconcile run last finished cleanly.",
             ["mode"], registry=registry,
         )  # fmt: skip
+        self.revision_actions = Gauge(
+            f"{p}revision_plan_actions",
+            "Actions of the last activation re-plan (only images the new revision changes).",
+            ["kind"], registry=registry,
+        )  # fmt: skip
+        self.revision_images = Gauge(
+            f"{p}revision_plan_images",
+            "Images of the last activation re-plan: decided, and changed by the new revision.",
+            ["what"], registry=registry,
+        )  # fmt: skip
+
+    def replanned(self, plan: Plan) -> None:
+        for kind, count in plan.counts().items():
+            self.revision_actions.labels(kind=kind).set(count)
+        self.revision_images.labels(what="decided").set(plan.decided)
+        self.revision_images.labels(what="changed").set(plan.images)
 
     def planned(self, plan: Plan) -> None:
         for kind, count in plan.counts().items():
@@ -167,6 +216,9 @@ class Reconciler:
         self._candidates = candidates
         # One spare OPA at a time: each preview starts an OPA process and lists the registries.
         self._previewing = asyncio.Lock()
+        # Outcomes per revision of this process's runs (shared with scoped copies): an
+        # activation re-plans only the images whose outcome the new revision changes.
+        self._baselines: OrderedDict[str, _Baseline] = OrderedDict()
 
     def scoped(self, *, sources: Sequence[str], repositories: Sequence[str]) -> Reconciler:
         """This reconciler narrowed to ``sources`` and repository globs (a legacy rule's scope).
@@ -196,22 +248,22 @@ class Reconciler:
         return (await self.observe_and_plan(progress=progress))[0]
 
     async def run(
-        self, *, dry_run: bool = True, progress: Progress | None = None
+        self, *, dry_run: bool = True, progress: Progress | None = None, since: str = ""
     ) -> tuple[Plan, ApplyReport | None]:
         """Plan, then unless ``dry_run`` apply it: copies as durable jobs, then removals.
 
         Applying holds the store's ``reconcile-apply`` lease from before observing until the
         last job ended: of two applying runs (replicas, the CLI, the schedule) one waits for
-        nothing and the other fails with ReconcileBusy.
+        nothing and the other fails with ReconcileBusy. ``since``: see :meth:`observe_and_plan`.
         """
         mode = "dry_run" if dry_run else "apply"
         try:
             if dry_run:
-                plan, _ = await self.observe_and_plan(progress=progress)
+                plan, _ = await self.observe_and_plan(progress=progress, since=since)
                 report = None
             else:
                 async with self._applying():
-                    plan, observation = await self.observe_and_plan(progress=progress)
+                    plan, observation = await self.observe_and_plan(progress=progress, since=since)
                     report = await self._apply(plan, observation, progress=progress)
         except BaseException:
             self._metrics.runs.labels(mode=mode, outcome="error").inc()
@@ -276,9 +328,16 @@ class Reconciler:
         return await settle(self._jobs, jobs, timeout_s=self._wait_timeout_s)
 
     async def observe_and_plan(
-        self, *, progress: Progress | None = None
+        self, *, progress: Progress | None = None, since: str = ""
     ) -> tuple[Plan, Observation]:
-        """Observe, decide and plan; return the plan and the observation it was made from."""
+        """Observe, decide and plan; return the plan and the observation it was made from.
+
+        ``since`` (an activation's previous revision): every source image is decided again,
+        but only those whose outcome (allowed, routed places, removals) differs from the one
+        this reconciler decided under ``since`` are planned — and so applied — with the
+        cleanups that were not asked under ``since``. Without a record of ``since`` (no run
+        under it in this process) the plan is whole.
+        """
         if not self.sources:
             raise InvalidArgument(
                 "policy.reconcile.sources", "names no source registry: nothing to reconcile"
@@ -289,14 +348,23 @@ class Reconciler:
                 self._observed_registries(), progress=progress
             )
             span.set_attribute("reconcile.tags_observed", len(observation.tags))
-            plan = await self._plan_on(observation, self._decisions, self._queries, progress)
-            self._metrics.planned(plan)
+            plan = await self._plan_on(
+                observation, self._decisions, self._queries, progress, since=since, record=True
+            )
+            if plan.changed_since:
+                # The drift gauges keep describing the last whole plan.
+                self._metrics.replanned(plan)
+                span.set_attribute("reconcile.changed_since", plan.changed_since)
+            else:
+                self._metrics.planned(plan)
             span.set_attribute("reconcile.images", plan.images)
             for kind, count in plan.counts().items():
                 span.set_attribute(f"reconcile.{kind}", count)
         _log.info(
             "reconcile planned",
             images=plan.images,
+            decided=plan.decided,
+            changed_since=plan.changed_since,
             counts=plan.counts(),
             bytes_to_copy=plan.bytes_to_copy,
             bytes_freed=plan.bytes_freed,
@@ -345,8 +413,15 @@ class Reconciler:
         decisions: DecisionService,
         queries: BatchEngine | None,
         progress: Progress | None,
+        *,
+        since: str = "",
+        record: bool = False,
     ) -> Plan:
-        """Decide every source image of ``observation`` with ``decisions`` and plan."""
+        """Decide every source image of ``observation`` with ``decisions`` and plan.
+
+        ``record``: remember the outcomes per revision (the serving policy's runs, never a
+        candidate's); ``since``: plan only what changed since that revision's record.
+        """
         originals = [
             t
             for t in observation.tags
@@ -354,10 +429,43 @@ class Reconciler:
         ]
         images = await self._decide(originals, observation, progress, decisions)
         cleanups = await self._cleanups(images, observation, queries)
+        decided = len(images)
+        baseline = self._baselines.get(since) if since else None
+        if record:
+            self._remember(images, cleanups)
+        if baseline is not None:
+            images = [i for i in images if _changed(baseline, i)]
+            cleanups = [
+                c for c in cleanups if (c.registry, c.repository, c.tag, c.digest)
+                not in baseline.cleanups
+            ]  # fmt: skip
         written = await self._written(images, observation)
-        return build_plan(
+        plan = build_plan(
             images, observation, self._scope, self.sources, cleanups=cleanups, written=written
         )
+        return dataclasses.replace(
+            plan, changed_since=since if baseline is not None else "", decided=decided
+        )
+
+    def _remember(self, images: Sequence[SourceImage], cleanups: Sequence[PlanAction]) -> None:
+        """Record each non-degraded outcome under the revision that decided it."""
+        for image in images:
+            outcome = _outcome(image.result)
+            if outcome is not None:
+                self._baseline(image.result.bundle_revision).outcomes[_place(image.tag)] = outcome
+        for action in cleanups:
+            if action.bundle_revision:
+                self._baseline(action.bundle_revision).cleanups.add(
+                    (action.registry, action.repository, action.tag, action.digest)
+                )
+
+    def _baseline(self, revision: str) -> _Baseline:
+        baseline = self._baselines.get(revision)
+        if baseline is None:
+            baseline = self._baselines[revision] = _Baseline()
+            while len(self._baselines) > _BASELINES:
+                self._baselines.popitem(last=False)  # the oldest revision
+        return baseline
 
     async def _written(
         self, images: Sequence[SourceImage], observation: Observation
@@ -504,6 +612,14 @@ class Reconciler:
             return []
         # requeue: the destination was observed lacking the image, an earlier success is stale.
         return await self._jobs.requeue(specs)
+
+
+def _changed(baseline: _Baseline, image: SourceImage) -> bool:
+    """True unless ``image`` had the same outcome under the baseline's revision."""
+    outcome = _outcome(image.result)
+    if outcome is None:
+        return True  # a degraded answer is no verdict: planned as a whole plan would
+    return baseline.outcomes.get(_place(image.tag)) != outcome
 
 
 def _spec(action: PlanAction) -> JobSpec:

@@ -7,9 +7,12 @@ next. Of several replicas, each of which sees the activation, one runs per revis
 lease ``reconcile-revision:<revision>`` and records the run on it, and a replica that comes later
 finds it done.
 
-"Re-plan only what the new revision changes" is approximated by a full plan: every source image
-in scope is decided again on the new revision (batched), and the plan's copies and removals are
-exactly what changed for the registries.
+"Re-plan only what the new revision changes": every source image in scope is decided again on
+the new revision (batched: decisions are cheap, and a rule change can affect any image, so the
+scope is never guessed from the bundle's diff), and only the images whose outcome differs from
+the one decided under the previous revision are planned and applied (``Reconciler.run(since=…)``).
+Without a record of the previous revision in this process (a replica that never ran under it, a
+restart) the plan is whole.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ __all__ = ["REVISION_LEASE", "RevisionTrigger", "TriggerMetrics"]
 _log = get_logger("sidecar.reconcile.trigger")
 #: The lease (and run record) of the reconcile for one revision: ``reconcile-revision:<rev>``.
 REVISION_LEASE = "reconcile-revision"
-#: Runs one reconcile: ``dry_run`` True plans only. Returns what the reconciler returned.
-RunReconcile = Callable[[bool], Awaitable[object]]
+#: Runs one reconcile: ``(dry_run, since)`` — ``dry_run`` True plans only; ``since`` is the
+#: revision active before (plan only what changed since). Returns what the reconciler returned.
+RunReconcile = Callable[[bool, str], Awaitable[object]]
 
 
 class TriggerMetrics:
@@ -66,34 +70,41 @@ class RevisionTrigger:
         self._owner = owner
         self._lease_s = lease_s
         self._metrics = metrics
-        self._pending = ""
+        self._pending: tuple[str, str] | None = None  # (since, revision)
         self._task: asyncio.Task[None] | None = None
 
     async def activated(self, previous: str, revision: str) -> None:
         """The watcher's hook: reconcile for ``revision`` in the background (not the first seen)."""
         if self._mode == "off" or not previous or not revision:
             return
-        self._pending = revision
+        # Coalesced: the newest revision runs, against the revision active before the first
+        # activation it replaces (what changed since then is what all of them changed).
+        since = self._pending[0] if self._pending is not None else previous
+        self._pending = (since, revision)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="reconcile-on-revision")
 
     async def _drain(self) -> None:
-        while self._pending:
-            revision, self._pending = self._pending, ""
-            await self.run_for(revision)
+        while self._pending is not None:
+            (since, revision), self._pending = self._pending, None
+            await self.run_for(revision, since=since)
 
-    async def run_for(self, revision: str) -> bool:
-        """Reconcile for ``revision`` unless another replica runs or ran it; return whether run."""
+    async def run_for(self, revision: str, *, since: str = "") -> bool:
+        """Reconcile for ``revision`` unless another replica runs or ran it; return whether run.
+
+        ``since``: the revision active before; only what changed since is planned.
+        """
         name = f"{REVISION_LEASE}:{revision}"
         async with held(self._leases, name, self._owner, ttl_s=self._lease_s) as mine:
             if not mine or await self._leases.lease_last_run(name) is not None:
                 _log.info("revision reconcile skipped: another replica runs or ran it",
                           bundle_revision=revision)  # fmt: skip
                 return False
-            _log.info("reconcile on bundle activation", bundle_revision=revision, mode=self._mode)
+            _log.info("reconcile on bundle activation", bundle_revision=revision,
+                      previous_revision=since, mode=self._mode)  # fmt: skip
             outcome = "ok"
             try:
-                await self._run(self._mode != "apply")
+                await self._run(self._mode != "apply", since)
             except ReconcileBusy:
                 outcome = "busy"  # an applying run (CLI, RPC, schedule) holds the apply lease
                 _log.warning("revision reconcile skipped: another reconcile is applying",

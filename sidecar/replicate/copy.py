@@ -7,10 +7,13 @@ one — so the destination tag never points at a partial image.
 
 A tag never moves backwards: right before writing it, the copier asks the source what the tag
 names now. When the source tag has moved to another digest (a newer push whose own copy owns the
-tag), the image is pushed by digest only and the copy ends with :class:`TagSuperseded`. A source
-without that tag (deleted, or renamed by a legacy prefix/suffix) cannot say, and the tag is
-written as decided. The check and the write are two requests: a push landing between them can
-still lose, which the newer image's own copy (queued after it) then corrects.
+tag), the image is pushed by digest only and the copy ends with :class:`TagSuperseded`. The source
+tag is the one of the request the job was decided from, so a legacy rule's
+``destination_tag_prefix``/``_suffix`` (source ``v1``, destination ``mirror-v1``) is checked
+too; a job without a request checks the destination tag's name at the source. A source without
+that tag (deleted) cannot say, and the tag is written as decided. The check and the write are
+two requests: a push landing between them can still lose, which the newer image's own copy
+(queued after it) then corrects.
 
 Shared layers move once per destination registry. The copier remembers which repository of each
 destination it last saw holding a blob, and mounts from there (one request, no bytes) when another
@@ -47,7 +50,13 @@ from sidecar.oci import (
 )
 from sidecar.telemetry import get_logger
 
-__all__ = ["MANIFEST_CONCURRENCY", "MAX_FOLLOWED_MANIFESTS", "SPAN_COPY", "ImageCopier"]
+__all__ = [
+    "MANIFEST_CONCURRENCY",
+    "MAX_FOLLOWED_MANIFESTS",
+    "SPAN_COPY",
+    "ImageCopier",
+    "source_tag_of",
+]
 
 SPAN_COPY = "oci.copy"
 _T = TypeVar("_T")
@@ -56,6 +65,7 @@ _PROGRESS_INTERVAL_S = 0.2  # at most ~5 progress reports a second: each may be 
 # before fetching them — a hostile or broken source must not make us walk an unbounded tree.
 MAX_FOLLOWED_MANIFESTS = 1_000
 MANIFEST_CONCURRENCY = 8  # manifest fetches and referrer lookups in flight per copy
+_MAX_REQUEST_CHARS = 256 * 1024  # a stored request is a few hundred bytes; never parse a huge one
 _KNOWN_BLOBS = 50_000  # blob locations remembered per destination registry (least recent go first)
 _log = get_logger(__name__)
 
@@ -351,10 +361,11 @@ class ImageCopier:
 
     async def _tag_still_names(self, spec: JobSpec, src: RegistryClient) -> None:
         """Raise TagSuperseded when the source tag now names another digest than ``spec``'s."""
-        current = await src.head_manifest(spec.source_repository, spec.tag)
+        source_tag = source_tag_of(spec)
+        current = await src.head_manifest(spec.source_repository, source_tag)
         if current is not None and current.digest != spec.digest:
             raise TagSuperseded(
-                f"{spec.source_registry}/{spec.source_repository}:{spec.tag} now names "
+                f"{spec.source_registry}/{spec.source_repository}:{source_tag} now names "
                 f"{current.digest}, not {spec.digest}: the destination tag "
                 f"{spec.destination_registry}/{spec.destination_repository}:{spec.tag} is left "
                 "to the newer image (this one was pushed by digest only)",
@@ -419,6 +430,31 @@ class ImageCopier:
             await dst.put_manifest(repo, tag, Manifest(digest_of(data), OCI_INDEX, data))
             pushed += 1
         return pushed
+
+
+def source_tag_of(spec: JobSpec) -> str:
+    """The source tag a copy was decided for: the stored request's, else the destination tag.
+
+    A legacy rule's ``destination_tag_prefix``/``destination_tag_suffix`` renames the tag (``v1`` →
+    ``mirror-v1``), so the destination tag names nothing at the source; the request the job was
+    decided from (job store schema 4) still says which source tag it was. A request about
+    another image (never written so, but cheap to refuse) or with no tag is not used.
+    """
+    if not spec.request or len(spec.request) > _MAX_REQUEST_CHARS:
+        return spec.tag
+    try:
+        image = orjson.loads(spec.request).get("image") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        return spec.tag
+    if not isinstance(image, dict):
+        return spec.tag
+    tag = image.get("tag")
+    same = (
+        image.get("registry") == spec.source_registry
+        and image.get("repository") == spec.source_repository
+        and image.get("digest") in ("", None, spec.digest)
+    )
+    return tag if same and isinstance(tag, str) and tag else spec.tag
 
 
 def _descriptor_json(desc: Descriptor) -> dict[str, object]:

@@ -176,8 +176,8 @@ async def test_a_revision_activation_reconciles_once_per_revision_across_replica
     try:
         async with reconciler(config, telemetry, run_workers=True) as rec:
 
-            async def run(dry_run: bool) -> object:
-                return await rec.run(dry_run=dry_run)
+            async def run(dry_run: bool, since: str) -> object:
+                return await rec.run(dry_run=dry_run, since=since)
 
             def trigger(store: object, owner: str, mode: str) -> RevisionTrigger:
                 return RevisionTrigger(
@@ -217,8 +217,8 @@ async def test_a_plan_only_activation_logs_the_plan_and_copies_nothing(
     telemetry = Telemetry("trigger-test")
     async with reconciler(config, telemetry, run_workers=True) as rec:
 
-        async def run(dry_run: bool) -> object:
-            return await rec.run(dry_run=dry_run)
+        async def run(dry_run: bool, since: str) -> object:
+            return await rec.run(dry_run=dry_run, since=since)
 
         url = job_store_url(config.policy.replication, str(tmp_path / "state"))
         store = await open_job_store(url)
