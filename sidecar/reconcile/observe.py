@@ -51,10 +51,36 @@ class Observation:
     _index: Mapping[tuple[str, str, str], ObservedTag] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    # Indexes built once: a plan asks per image (present_at, a tenant's copies), and a scan of
+    # every tag per image is quadratic — 3,334 images by 10,002 tags is 33 million steps (0.6 s of CPU per plan).
+    _by_registry: Mapping[str, tuple[ObservedTag, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _by_digest: Mapping[str, tuple[ObservedTag, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         index = {(t.registry, t.repository, t.tag): t for t in self.tags}
+        by_registry: dict[str, list[ObservedTag]] = {}
+        by_digest: dict[str, list[ObservedTag]] = {}
+        for t in self.tags:
+            by_registry.setdefault(t.registry, []).append(t)
+            by_digest.setdefault(t.digest, []).append(t)
         object.__setattr__(self, "_index", index)
+        object.__setattr__(
+            self, "_by_registry", {r: tuple(ts) for r, ts in sorted(by_registry.items())}
+        )
+        object.__setattr__(self, "_by_digest", {d: tuple(ts) for d, ts in by_digest.items()})
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """The registries at least one tag was observed in, sorted by name."""
+        return tuple(self._by_registry)
+
+    def holding(self, digest: str) -> tuple[ObservedTag, ...]:
+        """Every observed tag pointing at ``digest``, in the observation's order."""
+        return self._by_digest.get(digest, ())
 
     def at(self, registry: str, repository: str, tag: str) -> ObservedTag | None:
         """The tag ``registry/repository:tag`` as observed, or None when it is absent."""
@@ -62,7 +88,7 @@ class Observation:
 
     def in_registry(self, registry: str) -> tuple[ObservedTag, ...]:
         """Every observed tag of ``registry``, in stable order."""
-        return tuple(t for t in self.tags if t.registry == registry)
+        return self._by_registry.get(registry, ())
 
 
 class Scope:

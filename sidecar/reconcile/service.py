@@ -88,7 +88,7 @@ def present_at(
 ) -> tuple[str, ...]:
     """Registries other than the sources holding ``tag``'s digest at the same repository:tag."""
     held = []
-    for name in sorted({t.registry for t in observation.tags}):
+    for name in observation.registries:
         if name in sources or name == tag.registry:
             continue
         found = observation.at(name, tag.repository, tag.tag)
@@ -558,11 +558,15 @@ class Reconciler:
         planned: list[PlanAction] = []
         for tenant, owned in sorted(by_tenant.items()):
             digests = {i.tag.digest: i for i in owned}
-            copies = [
-                t
-                for t in observation.tags
-                if t.digest in digests and t.registry not in self.sources
-            ]
+            copies = sorted(
+                (
+                    t
+                    for digest in digests
+                    for t in observation.holding(digest)
+                    if t.registry not in self.sources
+                ),
+                key=lambda t: (t.registry, t.repository, t.tag),
+            )
             limit = usage[tenant].storage_limit_bytes if tenant in usage else 0
             doc = {
                 "now": owned[0].result.input.now if owned[0].result.input else "",
