@@ -61,6 +61,9 @@ class ReconcileSettings:
     # Deadline of one batch query (and of a retention query) on OPA: a batch of hundreds of
     # inputs takes far longer than one decision's policy.opa.timeout_ms.
     batch_timeout_s: Annotated[Duration, Field(ge=0.1)] = 30.0
+    # Batch queries in flight at once: OPA evaluates one query on one core, so two keep two
+    # cores busy (docs/benchmarks.md, "Reconcile"); each still has batch_timeout_s.
+    batch_concurrency: Annotated[Int, Field(ge=1, le=16)] = 2
     # Concurrent requests per registry while observing, and enrichments at once while deciding
     # (the registry's rate limit applies too).
     concurrency: Annotated[Int, Field(ge=1, le=64)] = 4

@@ -521,18 +521,35 @@ class Reconciler:
         measured = measured_usage(inputs, observation, self.sources)
         limits = self._config.policy.tenancy.usage
         inputs = [with_measured_usage(i, measured, limits) for i in inputs]
-        for start in range(0, len(originals), size):
+        # Several batches in flight: OPA evaluates each query on one core, so one at a time
+        # leaves the other core idle (policy.reconcile.batch_concurrency).
+        limit = asyncio.Semaphore(self._settings.batch_concurrency)
+        done = 0
+
+        async def one(start: int) -> list[SourceImage]:
+            nonlocal done
             batch = originals[start : start + size]
-            with _tracer.start_as_current_span("reconcile.decide_batch") as span:
-                span.set_attribute("reconcile.batch", len(batch))
-                results = await decisions.decide_batch(
-                    requests[start : start + size],
-                    timeout_s=self._settings.batch_timeout_s,
-                    inputs=inputs[start : start + size],
-                )
-            decided += [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
+            async with limit:
+                with _tracer.start_as_current_span("reconcile.decide_batch") as span:
+                    span.set_attribute("reconcile.batch", len(batch))
+                    results = await decisions.decide_batch(
+                        requests[start : start + size],
+                        timeout_s=self._settings.batch_timeout_s,
+                        inputs=inputs[start : start + size],
+                    )
+            done += len(batch)
             if progress is not None:
-                progress("decide", len(decided), len(originals))
+                progress("decide", done, len(originals))
+            return [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
+
+        tasks = [asyncio.ensure_future(one(s)) for s in range(0, len(originals), size)]
+        try:
+            for images in await asyncio.gather(*tasks):
+                decided += images
+        except BaseException:
+            for task in tasks:  # one batch failed (or the run was cancelled): stop the others
+                task.cancel()
+            raise
         return decided
 
     async def _cleanups(
