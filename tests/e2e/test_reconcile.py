@@ -526,3 +526,32 @@ async def test_a_retag_moves_only_the_tags_the_sidecar_wrote_never_someone_elses
     assert kept is not None and kept.digest == theirs  # never overwritten
     copied = await clients.get("prod-eu").head_manifest("web/app", "prod-3.0")
     assert copied is not None and copied.digest == ours
+
+
+async def test_batches_in_flight_together_plan_what_one_batch_at_a_time_plans(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # Routed (prod-*), held back (dev-*) and unmatched images, one per batch, four batches at once.
+    tags = [("web/app", "prod-1", 31), ("tools/cli", "dev-1", 32), ("misc/x", "1.0", 33)]
+    tags += [(f"team{n}/app", f"prod-{n}", 40 + n) for n in range(5)]
+    for repository, tag, seed in tags:
+        await _push(clients, repository, tag, seed)
+
+    async def planned(**settings: int) -> list[dict[str, object]]:
+        config = _config(fleet, tmp_path / str(settings), **settings)
+        telemetry = Telemetry("reconcile-test")
+        async with reconciler(config, telemetry) as rec:
+            plan = await rec.plan()
+        telemetry.shutdown()
+        assert plan.images == len(tags) and plan.degraded == 0
+        # Decision ids and the bundle's build time differ between runs; nothing else may.
+        return [
+            {k: v for k, v in a.to_json().items() if k not in ("decision_id", "bundle_revision")}
+            for a in plan.actions
+        ]
+
+    together = await planned(batch_size=1, batch_concurrency=4)
+    one_at_a_time = await planned(batch_size=200, batch_concurrency=1)
+    assert together == one_at_a_time
+    prod = [a for a in together if a["kind"] == "copy" and str(a["tag"]).startswith("prod-")]
+    assert len(prod) == 2 * 6  # six prod images, each to prod-eu and prod-us
