@@ -36,6 +36,8 @@ class DecisionRecord:
     decided_at: str = ""
     # Where each fact came from and which request facts were dropped (FactProvenance.to_json).
     provenance: Mapping[str, Any] | None = None
+    # Answered from the decision cache (DecisionResult.cached), not by a new OPA evaluation.
+    cached: bool = False
 
     @classmethod
     def of(cls, result: DecisionResult, mask: RecordMask | None = None) -> DecisionRecord:
@@ -54,6 +56,7 @@ class DecisionRecord:
             degraded=result.degraded,
             decided_at=result.decided_at,
             provenance=result.provenance.to_json() if result.provenance is not None else None,
+            cached=result.cached,
         )
 
 

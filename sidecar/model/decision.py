@@ -374,6 +374,9 @@ class DecisionResult:
     input: PolicyInput | None = None
     decided_at: str = ""
     provenance: FactProvenance | None = None
+    # Answered from the decision cache: OPA's earlier answer for the same facts, revision and
+    # time band (sidecar/policy/decision_cache.py); still a decision of its own (id, record, log).
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ _OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "error")
 _FAIL_MODES = ("closed", "legacy", "last-known")
 # policy_sidecar_opa_circuit_state values: a number so alerts can say "> 0" (not closed).
 _CIRCUIT_STATES = ("closed", "half_open", "open")  # value = position
+_CACHE_RESULTS = ("hit", "miss", "expired", "bypass")
 
 
 class Metrics:
@@ -101,6 +102,13 @@ class Metrics:
             ["mode"],
             registry=registry,
         )
+        self._decision_cache = Counter(
+            f"{p}decision_cache_lookups",
+            "Decision cache lookups: hit, miss, expired (a time boundary crossed), bypass "
+            "(an input time the cache cannot place).",
+            ["result"],
+            registry=registry,
+        )
         # The standard gRPC server families (go-grpc-prometheus names and labels), so stock gRPC
         # dashboards and alerts work unchanged; no prefix, on purpose.
         rpc = ["grpc_type", "grpc_service", "grpc_method"]
@@ -148,6 +156,12 @@ class Metrics:
             raise ValueError(f"outcome must be one of {_OUTCOMES}, not {outcome!r}")
         self._decisions.labels(outcome=outcome, degraded="true" if degraded else "false").inc()
         self._decision_latency.observe(seconds)
+
+    def observe_decision_cache(self, result: str) -> None:
+        """Count one decision cache lookup: ``hit``, ``miss``, ``expired`` or ``bypass``."""
+        if result not in _CACHE_RESULTS:
+            raise ValueError(f"result must be one of {_CACHE_RESULTS}, not {result!r}")
+        self._decision_cache.labels(result=result).inc()
 
     def observe_opa_query(self, seconds: float) -> None:
         """Record the latency of one OPA query (successful or not)."""
