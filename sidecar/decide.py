@@ -110,7 +110,8 @@ class DecisionService:
                 self._validate(request)
                 with tracer.start_as_current_span(names.SPAN_ENRICH):
                     policy_input, provenance = await self._enricher.enrich_traced(request)
-                evaluated = await self._evaluate(policy_input, decision_id, span)
+                doc = policy_input.to_json()
+                evaluated = await self._evaluate(policy_input, doc, decision_id, span)
                 decision, revision, eval_ns, degraded, opa_decision_id, cached = evaluated
             except SidecarError as exc:
                 elapsed = time.perf_counter() - started
@@ -144,6 +145,7 @@ class DecisionService:
                 decided_at=_utc_now(),
                 provenance=provenance,
                 cached=cached,
+                input_json=doc,
             )
             span.set_attribute(names.ATTR_BUNDLE_REVISION, revision)
             if cached:
@@ -176,12 +178,15 @@ class DecisionService:
         return result
 
     async def _evaluate(
-        self, policy_input: PolicyInput, decision_id: str, span: trace.Span
+        self,
+        policy_input: PolicyInput,
+        doc: Mapping[str, Any],
+        decision_id: str,
+        span: trace.Span,
     ) -> tuple[Decision, str, int, bool, str, bool]:
         """Ask the cache, then OPA, or the fail mode when OPA is unavailable: (decision, revision,
         eval ns, degraded, OPA's own decision id — set only while its decision logs are on,
-        cached)."""
-        doc = policy_input.to_json()
+        cached). ``doc`` is ``policy_input.to_json()``."""
         cache, key, now_ns = self._cache, "", None
         if cache is not None:
             now_ns = rfc3339_ns(doc["now"])
@@ -416,10 +421,7 @@ def _unwrap_cacheable(answer: EngineAnswer) -> tuple[EngineAnswer, tuple[int, ..
     """Split a data.replication.cacheable answer into the decision's answer and its boundaries."""
     decision = answer.result.get("decision")
     if not isinstance(decision, dict):
-        raise PolicyError(
-            "data.replication.cacheable has no decision: policy.decision_cache needs a bundle "
-            "holding rego/replication/cacheable.rego"
-        )
+        raise PolicyError(f"data.replication.cacheable.decision is {type(decision).__name__}")
     raw = answer.result.get("time_boundaries_ns")
     boundaries: tuple[int, ...] | None = None
     if isinstance(raw, list) and all(

@@ -42,7 +42,9 @@ class DecisionRecord:
     @classmethod
     def of(cls, result: DecisionResult, mask: RecordMask | None = None) -> DecisionRecord:
         """Return the record of ``result``, masked by ``mask`` when given."""
-        doc = result.input.to_json() if result.input is not None else None
+        doc = result.input_json
+        if doc is None and result.input is not None:
+            doc = result.input.to_json()
         decision = result.decision
         if mask is not None and mask.active:
             doc = mask.input(doc) if doc is not None else None

@@ -241,7 +241,7 @@ def decision_service(
         # The cacheable document answers the decision and the instants it holds until.
         managed = runtime.managed
         engine = gated(
-            runtime.opa.at(CACHEABLE_PATH),
+            runtime.opa.at(CACHEABLE_PATH, wrap_as="decision"),
             runtime.sensitive,
             lambda: managed is None or managed.ready,
         )

@@ -46,13 +46,13 @@ from sidecar.model.decision import Caller, DecideRequest, ImageRef
 __all__ = ["run_bench"]
 
 _REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
-# ``python -c _PROFILED OUTPUT ARGS...``: the sidecar under cProfile timed by the process's own
+# ``python -c _PROFILED OUTPUT ARGS...``: the sidecar under cProfile timed by its event loop thread's
 # CPU clock, so other work on a shared machine does not inflate the frames (wall time would).
 _PROFILED = """
 import cProfile, runpy, sys, time
 output = sys.argv[1]
 sys.argv = ["sidecar", *sys.argv[2:]]
-profile = cProfile.Profile(time.process_time)
+profile = cProfile.Profile(time.thread_time)
 profile.enable()
 try:
     runpy.run_module("sidecar", run_name="__main__", alter_sys=True)

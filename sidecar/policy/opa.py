@@ -12,6 +12,7 @@ reports deterministic evaluation errors; a decision query must not be retried on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -84,12 +85,14 @@ class OpaEngine:
         """Evaluate the decision for ``policy_input``; PolicyUnavailable/PolicyError on failure."""
         return await self._evaluate(self._query_url, self._dotted, policy_input)
 
-    def at(self, path: str) -> PolicyEngine:
+    def at(self, path: str, *, wrap_as: str = "") -> PolicyEngine:
         """Return an engine evaluating ``data.<path>`` over this engine's connections.
 
-        Closing the view does nothing: the connections are this engine's.
+        With ``wrap_as``, a bundle without that document is answered by this engine's own
+        document instead, as ``{wrap_as: result}`` (the decision cache's view: a bundle without
+        ``data.replication.cacheable`` still decides, uncached). Closing the view does nothing.
         """
-        return _PathView(self, path.strip("/").replace(".", "/"))
+        return _PathView(self, path.strip("/").replace(".", "/"), wrap_as)
 
     async def _evaluate(
         self, url: str, dotted: str, policy_input: Mapping[str, Any]
@@ -230,14 +233,21 @@ class OpaEngine:
 class _PathView:
     """:meth:`OpaEngine.at`: another document of the same OPA, on the owner's connections."""
 
-    def __init__(self, owner: OpaEngine, path: str) -> None:
+    def __init__(self, owner: OpaEngine, path: str, wrap_as: str = "") -> None:
         self._owner = owner
         self._dotted = path.replace("/", ".")
         self._url = owner._query_url.replace(f"/v1/data/{owner.path}?", f"/v1/data/{path}?", 1)
+        self._wrap_as = wrap_as
 
     async def evaluate(self, policy_input: Mapping[str, Any]) -> EngineAnswer:
-        """Evaluate the view's document for ``policy_input``."""
-        return await self._owner._evaluate(self._url, self._dotted, policy_input)
+        """Evaluate the view's document for ``policy_input`` (see :meth:`OpaEngine.at`)."""
+        try:
+            return await self._owner._evaluate(self._url, self._dotted, policy_input)
+        except PolicyError as exc:
+            if not self._wrap_as or not exc.message.startswith(_UNDEFINED):
+                raise
+        answer = await self._owner.evaluate(policy_input)
+        return dataclasses.replace(answer, result={self._wrap_as: answer.result})
 
     async def close(self) -> None:
         """Nothing to release: the owner's connections stay open."""

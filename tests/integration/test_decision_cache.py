@@ -24,6 +24,7 @@ from sidecar.decide import DecisionService
 from sidecar.enrich import FactTrust, StaticEnricher, validate_request
 from sidecar.fallback.modes import Fallback
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
+from sidecar.policy import ManagedOpa
 from sidecar.policy.decision_cache import CACHEABLE_PATH, DecisionCache
 from sidecar.policy.opa import OpaEngine
 from sidecar.records import DecisionRecords
@@ -201,6 +202,34 @@ async def test_a_degraded_answer_is_never_cached() -> None:
         for _ in range(2):
             result = await service.decide(request)
             assert result.degraded and not result.cached
+        assert len(cache) == 0
+    finally:
+        await engine.close()
+
+
+async def test_a_bundle_without_the_cacheable_document_still_decides_uncached(
+    opa_server: ManagedOpa,
+) -> None:
+    # The small test bundle (tests/support/opa.py) has data.replication.decision only.
+    config = load_config(CASES_CONFIG)
+    telemetry = Telemetry("cache-test", metrics_registry=CollectorRegistry())
+    engine = OpaEngine(opa_server.url, timeout_s=5.0, token=opa_server.token)
+    cache = DecisionCache(10)
+    service = DecisionService(
+        enricher=StaticEnricher(config, trust=FactTrust.operator()),
+        engine=engine.at(CACHEABLE_PATH, wrap_as="decision"),
+        telemetry=telemetry,
+        records=DecisionRecords(),
+        validate=lambda r: validate_request(r, config.policy.limits, config.inventory()),
+        cache=cache,
+    )
+    request = DecideRequest(
+        image=ImageRef("ci", "team/app", "prod-1.0"), caller=Caller("test", roles=("replay",))
+    )
+    try:
+        for _ in range(2):
+            result = await service.decide(request)
+            assert result.decision.allow and not result.cached and not result.degraded
         assert len(cache) == 0
     finally:
         await engine.close()
