@@ -372,16 +372,13 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             report = await _measure(
                 bench_config, address, opa_url, levels, args.requests, rates=rates,
                 duration_s=duration_s, opa_samples=int(getattr(args, "opa_samples", 0)),
+                rss=lambda: _rss(process_usage(proc.pid)),
             )  # fmt: skip
             usage = process_usage(proc.pid)
             report.update(
                 {
                     "policies": args.policies,
-                    "rss_mib": {
-                        "sidecar": usage["sidecar_rss_mib"],
-                        "opa": usage["opa_rss_mib"],
-                        "total": round(usage["sidecar_rss_mib"] + usage["opa_rss_mib"], 1),
-                    },
+                    "rss_mib": _rss(usage),
                     "cpu_s": {"sidecar": usage["sidecar_cpu_s"], "opa": usage["opa_cpu_s"]},
                     "decision_cache": await _cache_counts(doc["policy"]["metrics_listen"])
                     if cache
@@ -395,6 +392,11 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(proc.wait(), timeout=60)
             log_file.close()
+
+
+def _rss(usage: dict[str, float]) -> dict[str, float]:
+    sidecar, opa = usage["sidecar_rss_mib"], usage["opa_rss_mib"]
+    return {"sidecar": sidecar, "opa": opa, "total": round(sidecar + opa, 1)}
 
 
 async def _cache_counts(listen: str) -> dict[str, float]:
@@ -447,6 +449,7 @@ async def _measure(
     rates: list[float],
     duration_s: float,
     opa_samples: int = 0,
+    rss: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     enricher = StaticEnricher(config, trust=FactTrust.operator())  # the bench states its facts
     inputs = [(await enricher.enrich(_request(i))).to_json() for i in range(200)]
@@ -497,10 +500,17 @@ async def _measure(
                     else None,
                 }
             )
+        # After the closed loops, before any open-loop overload queues requests in memory.
+        rss_closed = rss() if rss is not None else None
         open_rows = [await _open_level(via_sidecar, via_opa, r, duration_s) for r in rates]
     for channel in channels:
         await channel.close(None)
-    return {"levels": rows, "open_loop": open_rows, "opa_timers": timers}
+    return {
+        "levels": rows,
+        "open_loop": open_rows,
+        "opa_timers": timers,
+        "rss_mib_after_closed_loop": rss_closed,
+    }
 
 
 async def _open_level(
