@@ -9,6 +9,7 @@ answers and the result is marked ``degraded`` (DESIGN §6).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from sidecar.model.decision import (
     EngineAnswer,
     PolicyInput,
 )
+from sidecar.policy.decision_cache import DecisionCache, facts_digest, rfc3339_ns
 from sidecar.records import DecisionRecord
 from sidecar.telemetry import Telemetry, get_logger, names
 from sidecar.typing import BatchEngine, DecisionStore, Enricher, PolicyEngine
@@ -39,6 +41,8 @@ _log = get_logger("sidecar.decide")
 
 SPAN_DECIDE_BATCH = "policy.decide_batch"
 ATTR_BATCH_SIZE = "policy.batch_size"
+#: On ``policy.decide``: the decision came from the decision cache (OPA was not asked again).
+ATTR_CACHED = "policy.cached"
 # One OPA answer or a batch of them: both carry the revision and evaluation time a span records.
 _Answer = TypeVar("_Answer", EngineAnswer, BatchAnswer)
 
@@ -62,8 +66,11 @@ class DecisionService:
         fallback: Fallback | None = None,
         bundle_revision: str = "",
         batch_engine: BatchEngine | None = None,
+        cache: DecisionCache | None = None,
     ) -> None:
         self._enricher = enricher
+        # With a cache, ``engine`` answers data.replication.cacheable: {decision, time boundaries}.
+        self._cache = cache
         self._batch_engine = batch_engine
         self._engine = engine
         self._telemetry = telemetry
@@ -103,9 +110,9 @@ class DecisionService:
                 self._validate(request)
                 with tracer.start_as_current_span(names.SPAN_ENRICH):
                     policy_input, provenance = await self._enricher.enrich_traced(request)
-                decision, revision, eval_ns, degraded, opa_decision_id = await self._evaluate(
-                    policy_input, decision_id, span
-                )
+                doc = policy_input.to_json()
+                evaluated = await self._evaluate(policy_input, doc, decision_id, span)
+                decision, revision, eval_ns, degraded, opa_decision_id, cached = evaluated
             except SidecarError as exc:
                 elapsed = time.perf_counter() - started
                 span.record_exception(exc)
@@ -137,8 +144,12 @@ class DecisionService:
                 input=policy_input,
                 decided_at=_utc_now(),
                 provenance=provenance,
+                cached=cached,
+                input_json=doc,
             )
             span.set_attribute(names.ATTR_BUNDLE_REVISION, revision)
+            if cached:
+                span.set_attribute(ATTR_CACHED, True)
             span.set_attribute(names.ATTR_POLICY_ALLOW, decision.allow)
             span.set_attribute(names.ATTR_PRIORITY, decision.priority)
             span.set_attribute(names.ATTR_ROUTE_COUNT, len(decision.routes))
@@ -162,27 +173,53 @@ class DecisionService:
             degraded=degraded,
             duration_ms=round(elapsed * 1000, 3),
             **({"opa_decision_id": opa_decision_id} if opa_decision_id else {}),
+            **({"cached": True} if cached else {}),
         )
         return result
 
     async def _evaluate(
-        self, policy_input: PolicyInput, decision_id: str, span: trace.Span
-    ) -> tuple[Decision, str, int, bool, str]:
-        """Ask OPA, or the fail mode when OPA is unavailable: (decision, revision, eval ns,
-        degraded, OPA's own decision id — set only while its decision logs are on)."""
-        doc = policy_input.to_json()
+        self,
+        policy_input: PolicyInput,
+        doc: Mapping[str, Any],
+        decision_id: str,
+        span: trace.Span,
+    ) -> tuple[Decision, str, int, bool, str, bool]:
+        """Ask the cache, then OPA, or the fail mode when OPA is unavailable: (decision, revision,
+        eval ns, degraded, OPA's own decision id — set only while its decision logs are on,
+        cached). ``doc`` is ``policy_input.to_json()``."""
+        cache, key, now_ns = self._cache, "", None
+        if cache is not None:
+            now_ns = rfc3339_ns(doc["now"])
+            if now_ns is None:  # a time the cache cannot place: OPA decides, nothing is kept
+                self._telemetry.metrics.observe_decision_cache("bypass")
+            else:
+                key = facts_digest(doc)
+                entry, outcome = cache.get(key, now_ns)
+                self._telemetry.metrics.observe_decision_cache(outcome)
+                if entry is not None:
+                    return entry.decision, entry.bundle_revision, 0, False, "", True
         try:
-            answer = await self._query(doc)
+            answer, boundaries = await self._query_bounded(doc)
         except PolicyUnavailable as exc:
             if self._fallback is None:
                 raise
             decision, revision = self._degrade(policy_input, exc, decision_id, span)
-            return decision, revision, 0, True, ""
+            return decision, revision, 0, True, "", False
         decision = _parse_decision(answer.result)
         self._last_revision = answer.bundle_revision
+        if cache is not None and key and now_ns is not None and boundaries is not None:
+            cache.put(key, decision, answer.bundle_revision, now_ns, boundaries)
         if self._fallback is not None:
             self._fallback.remember(doc, answer.bundle_revision, decision)
-        return decision, answer.bundle_revision, answer.eval_ns, False, answer.engine_decision_id
+        return (
+            decision, answer.bundle_revision, answer.eval_ns, False, answer.engine_decision_id,
+            False,
+        )  # fmt: skip
+
+    def note_revision(self, revision: str) -> None:
+        """The revision OPA serves now (the revision watcher's poll): the cache follows it."""
+        if self._cache is not None:
+            self._cache.note_revision(revision)
 
     def _degrade(
         self,
@@ -329,7 +366,18 @@ class DecisionService:
         return self._records.get(decision_id)
 
     async def _query(self, doc: Mapping[str, Any]) -> EngineAnswer:
-        return await self._observed_query(self._engine.evaluate(doc))
+        answer, _ = await self._query_bounded(doc)
+        return answer
+
+    async def _query_bounded(
+        self, doc: Mapping[str, Any]
+    ) -> tuple[EngineAnswer, tuple[int, ...] | None]:
+        """Ask OPA: its answer (the decision document) and, with a cache, its time boundaries
+        (None when the policy declared none that can be read: then nothing is cached)."""
+        answer = await self._observed_query(self._engine.evaluate(doc))
+        if self._cache is None:
+            return answer, None
+        return _unwrap_cacheable(answer)
 
     async def _observed_query(self, query: Awaitable[_Answer], *, batch: int = 0) -> _Answer:
         """Await one OPA query inside its client span, timed and counted (errors by code)."""
@@ -367,6 +415,20 @@ def _http_client_attributes(url: str) -> dict[str, str | int]:
         "server.port": port,
         "http.request.method": "POST",
     }
+
+
+def _unwrap_cacheable(answer: EngineAnswer) -> tuple[EngineAnswer, tuple[int, ...] | None]:
+    """Split a data.replication.cacheable answer into the decision's answer and its boundaries."""
+    decision = answer.result.get("decision")
+    if not isinstance(decision, dict):
+        raise PolicyError(f"data.replication.cacheable.decision is {type(decision).__name__}")
+    raw = answer.result.get("time_boundaries_ns")
+    boundaries: tuple[int, ...] | None = None
+    if isinstance(raw, list) and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) for b in raw
+    ):
+        boundaries = tuple(int(b) for b in raw)
+    return dataclasses.replace(answer, result=decision), boundaries
 
 
 def _parse_decision(result: Mapping[str, Any]) -> Decision:

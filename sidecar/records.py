@@ -36,11 +36,15 @@ class DecisionRecord:
     decided_at: str = ""
     # Where each fact came from and which request facts were dropped (FactProvenance.to_json).
     provenance: Mapping[str, Any] | None = None
+    # Answered from the decision cache (DecisionResult.cached), not by a new OPA evaluation.
+    cached: bool = False
 
     @classmethod
     def of(cls, result: DecisionResult, mask: RecordMask | None = None) -> DecisionRecord:
         """Return the record of ``result``, masked by ``mask`` when given."""
-        doc = result.input.to_json() if result.input is not None else None
+        doc = result.input_json
+        if doc is None and result.input is not None:
+            doc = result.input.to_json()
         decision = result.decision
         if mask is not None and mask.active:
             doc = mask.input(doc) if doc is not None else None
@@ -54,6 +58,7 @@ class DecisionRecord:
             degraded=result.degraded,
             decided_at=result.decided_at,
             provenance=result.provenance.to_json() if result.provenance is not None else None,
+            cached=result.cached,
         )
 
 

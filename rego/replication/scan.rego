@@ -56,6 +56,16 @@ expired if {
 	now - completed > _max_age_days * _nanos_per_day
 }
 
+# METADATA
+# description: >-
+#   The instants (ns since the epoch) at which this input's decision may change with input.now
+#   alone: the scan's expiry. expired holds exactly for now > boundary. A decision cache keeps an
+#   answer only while no boundary lies between two instants (replication.cacheable); every rule
+#   that reads input.now must add its boundary here (tests/unit/test_decision_cache_policy.py).
+time_boundaries contains floor(completed + (_max_age_days * _nanos_per_day)) if {
+	completed := time.parse_rfc3339_ns(_scan.completed_at)
+}
+
 _code := "SCAN_MISSING" if missing
 
 _code := "SCAN_FAILED" if failed

@@ -161,6 +161,11 @@ class DecodeErrorInterceptor(_Interceptor):
     ) -> None:
         self._max = max_message_bytes
         self._uncapped = tuple(f"/{service}/" for service in uncapped)
+        # method → (the registered handler, its wrapper). This interceptor is the innermost, so
+        # the handler is the same object on every call: wrap it once, not once per RPC (issue
+        # 18: two closures and a handler tuple per call, on the Decide hot path). Bounded by the
+        # registered methods: an unknown one has no handler and is never stored.
+        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
 
     async def intercept_service(
         self,
@@ -172,5 +177,11 @@ class DecodeErrorInterceptor(_Interceptor):
         # None: no such method (grpc answers UNIMPLEMENTED); no deserializer: nothing to parse.
         if handler is None or handler.request_deserializer is None:
             return handler
-        uncapped = handler_call_details.method.startswith(self._uncapped)
-        return _wrap(handler, None if uncapped else self._max)
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        uncapped = method.startswith(self._uncapped)
+        wrapped = _wrap(handler, None if uncapped else self._max)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped

@@ -129,6 +129,27 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=5.0, help="seconds of arrivals per open-loop rate"
     )
     bench.add_argument("--policies", type=int, default=10_000, help="rules loaded as bundle data")
+    bench.add_argument(
+        "--decision-cache",
+        action="store_true",
+        help="run the sidecar with policy.decision_cache enabled; report its hit rate",
+    )
+    bench.add_argument(
+        "--profile",
+        default="",
+        help="run the sidecar under cProfile and write its stats here when it stops",
+    )
+    bench.add_argument(
+        "--sidecar-tree",
+        default="",
+        help="run the sidecar of another checkout (its root directory), e.g. for a before figure",
+    )
+    bench.add_argument(
+        "--opa-samples",
+        type=int,
+        default=200,
+        help="single OPA queries with ?metrics=true for its own evaluation time (0: none)",
+    )
     bench.add_argument("--output", help="also write the report as JSON here")
     return parser
 

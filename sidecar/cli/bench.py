@@ -10,6 +10,11 @@ and the resident memory of both processes.
 events do) whether or not earlier ones were answered, and each latency runs from the request's
 scheduled arrival, not from when the generator got round to sending it — so a saturated server
 shows as growing latency instead of as a politely slower client (coordinated omission).
+
+The report also holds OPA's own timers for one decision (``?metrics=true``:
+``timer_rego_query_eval_ns``, ``timer_server_handler_ns``; medians of ``--opa-samples`` queries
+one after another), the resident memory and CPU seconds of the sidecar and of OPA (each with its
+process tree) after the run, and with ``--decision-cache`` the cache's lookups by result.
 """
 
 from __future__ import annotations
@@ -41,6 +46,22 @@ from sidecar.model.decision import Caller, DecideRequest, ImageRef
 __all__ = ["run_bench"]
 
 _REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
+# ``python -c _PROFILED OUTPUT ARGS...``: the sidecar under cProfile timed by its event loop thread's
+# CPU clock, so other work on a shared machine does not inflate the frames (wall time would).
+_PROFILED = """
+import cProfile, runpy, sys, time
+output = sys.argv[1]
+sys.argv = ["sidecar", *sys.argv[2:]]
+profile = cProfile.Profile(time.thread_time)
+profile.enable()
+try:
+    runpy.run_module("sidecar", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(output)
+"""
 # A call slower than this counts as an error on either path.
 _CALL_TIMEOUT_S = 60.0
 
@@ -51,7 +72,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _bench_config(workdir: Path, policies: int) -> dict[str, Any]:
+def _bench_config(workdir: Path, policies: int, *, decision_cache: bool = False) -> dict[str, Any]:
     """Return a config with a realistic inventory and ``policies`` rules split tenant/legacy."""
     registries: list[dict[str, Any]] = [
         {
@@ -104,7 +125,10 @@ def _bench_config(workdir: Path, policies: int) -> dict[str, Any]:
         "registries": registries,
         "policy": {
             "listen": f"127.0.0.1:{_free_port()}",
-            "metrics_listen": "",
+            # Scraped for the decision cache's hit counts; otherwise off (no per-scrape work).
+            "metrics_listen": f"127.0.0.1:{_free_port()}" if decision_cache else "",
+            # Only when on: a sidecar of an older tree (a profile of it) refuses the unknown key.
+            **({"decision_cache": {"enabled": True}} if decision_cache else {}),
             "state_dir": str(workdir / "state"),
             # Both paths get the same deadline, so saturation shows up as latency on both
             # instead of as 500 ms policy timeouts on the sidecar path only.
@@ -253,6 +277,32 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant."""
+    found = [pid]
+    for child in _children(pid):
+        found.extend(_tree(child))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the live process ``pid`` (``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_usage(pid: int) -> dict[str, float]:
+    """RSS (MiB) and CPU seconds of ``pid``'s process tree: the sidecar's own and its OPA's."""
+    opa = [p for child in _children(pid) for p in _tree(child)]
+    return {
+        "sidecar_rss_mib": _rss_mib(pid),
+        "opa_rss_mib": round(sum(_rss_mib(p) for p in opa), 1),
+        "sidecar_cpu_s": round(cpu_seconds(pid), 2),
+        "opa_cpu_s": round(sum(cpu_seconds(p) for p in opa), 2),
+    }
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -261,22 +311,24 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-async def _wait_ready(proc: asyncio.subprocess.Process, address: str) -> str:
-    """Wait for the sidecar's 'sidecar ready' log line; return its OPA URL."""
-    if proc.stderr is None:
-        raise PolicyUnavailable("bench sidecar has no stderr pipe")
-    deadline = time.monotonic() + 120
+async def _wait_ready(proc: asyncio.subprocess.Process, address: str, log: Path) -> str:
+    """Wait for the sidecar's 'sidecar ready' line in its ``log``; return its OPA URL."""
+    deadline = time.monotonic() + 180
+    seen = 0
     while time.monotonic() < deadline:
-        line = await asyncio.wait_for(proc.stderr.readline(), timeout=120)
-        if not line:
-            raise PolicyUnavailable(f"bench sidecar exited with {await proc.wait()}")
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == "sidecar ready":
-            return str(event["opa_url"])
-    raise PolicyUnavailable(f"bench sidecar at {address} not ready in 120 s")
+        if proc.returncode is not None:
+            raise PolicyUnavailable(f"bench sidecar exited with {proc.returncode}")
+        lines = (await asyncio.to_thread(log.read_bytes)).splitlines()
+        for line in lines[seen:]:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "sidecar ready":
+                return str(event["opa_url"])
+        seen = len(lines)
+        await asyncio.sleep(0.2)
+    raise PolicyUnavailable(f"bench sidecar at {address} not ready in 180 s")
 
 
 async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -286,16 +338,25 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     duration_s = float(getattr(args, "duration", 5.0))
     with tempfile.TemporaryDirectory(prefix="policy-bench-") as tmp:
         workdir = Path(tmp)
-        doc = _bench_config(workdir, args.policies)
+        cache = bool(getattr(args, "decision_cache", False))
+        doc = _bench_config(workdir, args.policies, decision_cache=cache)
         config_path = workdir / "bench.yaml"
         config_path.write_text(yaml.safe_dump(doc), encoding="utf-8")
         bench_config = load_config(config_path)
         address = doc["policy"]["listen"]
-        # The bench logs at info so the ready line (with the OPA URL) reaches us.
+        # The bench logs at info so the ready line (with the OPA URL) reaches us. Into a file,
+        # not a pipe: a pipe the load generator drains late blocks the sidecar's log writes
+        # (its event loop) and measures the bench, not the sidecar.
+        profile = str(getattr(args, "profile", "") or "")
+        # Another checkout's sidecar (a "before" figure): run from its root, its package is the
+        # first on sys.path (python -m / -c put the working directory there).
+        tree = str(getattr(args, "sidecar_tree", "") or "") or None
+        log_path = workdir / "sidecar.log"
+        log_file = log_path.open("wb")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "sidecar",
+            # cProfile of the whole sidecar process, written when it stops (SIGTERM below).
+            *(("-c", _PROFILED, profile) if profile else ("-m", "sidecar")),
             "--config",
             str(config_path),
             "--log-level",
@@ -303,39 +364,79 @@ async def run_bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             "serve",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            cwd=tree,
         )
         try:
-            opa_url = await _wait_ready(proc, address)
-            drain = asyncio.create_task(_drain(proc))
+            opa_url = await _wait_ready(proc, address, log_path)
             report = await _measure(
                 bench_config, address, opa_url, levels, args.requests, rates=rates,
-                duration_s=duration_s,
+                duration_s=duration_s, opa_samples=int(getattr(args, "opa_samples", 0)),
+                rss=lambda: _rss(process_usage(proc.pid)),
             )  # fmt: skip
-            opa_pids = _children(proc.pid)
+            usage = process_usage(proc.pid)
             report.update(
                 {
                     "policies": args.policies,
-                    "rss_mib": {
-                        "sidecar": _rss_mib(proc.pid),
-                        "opa": sum(_rss_mib(p) for p in opa_pids),
-                    },
-                    "machine": {"cpus": os.cpu_count()},
+                    "rss_mib": _rss(usage),
+                    "cpu_s": {"sidecar": usage["sidecar_cpu_s"], "opa": usage["opa_cpu_s"]},
+                    "decision_cache": await _cache_counts(doc["policy"]["metrics_listen"])
+                    if cache
+                    else None,
+                    "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
                 }
             )
-            drain.cancel()
             return report
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(proc.wait(), timeout=30)
+                await asyncio.wait_for(proc.wait(), timeout=60)
+            log_file.close()
 
 
-async def _drain(proc: asyncio.subprocess.Process) -> None:
-    if proc.stderr is None:
-        return
-    while await proc.stderr.readline():
-        pass
+def _rss(usage: dict[str, float]) -> dict[str, float]:
+    sidecar, opa = usage["sidecar_rss_mib"], usage["opa_rss_mib"]
+    return {"sidecar": sidecar, "opa": opa, "total": round(sidecar + opa, 1)}
+
+
+async def _cache_counts(listen: str) -> dict[str, float]:
+    """The sidecar's ``policy_sidecar_decision_cache_lookups_total`` by result, and the hit rate."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://{listen}/metrics") as resp,
+    ):
+        text = await resp.text()
+    counts: dict[str, float] = {}
+    prefix = 'policy_sidecar_decision_cache_lookups_total{result="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            result, _, value = line[len(prefix) :].partition('"} ')
+            counts[result] = float(value)
+    total = sum(counts.values())
+    counts["hit_rate"] = round(counts.get("hit", 0) / total, 4) if total else 0.0
+    return counts
+
+
+async def _opa_timers(
+    call: Callable[[int], Awaitable[dict[str, Any]]], samples: int
+) -> dict[str, float]:
+    """Medians of OPA's own timers over ``samples`` single queries, one after another (ms)."""
+    evals: list[float] = []
+    handlers: list[float] = []
+    for i in range(samples):
+        metrics = await call(i)
+        evals.append(metrics.get("timer_rego_query_eval_ns", 0) / 1e6)
+        handlers.append(metrics.get("timer_server_handler_ns", 0) / 1e6)
+    if not evals:
+        return {}
+    evals.sort()
+    handlers.sort()
+    return {
+        "samples": samples,
+        "eval_ms_p50": round(evals[len(evals) // 2], 3),
+        "eval_ms_p90": round(evals[int(len(evals) * 0.9)], 3),
+        "handler_ms_p50": round(handlers[len(handlers) // 2], 3),
+    }
 
 
 async def _measure(
@@ -347,6 +448,8 @@ async def _measure(
     *,
     rates: list[float],
     duration_s: float,
+    opa_samples: int = 0,
+    rss: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     enricher = StaticEnricher(config, trust=FactTrust.operator())  # the bench states its facts
     inputs = [(await enricher.enrich(_request(i))).to_json() for i in range(200)]
@@ -372,8 +475,17 @@ async def _measure(
                 resp.raise_for_status()
                 await resp.read()
 
+        async def opa_metrics(i: int) -> dict[str, Any]:
+            body = {"input": inputs[i % len(inputs)]}
+            async with http.post(url + "&metrics=true", json=body) as resp:
+                resp.raise_for_status()
+                doc = await resp.json()
+            metrics = doc.get("metrics")
+            return metrics if isinstance(metrics, dict) else {}
+
         await _load(via_sidecar, 200, 10)  # warm-up: connections, OPA caches
         await _load(via_opa, 200, 10)
+        timers = await _opa_timers(opa_metrics, opa_samples)
         for level in levels:
             count = max(total, level * 2)
             sidecar = await _load(via_sidecar, count, level)
@@ -388,10 +500,17 @@ async def _measure(
                     else None,
                 }
             )
+        # After the closed loops, before any open-loop overload queues requests in memory.
+        rss_closed = rss() if rss is not None else None
         open_rows = [await _open_level(via_sidecar, via_opa, r, duration_s) for r in rates]
     for channel in channels:
         await channel.close(None)
-    return {"levels": rows, "open_loop": open_rows}
+    return {
+        "levels": rows,
+        "open_loop": open_rows,
+        "opa_timers": timers,
+        "rss_mib_after_closed_loop": rss_closed,
+    }
 
 
 async def _open_level(

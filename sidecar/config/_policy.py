@@ -28,6 +28,7 @@ from sidecar.config._sensitive import parse_sensitive_data
 from sidecar.config._settings import (
     BUNDLE_OUTPUT,
     BundleSettings,
+    DecisionCacheSettings,
     DecisionRecordSettings,
     FactSettings,
     LegacySettings,
@@ -153,6 +154,7 @@ def parse_policy(node: Node, base: Path, registries: Sequence[RegistryConfig]) -
         "telemetry": read_record(TelemetrySettings, section("telemetry")),
         "limits": read_record(Limits, section("limits")),
         "decision_records": read_record(DecisionRecordSettings, section("decision_records")),
+        "decision_cache": read_record(DecisionCacheSettings, section("decision_cache")),
         "facts": read_record(FactSettings, section("facts")),
         "replication": parse_replication(section("replication"), base, names),
         "health": parse_health(section("health")),

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_SERVICE_NAME",
     "FAIL_MODES",
     "BundleSettings",
+    "DecisionCacheSettings",
     "DecisionRecordSettings",
     "FactSettings",
     "LegacySettings",
@@ -246,6 +247,19 @@ class DecisionRecordSettings:
     mask: tuple[Annotated[NonEmpty, AfterValidator(_mask)], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionCacheSettings:
+    """``policy.decision_cache``: reuse OPA's answer for identical facts (docs/configuration.md)."""
+
+    __pydantic_config__ = _FORBID
+
+    # off by default: it needs rego/replication/cacheable.rego in the bundle, and after OPA
+    # activates a revision on its own a hit may rest on the previous one for one watcher poll
+    enabled: Bool = False
+    # decisions held (least recently used go first); each is one small decision record
+    max_entries: _Positive = 10_000
+
+
 DEFAULT_OVERRIDE_ROLES = ("fact-override", "replay")
 DEFAULT_GATE_LABELS = ("security.scan.*", "tenant", "compliance-required", "customer-id")
 
@@ -278,6 +292,7 @@ class PolicySettings:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     limits: Limits = field(default_factory=Limits)
     decision_records: DecisionRecordSettings = field(default_factory=DecisionRecordSettings)
+    decision_cache: DecisionCacheSettings = field(default_factory=DecisionCacheSettings)
     state_dir: Path_ = field(default_factory=default_state_dir)
     fail_mode: Annotated[str, _choice(FAIL_MODES)] = "closed"
     last_known_entries: _Positive = DEFAULT_LAST_KNOWN_ENTRIES

@@ -374,6 +374,12 @@ class DecisionResult:
     input: PolicyInput | None = None
     decided_at: str = ""
     provenance: FactProvenance | None = None
+    # Answered from the decision cache: OPA's earlier answer for the same facts, revision and
+    # time band (sidecar/policy/decision_cache.py); still a decision of its own (id, record, log).
+    cached: bool = False
+    # ``input.to_json()`` as built for the query, so the record does not build it again (issue
+    # 18: one copy of the input per decision, not two). Never mutated after the query.
+    input_json: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

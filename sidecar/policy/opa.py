@@ -12,6 +12,7 @@ reports deterministic evaluation errors; a decision query must not be retried on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from sidecar.errors import PolicyError, PolicyUnavailable
 from sidecar.model.decision import BatchAnswer, EngineAnswer
 from sidecar.policy._api_guard import API_BUNDLE, auth_headers
 from sidecar.telemetry import trace_headers
+from sidecar.typing import PolicyEngine
 
 __all__ = ["BATCH_PATH", "OpaEngine"]
 
@@ -81,15 +83,29 @@ class OpaEngine:
 
     async def evaluate(self, policy_input: Mapping[str, Any]) -> EngineAnswer:
         """Evaluate the decision for ``policy_input``; PolicyUnavailable/PolicyError on failure."""
+        return await self._evaluate(self._query_url, self._dotted, policy_input)
+
+    def at(self, path: str, *, wrap_as: str = "") -> PolicyEngine:
+        """Return an engine evaluating ``data.<path>`` over this engine's connections.
+
+        With ``wrap_as``, a bundle without that document is answered by this engine's own
+        document instead, as ``{wrap_as: result}`` (the decision cache's view: a bundle without
+        ``data.replication.cacheable`` still decides, uncached). Closing the view does nothing.
+        """
+        return _PathView(self, path.strip("/").replace(".", "/"), wrap_as)
+
+    async def _evaluate(
+        self, url: str, dotted: str, policy_input: Mapping[str, Any]
+    ) -> EngineAnswer:
         body = orjson.dumps({"input": policy_input}, default=_jsonable)
-        status, doc = await self._request("POST", self._query_url, body)
+        status, doc = await self._request("POST", url, body)
         if status >= 400:
-            raise _http_error(self._query_url, status, doc)
+            raise _http_error(url, status, doc)
         if "result" not in doc:
-            raise PolicyError(f"{_UNDEFINED} (data.{self._dotted} at {self.base_url})")
+            raise PolicyError(f"{_UNDEFINED} (data.{dotted} at {self.base_url})")
         result = doc["result"]
         if not isinstance(result, dict):
-            raise PolicyError(f"data.{self._dotted} is a {type(result).__name__}, not an object")
+            raise PolicyError(f"data.{dotted} is a {type(result).__name__}, not an object")
         metrics = doc.get("metrics")
         eval_ns = metrics.get("timer_rego_query_eval_ns", 0) if isinstance(metrics, dict) else 0
         return EngineAnswer(
@@ -212,6 +228,29 @@ class OpaEngine:
                 raise PolicyUnavailable(f"OPA at {url} answered HTTP {status}: {raw[:200]!r}")
             raise PolicyError(f"{url} answered HTTP {status} with a non-JSON-object body")
         return status, doc
+
+
+class _PathView:
+    """:meth:`OpaEngine.at`: another document of the same OPA, on the owner's connections."""
+
+    def __init__(self, owner: OpaEngine, path: str, wrap_as: str = "") -> None:
+        self._owner = owner
+        self._dotted = path.replace("/", ".")
+        self._url = owner._query_url.replace(f"/v1/data/{owner.path}?", f"/v1/data/{path}?", 1)
+        self._wrap_as = wrap_as
+
+    async def evaluate(self, policy_input: Mapping[str, Any]) -> EngineAnswer:
+        """Evaluate the view's document for ``policy_input`` (see :meth:`OpaEngine.at`)."""
+        try:
+            return await self._owner._evaluate(self._url, self._dotted, policy_input)
+        except PolicyError as exc:
+            if not self._wrap_as or not exc.message.startswith(_UNDEFINED):
+                raise
+        answer = await self._owner.evaluate(policy_input)
+        return dataclasses.replace(answer, result={self._wrap_as: answer.result})
+
+    async def close(self) -> None:
+        """Nothing to release: the owner's connections stay open."""
 
 
 def _http_error(url: str, status: int, doc: Mapping[str, Any]) -> PolicyError | PolicyUnavailable:

@@ -101,15 +101,23 @@ async def watch_revisions(
     interval_s: float = DEFAULT_INTERVAL_S,
     on_change: Callable[[str, str], Awaitable[None]] | None = None,
     token: str | None = None,
+    on_revision: Callable[[str], None] | None = None,
 ) -> AsyncIterator[RevisionWatcher]:
     """Keep ``policy_sidecar_bundle_revision_info`` on the revision the OPA at ``opa_url`` serves.
 
-    ``on_change(previous, revision)`` runs after each activation the watcher sees.
+    ``on_change(previous, revision)`` runs after each activation the watcher sees;
+    ``on_revision(revision)`` after every poll that learned the revision (as the metric).
     """
     engine = OpaEngine(opa_url, timeout_s=timeout_s, metrics=False, token=token)
+
+    def report(revision: str) -> None:
+        metrics.set_active_revision(revision)
+        if on_revision is not None:
+            on_revision(revision)
+
     watcher = RevisionWatcher(
         engine.active_revision,
-        metrics.set_active_revision,
+        report,
         interval_s=interval_s,
         initial=initial,
         on_change=on_change,

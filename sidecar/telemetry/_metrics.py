@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import AbstractContextManager
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -40,6 +40,7 @@ _OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "error")
 _FAIL_MODES = ("closed", "legacy", "last-known")
 # policy_sidecar_opa_circuit_state values: a number so alerts can say "> 0" (not closed).
 _CIRCUIT_STATES = ("closed", "half_open", "open")  # value = position
+_CACHE_RESULTS = ("hit", "miss", "expired", "bypass")
 
 
 class Metrics:
@@ -101,6 +102,13 @@ class Metrics:
             ["mode"],
             registry=registry,
         )
+        self._decision_cache = Counter(
+            f"{p}decision_cache_lookups",
+            "Decision cache lookups: hit, miss, expired (a time boundary crossed), bypass "
+            "(an input time the cache cannot place).",
+            ["result"],
+            registry=registry,
+        )
         # The standard gRPC server families (go-grpc-prometheus names and labels), so stock gRPC
         # dashboards and alerts work unchanged; no prefix, on purpose.
         rpc = ["grpc_type", "grpc_service", "grpc_method"]
@@ -138,16 +146,34 @@ class Metrics:
                 self._decisions.labels(outcome=outcome, degraded=degraded)
         for code in ErrorCode:
             self._opa_errors.labels(code=code.value)
+        # Label children by (family, values): prometheus_client's labels() validates and locks
+        # on every call, six or seven times per Decide (issue 18: pre-bound children). Every
+        # family cached here has bounded label values (codes, outcomes, registered methods).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._active_revision: str | None = None
         # Swapping the revision is remove-then-set; the lock keeps two swaps from leaving two 1s.
         self._revision_lock = threading.Lock()
+
+    def _child(self, family: Any, *values: str) -> Any:
+        """``family.labels(*values)``, looked up once per distinct label values."""
+        key = (id(family), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*values)
+        return child
 
     def observe_decision(self, outcome: Outcome, degraded: bool, seconds: float) -> None:
         """Count one decision (allow|deny|error) and record its latency."""
         if outcome not in _OUTCOMES:
             raise ValueError(f"outcome must be one of {_OUTCOMES}, not {outcome!r}")
-        self._decisions.labels(outcome=outcome, degraded="true" if degraded else "false").inc()
+        self._child(self._decisions, outcome, "true" if degraded else "false").inc()
         self._decision_latency.observe(seconds)
+
+    def observe_decision_cache(self, result: str) -> None:
+        """Count one decision cache lookup: ``hit``, ``miss``, ``expired`` or ``bypass``."""
+        if result not in _CACHE_RESULTS:
+            raise ValueError(f"result must be one of {_CACHE_RESULTS}, not {result!r}")
+        self._child(self._decision_cache, result).inc()
 
     def observe_opa_query(self, seconds: float) -> None:
         """Record the latency of one OPA query (successful or not)."""
@@ -189,21 +215,21 @@ class Metrics:
 
     def observe_grpc(self, method: str, code: str) -> None:
         """Count one finished gRPC request; ``code`` is the status name, e.g. ``OK``."""
-        self._grpc.labels(method=method, code=code).inc()
+        self._child(self._grpc, method, code).inc()
 
     def grpc_started(self, grpc_type: str, service: str, method: str) -> None:
         """Count one RPC started (``grpc_server_started_total``)."""
-        self._grpc_started.labels(grpc_type, service, method).inc()
+        self._child(self._grpc_started, grpc_type, service, method).inc()
 
     def grpc_handled(
         self, grpc_type: str, service: str, method: str, code: str, seconds: float
     ) -> None:
         """Count one RPC finished with status ``code`` (e.g. ``OK``) after ``seconds``."""
-        self._grpc_handled.labels(grpc_type, service, method, code).inc()
-        self._grpc_seconds.labels(grpc_type, service, method).observe(seconds)
+        self._child(self._grpc_handled, grpc_type, service, method, code).inc()
+        self._child(self._grpc_seconds, grpc_type, service, method).observe(seconds)
         self.observe_grpc(f"/{service}/{method}", code)
 
     def grpc_message(self, grpc_type: str, service: str, method: str, *, sent: bool) -> None:
         """Count one message received from (or, ``sent``, sent to) the caller."""
         family = self._grpc_sent if sent else self._grpc_received
-        family.labels(grpc_type, service, method).inc()
+        self._child(family, grpc_type, service, method).inc()

@@ -14,7 +14,8 @@ One decision produces this tree (all spans of one trace)::
     policy.route_count / policy.denied_count / policy.deferred_count (int), policy.priority (int),
     policy.degraded (bool), policy.event (str), image.ref (str), caller.subject (str),
     error.code (str, an ``errors.ErrorCode`` value; only when the decision failed),
-    policy.fail_mode (str; only on a degraded decision).
+    policy.fail_mode (str; only on a degraded decision), policy.cached (bool; only when the
+    decision cache answered: then there is no ``opa.query`` span).
 
 ``policy.fallback`` attributes:
     policy.fail_mode (str), policy.fallback.result (str: how the fail mode answered).
