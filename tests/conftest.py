@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.clock",
     "tests.support.postgres",
     "tests.support.job_store",
+    "tests.support.kube",
 ]

@@ -4,8 +4,8 @@ Each values example is linted and rendered by the pinned Helm; the manifests pas
 conftest policies (deploy/helm/policy: no root, read-only root filesystem, limits, probes, pinned
 images, one SQLite writer); the sidecar config the chart renders loads with the sidecar's own
 config loader and passes the inventory checks (rego/inventory); value combinations that cannot
-work are refused by `helm template` with the value to change. The server-side dry run against a
-kube-apiserver is not part of this test.
+work are refused by `helm template` with the value to change. The server-side dry run of every
+rendered object against a real kube-apiserver is tests/integration/test_helm_apiserver.py.
 """
 
 from __future__ import annotations
