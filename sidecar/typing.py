@@ -338,8 +338,8 @@ class EventInbox(Protocol):
         """Lease events due at ``due`` to ``owner`` for ``lease_s`` (none leased elsewhere)."""
         ...
 
-    async def release_events(self, owner: str, event_ids: Collection[str]) -> int:
-        """Give back the leases ``owner`` holds on ``event_ids``; return how many."""
+    async def release_events(self, owner: str, event_ids: Collection[str] | None = None) -> int:
+        """Give back the leases ``owner`` holds on ``event_ids`` (default all); return how many."""
         ...
 
     async def fail_event(

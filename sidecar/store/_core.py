@@ -551,17 +551,18 @@ class SqlJobStore:
         rows.sort(key=lambda r: (str(r[2]), str(r[0])))
         return [(str(r[0]), bytes(r[1])) for r in rows]
 
-    async def release_events(self, owner: str, event_ids: Collection[str]) -> int:
-        """Give back the leases ``owner`` holds on ``event_ids`` (not processed); return how many."""
-        if not event_ids:
+    async def release_events(self, owner: str, event_ids: Collection[str] | None = None) -> int:
+        """Give back the leases ``owner`` holds on ``event_ids`` (default: every one it holds)
+        without processing them; return how many."""
+        if event_ids is not None and not event_ids:
             return 0
         await self.open()
-        marks = ", ".join("?" for _ in event_ids)
+        ids = sorted(event_ids or ())
+        only = f"AND event_id IN ({', '.join('?' for _ in ids)})" if ids else ""
         async with self._tx() as tx:
             return await tx.execute(
-                f"UPDATE events SET {_EVENT_UNLEASED} WHERE leased_by = ? "
-                f"AND event_id IN ({marks})",
-                [owner, *event_ids],
+                f"UPDATE events SET {_EVENT_UNLEASED} WHERE leased_by = ? AND {_EVENT_OPEN} {only}",
+                [owner, *ids],
             )
 
     async def fail_event(

@@ -81,7 +81,7 @@ class WebhookProcessor:
         max_attempts: int = 10,
         batch: int = 10,
         owner: str = "",
-        lease_s: float = 60.0,
+        lease_s: float = 30.0,
     ) -> None:
         """Process events of ``store``; ``retry_interval_s`` paces retries of failed events (the
         first wait, doubled per failure) and ``max_attempts`` failures dead-letter an event.
@@ -105,16 +105,24 @@ class WebhookProcessor:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Drain pending events (first those left by a previous run), then on every wake-up."""
-        while True:
-            self._wakeup.clear()
-            try:
-                await self.drain()
-            except Exception as exc:  # a store outage must not kill the loop; retry later
-                _log.error("webhook inbox drain failed", problem=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._retry_interval_s):
-                    await self._wakeup.wait()
+        """Drain pending events (first those left by a previous run), then on every wake-up.
+
+        Cancelled (the sidecar stops), it gives its leases back: the next process or another
+        replica takes those events at once instead of after the lease.
+        """
+        try:
+            while True:
+                self._wakeup.clear()
+                try:
+                    await self.drain()
+                except Exception as exc:  # a store outage must not kill the loop; retry later
+                    _log.error("webhook inbox drain failed", problem=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._retry_interval_s):
+                        await self._wakeup.wait()
+        except asyncio.CancelledError:
+            await self._release_all()
+            raise
 
     async def drain(self) -> int:
         """Process every event due now once; return how many were completed."""
@@ -128,18 +136,30 @@ class WebhookProcessor:
             )
             if not claimed:
                 break
-            # Measured here, not on the database's clock: only the lease's length matters.
-            deadline = time.monotonic() + self._lease_s / 2
-            for index, (event_id, payload) in enumerate(claimed):
-                if time.monotonic() > deadline:
-                    # Slow events ate the lease: hand the rest back instead of racing its expiry.
-                    rest = [e for e, _ in claimed[index:]]
-                    await self._store.release_events(self._owner, rest)
-                    break
-                if await self._process(event_id, payload):
-                    completed += 1
+            completed += await self._process_claimed(claimed)
         await self._observe()
         return completed
+
+    async def _process_claimed(self, claimed: Sequence[tuple[str, bytes]]) -> int:
+        """Process claimed events in order; give back those not reached (lease short, stopping)."""
+        completed = 0
+        # Measured here, not on the database's clock: only the lease's length matters.
+        deadline = time.monotonic() + self._lease_s / 2
+        for index, (event_id, payload) in enumerate(claimed):
+            if time.monotonic() > deadline:
+                # Slow events ate the lease: hand the rest back instead of racing its expiry.
+                await self._store.release_events(self._owner, [e for e, _ in claimed[index:]])
+                break
+            if await self._process(event_id, payload):
+                completed += 1
+        return completed
+
+    async def _release_all(self) -> None:
+        """Give back every lease this processor holds (also a claim cancelled mid-commit)."""
+        try:
+            await self._store.release_events(self._owner)
+        except Exception as exc:  # the leases then simply expire
+            _log.warning("inbox leases not given back", problem=f"{type(exc).__name__}: {exc}")
 
     async def _observe(self) -> None:
         if self._metrics is not None:

@@ -123,7 +123,7 @@ class WebhookServer:
         max_attempts: int = 10,
         pubsub: PubSubSettings | None = None,
         owner: str = "",
-        lease_s: float = 60.0,
+        lease_s: float = 30.0,
     ) -> None:
         """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared secret every
         source proves, unless ``source_secrets`` gives that source its own; ``pubsub`` adds the

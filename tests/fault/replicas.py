@@ -110,11 +110,16 @@ def _replica_config(
 ) -> tuple[Path, str, str]:
     """Write replica ``name``'s config; return its path, gRPC address and metrics URL."""
     doc = yaml.safe_load(fleet.config_path.read_text(encoding="utf-8"))
+    fleet_webhook = dict(doc["policy"]["replication"]["webhook"])  # its secret
     _merge(doc, policy)
     grpc_address, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     state = root / name
     replication = doc["policy"]["replication"]
-    webhook = {**replication.get("webhook", {}), **dict(policy.get("webhook", {}))}
+    webhook = {
+        **fleet_webhook,
+        **replication.get("webhook", {}),
+        **dict(policy.get("webhook", {})),
+    }
     replication["webhook"] = {**webhook, "listen": f"127.0.0.1:{webhook_port}"}
     replication["store"] = dsn
     doc["policy"].pop("webhook", None)

@@ -107,6 +107,30 @@ async def test_failing_or_giving_back_an_event_ends_its_lease(
     assert await other.inbox_counts() == {"pending": 1, "retrying": 1, "dead": 0}
 
 
+async def test_a_stopping_processor_gives_its_leases_back_at_once(
+    store: SqlJobStore, other: SqlJobStore
+) -> None:
+    await _record(store, 3)
+    registry = RegistryConfig(
+        name="eu", facts=RegistryFacts("eu", "eu-west-1", "prod"), endpoint="http://127.0.0.1:1"
+    )
+    started, hold = asyncio.Event(), asyncio.Event()
+
+    async def stuck(ref: ImageRef) -> None:
+        started.set()
+        await hold.wait()  # the sidecar stops while this push is being handled
+
+    processor = WebhookProcessor(store, [registry], on_push=stuck, owner="one", lease_s=600)
+    task = asyncio.create_task(processor.run())
+    await asyncio.wait_for(started.wait(), 10)
+    assert await other.claim_events("two", lease_s=600) == []  # all three are leased to "one"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Not after ten minutes: the next process takes them now.
+    assert len(await other.claim_events("two", lease_s=600)) == 3
+
+
 async def test_two_processors_on_one_inbox_push_each_event_once(
     store: SqlJobStore, other: SqlJobStore
 ) -> None:
