@@ -4,18 +4,21 @@ Two replicas on one database drain one inbox: each claims events with a lease, s
 handed to one replica only; a replica that died leaves its lease to expire and another takes the
 event over. The lease has its own columns, so an event in flight still shows as ``pending``
 (``pending_events``, ``inbox_counts``, ``policy-sidecar jobs --events``). A schema 5 store gains
-the columns in place.
+the columns in place. Replicas starting together record their startup bundle once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 
 from sidecar.config import RegistryConfig
+from sidecar.errors import InvalidArgument
+from sidecar.governance.revisions import RevisionStore, StoredRevision
 from sidecar.model.decision import ImageRef, RegistryFacts
 from sidecar.store import SCHEMA_VERSION, SqlJobStore, open_job_store, store_backend
 from sidecar.webhooks import WebhookProcessor
@@ -196,3 +199,26 @@ async def test_a_schema_5_store_gains_the_lease_columns(store_url: str) -> None:
         assert await again.pending_events() != []
     finally:
         await again.close()
+
+
+async def test_replicas_starting_together_record_their_startup_bundle_once(
+    store_url: str,
+) -> None:
+    # Two sidecars started at once on one database each adopt the bundle they built (the same
+    # revision and bytes): the second insert used to fail the second replica's startup.
+    backends = [store_backend(store_url) for _ in range(2)]
+    for backend in backends:
+        await backend.connect()
+    try:
+        stores = [RevisionStore(b) for b in backends]
+        await stores[0].create_schema()
+        built = StoredRevision("r1", "sha256:1", 7, "", "sidecar:startup", (), (), b"archive")
+        await asyncio.gather(*(s.record(built) for s in stores for _ in range(3)))
+        assert [r.revision for r in await stores[1].list()] == ["r1"]
+        assert await stores[0].active() == "r1"
+        other = dataclasses.replace(built, digest="sha256:2")
+        with pytest.raises(InvalidArgument):  # a name still stands for one archive
+            await stores[1].record(other)
+    finally:
+        for backend in backends:
+            await backend.close()
