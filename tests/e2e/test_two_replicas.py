@@ -1,7 +1,8 @@
 """Two ``policy-sidecar serve`` processes on one PostgreSQL behind the same registries (issue 16).
 
-``ci`` notifies both replicas' webhook endpoints (every push reaches both), ``Replicate`` is
-called on both (the same image on each, and some images on one only), and both drain the one
+``ci`` notifies both replicas' webhook endpoints (every push reaches both), pull events are sent
+to both or to one replica each, ``Replicate`` is called on both (the same image on each, and some
+images on one only), and both drain the one
 inbox and job queue in the shared store. Every job runs once and every push event is processed
 once; a reconcile asked of both replicas at the same moment runs once (the other is refused) and
 its plan is executed once; a replica SIGKILLed mid-work leaves its leases to expire and the other
@@ -18,10 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
+import yaml
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.oci import OCI_MANIFEST
+from sidecar.webhooks import ENVELOPE_MEDIA_TYPE
 from tests.fault.check import account, converge, intent, placement
 from tests.fault.process import succeeded_attempts
 from tests.fault.replicas import Replica, ReplicaWorld, replica_world
@@ -84,6 +89,40 @@ async def _push_and_replicate(
     return pushed
 
 
+async def _notify_pulls(world: ReplicaWorld, pulls: int) -> None:
+    """Send ``pulls`` Distribution pull events of ``pair/pulled``: the first third to both
+    replicas, the next to the first only, the rest to the second only (as ``ci`` would)."""
+    doc = yaml.safe_load(world.fleet.config_path.read_text(encoding="utf-8"))
+    secret = doc["policy"]["replication"]["webhook"]["secret"]
+    host = world.fleet.servers["ci"].host
+    one, two = world.replicas
+    digest = "sha256:" + "ab" * 32
+    async with aiohttp.ClientSession() as session:
+        for n in range(pulls):
+            event = {
+                "id": f"pull-{n}",
+                "timestamp": "2026-01-01T00:00:00Z",
+                "action": "pull",
+                "target": {"mediaType": OCI_MANIFEST, "digest": digest, "size": 400,
+                           "repository": "pair/pulled", "tag": "prod-1",
+                           "url": f"http://{host}/v2/pair/pulled/manifests/{digest}"},
+                "request": {"addr": "127.0.0.1:5555", "host": host, "method": "GET",
+                            "useragent": "t"},
+                "source": {"addr": "ci:5000", "instanceID": "x"},
+            }  # fmt: skip
+            targets = ((one, two), (one,), (two,))[n * 3 // pulls]
+            for replica in targets:
+                async with session.post(
+                    replica.webhook_url,
+                    json={"events": [event]},
+                    headers={
+                        "Authorization": f"Bearer {secret}",
+                        "Content-Type": ENVELOPE_MEDIA_TYPE,
+                    },
+                ) as answer:
+                    assert answer.status == 200, await answer.text()
+
+
 async def _settled(world: ReplicaWorld, pushed: list[Pushed], since: float) -> set[Any]:
     stub = world.live().stub
     expected = await intent(stub, pushed)
@@ -106,6 +145,7 @@ async def test_two_replicas_run_every_job_once_process_every_event_once_and_reco
         one, two = world.replicas
         began = time.time()
         pushed = await _push_and_replicate(world, "pair", 9, seed=11)
+        await _notify_pulls(world, 30)
         expected = await _settled(world, pushed, began)
         # One row per job in the shared store, each succeeded once (the logs of both replicas).
         rows = world.sql("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
@@ -114,8 +154,15 @@ async def test_two_replicas_run_every_job_once_process_every_event_once_and_reco
         # Every tag push reached both endpoints, was recorded once and processed once.
         assert len(world.pushes()) == len(pushed)
         assert set(world.pushes().values()) == {1}, world.pushes()
+        for _ in range(100):  # the last pull events may still be in flight
+            if world.sql("SELECT count(*) FROM events WHERE completed_at = ''") == [(0,)]:
+                break
+            await asyncio.sleep(0.1)
         assert world.sql("SELECT count(*) FROM events WHERE completed_at = ''") == [(0,)]
         assert world.sql("SELECT count(*) FROM events WHERE leased_by <> ''") == [(0,)]
+        # Pull events sent to both, or to one replica each: every pull counted once.
+        pulled = "SELECT coalesce(sum(pulls_count), 0) FROM pull_buckets WHERE repository = %s"
+        assert world.sql(pulled, ["pair/pulled"]) == [(30,)]
 
         # A reconcile asked of both replicas at once: one plans and applies, one is refused.
         gone = [p for p in pushed if p.tag == "prod-1"]
