@@ -327,6 +327,21 @@ class EventInbox(Protocol):
         """Return events due for an attempt at ``due`` (default now; not dead), oldest first."""
         ...
 
+    async def claim_events(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int = 100,
+        due: datetime | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """Lease events due at ``due`` to ``owner`` for ``lease_s`` (none leased elsewhere)."""
+        ...
+
+    async def release_events(self, owner: str, event_ids: Collection[str] | None = None) -> int:
+        """Give back the leases ``owner`` holds on ``event_ids`` (default all); return how many."""
+        ...
+
     async def fail_event(
         self,
         event_id: str,

@@ -93,7 +93,12 @@ class SqsRuntime:
 
 @contextlib.asynccontextmanager
 async def inbox_processor(
-    config: Config, store: InboxAndPulls, handlers: EventHandlers, registry: CollectorRegistry
+    config: Config,
+    store: InboxAndPulls,
+    handlers: EventHandlers,
+    registry: CollectorRegistry,
+    *,
+    owner: str = "",
 ) -> AsyncIterator[WebhookProcessor]:
     """A running inbox processor for a sidecar without a notification endpoint."""
     webhook = config.policy.replication.webhook
@@ -106,6 +111,8 @@ async def inbox_processor(
         metrics=WebhookMetrics(registry),
         retry_interval_s=webhook.retry_interval_s,
         max_attempts=webhook.max_attempts,
+        owner=owner,
+        lease_s=webhook.lease_s,
     )
     task = asyncio.create_task(processor.run(), name="webhook-processor")
     try:

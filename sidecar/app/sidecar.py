@@ -679,6 +679,8 @@ class Sidecar:
             retry_interval_s=webhook.retry_interval_s,
             max_attempts=webhook.max_attempts,
             pubsub=webhook.pubsub,
+            owner=parts.pool.worker_id,
+            lease_s=webhook.lease_s,
             on_push=handlers.on_push,
             on_rescan=handlers.on_rescan,
             on_delete=handlers.on_delete,
@@ -698,7 +700,9 @@ class Sidecar:
             processor = self.webhooks.processor
         else:
             processor = await self._stack.enter_async_context(
-                inbox_processor(self.config, parts.store, handlers, registry)
+                inbox_processor(
+                    self.config, parts.store, handlers, registry, owner=parts.pool.worker_id
+                )
             )
         self.sqs = await self._stack.enter_async_context(
             sqs_pollers(self.config, parts.store, wake=processor.wake, registry=registry)

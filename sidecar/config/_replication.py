@@ -99,6 +99,9 @@ class WebhookSettings:
     retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
     # Failed attempts after which an event is dead-lettered (kept, never retried automatically).
     max_attempts: _Positive = 10
+    # How long a replica holds the events it claimed from the inbox (several replicas on one
+    # PostgreSQL: another takes an event over only after this, when its replica died).
+    lease_s: Annotated[Duration, Field(ge=1.0)] = 30.0
     # Artifact Registry / GCR events through Pub/Sub (push endpoint and/or pull subscription).
     pubsub: PubSubSettings | None = None
     # A tag (or digest) deleted at a source: "on" removes the copies the sidecar itself made of

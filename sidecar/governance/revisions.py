@@ -77,13 +77,22 @@ class RevisionStore:
             )
             _refuse_reuse(revision.revision, revision.digest, rows)
             if not rows:
-                await tx.execute(
-                    f"INSERT INTO bundle_revisions ({_LIST}, archive) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                # Replicas starting together record the same startup bundle at once: the
+                # second insert keeps the first row, then is checked like any reuse.
+                inserted = await tx.execute(
+                    f"INSERT INTO bundle_revisions ({_LIST}, archive) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (revision) DO NOTHING",
                     [revision.revision, revision.digest, revision.size_bytes,
                      revision.published_at or timestamp(), revision.published_by,
                      json.dumps(list(revision.changed_files)), json.dumps(list(revision.tenants)),
                      revision.archive],
                 )  # fmt: skip
+                if not inserted:
+                    rows = await tx.fetch(
+                        "SELECT digest FROM bundle_revisions WHERE revision = ?",
+                        [revision.revision],
+                    )
+                    _refuse_reuse(revision.revision, revision.digest, rows)
             await self._activate(tx, revision.revision)
 
     async def check_unused(self, revision: str, digest: str) -> None:
@@ -105,8 +114,11 @@ class RevisionStore:
             [revision, timestamp()],
         )
         if not updated:
+            # Another replica may insert the row meanwhile: then this activation wins.
             await tx.execute(
-                "INSERT INTO bundle_active (id, revision, activated_at) VALUES (1, ?, ?)",
+                "INSERT INTO bundle_active (id, revision, activated_at) VALUES (1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, "
+                "activated_at = excluded.activated_at",
                 [revision, timestamp()],
             )
 

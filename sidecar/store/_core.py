@@ -85,6 +85,7 @@ _EVENT_STATE = (
     "WHEN attempts > 0 OR next_attempt_at <> '' THEN 'retrying' ELSE 'pending' END"
 )
 _EVENT_OPEN = "completed_at = '' AND dead_at = ''"
+_EVENT_UNLEASED = "leased_by = '', leased_until = ''"
 # Finished jobs past their retention, except the newest succeeded real copy of each placement
 # (digest in a destination repository): :meth:`SqlJobStore.placements` must still find it.
 _PRUNE_JOBS = (
@@ -165,6 +166,8 @@ class SqlJobStore:
                 if step == 4 and not await self._has_column(tx, "pulls", "pulls_count"):
                     continue  # no lifetime totals to carry over
                 if step == 5 and await self._has_column(tx, "jobs", "request"):
+                    continue
+                if step == 6 and await self._has_column(tx, "events", "leased_by"):
                     continue
                 for statement in migration_statements(step, dialect, now):
                     await tx.execute(statement)
@@ -516,6 +519,52 @@ class SqlJobStore:
             )
         return [(str(r[0]), bytes(r[1])) for r in rows]
 
+    async def claim_events(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int = 100,
+        due: datetime | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """Lease up to ``limit`` events due at ``due`` (default now) to ``owner``, oldest first.
+
+        An event another replica holds a live lease on is left out (PostgreSQL skips the rows it
+        is claiming at this moment too), so of several replicas draining one inbox only one
+        processes an event; a lease that expired (its replica died) is taken over. The lease is
+        kept on the database's clock, in its own columns: the event stays ``pending`` for
+        :meth:`pending_events` and :meth:`inbox_counts` while it is in flight.
+        """
+        await self.open()
+        lock = self._backend.dialect.lock_clause
+        async with self._tx() as tx:
+            at = await self._clock(tx)
+            now = timestamp(at)
+            rows = await tx.fetch(
+                "UPDATE events SET leased_by = ?, leased_until = ? WHERE event_id IN "
+                f"(SELECT event_id FROM events WHERE {_EVENT_OPEN} AND next_attempt_at <= ? "
+                f"AND leased_until <= ? ORDER BY received_at, event_id LIMIT ? {lock}) "
+                "RETURNING event_id, payload, received_at",
+                [owner, timestamp(at, plus_s=lease_s), timestamp(due), now, limit],
+            )
+        # RETURNING does not promise an order; events are processed oldest first.
+        rows.sort(key=lambda r: (str(r[2]), str(r[0])))
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    async def release_events(self, owner: str, event_ids: Collection[str] | None = None) -> int:
+        """Give back the leases ``owner`` holds on ``event_ids`` (default: every one it holds)
+        without processing them; return how many."""
+        if event_ids is not None and not event_ids:
+            return 0
+        await self.open()
+        ids = sorted(event_ids or ())
+        only = f"AND event_id IN ({', '.join('?' for _ in ids)})" if ids else ""
+        async with self._tx() as tx:
+            return await tx.execute(
+                f"UPDATE events SET {_EVENT_UNLEASED} WHERE leased_by = ? AND {_EVENT_OPEN} {only}",
+                [owner, *ids],
+            )
+
     async def fail_event(
         self,
         event_id: str,
@@ -536,7 +585,7 @@ class SqlJobStore:
         now = datetime.now(UTC)
         async with self._tx() as tx:
             rows = await tx.fetch(
-                "UPDATE events SET attempts = attempts + ?, last_error = ? "
+                f"UPDATE events SET attempts = attempts + ?, last_error = ?, {_EVENT_UNLEASED} "
                 f"WHERE event_id = ? AND {_EVENT_OPEN} RETURNING attempts",
                 [int(count), error, event_id],
             )
@@ -588,7 +637,8 @@ class SqlJobStore:
         await self.open()
         async with self._tx() as tx:
             await tx.execute(
-                "UPDATE events SET completed_at = ? WHERE event_id = ? AND completed_at = ''",
+                f"UPDATE events SET completed_at = ?, {_EVENT_UNLEASED} "
+                "WHERE event_id = ? AND completed_at = ''",
                 [timestamp(), event_id],
             )
 

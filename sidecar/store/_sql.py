@@ -37,7 +37,7 @@ __all__ = [
     "timestamp",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: DDL bringing a store at version ``v - 1`` up to ``v``, run once when a store older than ``v``
 #: opens (a fresh store gets the current tables from :func:`schema_statements` instead).
@@ -69,6 +69,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 5: re-deciding on a bundle activation (issue 13): a job keeps the request it was decided
     # from, so a worker can ask the new revision before it copies.
     5: ("ALTER TABLE jobs ADD COLUMN request TEXT NOT NULL DEFAULT ''",),
+    # 6: two replicas on one database (issue 16): a replica claims an inbox event with a lease
+    # (who, until when, on the database's clock) so no other replica processes it meanwhile; a
+    # separate pair of columns, not ``next_attempt_at``, so an event in flight stays pending.
+    6: (
+        "ALTER TABLE events ADD COLUMN leased_by TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN leased_until TEXT NOT NULL DEFAULT ''",
+    ),
 }
 
 #: Per-database DDL of a step that plain ``ADD COLUMN`` cannot express, run after that step's
@@ -247,7 +254,9 @@ def schema_statements(dialect: Dialect) -> list[str]:
   attempts BIGINT NOT NULL DEFAULT 0,
   next_attempt_at TEXT NOT NULL DEFAULT '',
   last_error TEXT NOT NULL DEFAULT '',
-  dead_at TEXT NOT NULL DEFAULT ''
+  dead_at TEXT NOT NULL DEFAULT '',
+  leased_by TEXT NOT NULL DEFAULT '',
+  leased_until TEXT NOT NULL DEFAULT ''
 )""",
         "CREATE INDEX IF NOT EXISTS events_pending ON events (completed_at, received_at, event_id)",
         # Named leases (one scheduled reconcile at a time across replicas) and their last run.

@@ -19,6 +19,12 @@ A failed event never blocks the ones behind it: the store is told when it may be
 (``retry_interval_s``, doubled per failure) and leaves it out of the pending events until then.
 After ``max_attempts`` failures it is dead-lettered: kept with its last error, never retried
 automatically (``policy-sidecar jobs --events`` lists it). Waiting for OPA spends no attempt.
+
+Several replicas may drain one inbox (PostgreSQL): each claims a few events at a time with a lease
+(``lease_s``, on the database's clock) and only processes what it claimed, so an event is
+processed by one replica; a replica killed mid-event leaves its lease to expire, then another
+takes the event over. Events of a claim not started within half the lease are given back rather
+than processed on a lease about to run out.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -71,11 +79,14 @@ class WebhookProcessor:
         metrics: WebhookMetrics | None = None,
         retry_interval_s: float = 5.0,
         max_attempts: int = 10,
-        batch: int = 100,
+        batch: int = 10,
+        owner: str = "",
+        lease_s: float = 30.0,
     ) -> None:
         """Process events of ``store``; ``retry_interval_s`` paces retries of failed events (the
         first wait, doubled per failure) and ``max_attempts`` failures dead-letter an event.
-        Without ``on_delete`` / ``on_rescan``, delete and scan events are ignored."""
+        Without ``on_delete`` / ``on_rescan``, delete and scan events are ignored. Events are
+        claimed ``batch`` at a time as ``owner`` (default: a fresh id) for ``lease_s``."""
         self._store = store
         self._registries = {r.name: r for r in registries}
         self._on_push = on_push
@@ -84,7 +95,9 @@ class WebhookProcessor:
         self._metrics = metrics
         self._retry_interval_s = retry_interval_s
         self._max_attempts = max(1, max_attempts)
-        self._batch = batch
+        self._batch = max(1, batch)
+        self._owner = owner or f"inbox-{uuid.uuid4().hex[:12]}"
+        self._lease_s = lease_s
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -92,16 +105,24 @@ class WebhookProcessor:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Drain pending events (first those left by a previous run), then on every wake-up."""
-        while True:
-            self._wakeup.clear()
-            try:
-                await self.drain()
-            except Exception as exc:  # a store outage must not kill the loop; retry later
-                _log.error("webhook inbox drain failed", problem=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._retry_interval_s):
-                    await self._wakeup.wait()
+        """Drain pending events (first those left by a previous run), then on every wake-up.
+
+        Cancelled (the sidecar stops), it gives its leases back: the next process or another
+        replica takes those events at once instead of after the lease.
+        """
+        try:
+            while True:
+                self._wakeup.clear()
+                try:
+                    await self.drain()
+                except Exception as exc:  # a store outage must not kill the loop; retry later
+                    _log.error("webhook inbox drain failed", problem=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._retry_interval_s):
+                        await self._wakeup.wait()
+        except asyncio.CancelledError:
+            await self._release_all()
+            raise
 
     async def drain(self) -> int:
         """Process every event due now once; return how many were completed."""
@@ -110,14 +131,35 @@ class WebhookProcessor:
         # (by the store, in the query), so it is neither spun on nor allowed to fill the batch.
         started = datetime.now(UTC)
         while True:
-            pending = await self._store.pending_events(self._batch, due=started)
-            if not pending:
+            claimed = await self._store.claim_events(
+                self._owner, lease_s=self._lease_s, limit=self._batch, due=started
+            )
+            if not claimed:
                 break
-            for event_id, payload in pending:
-                if await self._process(event_id, payload):
-                    completed += 1
+            completed += await self._process_claimed(claimed)
         await self._observe()
         return completed
+
+    async def _process_claimed(self, claimed: Sequence[tuple[str, bytes]]) -> int:
+        """Process claimed events in order; give back those not reached (lease short, stopping)."""
+        completed = 0
+        # Measured here, not on the database's clock: only the lease's length matters.
+        deadline = time.monotonic() + self._lease_s / 2
+        for index, (event_id, payload) in enumerate(claimed):
+            if time.monotonic() > deadline:
+                # Slow events ate the lease: hand the rest back instead of racing its expiry.
+                await self._store.release_events(self._owner, [e for e, _ in claimed[index:]])
+                break
+            if await self._process(event_id, payload):
+                completed += 1
+        return completed
+
+    async def _release_all(self) -> None:
+        """Give back every lease this processor holds (also a claim cancelled mid-commit)."""
+        try:
+            await self._store.release_events(self._owner)
+        except Exception as exc:  # the leases then simply expire
+            _log.warning("inbox leases not given back", problem=f"{type(exc).__name__}: {exc}")
 
     async def _observe(self) -> None:
         if self._metrics is not None:

@@ -122,10 +122,13 @@ class WebhookServer:
         retry_interval_s: float = 5.0,
         max_attempts: int = 10,
         pubsub: PubSubSettings | None = None,
+        owner: str = "",
+        lease_s: float = 30.0,
     ) -> None:
         """Serve on ``host:port`` (0 = any free port); ``secret`` is the shared secret every
         source proves, unless ``source_secrets`` gives that source its own; ``pubsub`` adds the
-        Pub/Sub push endpoint and/or pull subscription."""
+        Pub/Sub push endpoint and/or pull subscription; ``owner`` and ``lease_s`` name and time
+        the processor's inbox leases."""
         if not secret:
             raise ConfigError("webhooks.secret", "must not be empty: notifications need a secret")
         self._store = store
@@ -144,6 +147,8 @@ class WebhookServer:
             metrics=self._metrics,
             retry_interval_s=retry_interval_s,
             max_attempts=max_attempts,
+            owner=owner,
+            lease_s=lease_s,
         )
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None

@@ -30,6 +30,7 @@ from tests.fault.figures import FaultFigures, markdown, write_report
 from tests.fault.network import NetworkSize, partition, slow_link, throttling
 from tests.fault.outages import OutageSize, opa_outage, registry_outage
 from tests.fault.reconcile_crash import ReconcileCrashSize, reconcile_crash
+from tests.fault.replica_storm import ReplicaStormSize, replica_storm
 
 __all__ = ["FULL", "QUICK", "Sizes", "run_fault"]
 
@@ -45,6 +46,7 @@ class Sizes:
     slow: NetworkSize
     partition: NetworkSize
     reconcile: ReconcileCrashSize = dataclasses.field(default_factory=ReconcileCrashSize)
+    replicas: ReplicaStormSize = dataclasses.field(default_factory=ReplicaStormSize)
 
 
 #: Small enough for every test run: the whole set takes about two minutes on two cores.
@@ -56,6 +58,7 @@ QUICK = Sizes(
     slow=NetworkSize(images=6),
     partition=NetworkSize(images=6, fault_s=12.0),
     reconcile=ReconcileCrashSize(backfills=6, removals=4, kills=2),
+    replicas=ReplicaStormSize(images=8, kills=4),
 )
 #: The documented storm (``.ci/run`` runs it after pytest).
 FULL = Sizes(
@@ -66,6 +69,7 @@ FULL = Sizes(
     slow=NetworkSize(images=30),
     partition=NetworkSize(images=16, fault_s=16.0),
     reconcile=ReconcileCrashSize(backfills=20, removals=10, kills=4),
+    replicas=ReplicaStormSize(images=16, kills=8),
 )
 
 Scenario = Callable[[Path, Sizes], Awaitable[FaultFigures]]
@@ -77,6 +81,7 @@ SCENARIOS: Mapping[str, Scenario] = {
     "slow-link": lambda root, s: slow_link(root, s.slow),
     "partition": lambda root, s: partition(root, s.partition),
     "reconcile": lambda root, s: reconcile_crash(root, s.reconcile),
+    "replicas": lambda root, s: replica_storm(root, s.replicas),
 }
 
 
@@ -97,9 +102,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
             destination_rps=crash.destination_rps,
             converge_timeout_s=crash.converge_timeout_s,
         )
-    return Sizes(
-        crash, base.opa, base.registry, base.throttle, base.slow, base.partition, base.reconcile
-    )
+    return dataclasses.replace(base, crash=crash)
 
 
 async def _main(args: argparse.Namespace) -> int:

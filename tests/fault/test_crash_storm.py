@@ -43,3 +43,18 @@ async def test_reconcile_killed_with_copies_and_deletes_in_flight_converges_dele
     assert row.details["deletes_at_prod_us"] == 4, table
     # At least one kill landed with copy and delete jobs in flight together.
     assert row.details["kills_copies_and_deletes_in_flight"] >= 1, table
+
+
+async def test_two_replicas_on_postgresql_killed_at_random_run_every_job_once(
+    tmp_path: Path,
+) -> None:
+    row = await run_fault("replicas", tmp_path)
+    table = markdown([row])
+    # SIGKILLs across both replicas (sometimes both down) while pushes and Replicate calls
+    # arrived: every job of the intent succeeded once over both logs, every push event was
+    # processed and completed, nothing stray or half-written.
+    assert row.violations == (), table
+    assert row.jobs_expected >= row.details["images"] > 0, table
+    assert (row.completed, row.duplicated, row.lost) == (row.jobs_expected, 0, 0), table
+    assert (row.misplaced, row.incomplete) == (0, 0), table
+    assert row.injections >= 4 and row.recover_s is not None, table

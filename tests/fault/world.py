@@ -54,6 +54,9 @@ def settings(**overrides: Any) -> dict[str, Any]:
         "opa": {"deadline_ms": 1000, "timeout_ms": 500, "breaker_cooldown_s": 0.5},
         "replication": {
             "lease_s": 2,
+            # Events a killed sidecar had claimed are taken over this soon (merged into the
+            # fleet's webhook settings, which keep their listener and secret).
+            "webhook": {"lease_s": 2},
             "workers": 4,
             "request_timeout_s": 5,
             "enrich_timeout_s": 1,
@@ -104,12 +107,15 @@ def _write_config(fleet: Fleet, policy: Mapping[str, Any], endpoints: Mapping[st
     doc = yaml.safe_load(fleet.config_path.read_text(encoding="utf-8"))
     for entry in doc["registries"]:
         entry["endpoint"] = endpoints.get(entry["name"], entry["endpoint"])
+    webhook = dict(doc["policy"]["replication"]["webhook"])
     for section, values in policy.items():
         current = doc["policy"].get(section)
         if isinstance(current, dict) and isinstance(values, Mapping):
             doc["policy"][section] = {**current, **values}
         else:
             doc["policy"][section] = values
+    replication = doc["policy"]["replication"]
+    replication["webhook"] = {**webhook, **replication.get("webhook", {})}
     path = fleet.config_path.with_name("sidecar-fault.yaml")
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path

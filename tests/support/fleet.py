@@ -14,7 +14,7 @@ import contextlib
 import secrets
 import signal
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,13 +119,14 @@ def registry_fleet(
     webhook_port: int = 0,
     dr_secondary: bool = False,
     health: Mapping[str, Any] | None = None,
+    also_notify: Sequence[str] = (),
 ) -> Iterator[Fleet]:
     """Start the five registries under ``root`` and write ``root/sidecar.yaml`` for them.
 
     ``replication`` is merged into ``policy.replication`` (e.g. a short ``lease_s``) and
     ``health`` becomes ``policy.health``; ``dr_secondary`` adds ``prod-us-dr``, the secondary
     backing ``prod-us``. The webhook port is chosen first because ``ci`` must know where to
-    send its notifications.
+    send its notifications; ``also_notify``: more webhook URLs ``ci`` notifies (other replicas).
     """
     grpc_port = grpc_port or free_port()
     webhook_port = webhook_port or free_port()
@@ -144,6 +145,7 @@ def registry_fleet(
                     notify_url=webhook_url if notify else None,
                     notify_secret=secret if notify else None,
                     port=(ports or {}).get(name),
+                    also_notify=also_notify if notify else (),
                 )
             )
         config_path = _write_config(

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,7 @@ def _config(
     htpasswd: Path | None,
     notify_url: str | None,
     notify_secret: str | None,
+    also_notify: Sequence[str] = (),
 ) -> dict[str, object]:
     config: dict[str, object] = {
         "version": 0.1,
@@ -81,16 +82,19 @@ def _config(
         config["auth"] = {"htpasswd": {"realm": "test-registry", "path": str(htpasswd)}}
     if notify_url is not None:
         headers = {"Authorization": [f"Bearer {notify_secret}"]} if notify_secret else {}
+        # Every event goes to each URL: several replicas, each behind its own endpoint.
+        urls = [notify_url, *also_notify]
         config["notifications"] = {
             "endpoints": [
                 {
-                    "name": "sidecar",
-                    "url": notify_url,
+                    "name": "sidecar" if n == 0 else f"sidecar-{n}",
+                    "url": url,
                     "headers": headers,
                     "timeout": "2s",
                     "threshold": 3,
                     "backoff": "200ms",
                 }
+                for n, url in enumerate(urls)
             ]
         }
     return config
@@ -122,10 +126,12 @@ def registry_server(
     notify_url: str | None = None,
     notify_secret: str | None = None,
     port: int | None = None,
+    also_notify: Sequence[str] = (),
 ) -> Iterator[RegistryServer]:
     """Run a docker-registry under ``root`` (auth when ``username`` is set) until the block exits.
 
-    ``port`` pins the port, e.g. to restart a stopped registry where clients expect it.
+    ``port`` pins the port, e.g. to restart a stopped registry where clients expect it;
+    ``also_notify`` are more URLs every notification goes to (another replica's endpoint).
     """
     root.mkdir(parents=True, exist_ok=True)
     htpasswd = None
@@ -138,7 +144,12 @@ def registry_server(
     config_path.write_text(
         yaml.safe_dump(
             _config(
-                root, port, htpasswd=htpasswd, notify_url=notify_url, notify_secret=notify_secret
+                root,
+                port,
+                htpasswd=htpasswd,
+                notify_url=notify_url,
+                notify_secret=notify_secret,
+                also_notify=also_notify,
             )
         )
     )
