@@ -21,6 +21,7 @@ from sidecar.testing import InMemorySpans
 # Below pytest-timeout's 300 s: a test that hangs prints where every task waits before it is killed
 # (pytest-timeout dumps threads only, and an asyncio hang shows as a loop idling in select()).
 _HANG_REPORT_AFTER_S = 240.0
+_STOP_REPORT_AFTER_S = 45.0
 
 
 @dataclass
@@ -61,15 +62,21 @@ async def running_sidecar(config: Config) -> AsyncIterator[RunningSidecar]:
         yield RunningSidecar(sidecar, channel, pb_grpc.PolicyServiceStub(channel), spans, address)
     finally:
         watchdog.cancel()
-        await channel.close()
-        await sidecar.stop()
+        # A stop that hangs is reported too (its own clock: the test may have used most of its
+        # time): where each task waits, before pytest-timeout kills the test at 300 s.
+        stopping = asyncio.create_task(_report_hang(_STOP_REPORT_AFTER_S, "stopping"))
+        try:
+            await channel.close()
+            await sidecar.stop()
+        finally:
+            stopping.cancel()
 
 
-async def _report_hang(after_s: float) -> None:
+async def _report_hang(after_s: float, what: str = "running") -> None:
     """After ``after_s``, write every asyncio task's stack to stderr (captured with the test)."""
     await asyncio.sleep(after_s)
     out = io.StringIO()
-    out.write(f"== still running after {after_s:.0f}s; asyncio tasks:\n")
+    out.write(f"== still {what} after {after_s:.0f}s; asyncio tasks:\n")
     for task in asyncio.all_tasks():
         out.write(f"-- {task!r}\n")
         task.print_stack(file=out)
