@@ -7,24 +7,18 @@ the old copy resumes, the destination tag must stay at the newer digest.
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from sidecar.errors import TagSuperseded
-from sidecar.model.jobs import Job, JobSpec, JobState
-from sidecar.oci import RegistryClients
+from sidecar.model.jobs import JobSpec, JobState
 from sidecar.replicate.copy import ImageCopier
 from sidecar.replicate.retry import RetryPolicy
-from sidecar.replicate.workers import WorkerPool
 from sidecar.store import SqlJobStore
-from tests.support.images import push_image, registry_config
-from tests.support.oci_proxy import OciProxy, oci_proxy
-from tests.support.registry import registry_server
+from tests.support.images import push_image
+from tests.support.stale_copies import job_until, slow_link, until, uploading, worker_pool
 
 pytestmark = pytest.mark.integration
 
@@ -36,78 +30,25 @@ def _spec(digest: str) -> JobSpec:
     return JobSpec("src", REPO, digest, "dst", "mirror/app", tag=TAG)
 
 
-async def _until(check: Callable[[], object], timeout_s: float = 30.0) -> None:
-    # Polled: the condition is another process's (a registry request, a job row), no event.
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.02)
-
-
-async def _job_until(store: SqlJobStore, job: Job, states: set[JobState]) -> Job:
-    async with asyncio.timeout(60):
-        while True:
-            current = await store.get(job.job_id)
-            if current.state in states:
-                return current
-            await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def _pool(store: SqlJobStore, clients: RegistryClients, name: str) -> AsyncIterator[None]:
-    pool = WorkerPool(
-        store, ImageCopier(clients), worker_id=name, workers=1, poll_interval_s=0.05, retry=FAST
-    )
-    await pool.start()
-    try:
-        yield
-    finally:
-        await pool.stop()
-
-
-@asynccontextmanager
-async def _registries(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[RegistryClients, RegistryClients, OciProxy]]:
-    """(direct clients, clients whose destination is behind a fault proxy, that proxy)."""
-    with registry_server(tmp_path / "src") as src, registry_server(tmp_path / "dst") as dst:
-        async with oci_proxy(dst.url) as link:
-            direct = RegistryClients(
-                [registry_config("src", src.url), registry_config("dst", dst.url)]
-            )
-            slow = RegistryClients(
-                [registry_config("src", src.url), registry_config("dst", link.url)]
-            )
-            try:
-                yield direct, slow, link
-            finally:
-                await direct.close()
-                await slow.close()
-
-
-def _uploading(link: OciProxy) -> bool:
-    return any(r.startswith("POST ") and "/blobs/uploads/" in r for r in link.requests)
-
-
 async def test_an_older_copy_finishing_last_leaves_the_tag_at_the_newer_digest(
     tmp_path: Path, store: SqlJobStore
 ) -> None:
-    async with _registries(tmp_path) as (direct, slow, link):
+    async with slow_link(tmp_path) as world:
+        direct, slow, link = world.direct, world.slow, world.link
         src, dst = direct.get("src"), direct.get("dst")
         v1 = await push_image(src, REPO, tag=TAG, seed=1, layer_sizes=(200_000,))
         link.faults.partition = True  # v1's copy stalls at its first upload
         [old] = await store.enqueue([_spec(v1.digest)])
-        async with _pool(store, slow, "slow"):
-            await _until(lambda: _uploading(link))
+        async with worker_pool(store, slow, "slow", FAST):
+            await until(lambda: uploading(link))
             v2 = await push_image(src, REPO, tag=TAG, seed=2, layer_sizes=(200_000,))
             [new] = await store.enqueue([_spec(v2.digest)])
-            async with _pool(store, direct, "fast"):
-                await _job_until(store, new, {JobState.SUCCEEDED})
+            async with worker_pool(store, direct, "fast", FAST):
+                await job_until(store, new, {JobState.SUCCEEDED})
             tagged = await dst.head_manifest("mirror/app", TAG)
             assert tagged is not None and tagged.digest == v2.digest
             link.faults.partition = False  # the old copy resumes and reaches its tag write
-            finished = await _job_until(
+            finished = await job_until(
                 store, old, {JobState.SUCCEEDED, JobState.SKIPPED, JobState.FAILED}
             )
 
@@ -122,7 +63,8 @@ async def test_an_older_copy_finishing_last_leaves_the_tag_at_the_newer_digest(
 
 
 async def test_a_retag_of_an_image_already_there_checks_the_source_tag_too(tmp_path: Path) -> None:
-    async with _registries(tmp_path) as (direct, _, _):
+    async with slow_link(tmp_path) as world:
+        direct = world.direct
         src, dst = direct.get("src"), direct.get("dst")
         copier = ImageCopier(direct)
         v1 = await push_image(src, REPO, tag=TAG, seed=1)
@@ -140,7 +82,8 @@ async def test_a_retag_of_an_image_already_there_checks_the_source_tag_too(tmp_p
 async def test_the_tag_is_written_when_the_source_still_names_the_digest_or_has_no_such_tag(
     tmp_path: Path,
 ) -> None:
-    async with _registries(tmp_path) as (direct, _, _):
+    async with slow_link(tmp_path) as world:
+        direct = world.direct
         src, dst = direct.get("src"), direct.get("dst")
         copier = ImageCopier(direct)
         v1 = await push_image(src, REPO, tag=TAG, seed=1)

@@ -9,10 +9,7 @@ older copy is held on a partitioned link while the newer one finishes first.
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,18 +20,14 @@ from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.config import Config, load_config
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import Job, JobSpec, JobState
-from sidecar.oci import RegistryClients
 from sidecar.replicate.copy import ImageCopier, source_tag_of
 from sidecar.replicate.deferred import request_to_json
 from sidecar.replicate.retry import RetryPolicy
 from sidecar.replicate.service import job_specs
-from sidecar.replicate.workers import WorkerPool
-from sidecar.store import SqlJobStore
 from sidecar.telemetry import Telemetry
-from tests.support.images import push_image, registry_config
-from tests.support.oci_proxy import OciProxy, oci_proxy
-from tests.support.registry import registry_server
+from tests.support.images import push_image
 from tests.support.sidecar import isolated_config
+from tests.support.stale_copies import job_until, slow_link, until, worker_pool
 
 pytestmark = pytest.mark.integration
 
@@ -54,56 +47,6 @@ def _spec(digest: str, *, tag: str = TAG) -> JobSpec:
         "src", REPO, digest, "dst", DEST_REPO, tag=f"mirror-{tag}",
         request=request_to_json(request),
     )  # fmt: skip
-
-
-async def _until(check: Callable[[], object], timeout_s: float = 30.0) -> None:
-    # Polled: the condition is another process's (a registry request), no event to wait on.
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.02)
-
-
-async def _job_until(store: SqlJobStore, job: Job, states: set[JobState]) -> Job:
-    async with asyncio.timeout(60):
-        while True:
-            current = await store.get(job.job_id)
-            if current.state in states:
-                return current
-            await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def _pool(store: SqlJobStore, clients: RegistryClients, name: str) -> AsyncIterator[None]:
-    pool = WorkerPool(
-        store, ImageCopier(clients), worker_id=name, workers=1, poll_interval_s=0.05, retry=FAST
-    )
-    await pool.start()
-    try:
-        yield
-    finally:
-        await pool.stop()
-
-
-@asynccontextmanager
-async def _registries(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[RegistryClients, RegistryClients, OciProxy, tuple[str, str]]]:
-    """(direct clients, clients whose dst is behind a fault proxy, that proxy, the two URLs)."""
-    with registry_server(tmp_path / "src") as src, registry_server(tmp_path / "dst") as dst:
-        async with oci_proxy(dst.url) as link:
-            direct = RegistryClients(
-                [registry_config("src", src.url), registry_config("dst", dst.url)]
-            )
-            slow = RegistryClients(
-                [registry_config("src", src.url), registry_config("dst", link.url)]
-            )
-            try:
-                yield direct, slow, link, (src.url, dst.url)
-            finally:
-                await direct.close()
-                await slow.close()
 
 
 def _sync_config(tmp_path: Path, src: str, dst: str) -> Config:
@@ -130,7 +73,13 @@ def _sync_config(tmp_path: Path, src: str, dst: str) -> Config:
 async def test_a_prefixed_destination_tag_is_not_moved_back_by_an_older_copy(
     tmp_path: Path,
 ) -> None:
-    async with _registries(tmp_path) as (direct, slow, link, urls):
+    async with slow_link(tmp_path) as world:
+        direct, slow, link, urls = (
+            world.direct,
+            world.slow,
+            world.link,
+            (world.src_url, world.dst_url),
+        )
         src, dst = direct.get("src"), direct.get("dst")
         config = _sync_config(tmp_path, *urls)
         telemetry = Telemetry("legacy-prefix-test")
@@ -155,18 +104,18 @@ async def test_a_prefixed_destination_tag_is_not_moved_back_by_an_older_copy(
             v1 = await push_image(src, REPO, tag=TAG, seed=11, layer_sizes=(200_000,))
             link.faults.partition = True  # the first push's copy stalls at its first upload
             old = await replicate(v1.digest)
-            async with _pool(store, slow, "slow"):
-                await _until(
+            async with worker_pool(store, slow, "slow", FAST):
+                await until(
                     lambda: any(
                         r.startswith("POST ") and "/blobs/uploads/" in r for r in link.requests
                     )
                 )
                 v2 = await push_image(src, REPO, tag=TAG, seed=12, layer_sizes=(200_000,))
                 new = await replicate(v2.digest)
-                async with _pool(store, direct, "fast"):
-                    await _job_until(store, new, {JobState.SUCCEEDED})
+                async with worker_pool(store, direct, "fast", FAST):
+                    await job_until(store, new, {JobState.SUCCEEDED})
                 link.faults.partition = False  # the older copy resumes and reaches its tag write
-                finished = await _job_until(
+                finished = await job_until(
                     store, old, {JobState.SUCCEEDED, JobState.SKIPPED, JobState.FAILED}
                 )
         telemetry.shutdown()
@@ -182,7 +131,8 @@ async def test_a_prefixed_destination_tag_is_not_moved_back_by_an_older_copy(
 
 
 async def test_a_prefixed_copy_whose_source_tag_still_names_it_is_tagged(tmp_path: Path) -> None:
-    async with _registries(tmp_path) as (direct, _, _, _):
+    async with slow_link(tmp_path) as world:
+        direct = world.direct
         src, dst = direct.get("src"), direct.get("dst")
         v1 = await push_image(src, REPO, tag=TAG, seed=13)
         await ImageCopier(direct).copy(_spec(v1.digest))

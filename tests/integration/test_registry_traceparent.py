@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -17,6 +18,24 @@ from sidecar.testing import InMemorySpans
 
 pytestmark = pytest.mark.integration
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def _serving(handler: Handler) -> AsyncIterator[str]:
+    """Serve every path and method with ``handler`` on a loopback port; yield the base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
 
 @pytest.fixture
 async def registry() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
@@ -27,17 +46,8 @@ async def registry() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append({k.lower(): v for k, v in request.headers.items()})
         return web.Response(status=200 if request.path == "/v2/" else 404)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with _serving(record) as url:
+        yield url, seen
 
 
 async def test_traceparent_goes_to_the_registry_only_inside_a_span(
@@ -74,17 +84,8 @@ async def blob_store() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append({k.lower(): v for k, v in request.headers.items()})
         return web.Response(body=BLOB)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with _serving(serve) as url:
+        yield url, seen
 
 
 BLOB = b"layer bytes held by a blob store"
@@ -104,32 +105,22 @@ async def test_registry_requests_are_http_client_spans_and_a_blob_store_learns_n
             raise web.HTTPTemporaryRedirect(f"{store_url}/bucket/blob?X-Amz-Signature=secret")
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", registry)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     spans = InMemorySpans()
     telemetry = Telemetry("trace-to-registry", span_exporter=spans)
-    client = RegistryClient(
-        RegistryConfig(
-            name="r",
-            facts=RegistryFacts("r", "eu", "dev"),
-            endpoint=f"http://127.0.0.1:{port}",
-            insecure=True,
-        ),
-        tracer_provider=telemetry.provider,
-    )
-    try:
-        with telemetry.tracer.start_as_current_span("replicate.copy") as parent:
-            assert await client.read_blob("team/app", BLOB_DIGEST) == BLOB
-        await client.ping()  # outside any trace: no span, no header
-    finally:
-        await client.close()
-        await runner.cleanup()
-        telemetry.shutdown()
+    async with _serving(registry) as endpoint:
+        client = RegistryClient(
+            RegistryConfig(
+                name="r", facts=RegistryFacts("r", "eu", "dev"), endpoint=endpoint, insecure=True
+            ),
+            tracer_provider=telemetry.provider,
+        )
+        try:
+            with telemetry.tracer.start_as_current_span("replicate.copy") as parent:
+                assert await client.read_blob("team/app", BLOB_DIGEST) == BLOB
+            await client.ping()  # outside any trace: no span, no header
+        finally:
+            await client.close()
+            telemetry.shutdown()
 
     # The registry got the trace; the blob store it redirected to got neither trace header.
     assert seen[0]["traceparent"].split("-")[1] == trace_id_hex(parent)
