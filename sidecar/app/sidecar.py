@@ -14,6 +14,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from sidecar.api.server import BoundListener, GrpcServer
+from sidecar.app._shutdown import bounded_exit, bounded_stop
 from sidecar.app.bundle import LocalBundle, build_local_bundle
 from sidecar.app.candidate import spare_opa
 from sidecar.app.events import (
@@ -452,22 +453,30 @@ class Sidecar:
                 ),
             )
             self.health = await self._stack.enter_async_context(
-                self._health(self.parts, self.decisions, self.replication)
+                bounded_exit(
+                    "health monitor", self._health(self.parts, self.decisions, self.replication)
+                )
             )
             self.backlog = await self._stack.enter_async_context(
-                policy_backlog(
-                    self.parts.store,
-                    self.replication,
-                    interval_s=settings.replication.policy_retry_interval_s,
+                bounded_exit(
+                    "policy backlog",
+                    policy_backlog(
+                        self.parts.store,
+                        self.replication,
+                        interval_s=settings.replication.policy_retry_interval_s,
+                    ),
                 )
             )
             await self._stack.enter_async_context(
-                retention_task(
-                    self.parts.store,
-                    self.admin.revisions,
-                    settings.replication.retention,
-                    self.telemetry.metrics_registry,
-                    pull_window_s=settings.replication.pull_window,
+                bounded_exit(
+                    "retention task",
+                    retention_task(
+                        self.parts.store,
+                        self.admin.revisions,
+                        settings.replication.retention,
+                        self.telemetry.metrics_registry,
+                        pull_window_s=settings.replication.pull_window,
+                    ),
                 )
             )
             self.reconciler = self._reconciler(
@@ -475,20 +484,28 @@ class Sidecar:
             )
             self.parts.pool.use_redecider(self._revision_guard(self.decisions, self.parts))
             await self.parts.pool.start()
-            self._stack.push_async_callback(self.parts.pool.stop)
+            self._stack.push_async_callback(bounded_stop("worker pool", self.parts.pool.stop))
             await self._stack.enter_async_context(
-                scheduled(self._scheduler(self.parts), *self._rule_schedulers(self.parts))
+                bounded_exit(
+                    "reconcile schedules",
+                    scheduled(self._scheduler(self.parts), *self._rule_schedulers(self.parts)),
+                )
             )
             self.revision_trigger = self._on_revision(self.parts)
             if self.revision_trigger is not None:
-                self._stack.push_async_callback(self.revision_trigger.close)
+                self._stack.push_async_callback(
+                    bounded_stop("revision trigger", self.revision_trigger.close)
+                )
             await self._start_events(self.parts, self.replication)
             gate = await self._stack.enter_async_context(
-                data_plane_gate(
-                    self.config,
-                    opa_url=self.runtime.url,
-                    registry=self.telemetry.metrics_registry,
-                    opa_token=self.runtime.token,
+                bounded_exit(
+                    "data-plane gate",
+                    data_plane_gate(
+                        self.config,
+                        opa_url=self.runtime.url,
+                        registry=self.telemetry.metrics_registry,
+                        opa_token=self.runtime.token,
+                    ),
                 )
             )
             self.grpc = GrpcServer(
@@ -654,7 +671,7 @@ class Sidecar:
             self.telemetry.metrics_registry, host, int(port), ready=self._readiness
         )
         await self.metrics.start()
-        self._stack.push_async_callback(self.metrics.stop)
+        self._stack.push_async_callback(bounded_stop("metrics server", self.metrics.stop))
 
     async def _start_events(self, parts: ReplicationParts, replication: ReplicationService) -> None:
         """The inbox's sources (webhook endpoints, SQS queues) and the one processor draining it."""
@@ -689,7 +706,7 @@ class Sidecar:
             metrics_registry=self.telemetry.metrics_registry,
         )
         await self.webhooks.start()
-        self._stack.push_async_callback(self.webhooks.stop)
+        self._stack.push_async_callback(bounded_stop("webhook server", self.webhooks.stop))
 
     async def _start_sqs(self, parts: ReplicationParts, handlers: EventHandlers) -> None:
         """Poll the SQS sources into the inbox (its processor: the endpoint's, else our own)."""
@@ -700,12 +717,18 @@ class Sidecar:
             processor = self.webhooks.processor
         else:
             processor = await self._stack.enter_async_context(
-                inbox_processor(
-                    self.config, parts.store, handlers, registry, owner=parts.pool.worker_id
+                bounded_exit(
+                    "inbox processor",
+                    inbox_processor(
+                        self.config, parts.store, handlers, registry, owner=parts.pool.worker_id
+                    ),
                 )
             )
         self.sqs = await self._stack.enter_async_context(
-            sqs_pollers(self.config, parts.store, wake=processor.wake, registry=registry)
+            bounded_exit(
+                "sqs pollers",
+                sqs_pollers(self.config, parts.store, wake=processor.wake, registry=registry),
+            )
         )
 
     def _readiness(self) -> tuple[bool, str]:
