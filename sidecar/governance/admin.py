@@ -278,22 +278,24 @@ class AdminService:
             if not revision or revision == active:
                 return
             try:
-                stored = await self._revisions.get(revision)
-            except SidecarError:
-                stored = None
-            if stored is not None and stored.digest != archive.digest:
+                await self._revisions.record(
+                    StoredRevision(
+                        revision, archive.digest, len(raw), "", actor, changes.changed,
+                        changes.tenants, raw,
+                    )
+                )  # fmt: skip
+            except InvalidArgument:
+                # The name is taken by other bytes: an earlier build, or — replicas starting
+                # in the same second on one database — the same policy signed with the other
+                # replica's key (the revision is the build second and the content hash). The
+                # store decides atomically, so the loser of that race lands here too, and keeps
+                # serving its own build rather than failing its startup.
                 _log.warning(
                     "startup bundle not recorded: its revision names other bytes already",
                     bundle_revision=revision,
                     digest=archive.digest,
                 )
                 return
-            await self._revisions.record(
-                StoredRevision(
-                    revision, archive.digest, len(raw), "", actor, changes.changed,
-                    changes.tenants, raw,
-                )
-            )  # fmt: skip
             await self._record(
                 AuditEvent(
                     actor, "PublishBundle", "published", active, revision, archive.digest,

@@ -29,7 +29,7 @@ from tests.fault.process import CHANNEL_OPTIONS, SidecarProcess, succeeded_attem
 from tests.support.fleet import Fleet, registry_fleet
 from tests.support.ports import free_port
 
-__all__ = ["Replica", "ReplicaWorld", "pushes_processed", "replica_world"]
+__all__ = ["REPLICA_REVISION", "Replica", "ReplicaWorld", "pushes_processed", "replica_world"]
 
 
 @dataclass
@@ -105,6 +105,10 @@ def _merge(doc: dict[str, Any], policy: Mapping[str, Any]) -> None:
             doc["policy"][section] = values
 
 
+#: The bundle revision every replica's build carries (see _replica_config).
+REPLICA_REVISION = "replicas-startup"
+
+
 def _replica_config(
     fleet: Fleet, root: Path, name: str, *, dsn: str, policy: Mapping[str, Any], webhook_port: int
 ) -> tuple[Path, str, str]:
@@ -127,7 +131,11 @@ def _replica_config(
         listen=grpc_address,
         metrics_listen=metrics,
         state_dir=str(state),
-        bundle={"output": str(state / "bundle.tar.gz")},
+        # Every replica builds the same sources, each signed with its own key. A revision is the
+        # build's second and content hash, so replicas starting together usually collide on it
+        # with different bytes (the losing replica must still start); pinned, every run meets
+        # that case instead of one run in many.
+        bundle={"output": str(state / "bundle.tar.gz"), "revision": REPLICA_REVISION},
     )
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
