@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.postgres",
     "tests.support.job_store",
     "tests.support.kube",
+    "tests.support.reconcile",
 ]

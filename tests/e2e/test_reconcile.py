@@ -13,7 +13,6 @@ import dataclasses
 import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,29 +32,14 @@ from sidecar.reconcile import APPLY_LEASE, Reconciler
 from sidecar.reconcile.plan import BLOCKED_FOREIGN
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
-from tests.support.fleet import Fleet, registry_fleet
+from tests.support.fleet import Fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
-from tests.support.reconcile import fleet_clients
 from tests.support.reconcile import holders as where
 from tests.support.reconcile import reconcile_config as _config
 from tests.support.sidecar import running_sidecar
 
 # clock: decisions use the wall clock (scan ages)
 pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    """The registries, with a short lease so the in-process worker pool turns jobs over fast."""
-    with registry_fleet(tmp_path, replication={"lease_s": 5, "workers": 4}) as running:
-        yield running
-
-
-@pytest.fixture
-async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
-    """Our OCI client for every registry of the fleet."""
-    async with fleet_clients(fleet) as pool:
-        yield pool
 
 
 async def _push(

@@ -28,7 +28,6 @@ from sidecar.tools import find_tool
 from tests.support.admin import admin_config, admin_stub, bearer, build_bundle_bytes, write_data
 from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
-from tests.support.reconcile import fleet_clients
 from tests.support.sidecar import running_sidecar
 
 # clock: decisions use the wall clock (scan ages)
@@ -44,13 +43,6 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     """The five registries."""
     with registry_fleet(tmp_path) as running:
         yield running
-
-
-@pytest.fixture
-async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
-    """Our OCI client for every registry of the fleet."""
-    async with fleet_clients(fleet) as pool:
-        yield pool
 
 
 async def _push(

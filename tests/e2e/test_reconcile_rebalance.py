@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,28 +22,13 @@ from sidecar.model.jobs import JobState
 from sidecar.oci import RegistryClients
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
-from tests.support.fleet import Fleet, registry_fleet
+from tests.support.fleet import Fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
-from tests.support.reconcile import fleet_clients
 from tests.support.reconcile import holders as _where
 from tests.support.sidecar import isolated_config
 
 # clock: decisions use the wall clock (scan ages)
 pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    """The registries, with a short lease so the in-process worker pool turns jobs over fast."""
-    with registry_fleet(tmp_path, replication={"lease_s": 5, "workers": 4}) as running:
-        yield running
-
-
-@pytest.fixture
-async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
-    """Our OCI client for every registry of the fleet."""
-    async with fleet_clients(fleet) as pool:
-        yield pool
 
 
 def _consolidating_config(fleet: Fleet, tmp_path: Path) -> Config:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,12 @@ from sidecar.config import Config
 from sidecar.oci import RegistryClients
 from tests.support.admin import write_data
 from tests.support.bundle_stores import BundleStore, bundle_store
-from tests.support.fleet import Fleet, registry_fleet
+from tests.support.fleet import Fleet
 from tests.support.images import push_image, push_manifest, scanned_labels
 from tests.support.opa import SigningKeys
 from tests.support.pulling import pulling_config, signed_config
-from tests.support.reconcile import fleet_clients, reconcile_config
 from tests.support.reconcile import holders as where
+from tests.support.reconcile import reconcile_config
 from tests.support.sidecar import RunningSidecar, running_sidecar
 
 # clock: decisions use the wall clock (scan ages)
@@ -39,20 +38,6 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
 _DEADLINE_S = 90.0
 MIRROR_API = {"id": "mirror-api", "match": {"repository": "web/api"},
               "set": {"destination_repository": "mirror/{repository}"}}  # fmt: skip
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    """The five registries."""
-    with registry_fleet(tmp_path, replication={"lease_s": 5, "workers": 4}) as running:
-        yield running
-
-
-@pytest.fixture
-async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
-    """Our OCI client for every registry of the fleet."""
-    async with fleet_clients(fleet) as pool:
-        yield pool
 
 
 async def _push(

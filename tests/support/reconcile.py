@@ -1,4 +1,5 @@
-"""Helpers of the reconciler's end-to-end tests: the fleet's clients, its config, where an image is."""
+"""Helpers of the reconciler's end-to-end tests: the fleet and its clients (pytest fixtures,
+registered in tests/conftest.py), its config, where an image is."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from sidecar.config import Config, ReconcileSettings, load_config
 from sidecar.oci import RegistryClients
-from tests.support.fleet import FLEET, Fleet
+from tests.support.fleet import FLEET, Fleet, registry_fleet
 from tests.support.sidecar import isolated_config
 
 
@@ -21,6 +24,20 @@ async def fleet_clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """The five registries, with a short lease so an in-process worker pool turns jobs over fast."""
+    with registry_fleet(tmp_path, replication={"lease_s": 5, "workers": 4}) as running:
+        yield running
+
+
+@pytest.fixture
+async def clients(fleet: Fleet) -> AsyncIterator[RegistryClients]:
+    """Our OCI client for every registry of the fleet."""
+    async with fleet_clients(fleet) as pool:
+        yield pool
 
 
 async def holders(clients: RegistryClients, repository: str, digest: str) -> frozenset[str]:
