@@ -7,10 +7,9 @@ known (governance/gate.py), without looking anything up by peer address.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from sidecar.governance import AdminService, DataPlaneGate
 from sidecar.health import PullResolver
 from sidecar.reconcile import Reconciler
 from sidecar.replicate import ReplicationService
-from sidecar.telemetry import Metrics, get_logger
+from sidecar.telemetry import Metrics
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -43,8 +42,6 @@ __all__ = [
     "Listener",
     "tls_credentials",
 ]
-
-_log = get_logger("sidecar.api")
 
 DEFAULT_MAX_MESSAGE_BYTES = Limits().max_message_bytes
 
@@ -199,32 +196,15 @@ class GrpcServer:
             await self._health.set(name, status)
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop accepting calls and let in-flight ones finish within ``grace_s``.
-
-        Each step has a deadline of its own: a stop that never returns would keep the process
-        (and its OPA, its leases) alive until something SIGKILLs it, so an overrun is logged
-        with the step's name and the shutdown goes on.
-        """
-        await _bounded("health: enter graceful shutdown", self._health.enter_graceful_shutdown())
+        """Stop accepting calls and let in-flight ones finish within ``grace_s``."""
+        await self._health.enter_graceful_shutdown()
         for server in self._servers:
-            await _bounded("server stop", server.stop(grace_s), grace_s + _STOP_SLACK_S)
+            await server.stop(grace_s)
 
     async def wait(self) -> None:
         """Block until the servers terminate."""
         for server in self._servers:
             await server.wait_for_termination()
-
-
-# Beyond the grace period, how long a gRPC stop step may take before it is abandoned.
-_STOP_SLACK_S = 5.0
-
-
-async def _bounded(step: str, work: Awaitable[object], timeout_s: float = _STOP_SLACK_S) -> None:
-    """Await one stop step for at most ``timeout_s``; an overrun is logged and abandoned."""
-    try:
-        await asyncio.wait_for(work, timeout_s)
-    except TimeoutError:
-        _log.error("grpc stop step overran its deadline; going on", step=step, timeout_s=timeout_s)
 
 
 _SETTING = {

@@ -523,7 +523,7 @@ class Sidecar:
                 tracer_provider=self.telemetry.provider,
             )
             await self.grpc.start()
-            self._stack.push_async_callback(self.grpc.stop)
+            self._stack.push_async_callback(bounded_stop("grpc server", self.grpc.stop))
             self.admin_tls = self.grpc.bound.get("admin-tls")
             self.data_tls = self.grpc.bound.get("tls")
             if gate is None:
