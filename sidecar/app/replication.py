@@ -162,7 +162,10 @@ def registry_sources(config: Config, parts: ReplicationParts) -> tuple[FactSourc
         return ()
     return (
         RegistryFactSource(
-            parts.clients, timeout_s=settings.enrich_timeout_s, marks=parts.referrer_marks
+            parts.clients,
+            timeout_s=settings.enrich_timeout_s,
+            referrers_ttl_s=settings.referrers_ttl_s,
+            marks=parts.referrer_marks,
         ),
         EcrScanSource(config.registries, timeout_s=settings.enrich_timeout_s),
         PullAccessSource(parts.store, window_s=settings.pull_window),

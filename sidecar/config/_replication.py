@@ -164,6 +164,11 @@ class ReplicationSettings:
     request_timeout_s: _Rate = 30.0
     enrich_timeout_s: _Rate = 2.0
     registry_enrichment: Bool = True
+    # How long an image's referrers (signatures, attestations, the scan they carry) read from
+    # the source registry are reused before they are read again. A referrer or scan event marks
+    # the image and it is read again at once; this bounds what registries sending no such event
+    # can hide. A reconcile pass reads them again for every image older than this.
+    referrers_ttl_s: Annotated[Duration, Field(ge=0)] = 30.0
     # How often Replicate requests the fail mode answered are decided again (OPA back or not).
     policy_retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
     # The sliding window of pull counts fed to input.access ("7d"): pulls older than this no

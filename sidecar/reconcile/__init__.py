@@ -13,6 +13,7 @@ from sidecar.reconcile.artifact_registry import (
     artifact_registry_listers,
     is_artifact_registry,
 )
+from sidecar.reconcile.bulk import batch_spans, present_at
 from sidecar.reconcile.ecr import EcrLister, ecr_listers
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
@@ -33,7 +34,6 @@ from sidecar.reconcile.service import (
     RETENTION_PATH,
     ApplyReport,
     Reconciler,
-    present_at,
 )
 from sidecar.reconcile.trigger import REVISION_LEASE, RevisionTrigger, TriggerMetrics
 
@@ -66,6 +66,7 @@ __all__ = [
     "SourceImage",
     "TriggerMetrics",
     "artifact_registry_listers",
+    "batch_spans",
     "build_plan",
     "compare",
     "ecr_listers",

@@ -25,20 +25,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef, PolicyInput
+from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef
 from sidecar.model.jobs import Job, JobSpec
+from sidecar.reconcile.bulk import decide_all
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import Plan, PlanAction, SourceImage, build_plan, cleanup_actions
 from sidecar.reconcile.preview import CandidateFactory, Preview, compare
 from sidecar.reconcile.remove import Remover
-from sidecar.reconcile.usage import measured_usage, with_measured_usage
+from sidecar.reconcile.usage import measured_usage
 from sidecar.replicate.deferred import request_to_json
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import BatchEngine, JobQueue, Leases, Placements
 
-__all__ = ["APPLY_LEASE", "RETENTION_PATH", "ApplyReport", "Reconciler", "present_at"]
+__all__ = ["APPLY_LEASE", "RETENTION_PATH", "ApplyReport", "Reconciler"]
 
 _log = get_logger("sidecar.reconcile")
 _tracer = trace.get_tracer("sidecar.reconcile")
@@ -81,20 +82,6 @@ def _outcome(result: DecisionResult) -> _Outcome | None:
 
 def _place(tag: ObservedTag) -> _Place:
     return tag.registry, tag.repository, tag.tag, tag.digest
-
-
-def present_at(
-    tag: ObservedTag, observation: Observation, sources: Sequence[str]
-) -> tuple[str, ...]:
-    """Registries other than the sources holding ``tag``'s digest at the same repository:tag."""
-    held = []
-    for name in observation.registries:
-        if name in sources or name == tag.registry:
-            continue
-        found = observation.at(name, tag.repository, tag.tag)
-        if found is not None and found.digest == tag.digest:
-            held.append(name)
-    return tuple(held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,12 +409,7 @@ class Reconciler:
         ``record``: remember the outcomes per revision (the serving policy's runs, never a
         candidate's); ``since``: plan only what changed since that revision's record.
         """
-        originals = [
-            t
-            for t in observation.tags
-            if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
-        ]
-        images = await self._decide(originals, observation, progress, decisions)
+        images = await self.decide(observation, progress=progress, decisions=decisions)
         cleanups = await self._cleanups(images, observation, queries)
         decided = len(images)
         baseline = self._baselines.get(since) if since else None
@@ -489,68 +471,35 @@ class Reconciler:
                 written.add((dest, dest_repository, dest_tag, digest))
         return written
 
-    async def _decide(
+    async def decide(
         self,
-        originals: Sequence[ObservedTag],
         observation: Observation,
-        progress: Progress | None,
-        decisions: DecisionService,
+        *,
+        progress: Progress | None = None,
+        decisions: DecisionService | None = None,
     ) -> list[SourceImage]:
-        decided: list[SourceImage] = []
-        size = self._settings.batch_size
-        caller = Caller(subject="reconciler", roles=("reconciler",))
-        requests = [
-            DecideRequest(
-                image=ImageRef(t.registry, t.repository, t.tag, t.digest),
-                event="reconcile",
-                caller=caller,
-                size_bytes=t.size_bytes,
-                present_at=present_at(t, observation, self.sources),
-            )
-            for t in originals
+        """Decide every source image of ``observation`` (event ``reconcile``), in batches.
+
+        Each chunk goes to OPA once enriched, ``batch_concurrency`` queries at a time, while
+        the next chunk is enriched; inputs of tenants wait for their measured usage
+        (``reconcile/bulk.py``). ``decisions``: the serving policy's unless given (an impact
+        preview's candidate).
+        """
+        originals = [
+            t
+            for t in observation.tags
+            if t.registry in self.sources and not _REFERRER_TAG.match(t.tag)
         ]
-        # Every input first: a tenant's usage is the bytes of all its copies, and which images
-        # are the tenant's is known only once enrichment attributed them (label or prefix).
-        inputs: list[PolicyInput] = []
-        for start in range(0, len(requests), size):
-            inputs += await decisions.enrich_batch(
-                requests[start : start + size], enrich_concurrency=self._settings.concurrency
-            )
-            if progress is not None:
-                progress("enrich", len(inputs), len(requests))
-        measured = measured_usage(inputs, observation, self.sources)
-        limits = self._config.policy.tenancy.usage
-        inputs = [with_measured_usage(i, measured, limits) for i in inputs]
-        # Several batches in flight: OPA evaluates each query on one core, so one at a time
-        # leaves the other core idle (policy.reconcile.batch_concurrency).
-        limit = asyncio.Semaphore(self._settings.batch_concurrency)
-        done = 0
-
-        async def one(start: int) -> list[SourceImage]:
-            nonlocal done
-            batch = originals[start : start + size]
-            async with limit:
-                with _tracer.start_as_current_span("reconcile.decide_batch") as span:
-                    span.set_attribute("reconcile.batch", len(batch))
-                    results = await decisions.decide_batch(
-                        requests[start : start + size],
-                        timeout_s=self._settings.batch_timeout_s,
-                        inputs=inputs[start : start + size],
-                    )
-            done += len(batch)
-            if progress is not None:
-                progress("decide", done, len(originals))
-            return [SourceImage(t, r) for t, r in zip(batch, results, strict=True)]
-
-        tasks = [asyncio.ensure_future(one(s)) for s in range(0, len(originals), size)]
-        try:
-            for images in await asyncio.gather(*tasks):
-                decided += images
-        except BaseException:
-            for task in tasks:  # one batch failed (or the run was cancelled): stop the others
-                task.cancel()
-            raise
-        return decided
+        results = await decide_all(
+            originals,
+            observation,
+            sources=self.sources,
+            decisions=decisions or self._decisions,
+            settings=self._settings,
+            limits=self._config.policy.tenancy.usage,
+            progress=progress,
+        )
+        return [SourceImage(t, r) for t, r in zip(originals, results, strict=True)]
 
     async def _cleanups(
         self,

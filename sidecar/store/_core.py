@@ -31,6 +31,7 @@ from sidecar.model.jobs import (
 )
 from sidecar.store import _recovery as recovery
 from sidecar.store._protocols import Backend, Tx
+from sidecar.store._pulls import RecentPulls
 from sidecar.store._sql import (
     JOB_COLUMNS,
     JOB_KEY,
@@ -118,6 +119,7 @@ class SqlJobStore:
         self._description = description
         self._opened = False
         self._open_lock = asyncio.Lock()
+        self._recent_pulls = RecentPulls()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._description})"
@@ -655,6 +657,7 @@ class SqlJobStore:
                 "SET pulls_count = pull_buckets.pulls_count + excluded.pulls_count",
                 [repository, region, hour, count],
             )
+        self._recent_pulls.written(repository)
 
     async def pulls(
         self,
@@ -666,8 +669,19 @@ class SqlJobStore:
         """Return pulls of ``repository`` by region within the last ``window_s`` (to the hour).
 
         The window counts whole hours: the hour holding ``now - window_s`` is included, so a
-        pull is counted for ``window_s`` and at most one hour more.
+        pull is counted for ``window_s`` and at most one hour more. Without ``now``, counts read
+        at most a quarter of a second ago are reused unless this store wrote pulls of
+        ``repository`` since (``store/_pulls.py``: a reconcile pass asks once per tag).
         """
+        if now is None:
+            return await self._recent_pulls.read(
+                repository, window_s, lambda: self._read_pulls(repository, window_s, None)
+            )
+        return await self._read_pulls(repository, window_s, now)
+
+    async def _read_pulls(
+        self, repository: str, window_s: float, now: datetime | None
+    ) -> dict[str, int]:
         await self.open()
         async with self._tx() as tx:
             since = pull_hour(now or await self._clock(tx), plus_s=-window_s)

@@ -1,21 +1,28 @@
-"""Reconcile benchmark (a first stub): observe, decide batched vs one query per image, plan, re-run.
+"""Reconcile benchmark: observe, decide batched vs one query per image, plan, re-run.
 
 Run:  .venv/bin/python -m tests.bench.reconcile [--images 300] [--batch 200] [--output r.json]
-      [--copied-every 3] [--no-apply]
+      [--copied-every 3] [--no-apply] [--rounds 3] [--referrers-ttl-s 600]
 
 The five-registry fleet (tests/support/fleet.py) with ``--images`` tags pushed to ``ci`` across
 ``images / 10`` repositories (small images: the registries' work is listing and HEADs, not bytes),
 every ``--copied-every``-th one (default: a third) already copied where its decision routes it
 (``prod-eu`` and ``prod-us``); ``--copied-every 1 --no-apply`` seeds a fleet already converged
 (the 10,000-tag run: 3,334 images in ``ci``, ``prod-eu`` and ``prod-us``) and skips the apply.
-One reconciler on a managed OPA with the default bundle then:
-observes every registry, decides every ``ci`` tag once cold (filling the enrichment caches), then
-batched (``batch_size`` per OPA query) and one query per image (same DecisionService, same
-enrichment; batched as the reconciler does, ``batch_concurrency`` queries in flight, and one batch
-at a time beside it), then — where the time goes — enrichment alone and the same enriched inputs straight to
-OPA, batched and one query each; plans, applies (copies through the worker pool; not with
-``--no-apply``), and plans again (the no-change re-run). Wall times per phase go to stdout as
-JSON. Figures: docs/benchmarks.md.
+One reconciler on a managed OPA with the default bundle then observes every registry and
+decides every ``ci`` tag once cold (reading each image's manifest, config and referrers from the
+registry). Then, ``--rounds`` times, side by side:
+
+- ``batched``: the reconciler's own decide step (``Reconciler.decide``) — every input enriched,
+  then batches of at most ``batch_size`` inputs per OPA query, ``batch_concurrency`` in flight;
+- ``single``: one ``DecisionService.decide()`` call per image, one after another;
+
+both from the same enrichment caches. ``--referrers-ttl-s`` (``policy.replication.referrers_ttl_s``,
+default here 600) keeps the referrers read cold valid through the rounds, so both sides compare
+what a decision costs, not who re-read the registry first; what those reads cost is the cold
+pass. Medians of the rounds are reported. Then — where the time goes — enrichment alone and the
+same enriched inputs straight to OPA, batched and one query each; a plan, an apply (copies
+through the worker pool; not with ``--no-apply``), and a plan again (the no-change re-run).
+Wall times per phase go to stdout as JSON. Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +40,9 @@ from typing import Any
 
 from sidecar.app.reconcile import reconciler
 from sidecar.config import ReconcileSettings, load_config
-from sidecar.model.decision import DecideRequest, ImageRef
+from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.oci import RegistryClients
-from sidecar.reconcile import Observer, present_at
+from sidecar.reconcile import Observer, batch_spans, present_at
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import registry_fleet
 from tests.support.images import push_image, scanned_labels
@@ -66,10 +74,21 @@ async def _timed(phase: str, report: dict[str, Any], work: Any) -> Any:
 
 
 async def run(
-    images: int, batch: int, *, copied_every: int = 3, apply: bool = True
+    images: int,
+    batch: int,
+    *,
+    copied_every: int = 3,
+    apply: bool = True,
+    rounds: int = 3,
+    referrers_ttl_s: float = 600.0,
 ) -> dict[str, Any]:
-    """Run every phase once on a fresh fleet; return the report."""
-    report: dict[str, Any] = {"images": images, "batch_size": batch, "cpus": os.cpu_count()}
+    """Run every phase on a fresh fleet (the decide comparison ``rounds`` times); return the report."""
+    report: dict[str, Any] = {
+        "images": images,
+        "batch_size": batch,
+        "cpus": os.cpu_count(),
+        "referrers_ttl_s": referrers_ttl_s,
+    }
     with (
         tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp,
         registry_fleet(Path(tmp), replication={"workers": 8}) as fleet,
@@ -80,8 +99,16 @@ async def run(
         await clients.close()
         settings = ReconcileSettings(sources=("ci",), batch_size=batch, concurrency=8)
         config = isolated_config(loaded, Path(tmp) / "state")
+        policy = config.policy
         config = dataclasses.replace(
-            config, policy=dataclasses.replace(config.policy, reconcile=settings)
+            config,
+            policy=dataclasses.replace(
+                policy,
+                reconcile=settings,
+                replication=dataclasses.replace(
+                    policy.replication, referrers_ttl_s=referrers_ttl_s
+                ),
+            ),
         )
         telemetry = Telemetry("reconcile-bench")
         async with reconciler(config, telemetry, run_workers=True) as rec:
@@ -97,34 +124,32 @@ async def run(
                 DecideRequest(
                     image=ImageRef(t.registry, t.repository, t.tag, t.digest),
                     event="reconcile",
+                    caller=Caller(subject="reconciler", roles=("reconciler",)),
+                    size_bytes=t.size_bytes,
                     present_at=present_at(t, observation, ("ci",)),
                 )
                 for t in originals
             ]
             decisions = rec._decisions
 
-            async def batched(concurrency: int = settings.batch_concurrency) -> None:
-                # As the reconciler decides: `batch_concurrency` batch queries in flight.
-                limit = asyncio.Semaphore(concurrency)
-
-                async def one(start: int) -> None:
-                    async with limit:
-                        await decisions.decide_batch(
-                            requests[start : start + batch], enrich_concurrency=8, timeout_s=30
-                        )
-
-                await asyncio.gather(*(one(s) for s in range(0, len(requests), batch)))
+            async def batched() -> None:
+                # The reconciler's own decide step: every input enriched, the tenants' usage
+                # measured, then even batches, `batch_concurrency` queries in flight.
+                await rec.decide(observation)
 
             async def single() -> None:
                 for request in requests:
                     await decisions.decide(request)
 
-            # A cold pass first fills the enrichment caches (config blobs by digest), so the two
-            # timed passes compare OPA round trips, not who read the registry first.
+            # The cold pass reads every image from the registry and fills the caches.
             await _timed("decide_cold_s", report, batched())
-            await _timed("decide_batched_s", report, batched())
-            await _timed("decide_batched_one_at_a_time_s", report, batched(1))
-            await _timed("decide_single_s", report, single())
+            for n in range(rounds):
+                await _timed(f"decide_batched_s_{n}", report, batched())
+                await _timed(f"decide_single_s_{n}", report, single())
+            for side in ("batched", "single"):
+                runs = [report.pop(f"decide_{side}_s_{n}") for n in range(rounds)]
+                report[f"decide_{side}_rounds_s"] = runs
+                report[f"decide_{side}_s"] = round(statistics.median(runs), 3)
 
             # Where the time goes: the same enriched inputs straight to OPA, batched and one
             # query each (no enrichment), and the enrichment alone.
@@ -139,16 +164,15 @@ async def run(
                 assert engine is not None
                 limit = asyncio.Semaphore(settings.batch_concurrency)
 
-                async def one(start: int) -> None:
+                async def one(start: int, end: int) -> None:
                     async with limit:
-                        answer = await engine.evaluate_batch(
-                            docs[start : start + batch], timeout_s=60
-                        )
+                        answer = await engine.evaluate_batch(docs[start:end], timeout_s=60)
                     report["opa_batched_eval_ns"] = report.get("opa_batched_eval_ns", 0) + (
                         answer.eval_ns
                     )
 
-                await asyncio.gather(*(one(s) for s in range(0, len(docs), batch)))
+                spans = batch_spans(len(docs), batch, settings.batch_concurrency)
+                await asyncio.gather(*(one(start, end) for start, end in spans))
 
             async def opa_single() -> None:
                 for doc in docs:
@@ -182,9 +206,20 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     parser.add_argument("--copied-every", type=int, default=3, help="every n-th image pre-copied")
     parser.add_argument("--no-apply", action="store_true", help="plan twice, never apply")
+    parser.add_argument("--rounds", type=int, default=3, help="batched/single comparisons")
+    parser.add_argument(
+        "--referrers-ttl-s", type=float, default=600.0, help="policy.replication.referrers_ttl_s"
+    )
     args = parser.parse_args()
     report = asyncio.run(
-        run(args.images, args.batch, copied_every=args.copied_every, apply=not args.no_apply)
+        run(
+            args.images,
+            args.batch,
+            copied_every=args.copied_every,
+            apply=not args.no_apply,
+            rounds=args.rounds,
+            referrers_ttl_s=args.referrers_ttl_s,
+        )
     )
     text = json.dumps(report, indent=2)
     print(text)

@@ -98,3 +98,15 @@ async def test_a_schema_3_store_keeps_its_totals_for_one_window(store_url: str) 
         assert await again.pulls("team/app") == {"eu-west-1": 13, "us-east-1": 3}
     finally:
         await again.close()
+
+
+async def test_a_pull_written_right_after_a_read_is_counted_by_the_next_read(
+    store: SqlJobStore,
+) -> None:
+    # Reads a moment apart are answered once (a reconcile pass asks per tag); a write of this
+    # store must still show at once, as the webhook processor's pull events do.
+    assert await store.pulls("team/app") == {}
+    await store.add_pulls("team/app", "eu-west-1", 4)
+    assert await store.pulls("team/app") == {"eu-west-1": 4}
+    await store.add_pulls("team/app", "eu-west-1", 1, at=NOW - timedelta(days=1))
+    assert await store.pulls("team/app") == {"eu-west-1": 5}
