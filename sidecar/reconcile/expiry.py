@@ -134,7 +134,7 @@ class ExpiryTrigger:
             except (PolicyError, PolicyUnavailable) as exc:
                 # A bundle without the package (or OPA away): the instants stay as they were.
                 _log.info("scan expiry: no answer from the policy", error=str(exc))
-                return
+                break
             for value in answer[: len(items)] if isinstance(answer, list) else ():
                 instant = _instant(value)
                 if instant is not None and (earliest is None or instant < earliest):

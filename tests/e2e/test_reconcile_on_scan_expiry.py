@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from tests.support.sidecar import running_sidecar
 pytestmark = [pytest.mark.timeout(300), pytest.mark.clock]
 
 # Enough for the sidecar to start and make its first plan before the scan expires.
-_MARGIN_S = 25
+_MARGIN_S = 35
 _DEADLINE_S = 120.0
 
 
@@ -44,9 +45,9 @@ def _sample(metrics: CollectorRegistry, name: str, **labels: str) -> float:
     return metrics.get_sample_value(f"policy_sidecar_{name}", labels) or 0.0
 
 
-async def _until(check: object, what: str) -> None:
+async def _until(check: Callable[[], bool], what: str) -> None:
     deadline = asyncio.get_running_loop().time() + _DEADLINE_S
-    while not check():  # type: ignore[operator]
+    while not check():
         assert asyncio.get_running_loop().time() < deadline, what
         await asyncio.sleep(0.2)
 
