@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from sidecar.decide import DecisionService
 from sidecar.enrich import StaticEnricher, check_request_facts, trust_of, validate_request
 from sidecar.fallback.modes import Fallback
 from sidecar.masking import RecordMask
-from sidecar.model.decision import DecideRequest
+from sidecar.model.decision import DecideRequest, PolicyInput
 from sidecar.policy import ManagedOpa, OpaEngine, new_api_token
 from sidecar.policy.decision_cache import CACHEABLE_PATH, DecisionCache
 from sidecar.policy.opa_observability import distributed_tracing_args
@@ -52,6 +52,7 @@ from sidecar.reconcile import (
     LEASE,
     CandidateFactory,
     CandidatePolicy,
+    ExpiryTrigger,
     Observer,
     Reconciler,
     Remover,
@@ -336,8 +337,12 @@ def build_reconciler(
     *,
     decisions: DecisionService,
     audit: AuditTrail,
+    on_decided: Callable[[Sequence[PolicyInput]], Awaitable[None]] | None = None,
 ) -> Reconciler:
-    """A reconciler over ``parts`` (clients, store, workers) deciding with ``decisions``."""
+    """A reconciler over ``parts`` (clients, store, workers) deciding with ``decisions``.
+
+    ``on_decided``: given the inputs of every plan under the serving policy (scan expiries).
+    """
     settings = config.policy.reconcile
     return Reconciler(
         config,
@@ -351,6 +356,7 @@ def build_reconciler(
         owner=parts.pool.worker_id,
         metrics_registry=telemetry.metrics_registry,
         candidates=candidate_policies(config, telemetry, parts),
+        on_decided=on_decided,
         remover=Remover(
             parts.clients,
             parts.store,
@@ -396,6 +402,7 @@ class Sidecar:
         self.metrics: MetricsServer | None = None
         self.reconciler: Reconciler | None = None
         self.revision_trigger: RevisionTrigger | None = None
+        self.expiry_trigger: ExpiryTrigger | None = None
 
     async def start(self) -> None:
         """Start OPA (or connect), the job store and workers, gRPC, webhooks and /metrics."""
@@ -491,11 +498,7 @@ class Sidecar:
                     scheduled(self._scheduler(self.parts), *self._rule_schedulers(self.parts)),
                 )
             )
-            self.revision_trigger = self._on_revision(self.parts)
-            if self.revision_trigger is not None:
-                self._stack.push_async_callback(
-                    bounded_stop("revision trigger", self.revision_trigger.close)
-                )
+            self._start_triggers(self.parts)
             await self._start_events(self.parts, self.replication)
             gate = await self._stack.enter_async_context(
                 bounded_exit(
@@ -647,6 +650,46 @@ class Sidecar:
             metrics=self._trigger_metrics,
         )
 
+    def _start_triggers(self, parts: ReplicationParts) -> None:
+        """The reconciles a revision activation and a scan expiry trigger, stopped in bounds."""
+        self.revision_trigger = self._on_revision(parts)
+        if self.revision_trigger is not None:
+            self._stack.push_async_callback(
+                bounded_stop("revision trigger", self.revision_trigger.close)
+            )
+        if self.expiry_trigger is not None:
+            self.expiry_trigger.start()
+            self._stack.push_async_callback(
+                bounded_stop("scan expiry trigger", self.expiry_trigger.close)
+            )
+
+    def _on_scan_expiry(
+        self, runtime: PolicyRuntime, parts: ReplicationParts
+    ) -> ExpiryTrigger | None:
+        """The reconcile a scan expiry triggers (``policy.reconcile.on_scan_expiry``)."""
+        settings = self.config.policy.reconcile
+        if settings.on_scan_expiry == "off" or not settings.sources or runtime.opa is None:
+            return None
+
+        async def run(dry_run: bool) -> object:
+            reconciler = self.reconciler  # built right after the trigger (it feeds the trigger)
+            if reconciler is None:
+                return None
+            return await reconciler.run(dry_run=dry_run)
+
+        return ExpiryTrigger(
+            run,
+            parts.store,
+            runtime.opa,
+            mode=settings.on_scan_expiry,
+            owner=parts.pool.worker_id,
+            lease_s=settings.lease_s,
+            metrics=self._trigger_metrics,
+            batch_size=settings.batch_size,
+            timeout_s=settings.batch_timeout_s,
+            coalesce_s=settings.scan_expiry_coalesce_s,
+        )
+
     def _reconciler(
         self,
         runtime: PolicyRuntime,
@@ -655,9 +698,12 @@ class Sidecar:
         audit: AuditTrail,
     ) -> Reconciler:
         """The Reconcile RPC's reconciler: this sidecar's clients, decisions, store and workers."""
+        # First: the reconciler tells the scan expiry trigger what each of its plans decided.
+        trigger = self.expiry_trigger = self._on_scan_expiry(runtime, parts)
         return build_reconciler(
-            self.config, self.telemetry, runtime, parts, decisions=decisions, audit=audit
-        )
+            self.config, self.telemetry, runtime, parts, decisions=decisions, audit=audit,
+            on_decided=trigger.learn if trigger is not None else None,
+        )  # fmt: skip
 
     def _decision_service(self, runtime: PolicyRuntime, parts: ReplicationParts) -> DecisionService:
         return decision_service(self.config, self.telemetry, runtime, parts)

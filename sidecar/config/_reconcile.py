@@ -78,6 +78,15 @@ class ReconcileSettings:
     # What a bundle revision activation triggers: a reconcile that only plans (and logs and
     # meters the plan), one that applies it, or nothing. One replica runs it per revision.
     on_revision: Literal["plan", "apply", "off"] = "plan"
+    # What a scan expiring triggers (its completed_at + the bundle's maximum scan age, learned
+    # from the policy after each plan): a plan, an applying run, or nothing. Off by default:
+    # an expiry only withholds copies (SCAN_EXPIRED removes nothing), which the next scheduled,
+    # revision or on-demand run decides anyway, and enabling it costs a plan at each start and
+    # one policy query per batch of every plan. One replica runs each expiry time.
+    on_scan_expiry: Literal["plan", "apply", "off"] = "off"
+    # Expiries within one window of this many seconds (aligned on the epoch, the same on every
+    # replica) run once, at the window's end: a CI batch scanned together expires together.
+    scan_expiry_coalesce_s: Annotated[Duration, Field(ge=0, le=86_400)] = 60.0
     # The job-store leases of a run (one applying run, one scheduled run at a time): renewed
     # every third of this while it runs; a killed run frees its lease this long after.
     lease_s: Annotated[Duration, Field(ge=1)] = 60.0

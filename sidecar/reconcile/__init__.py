@@ -15,6 +15,7 @@ from sidecar.reconcile.artifact_registry import (
 )
 from sidecar.reconcile.bulk import batch_spans, present_at
 from sidecar.reconcile.ecr import EcrLister, ecr_listers
+from sidecar.reconcile.expiry import EXPIRY_LEASE, EXPIRY_PATH, ExpiryTrigger
 from sidecar.reconcile.jobs import settle, waiter
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
 from sidecar.reconcile.plan import KINDS, Plan, PlanAction, SourceImage, build_plan
@@ -40,6 +41,8 @@ from sidecar.reconcile.trigger import REVISION_LEASE, RevisionTrigger, TriggerMe
 __all__ = [
     "APPLY_LEASE",
     "CHANGE_KINDS",
+    "EXPIRY_LEASE",
+    "EXPIRY_PATH",
     "KINDS",
     "LEASE",
     "RETENTION_PATH",
@@ -50,6 +53,7 @@ __all__ = [
     "CandidatePolicy",
     "Change",
     "EcrLister",
+    "ExpiryTrigger",
     "Impact",
     "Observation",
     "ObservedTag",

@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -183,9 +183,12 @@ class Reconciler:
         metrics_registry: CollectorRegistry | None = None,
         candidates: CandidateFactory | None = None,
         copies: Placements | None = None,
+        on_decided: Callable[[Sequence[PolicyInput]], Awaitable[None]] | None = None,
     ) -> None:
         """``copies``: the job store's record of what the sidecar copied where, so a retag never
-        overwrites a digest someone else wrote (without it, every retag goes ahead)."""
+        overwrites a digest someone else wrote (without it, every retag goes ahead).
+        ``on_decided``: given the inputs of every plan under the serving policy (the scan
+        expiry trigger learns its instants from them)."""
         self._config = config
         self._copies = copies
         self._settings = config.policy.reconcile
@@ -206,6 +209,7 @@ class Reconciler:
         # Outcomes per revision of this process's runs (shared with scoped copies): an
         # activation re-plans only the images whose outcome the new revision changes.
         self._baselines: OrderedDict[str, _Baseline] = OrderedDict()
+        self._on_decided = on_decided
 
     def scoped(self, *, sources: Sequence[str], repositories: Sequence[str]) -> Reconciler:
         """This reconciler narrowed to ``sources`` and repository globs (a legacy rule's scope).
@@ -415,6 +419,8 @@ class Reconciler:
         baseline = self._baselines.get(since) if since else None
         if record:
             self._remember(images, cleanups)
+            if self._on_decided is not None:
+                await self._on_decided([i.result.input for i in images if i.result.input])
         if baseline is not None:
             images = [i for i in images if _changed(baseline, i)]
             cleanups = [

@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.errors import ReconcileBusy
 from sidecar.reconcile.lease import held
@@ -43,11 +43,19 @@ class TriggerMetrics:
     """Counts reconciles started by something other than a caller, by trigger, mode and outcome."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        registry = registry or CollectorRegistry()
         self.runs = Counter(
             f"{METRIC_PREFIX}reconcile_triggered",
-            "Reconciles triggered by a revision activation or a legacy rule's schedule.",
+            "Reconciles triggered by a revision activation, a legacy rule's schedule or a scan "
+            "expiry (scan_expiry; scan_expiry_start: the plan that learns the instants).",
             ["trigger", "mode", "outcome"],
-            registry=registry or CollectorRegistry(),
+            registry=registry,
+        )
+        self.next_expiry = Gauge(
+            f"{METRIC_PREFIX}reconcile_next_scan_expiry_timestamp_seconds",
+            "The earliest known scan expiry ahead (seconds since the epoch; 0: none known), "
+            "at which policy.reconcile.on_scan_expiry reconciles.",
+            registry=registry,
         )
 
 

@@ -22,6 +22,7 @@ _TIME = re.compile(r"\binput\.now\b|\btime\.[a-z_0-9]+\(")
 _KNOWN = {
     "scan.rego",  # expired: declares scan.time_boundaries (the scan's expiry)
     "lib/retention.rego",  # the retention query only (data.replication.retention), not a decision
+    "expiry.rego",  # the expiry trigger's query only (data.replication.expiry), not a decision
 }
 
 
