@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef
+from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef, PolicyInput
 from sidecar.model.jobs import Job, JobSpec
 from sidecar.reconcile.bulk import decide_all
 from sidecar.reconcile.jobs import settle
