@@ -13,7 +13,7 @@ from sidecar.reconcile.artifact_registry import (
     artifact_registry_listers,
     is_artifact_registry,
 )
-from sidecar.reconcile.bulk import batch_spans, present_at
+from sidecar.reconcile.bulk import RECONCILER, batch_spans, present_at
 from sidecar.reconcile.ecr import EcrLister, ecr_listers
 from sidecar.reconcile.expiry import EXPIRY_LEASE, EXPIRY_PATH, ExpiryTrigger
 from sidecar.reconcile.jobs import settle, waiter
@@ -45,6 +45,7 @@ __all__ = [
     "EXPIRY_PATH",
     "KINDS",
     "LEASE",
+    "RECONCILER",
     "RETENTION_PATH",
     "REVISION_LEASE",
     "ApplyReport",

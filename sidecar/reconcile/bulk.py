@@ -27,10 +27,11 @@ from sidecar.model.decision import (
 from sidecar.reconcile.observe import Observation, ObservedTag, Progress
 from sidecar.reconcile.usage import measured_usage, with_measured_usage
 
-__all__ = ["batch_spans", "decide_all", "present_at"]
+__all__ = ["RECONCILER", "batch_spans", "decide_all", "present_at"]
 
 _tracer = trace.get_tracer("sidecar.reconcile")
-_CALLER = Caller(subject="reconciler", roles=("reconciler",))
+#: The caller of every decision the reconciler asks for (and of the jobs it queues).
+RECONCILER = Caller(subject="reconciler", roles=("reconciler",))
 
 
 def batch_spans(count: int, size: int, concurrency: int) -> list[tuple[int, int]]:
@@ -88,7 +89,7 @@ async def decide_all(
         DecideRequest(
             image=ImageRef(t.registry, t.repository, t.tag, t.digest),
             event="reconcile",
-            caller=_CALLER,
+            caller=RECONCILER,
             size_bytes=t.size_bytes,
             present_at=present_at(t, observation, sources),
         )

@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import Caller, DecideRequest, DecisionResult, ImageRef, PolicyInput
+from sidecar.model.decision import DecideRequest, DecisionResult, ImageRef, PolicyInput
 from sidecar.model.jobs import Job, JobSpec
-from sidecar.reconcile.bulk import decide_all
+from sidecar.reconcile.bulk import RECONCILER, decide_all
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
 from sidecar.reconcile.observe import Observation, ObservedTag, Observer, Progress, Scope
@@ -606,7 +606,7 @@ def _spec(action: PlanAction) -> JobSpec:
     request = DecideRequest(
         image=ImageRef(registry, repository, tag, digest),
         event="reconcile",
-        caller=Caller(subject="reconciler", roles=("reconciler",)),
+        caller=RECONCILER,
         size_bytes=action.size_bytes,
     )
     return JobSpec(

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import os
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from sidecar.bundles.keys import generate_keypair
+from sidecar.policy import ManagedOpa
 from sidecar.policy.opa import OpaEngine
 from tests.bench.opa_client_compare import policy_input
 from tests.support.opa import SigningKeys, build_test_bundle, running_opa
@@ -76,7 +78,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _best(call: Callable[[], Awaitable[Any]], rounds: int, pid: int) -> tuple[float, float]:
+async def best(call: Callable[[], Awaitable[Any]], rounds: int, pid: int) -> tuple[float, float]:
     """(best wall seconds, best OPA CPU seconds) over ``rounds`` runs of ``call``."""
     await call()  # warm the connections and OPA's compiled queries
     wall = cpu = float("inf")
@@ -118,10 +120,10 @@ async def _compare(url: str, token: str, pid: int, count: int, rounds: int) -> N
 
     print(f"{count} decisions, best of {rounds} rounds, OPA at {url}")
     timings = {
-        "one query per image, sequential": await _best(one_by_one, rounds, pid),
-        "one query per image, 8 in flight": await _best(in_flight, rounds, pid),
-        "one batch query": await _best(one_batch, rounds, pid),
-        "two batch queries at once": await _best(two_batches, rounds, pid),
+        "one query per image, sequential": await best(one_by_one, rounds, pid),
+        "one query per image, 8 in flight": await best(in_flight, rounds, pid),
+        "one batch query": await best(one_batch, rounds, pid),
+        "two batch queries at once": await best(two_batches, rounds, pid),
     }
     for name, (wall, cpu) in timings.items():
         print(
@@ -129,7 +131,7 @@ async def _compare(url: str, token: str, pid: int, count: int, rounds: int) -> N
             f"   OPA CPU {cpu:7.3f}s {cpu / count * 1e3:6.2f} ms/decision"
         )
     query = copies(10_000)
-    wall, cpu = await _best(lambda: retention.evaluate(query), rounds, pid)
+    wall, cpu = await best(lambda: retention.evaluate(query), rounds, pid)
     answer = (await retention.evaluate(query)).result
     print(
         f"retention over 10,000 copies: wall {wall:.3f}s, OPA CPU {cpu:.3f}s; "
@@ -139,14 +141,22 @@ async def _compare(url: str, token: str, pid: int, count: int, rounds: int) -> N
         await engine.close()
 
 
-async def _run(count: int, rounds: int) -> None:
+@contextlib.asynccontextmanager
+async def default_bundle_opa() -> AsyncIterator[ManagedOpa]:
+    """A managed OPA serving the repository's policy, signed with a throwaway key."""
     with tempfile.TemporaryDirectory() as work:
         root = Path(work)
         keys = SigningKeys(*generate_keypair(root / "keys"))
         bundle = build_test_bundle(ROOT, keys, root / "b.tar.gz")
         async with running_opa(bundle.path, keys) as managed:
             assert managed.pid is not None
-            await _compare(managed.url, managed.token, managed.pid, count, rounds)
+            yield managed
+
+
+async def _run(count: int, rounds: int) -> None:
+    async with default_bundle_opa() as managed:
+        assert managed.pid is not None
+        await _compare(managed.url, managed.token, managed.pid, count, rounds)
 
 
 def main() -> None:

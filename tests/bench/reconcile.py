@@ -40,9 +40,9 @@ from typing import Any
 
 from sidecar.app.reconcile import reconciler
 from sidecar.config import ReconcileSettings, load_config
-from sidecar.model.decision import Caller, DecideRequest, ImageRef
+from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.oci import RegistryClients
-from sidecar.reconcile import Observer, batch_spans, present_at
+from sidecar.reconcile import RECONCILER, Observer, batch_spans, present_at
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import registry_fleet
 from tests.support.images import push_image, scanned_labels
@@ -124,7 +124,7 @@ async def run(
                 DecideRequest(
                     image=ImageRef(t.registry, t.repository, t.tag, t.digest),
                     event="reconcile",
-                    caller=Caller(subject="reconciler", roles=("reconciler",)),
+                    caller=RECONCILER,
                     size_bytes=t.size_bytes,
                     present_at=present_at(t, observation, ("ci",)),
                 )

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from sidecar.bundles.keys import generate_keypair
 from sidecar.policy.opa import BATCH_PATH, OpaEngine
 from sidecar.reconcile import EXPIRY_PATH
-from tests.bench.batch_decisions import ROOT, _best, inputs
-from tests.support.opa import SigningKeys, build_test_bundle, running_opa
+from tests.bench.batch_decisions import best, default_bundle_opa, inputs
 
 __all__ = ["main"]
 
@@ -43,7 +39,7 @@ async def _compare(url: str, token: str, pid: int, count: int, *, size: int, rou
 
     results = {}
     for name, path in (("batch decisions", BATCH_PATH), ("expiry next_ns", EXPIRY_PATH)):
-        results[name] = await _best(query(path), rounds, pid)
+        results[name] = await best(query(path), rounds, pid)
         wall, cpu = results[name]
         print(f"{name}: {count} inputs in batches of {size}: wall {wall:.3f}s, OPA CPU {cpu:.3f}s")
     ahead = [n for n in found if n is not None]
@@ -56,13 +52,9 @@ async def _compare(url: str, token: str, pid: int, count: int, *, size: int, rou
 
 
 async def _run(count: int, size: int, rounds: int) -> None:
-    with tempfile.TemporaryDirectory() as work:
-        root = Path(work)
-        keys = SigningKeys(*generate_keypair(root / "keys"))
-        bundle = build_test_bundle(ROOT, keys, root / "b.tar.gz")
-        async with running_opa(bundle.path, keys) as managed:
-            assert managed.pid is not None
-            await _compare(managed.url, managed.token, managed.pid, count, size=size, rounds=rounds)
+    async with default_bundle_opa() as managed:
+        assert managed.pid is not None
+        await _compare(managed.url, managed.token, managed.pid, count, size=size, rounds=rounds)
 
 
 def main() -> None:
