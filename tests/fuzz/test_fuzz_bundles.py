@@ -189,12 +189,26 @@ def _as_a_streaming_reader_sees(path: Path) -> dict[str, bytes]:
     the gzip stream, so it never checks the trailer's CRC: a flipped bit in the last deflate block
     (the tar's zero padding) or in the trailer goes unnoticed, although the signed files are intact.
     Such an archive may pass OPA; it must still hold exactly the signed files.
+
+    Go's inflater hands out every byte decoded before the corrupt one, so this one does too: a
+    step that fails is fed again a byte at a time. Feeding 16-byte steps and dropping the failing
+    one lost the last member when the trailer's CRC check failed in the same step (CI, flip_tail
+    12): measured against Go's ``archive/tar`` over ``compress/gzip`` on every flip of the last
+    20 bytes of 30 bundles (153,000 archives), 16-byte steps disagreed 7,718 times, 1 byte never.
     """
-    raw, inflate, tar = path.read_bytes(), zlib.decompressobj(zlib.MAX_WBITS | 16), bytearray()
-    for start in range(0, len(raw), 16):  # small steps keep what came before a corrupt byte
+    raw, tar = path.read_bytes(), bytearray()
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    for start in range(0, len(raw), 4096):
+        chunk, saved = raw[start : start + 4096], inflate.copy()
         try:
-            tar += inflate.decompress(raw[start : start + 16])
+            tar += inflate.decompress(chunk)
         except zlib.error:
+            inflate = saved
+            for byte in range(len(chunk)):
+                try:
+                    tar += inflate.decompress(chunk[byte : byte + 1])
+                except zlib.error:
+                    break
             break
     files: dict[str, bytes] = {}
     with (
