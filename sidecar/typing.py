@@ -167,7 +167,7 @@ class Redecider(Protocol):
     """Decides a queued job again before it runs; returns why it must not run ("" = run it)."""
 
     async def redecide(self, job: Job, worker_id: str) -> str:
-        """Return "" to run ``job``, else the reason it is withdrawn (the new revision's word)."""
+        """Return "" to run ``job``, else the reason it is withdrawn (the active policy's word)."""
         ...
 
 

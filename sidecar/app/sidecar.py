@@ -622,12 +622,14 @@ class Sidecar:
         return schedulers
 
     def _revision_guard(self, decisions: DecisionService, parts: ReplicationParts) -> RevisionGuard:
-        """Queued and parked copies are decided again when the revision changed since."""
+        """Queued and parked copies are decided again when the revision changed since, or when
+        their decision is older than ``replication.redecide_after_s``."""
         watcher = self.revisions
         return RevisionGuard(
             decisions,
             parts.store,
             lambda: watcher.revision if watcher is not None else "",
+            max_age_s=self.config.policy.replication.redecide_after_s,
             metrics_registry=self.telemetry.metrics_registry,
         )
 

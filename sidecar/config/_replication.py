@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 _FORBID = ConfigDict(extra="forbid")
+#: ``replication.redecide_after_s``: five minutes — a copy's decision is never older than a scan
+#: gate or a quota can stand, and a burst's backlog is decided at most once more.
+DEFAULT_REDECIDE_AFTER_S = 300.0
 
 
 def _store(text: str, info: ValidationInfo) -> str:
@@ -169,6 +172,10 @@ class ReplicationSettings:
     # the image and it is read again at once; this bounds what registries sending no such event
     # can hide. A reconcile pass reads them again for every image older than this.
     referrers_ttl_s: Annotated[Duration, Field(ge=0)] = 30.0
+    # A queued or parked copy whose decision is older than this is decided again before it
+    # runs, so a copy never rests on a stale decision (a scan that expired while it waited, a
+    # registry parked for a day). 0: only a bundle revision change decides it again.
+    redecide_after_s: Annotated[Duration, Field(ge=0)] = DEFAULT_REDECIDE_AFTER_S
     # How often Replicate requests the fail mode answered are decided again (OPA back or not).
     policy_retry_interval_s: Annotated[Duration, Field(ge=0.05)] = 5.0
     # The sliding window of pull counts fed to input.access ("7d"): pulls older than this no

@@ -97,6 +97,9 @@ class Job:
     created_at: str = ""
     updated_at: str = ""
     not_before: str = ""
+    # When the job's decision was made: enqueued, requeued by a new decision, or decided again
+    # by a worker (empty for jobs stored before schema 7; ``created_at`` stands in).
+    decided_at: str = ""
     result: CopyResult | None = None  # what the copy did, once it succeeded
 
     @property

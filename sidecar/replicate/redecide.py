@@ -1,8 +1,10 @@
-"""Before a queued or parked copy runs: does the bundle revision active *now* still route it?
+"""Before a queued or parked copy runs: does the policy active *now* still route it?
 
-A job records the bundle revision its decision was made on and the request it was decided from.
-When a worker claims a copy job whose revision differs from the active one, :class:`RevisionGuard`
-decides the stored request again: a job the new revision still routes (same registry, repository
+A job records the bundle revision its decision was made on, when it was made, and the request it
+was decided from. When a worker claims a copy job whose revision differs from the active one, or
+whose decision is older than ``policy.replication.redecide_after_s`` (a scan that expired while it
+waited, a quota that filled, a registry parked for a day), :class:`RevisionGuard` decides the
+stored request again: a job the new revision still routes (same registry, repository
 and tag) runs as planned, re-stamped with the new decision; one it no longer routes is withdrawn
 (``skipped``, error code ``withdrawn``, the reason naming both revisions). Routes the new decision
 adds (the image now wanted somewhere else too, or instead) are queued as jobs of that decision —
@@ -15,6 +17,7 @@ unreachable) is no verdict: the job runs on its earlier decision. A job without 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -35,7 +38,7 @@ _log = get_logger("sidecar.replicate.redecide")
 
 
 class RevisionGuard:
-    """A :class:`~sidecar.typing.Redecider` over the decision service and the active revision."""
+    """A :class:`~sidecar.typing.Redecider`: a revision change or a stale decision asks again."""
 
     def __init__(
         self,
@@ -43,15 +46,19 @@ class RevisionGuard:
         store: JobQueue,
         active_revision: Callable[[], str],
         *,
+        max_age_s: float = 0.0,
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self._decisions = decisions
         self._store = store
         self._active = active_revision
+        # 0: decided again only on a revision change.
+        self._max_age_s = max_age_s
         self._outcomes = Counter(
             f"{METRIC_PREFIX}replication_jobs_redecided",
-            "Copy jobs decided again before running because the bundle revision changed, by outcome.",
-            ["outcome"],
+            "Copy jobs decided again before running, by why (the bundle revision changed, or "
+            "the decision was older than redecide_after_s) and outcome.",
+            ["trigger", "outcome"],
             registry=metrics_registry or CollectorRegistry(),
         )
         self._added = Counter(
@@ -62,16 +69,17 @@ class RevisionGuard:
         )
 
     async def redecide(self, job: Job, worker_id: str) -> str:
-        """Return "" to run ``job``, else why the active revision withdrew it."""
+        """Return "" to run ``job``, else why the active policy withdrew it."""
         spec = job.spec
+        if spec.kind != "copy" or spec.dry_run or not spec.request:
+            return ""
         active = self._active()
-        if (
-            spec.kind != "copy"
-            or spec.dry_run
-            or not spec.request
-            or not active
-            or spec.bundle_revision == active
-        ):
+        age = self._age_s(job)
+        if active and spec.bundle_revision != active:
+            trigger = "revision"
+        elif self._max_age_s > 0 and age is not None and age > self._max_age_s:
+            trigger = "age"
+        else:
             return ""
         request = request_from_json(spec.request)
         try:
@@ -79,10 +87,10 @@ class RevisionGuard:
         except (PolicyUnavailable, PolicyError) as exc:
             _log.warning("job re-decision failed; runs as planned", job_id=job.job_id,
                          error=exc.message)  # fmt: skip
-            self._outcomes.labels("error").inc()
+            self._outcomes.labels(trigger=trigger, outcome="error").inc()
             return ""
         if result.degraded:
-            self._outcomes.labels("degraded").inc()
+            self._outcomes.labels(trigger=trigger, outcome="degraded").inc()
             return ""
         await self._queue_added_routes(job, result, request)
         routed = result.decision.allow and any(
@@ -95,21 +103,42 @@ class RevisionGuard:
                 job.job_id, worker_id,
                 decision_id=result.decision_id, bundle_revision=result.bundle_revision,
             )  # fmt: skip
-            self._outcomes.labels("kept").inc()
-            _log.info("job re-decided: still routed", job_id=job.job_id,
-                      previous_revision=spec.bundle_revision,
+            self._outcomes.labels(trigger=trigger, outcome="kept").inc()
+            _log.info("job re-decided: still routed", job_id=job.job_id, trigger=trigger,
+                      previous_revision=spec.bundle_revision, decision_age_s=_rounded(age),
                       bundle_revision=result.bundle_revision)  # fmt: skip
             return ""
-        self._outcomes.labels(WITHDRAWN).inc()
+        self._outcomes.labels(trigger=trigger, outcome=WITHDRAWN).inc()
         why = "denied" if not result.decision.allow else "routes it elsewhere"
+        again = (
+            f"; decided again as its decision was {_rounded(age)} s old, over "
+            f"redecide_after_s {_rounded(self._max_age_s)}"
+            if trigger == "age"
+            else ""
+        )
         reason = (
             f"withdrawn before it ran: bundle revision {result.bundle_revision} no longer routes "
             f"{job.source} to {job.destination} ({why}; decision {result.decision_id}; queued "
-            f"under revision {spec.bundle_revision})"
+            f"under revision {spec.bundle_revision}{again})"
         )
-        _log.info("job withdrawn by the active bundle revision", job_id=job.job_id,
+        _log.info("job withdrawn by the active policy", job_id=job.job_id, trigger=trigger,
                   reason=reason)  # fmt: skip
         return reason
+
+    @staticmethod
+    def _age_s(job: Job) -> float | None:
+        """Seconds from ``job``'s decision (its creation, for jobs stored before that was
+        recorded) to its claim; None when the store's times cannot be read.
+
+        Both instants are the store's (the database's clock on PostgreSQL; a claim stamps
+        ``updated_at``), so hosts whose clocks disagree still measure the same age.
+        """
+        try:
+            decided = _instant(job.decided_at or job.created_at)
+            claimed = _instant(job.updated_at)
+        except ValueError:
+            return None
+        return (claimed - decided).total_seconds()
 
     async def _queue_added_routes(
         self, job: Job, result: DecisionResult, request: DecideRequest
@@ -132,3 +161,14 @@ class RevisionGuard:
                       bundle_revision=result.bundle_revision, decision_id=result.decision_id,
                       jobs=[j.job_id for j in fresh],
                       destinations=[j.destination for j in fresh])  # fmt: skip
+
+
+def _instant(stamp: str) -> datetime:
+    """The store's RFC 3339 text as an aware datetime (UTC when it names no zone)."""
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _rounded(seconds: float | None) -> str:
+    """``seconds`` for a log or a reason: whole seconds, or "?" when unknown."""
+    return "?" if seconds is None else f"{seconds:.0f}"

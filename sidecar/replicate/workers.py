@@ -110,7 +110,7 @@ class WorkerPool:
         self._unfinished: dict[str, Job] = {}
 
     def use_redecider(self, redecider: Redecider | None) -> None:
-        """Decide each copy job again before it runs when the bundle revision changed since."""
+        """Decide each copy job again before it runs (see sidecar.replicate.redecide: when)."""
         self._redecider = redecider
 
     def wake(self) -> None:
@@ -333,7 +333,7 @@ class WorkerPool:
         return await self._redecider.redecide(job, self.worker_id)
 
     async def _withdraw(self, job: Job, why: str) -> str:
-        # The active bundle revision no longer routes it: skipped, saying so, never copied.
+        # The active policy no longer routes it: skipped, saying so, never copied.
         await self._write(
             self.store.finish(
                 job.job_id, self.worker_id, JobState.SKIPPED, error=why, error_code="withdrawn"

@@ -65,7 +65,7 @@ _INSERT = (
 _REQUEUE = (
     "UPDATE jobs SET state = 'queued', source_registry = ?, source_repository = ?, priority = ?, "
     "job_rank = ?, decision_id = ?, bundle_revision = ?, dry_run = ?, request = ?, error = '', "
-    "error_code = '', "
+    "error_code = '', decided_at = ?, "
     "bytes_done = 0, blobs_done = 0, not_before = ?, updated_at = ?, lease_owner = '', "
     f"lease_expires = '' WHERE {_KEY} AND state IN ('failed', 'skipped')"
 )
@@ -74,12 +74,20 @@ _REQUEUE = (
 _RESYNC = (
     "UPDATE jobs SET state = 'queued', attempts = 0, result = '', source_registry = ?, "
     "source_repository = ?, priority = ?, job_rank = ?, decision_id = ?, bundle_revision = ?, "
-    "dry_run = ?, request = ?, "
+    "dry_run = ?, request = ?, decided_at = ?, "
     "error = '', error_code = '', bytes_done = 0, blobs_done = 0, not_before = ?, "
     f"updated_at = ?, lease_owner = '', lease_expires = '' WHERE {_KEY} "
     "AND state IN ('failed', 'skipped', 'succeeded', 'parked')"
 )
 _RELEASE = "lease_owner = '', lease_expires = ''"
+# The column each migration step adds (table, column): a step whose column is already there is
+# skipped — the tables were created by this version's DDL, or step 3's copy made them so.
+_ADDS_COLUMN = {
+    3: ("jobs", "kind"),
+    5: ("jobs", "request"),
+    6: ("events", "leased_by"),
+    7: ("jobs", "decided_at"),
+}
 # An inbox event's state: dead-lettered, retrying (failed or deferred before) or pending.
 _EVENT_STATE = (
     "CASE WHEN dead_at <> '' THEN 'dead' "
@@ -163,14 +171,11 @@ class SqlJobStore:
             version = int(rows[0][0])
             now = await self._clock(tx)
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                if step == 3 and await self._has_column(tx, "jobs", "kind"):
-                    continue  # the jobs table was just created at the current version
+                added = _ADDS_COLUMN.get(step)
+                if added is not None and await self._has_column(tx, *added):
+                    continue  # the table was just created (or copied) at a later version
                 if step == 4 and not await self._has_column(tx, "pulls", "pulls_count"):
                     continue  # no lifetime totals to carry over
-                if step == 5 and await self._has_column(tx, "jobs", "request"):
-                    continue
-                if step == 6 and await self._has_column(tx, "events", "leased_by"):
-                    continue
                 for statement in migration_statements(step, dialect, now):
                     await tx.execute(statement)
             await tx.execute("UPDATE schema_version SET version = ?", [SCHEMA_VERSION])
@@ -234,7 +239,7 @@ class SqlJobStore:
                     spec.tag,
                 ]
                 fresh = [str(uuid.uuid4()), *spec_params(spec), JobState.QUEUED.value]
-                fresh += [0, 0, 0, 0, 0, "", "", now, now, now]
+                fresh += [0, 0, 0, 0, 0, "", "", now, now, now, now]
                 await tx.execute(_INSERT, fresh)
                 await tx.execute(
                     requeue_sql,
@@ -247,6 +252,7 @@ class SqlJobStore:
                         spec.bundle_revision,
                         int(spec.dry_run),
                         spec.request,
+                        now,
                         now,
                         now,
                         *key,
@@ -391,8 +397,12 @@ class SqlJobStore:
     ) -> None:
         """Record that a running job was decided again, and by which decision and revision."""
         await self.open()
-        sets = "decision_id = ?, bundle_revision = ?"
-        if not await self._owned_update(sets, [decision_id, bundle_revision], job_id, worker_id):
+        sets = "decision_id = ?, bundle_revision = ?, decided_at = ?"
+
+        def values(at: datetime | None) -> list[Any]:
+            return [decision_id, bundle_revision, timestamp(at)]
+
+        if not await self._owned_update(sets, values, job_id, worker_id):
             _log.warning("job_lease_lost", job_id=job_id, worker_id=worker_id, write="redecided")
 
     async def retry_later(

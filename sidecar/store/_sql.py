@@ -37,7 +37,7 @@ __all__ = [
     "timestamp",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: DDL bringing a store at version ``v - 1`` up to ``v``, run once when a store older than ``v``
 #: opens (a fresh store gets the current tables from :func:`schema_statements` instead).
@@ -76,6 +76,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE events ADD COLUMN leased_by TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE events ADD COLUMN leased_until TEXT NOT NULL DEFAULT ''",
     ),
+    # 7: a copy never runs on a stale decision: when its job was last decided (enqueued,
+    # requeued by a new decision, or decided again by a worker). Empty for older jobs: their
+    # ``created_at`` stands in (sidecar.replicate.redecide).
+    7: ("ALTER TABLE jobs ADD COLUMN decided_at TEXT NOT NULL DEFAULT ''",),
 }
 
 #: Per-database DDL of a step that plain ``ADD COLUMN`` cannot express, run after that step's
@@ -141,6 +145,7 @@ _STATE_COLUMNS = (
     "created_at",
     "updated_at",
     "not_before",
+    "decided_at",
 )
 JOB_COLUMNS = ("job_id", *_SPEC_COLUMNS, *_STATE_COLUMNS)
 #: What a read selects: the inserted columns plus the finished copy's result.
@@ -183,7 +188,7 @@ def timestamp(at: datetime | None = None, *, plus_s: float = 0.0) -> str:
 #: The jobs' idempotency key (a unique constraint, and every upsert's conflict target).
 JOB_KEY = ("kind", "digest", "destination_registry", "destination_repository", "tag")
 #: Jobs columns added by a migration after step 3's table copy: the step that adds each.
-_ADDED_AT = {"request": 5}
+_ADDED_AT = {"request": 5, "decided_at": 7}
 #: Every column of the jobs table (what a table copy moves).
 ALL_JOB_COLUMNS = (*READ_COLUMNS, "lease_owner", "lease_expires")
 
@@ -209,6 +214,7 @@ def jobs_table(name: str = "jobs") -> str:
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL,
   not_before TEXT NOT NULL,
+  decided_at TEXT NOT NULL DEFAULT '',
   lease_owner TEXT NOT NULL DEFAULT '',
   lease_expires TEXT NOT NULL DEFAULT '',
   result TEXT NOT NULL DEFAULT '',

@@ -24,6 +24,7 @@ from sidecar.oci import RegistryClients
 from sidecar.reconcile import RevisionTrigger, TriggerMetrics, settle
 from sidecar.replicate.deferred import request_to_json
 from sidecar.replicate.redecide import RevisionGuard
+from sidecar.replicate.service import job_specs
 from sidecar.store import open_job_store
 from sidecar.telemetry import Telemetry
 from tests.support.fleet import Fleet
@@ -144,8 +145,68 @@ async def test_queued_and_parked_copies_are_decided_again_on_the_active_revision
     counted = metrics.get_sample_value
     # The other re-decisions add routes that already have jobs (prod-1.0): nothing more queued.
     assert counted("policy_sidecar_replication_redecided_routes_added_total", {}) == 2
-    assert counted("policy_sidecar_replication_jobs_redecided_total", {"outcome": "kept"}) == 2
-    assert counted("policy_sidecar_replication_jobs_redecided_total", {"outcome": "withdrawn"}) == 2
+    redecided = "policy_sidecar_replication_jobs_redecided_total"
+    assert counted(redecided, {"trigger": "revision", "outcome": "kept"}) == 2
+    assert counted(redecided, {"trigger": "revision", "outcome": "withdrawn"}) == 2
+
+
+async def test_a_copy_parked_while_its_scan_expired_is_withdrawn_before_it_runs(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # Scanned just under the bundle's maximum age (7 days): allowed now, expired a few seconds on.
+    margin = 6
+    completed = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=7)
+    completed += dt.timedelta(seconds=margin)
+    expiring = await _push(clients, "web/app", "prod-6.0", 60, labels={
+        "security.scan.status": "passed",
+        "security.scan.completed-at": completed.isoformat().replace("+00:00", "Z"),
+        "security.scan.critical": "0",
+    })  # fmt: skip
+    fresh = await _push(clients, "web/app", "prod-6.1", 61)  # scanned an hour ago
+    config = _config(fleet, tmp_path)
+    telemetry = Telemetry("redecide-age-test")
+    metrics = CollectorRegistry()
+    async with policy_runtime(config) as runtime, replication_parts(config, telemetry) as parts:
+        store, decisions = parts.store, decision_service(config, telemetry, runtime, parts)
+        queued = []
+        for digest, tag in ((expiring, "prod-6.0"), (fresh, "prod-6.1")):
+            request = DecideRequest(
+                image=ImageRef("ci", "web/app", tag, digest), event="push", caller=Caller("ci")
+            )
+            result = await decisions.decide(request)
+            assert result.decision.allow, result.decision  # both scans are valid when decided
+            specs = [s for s in job_specs(result, request.image, request=request)
+                     if s.destination_registry == "prod-eu"]  # fmt: skip
+            queued += await store.enqueue(specs)
+        # prod-eu goes down before the copies run; it is back after the scan expired.
+        assert await store.park("prod-eu", error="down") == 2
+        expires = completed + dt.timedelta(days=7)
+        await asyncio.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+        assert await store.unpark("prod-eu") == 2
+        # Same revision throughout: only the decision's age makes the worker ask again.
+        guard = RevisionGuard(
+            decisions, store, lambda: runtime.bundle_revision, max_age_s=1,
+            metrics_registry=metrics,
+        )  # fmt: skip
+        parts.pool.use_redecider(guard)
+        await parts.pool.start()
+        try:
+            jobs = {j.spec.digest: j for j in await settle(store, queued, timeout_s=60)}
+        finally:
+            await parts.pool.stop()
+    telemetry.shutdown()
+    withdrawn = jobs[expiring]
+    assert (withdrawn.state, withdrawn.error_code) == (JobState.SKIPPED, "withdrawn"), withdrawn
+    assert "no longer routes ci/web/app" in withdrawn.error and "(denied;" in withdrawn.error
+    assert "decided again as its decision was" in withdrawn.error
+    kept = jobs[fresh]
+    assert kept.state is JobState.SUCCEEDED, kept
+    assert kept.decided_at > kept.created_at  # re-stamped by its new decision
+    assert await where(clients, "web/app", expiring) == frozenset()
+    assert "prod-eu" in await where(clients, "web/app", fresh)
+    redecided = "policy_sidecar_replication_jobs_redecided_total"
+    assert metrics.get_sample_value(redecided, {"trigger": "age", "outcome": "kept"}) == 1
+    assert metrics.get_sample_value(redecided, {"trigger": "age", "outcome": "withdrawn"}) == 1
 
 
 async def test_a_revision_activation_reconciles_once_per_revision_across_replicas(

@@ -7,6 +7,7 @@ a store of schema 2 is migrated in place, its jobs kept.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -81,8 +82,9 @@ async def test_a_schema_2_store_is_migrated_to_kinds_and_ranks_keeping_its_jobs(
         assert (old.spec.kind, old.spec.rank, old.spec.priority, old.state) == (
             "copy", 0, 5, JobState.SUCCEEDED,
         )  # fmt: skip
+        assert old.decided_at == ""  # unknown before schema 7: the guard reads created_at
         [delete] = await store.enqueue([_spec(kind="delete")])
-        assert delete.job_id != "old"
+        assert delete.job_id != "old" and delete.decided_at == delete.created_at
         [same] = await store.enqueue([_spec()])  # the old copy, found by the widened key
         assert same.job_id == "old"
     finally:
@@ -99,6 +101,78 @@ async def test_a_schema_2_store_is_migrated_to_kinds_and_ranks_keeping_its_jobs(
             assert await tx.fetch("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     finally:
         await backend.close()
+
+
+async def test_a_schema_6_store_gains_when_each_job_was_decided(store_url: str) -> None:
+    backend = store_backend(store_url)
+    await backend.connect()
+    try:
+        async with backend.transaction() as tx:
+            for statement in _V6_JOBS:
+                await tx.execute(statement)
+            await tx.execute(
+                "INSERT INTO jobs (job_id, source_registry, source_repository, digest, "
+                "destination_registry, destination_repository, tag, priority, decision_id, "
+                "bundle_revision, dry_run, state, created_at, updated_at, not_before, request) "
+                "VALUES ('old', 'src', 'team/app', ?, 'eu', 'team/app', 'v1', 5, 'd', 'r', 0, "
+                "'queued', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', "
+                "'2026-01-01T00:00:00.000000Z', '{}')",
+                [DIGEST],
+            )
+    finally:
+        await backend.close()
+    store = await open_job_store(store_url)
+    try:
+        old = await store.get("old")
+        assert (old.decided_at, old.created_at) == ("", "2026-01-01T00:00:00.000000Z")
+        [claimed] = await store.claim("w", lease_s=30)
+        await store.redecided(claimed.job_id, "w", decision_id="d2", bundle_revision="r2")
+        assert (await store.get("old")).decided_at > old.created_at
+    finally:
+        await store.close()
+    again = await open_job_store(store_url)  # opening a migrated store again changes nothing
+    try:
+        assert (await again.get("old")).spec.decision_id == "d2"
+    finally:
+        await again.close()
+
+
+# The jobs table as schema version 6 had it: kinds, ranks and requests, no decision time.
+_V6_JOBS = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "INSERT INTO schema_version (version) VALUES (6)",
+    """CREATE TABLE jobs (
+  job_id TEXT PRIMARY KEY,
+  source_registry TEXT NOT NULL,
+  source_repository TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  destination_registry TEXT NOT NULL,
+  destination_repository TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  priority BIGINT NOT NULL,
+  decision_id TEXT NOT NULL,
+  bundle_revision TEXT NOT NULL,
+  dry_run BIGINT NOT NULL,
+  kind TEXT NOT NULL DEFAULT 'copy',
+  job_rank BIGINT NOT NULL DEFAULT 0,
+  request TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  attempts BIGINT NOT NULL DEFAULT 0,
+  bytes_total BIGINT NOT NULL DEFAULT 0,
+  bytes_done BIGINT NOT NULL DEFAULT 0,
+  blobs_total BIGINT NOT NULL DEFAULT 0,
+  blobs_done BIGINT NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT '',
+  error_code TEXT NOT NULL DEFAULT '',
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  not_before TEXT NOT NULL,
+  lease_owner TEXT NOT NULL DEFAULT '',
+  lease_expires TEXT NOT NULL DEFAULT '',
+  result TEXT NOT NULL DEFAULT '',
+  CONSTRAINT jobs_key UNIQUE (kind, digest, destination_registry, destination_repository, tag)
+)""",
+)
 
 
 # The jobs table as schema version 2 created it.
@@ -143,12 +217,17 @@ async def test_a_job_keeps_its_request_and_a_redecision_restamps_it(store: SqlJo
     stored = dataclasses.replace(spec, bundle_revision="r1", decision_id="d1", request='{"a":1}')
     [job] = await store.enqueue([stored])
     assert job.spec.request == '{"a":1}'
+    assert job.decided_at == job.created_at  # schema 7: when its decision was made
     [claimed] = await store.claim("w", lease_s=30)
+    await asyncio.sleep(0.01)
     await store.redecided(claimed.job_id, "w", decision_id="d2", bundle_revision="r2")
     await store.redecided(claimed.job_id, "other", decision_id="d3", bundle_revision="r3")
     again = await store.get(job.job_id)
     assert (again.spec.decision_id, again.spec.bundle_revision) == ("d2", "r2")
-    # A resync (reconcile) brings the new decision's request along.
+    assert again.decided_at > job.decided_at
+    # A resync (reconcile) brings the new decision's request, and its time, along.
     await store.finish(claimed.job_id, "w", JobState.SKIPPED)
+    await asyncio.sleep(0.01)
     [requeued] = await store.requeue([dataclasses.replace(stored, request='{"b":2}')])
     assert (requeued.state, requeued.spec.request) == (JobState.QUEUED, '{"b":2}')
+    assert requeued.decided_at > again.decided_at
