@@ -57,6 +57,25 @@ async def _push(
     return digest
 
 
+def _scan_expiring_in(seconds: int) -> tuple[dt.datetime, dict[str, str]]:
+    """When a scan expires ``seconds`` from now, and the config labels of that passed scan.
+
+    Completed just under the default bundle's maximum age (7 days) ago.
+    """
+    completed = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=7, seconds=-seconds)
+    labels = {
+        "security.scan.status": "passed",
+        "security.scan.completed-at": completed.isoformat().replace("+00:00", "Z"),
+        "security.scan.critical": "0",
+    }
+    return completed + dt.timedelta(days=7), labels
+
+
+async def _past(instant: dt.datetime) -> None:
+    """Sleep until 1.5 s after ``instant`` (the policy's clock has millisecond precision)."""
+    await asyncio.sleep(max(0.0, (instant - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+
+
 def _spec(digest: str, registry: str, tag: str, revision: str) -> JobSpec:
     pushed = DecideRequest(
         image=ImageRef("ci", "web/app", tag, digest), event="push", caller=Caller("ci-bot")
@@ -153,15 +172,9 @@ async def test_queued_and_parked_copies_are_decided_again_on_the_active_revision
 async def test_a_copy_parked_while_its_scan_expired_is_withdrawn_before_it_runs(
     fleet: Fleet, clients: RegistryClients, tmp_path: Path
 ) -> None:
-    # Scanned just under the bundle's maximum age (7 days): allowed now, expired a few seconds on.
-    margin = 6
-    completed = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=7)
-    completed += dt.timedelta(seconds=margin)
-    expiring = await _push(clients, "web/app", "prod-6.0", 60, labels={
-        "security.scan.status": "passed",
-        "security.scan.completed-at": completed.isoformat().replace("+00:00", "Z"),
-        "security.scan.critical": "0",
-    })  # fmt: skip
+    # Allowed now, expired a few seconds on.
+    expires, labels = _scan_expiring_in(6)
+    expiring = await _push(clients, "web/app", "prod-6.0", 60, labels=labels)
     fresh = await _push(clients, "web/app", "prod-6.1", 61)  # scanned an hour ago
     config = _config(fleet, tmp_path)
     telemetry = Telemetry("redecide-age-test")
@@ -180,8 +193,7 @@ async def test_a_copy_parked_while_its_scan_expired_is_withdrawn_before_it_runs(
             queued += await store.enqueue(specs)
         # prod-eu goes down before the copies run; it is back after the scan expired.
         assert await store.park("prod-eu", error="down") == 2
-        expires = completed + dt.timedelta(days=7)
-        await asyncio.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+        await _past(expires)
         assert await store.unpark("prod-eu") == 2
         # Same revision throughout: only the decision's age makes the worker ask again.
         guard = RevisionGuard(
@@ -286,15 +298,8 @@ async def test_a_plan_only_activation_logs_the_plan_and_copies_nothing(
 async def test_after_a_scan_expires_the_plan_copies_it_nowhere_and_removes_nothing(
     fleet: Fleet, clients: RegistryClients, tmp_path: Path
 ) -> None:
-    # Scanned just under the bundle's maximum age (7 days): it expires during the test.
-    margin = 20
-    completed = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=7)
-    completed += dt.timedelta(seconds=margin)
-    labels = {
-        "security.scan.status": "passed",
-        "security.scan.completed-at": completed.isoformat().replace("+00:00", "Z"),
-        "security.scan.critical": "0",
-    }
+    # It expires during the test.
+    expires, labels = _scan_expiring_in(20)
     # Already copied to prod-eu; prod-us still lacks it.
     app = await _push(clients, "web/app", "prod-4.0", 4, to=("ci", "prod-eu"), labels=labels)
     config = _config(fleet, tmp_path)
@@ -302,8 +307,7 @@ async def test_after_a_scan_expires_the_plan_copies_it_nowhere_and_removes_nothi
         before = await rec.plan()
         mine = [a for a in before.actions if a.digest == app]
         assert {(a.kind, a.registry) for a in mine} == {("copy", "prod-us"), ("keep", "prod-eu")}
-        expires = completed + dt.timedelta(days=7)
-        await asyncio.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+        await _past(expires)
         after = await rec.plan()
     mine = [a for a in after.actions if a.digest == app]
     # SCAN_EXPIRED blocks the whole decision: no copy, no keep — and SCAN_* never removes.
