@@ -24,6 +24,7 @@ from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.reconcile.propagate import DeletePropagator
 from sidecar.replicate.rescan import Rescanner
 from sidecar.replicate.service import ReplicationService
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import Telemetry
 from sidecar.typing import InboxAndPulls
 from sidecar.webhooks import (
@@ -118,9 +119,7 @@ async def inbox_processor(
     try:
         yield processor
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 @contextlib.asynccontextmanager

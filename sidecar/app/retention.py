@@ -18,6 +18,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.config import RetentionSettings
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import StatePruning
 
@@ -109,6 +110,4 @@ async def retention_task(
     try:
         yield pruner
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

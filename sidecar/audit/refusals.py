@@ -16,7 +16,6 @@ summarised (if it has anything pending) and forgotten when another arrives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 
 from sidecar.audit.record import AuditEvent, AuditRecord
 from sidecar.audit.trail import AuditTrail
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 
 __all__ = ["REFUSAL_OUTCOMES", "RefusalAudit", "RefusalWindow"]
@@ -117,9 +117,7 @@ class RefusalAudit:
     async def close(self) -> None:
         """Stop the window timer and write what is still held back."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait(self._flusher)
             self._flusher = None
         await self.flush()
 

@@ -19,7 +19,6 @@ with a transition or while no prober was watching (e.g. a partition the probe di
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +31,7 @@ from sidecar.model.decision import DecideRequest, ImageRef
 from sidecar.model.jobs import JobSpec, JobState
 from sidecar.oci import RegistryClients
 from sidecar.replicate.service import ReplicationService, job_specs
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import QueueAndDeferrals
 
@@ -78,10 +78,7 @@ class Recovery:
     async def stop(self) -> None:
         """Stop the sweep; idempotent."""
         task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def _healthy(self) -> frozenset[str]:
         # Only registries probed healthy: one never reached might be down, retrying it is a guess.

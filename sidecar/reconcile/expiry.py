@@ -36,6 +36,7 @@ from sidecar.errors import PolicyError, PolicyUnavailable, ReconcileBusy
 from sidecar.model.decision import PolicyInput
 from sidecar.reconcile.lease import held
 from sidecar.reconcile.trigger import TriggerMetrics
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import BatchEngine, Leases
 
@@ -215,10 +216,7 @@ class ExpiryTrigger:
     async def close(self) -> None:
         """Cancel the loop and a run in progress (the sidecar stops)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 def _instant(value: object) -> int | None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import Leases
 
@@ -39,7 +40,5 @@ async def held(leases: Leases, name: str, owner: str, *, ttl_s: float) -> AsyncI
     try:
         yield True
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await leases.release_lease(name, owner)

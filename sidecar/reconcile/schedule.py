@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sidecar.config import Cron
 from sidecar.reconcile.lease import held
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import Leases
 
@@ -102,8 +103,4 @@ async def scheduled(*schedulers: Scheduler | None) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)

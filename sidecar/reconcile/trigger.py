@@ -18,7 +18,6 @@ restart) the plan is whole.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -26,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecar.errors import ReconcileBusy
 from sidecar.reconcile.lease import held
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import Leases
 
@@ -132,7 +132,4 @@ class RevisionTrigger:
     async def close(self) -> None:
         """Cancel a run in progress (the sidecar stops)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)

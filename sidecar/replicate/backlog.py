@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from sidecar.errors import InvalidArgument
 from sidecar.replicate.deferred import AWAITING_POLICY
 from sidecar.replicate.service import ReplicationService
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import Deferrals
 
@@ -47,10 +48,7 @@ class PolicyBacklog:
     async def stop(self) -> None:
         """Stop the loop; safe to repeat."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def drain(self) -> int:
         """Decide pending records once, highest priority first; return how many OPA decided.

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.model.jobs import JobState, QueueStat
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import QueueStats
 
@@ -174,9 +175,7 @@ class QueueGauges:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

@@ -10,7 +10,6 @@ to the fail mode while the data is not known to be loaded, instead of being deci
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from sidecar.config import SENSITIVE_ROOT
 from sidecar.errors import BundleError, PolicyUnavailable
 from sidecar.model.decision import EngineAnswer
 from sidecar.sensitive.documents import SensitiveData
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import PolicyEngine
 
@@ -109,9 +109,7 @@ class SensitiveDataLoader:
     async def stop(self) -> None:
         """Stop the watcher; safe to call twice."""
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)
             self._watcher = None
 
     async def _watch(self, base_url: Callable[[], str]) -> None:

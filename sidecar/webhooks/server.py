@@ -16,7 +16,6 @@ With ``pubsub`` configured it also serves Artifact Registry events pushed by a P
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import PubSubSettings, RegistryConfig
 from sidecar.errors import ConfigError, WebhookRejected
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import get_logger
 from sidecar.typing import InboxAndPulls
 from sidecar.webhooks._common import check_header_secret, check_hmac_sha256, check_query_token
@@ -197,11 +197,7 @@ class WebhookServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for task in (self._pull_task, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._pull_task, self._task)
         self._task = self._pull_task = None
         if self._puller is not None:
             await self._puller.close()

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sidecar.config import RegistryConfig, SqsSource
 from sidecar.errors import WebhookRejected
 from sidecar.oci import aws_session
+from sidecar.tasks import cancel_and_wait
 from sidecar.telemetry import METRIC_PREFIX, get_logger
 from sidecar.typing import EventInbox
 from sidecar.webhooks.ecr import EcrIgnored, parse_ecr_message
@@ -210,9 +211,7 @@ class SqsPoller:
         """Stop polling; a message received but not yet deleted comes back after its timeout."""
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._worker is not None:
             # A long poll in flight ends by itself within wait_time_s; nothing waits for it.

@@ -41,7 +41,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("oci", "store", "secrets"),  # secrets: registry credentials, handed to oci by app/
     ("config", "typing"),
     ("records",),
-    ("masking", "model", "tools", "telemetry"),
+    ("masking", "model", "tools", "telemetry", "tasks"),  # tasks: stopping background tasks
     ("errors",),
 )
 USE_CASES = frozenset(("replicate", "reconcile", "health", "governance", "webhooks"))
