@@ -4,14 +4,14 @@ A job records the bundle revision its decision was made on, when it was made, an
 was decided from. When a worker claims a copy job whose revision differs from the active one, or
 whose decision is older than ``policy.replication.redecide_after_s`` (a scan that expired while it
 waited, a quota that filled, a registry parked for a day), :class:`RevisionGuard` decides the
-stored request again: a job the new revision still routes (same registry, repository
-and tag) runs as planned, re-stamped with the new decision; one it no longer routes is withdrawn
-(``skipped``, error code ``withdrawn``, the reason naming both revisions). Routes the new decision
-adds (the image now wanted somewhere else too, or instead) are queued as jobs of that decision —
-idempotent by destination, so the other jobs of the same old decision add nothing more. A degraded
-answer (OPA
-unreachable) is no verdict: the job runs on its earlier decision. A job without a stored request
-(queued before this version) runs as planned.
+stored request again: a job the new decision still routes (same registry, repository and tag)
+runs as planned, re-stamped with that decision; one it no longer routes is withdrawn (``skipped``,
+error code ``withdrawn``, the reason naming both revisions, and the decision's age when that was
+the trigger). Routes the new decision adds (the image now wanted somewhere else too, or instead)
+are queued as jobs of that decision — idempotent by destination, so the other jobs of the same old
+decision add nothing more. A degraded answer (OPA unreachable) is no verdict: the job runs on its
+earlier decision. A job without a stored request (queued before schema 4, or decided on sensitive
+data) runs as planned.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sidecar.typing import JobQueue
 
 __all__ = ["WITHDRAWN", "RevisionGuard"]
 
-#: The error code of a job the active bundle revision no longer routes.
+#: The error code of a job the active policy no longer routes.
 WITHDRAWN = "withdrawn"
 _log = get_logger("sidecar.replicate.redecide")
 
