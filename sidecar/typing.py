@@ -49,6 +49,7 @@ __all__ = [
     "PullCounts",
     "QueueAndDeferrals",
     "QueueStats",
+    "ReconcileBaselines",
     "Redecider",
     "RegistryCredentialSource",
     "RegistryCredentials",
@@ -425,6 +426,18 @@ class Leases(Protocol):
         ...
 
 
+class ReconcileBaselines(Protocol):
+    """Each bundle revision's reconcile outcomes, shared by replicas and kept across restarts."""
+
+    async def save_baseline(self, revision: str, body: str) -> None:
+        """Store ``body`` (the reconciler's encoding) as ``revision``'s outcomes."""
+        ...
+
+    async def load_baseline(self, revision: str) -> str | None:
+        """Return the outcomes stored for ``revision``, or None."""
+        ...
+
+
 class StatePruning(Protocol):
     """Deletes finished state past its retention (``policy.replication.retention``)."""
 
@@ -469,6 +482,7 @@ class JobStore(
     StatePruning,
     Leases,
     QueueStats,
+    ReconcileBaselines,
     Protocol,
 ):
     """Every role of the durable store (SQLite or PostgreSQL), for the composition root that

@@ -357,6 +357,7 @@ def build_reconciler(
         metrics_registry=telemetry.metrics_registry,
         candidates=candidate_policies(config, telemetry, parts),
         on_decided=on_decided,
+        baselines=parts.store,
         remover=Remover(
             parts.clients,
             parts.store,

@@ -15,9 +15,8 @@ import dataclasses
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -25,8 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sidecar.config import Config
 from sidecar.decide import DecisionService
 from sidecar.errors import InvalidArgument, PolicyError, PolicyUnavailable, ReconcileBusy
-from sidecar.model.decision import DecideRequest, DecisionResult, ImageRef, PolicyInput
+from sidecar.model.decision import DecideRequest, ImageRef, PolicyInput
 from sidecar.model.jobs import Job, JobSpec
+from sidecar.reconcile.baselines import Baseline, Baselines, Place, outcome
 from sidecar.reconcile.bulk import RECONCILER, decide_all
 from sidecar.reconcile.jobs import settle
 from sidecar.reconcile.lease import held
@@ -37,7 +37,7 @@ from sidecar.reconcile.remove import Remover
 from sidecar.reconcile.usage import measured_usage
 from sidecar.replicate.deferred import request_to_json
 from sidecar.telemetry import METRIC_PREFIX, get_logger
-from sidecar.typing import BatchEngine, JobQueue, Leases, Placements
+from sidecar.typing import BatchEngine, JobQueue, Leases, Placements, ReconcileBaselines
 
 __all__ = ["APPLY_LEASE", "RETENTION_PATH", "ApplyReport", "Reconciler"]
 
@@ -50,37 +50,9 @@ APPLY_LEASE = "reconcile-apply"
 # The referrers fallback tag and cosign's tags (sha256-<hex>[.sig|.att|.sbom]) are not images of
 # their own: they travel with the image they refer to (sidecar.replicate.copy).
 _REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
-#: Revisions whose decision outcomes are remembered (the previous one is what a re-plan needs).
-_BASELINES = 2
-
-_Place = tuple[str, str, str, str]  # (registry, repository, tag, digest)
-# What a decision does to the registries: allow, routed places, registries to remove from. The
-# decision id, revision, priority and rank are left out: they change nothing in the registries.
-_Outcome = tuple[bool, tuple[tuple[str, str, str], ...], tuple[str, ...]]
 
 
-@dataclass(slots=True)
-class _Baseline:
-    """The outcomes decided under one revision (and its cleanups), for activation re-plans."""
-
-    outcomes: dict[_Place, _Outcome] = field(default_factory=dict)
-    cleanups: set[_Place] = field(default_factory=set)
-
-
-def _outcome(result: DecisionResult) -> _Outcome | None:
-    """What ``result`` does to the registries; None for a degraded answer (no verdict)."""
-    if result.degraded:
-        return None
-    decision = result.decision
-    routes = (
-        tuple(sorted((r.registry, r.repository, r.tag) for r in decision.routes))
-        if decision.allow
-        else ()
-    )
-    return decision.allow, routes, tuple(sorted(r.registry for r in decision.remove))
-
-
-def _place(tag: ObservedTag) -> _Place:
+def _place(tag: ObservedTag) -> Place:
     return tag.registry, tag.repository, tag.tag, tag.digest
 
 
@@ -184,11 +156,13 @@ class Reconciler:
         candidates: CandidateFactory | None = None,
         copies: Placements | None = None,
         on_decided: Callable[[Sequence[PolicyInput]], Awaitable[None]] | None = None,
+        baselines: ReconcileBaselines | None = None,
     ) -> None:
         """``copies``: the job store's record of what the sidecar copied where, so a retag never
         overwrites a digest someone else wrote (without it, every retag goes ahead).
         ``on_decided``: given the inputs of every plan under the serving policy (the scan
-        expiry trigger learns its instants from them)."""
+        expiry trigger learns its instants from them). ``baselines``: where each revision's
+        outcomes are kept beyond this process (the job store), for activation re-plans."""
         self._config = config
         self._copies = copies
         self._settings = config.policy.reconcile
@@ -206,9 +180,10 @@ class Reconciler:
         self._candidates = candidates
         # One spare OPA at a time: each preview starts an OPA process and lists the registries.
         self._previewing = asyncio.Lock()
-        # Outcomes per revision of this process's runs (shared with scoped copies): an
-        # activation re-plans only the images whose outcome the new revision changes.
-        self._baselines: OrderedDict[str, _Baseline] = OrderedDict()
+        # Outcomes per revision of the serving policy's runs, this process's and (through the
+        # job store) every replica's before it (shared with scoped copies): an activation
+        # re-plans only the images whose outcome the new revision changes.
+        self._baselines = Baselines(baselines)
         self._on_decided = on_decided
 
     def scoped(self, *, sources: Sequence[str], repositories: Sequence[str]) -> Reconciler:
@@ -416,9 +391,15 @@ class Reconciler:
         images = await self.decide(observation, progress=progress, decisions=decisions)
         cleanups = await self._cleanups(images, observation, queries)
         decided = len(images)
-        baseline = self._baselines.get(since) if since else None
+        baseline = await self._baselines.get(since) if since else None
         if record:
-            self._remember(images, cleanups)
+            await self._baselines.record(
+                ((_place(i.tag), i.result) for i in images),
+                (
+                    (c.bundle_revision, (c.registry, c.repository, c.tag, c.digest))
+                    for c in cleanups
+                ),
+            )
             if self._on_decided is not None:
                 await self._on_decided([i.result.input for i in images if i.result.input])
         if baseline is not None:
@@ -434,26 +415,6 @@ class Reconciler:
         return dataclasses.replace(
             plan, changed_since=since if baseline is not None else "", decided=decided
         )
-
-    def _remember(self, images: Sequence[SourceImage], cleanups: Sequence[PlanAction]) -> None:
-        """Record each non-degraded outcome under the revision that decided it."""
-        for image in images:
-            outcome = _outcome(image.result)
-            if outcome is not None:
-                self._baseline(image.result.bundle_revision).outcomes[_place(image.tag)] = outcome
-        for action in cleanups:
-            if action.bundle_revision:
-                self._baseline(action.bundle_revision).cleanups.add(
-                    (action.registry, action.repository, action.tag, action.digest)
-                )
-
-    def _baseline(self, revision: str) -> _Baseline:
-        baseline = self._baselines.get(revision)
-        if baseline is None:
-            baseline = self._baselines[revision] = _Baseline()
-            while len(self._baselines) > _BASELINES:
-                self._baselines.popitem(last=False)  # the oldest revision
-        return baseline
 
     async def _written(
         self, images: Sequence[SourceImage], observation: Observation
@@ -590,12 +551,12 @@ class Reconciler:
         return await self._jobs.requeue(specs)
 
 
-def _changed(baseline: _Baseline, image: SourceImage) -> bool:
+def _changed(baseline: Baseline, image: SourceImage) -> bool:
     """True unless ``image`` had the same outcome under the baseline's revision."""
-    outcome = _outcome(image.result)
-    if outcome is None:
+    decided = outcome(image.result)
+    if decided is None:
         return True  # a degraded answer is no verdict: planned as a whole plan would
-    return baseline.outcomes.get(_place(image.tag)) != outcome
+    return baseline.outcomes.get(_place(image.tag)) != decided
 
 
 def _spec(action: PlanAction) -> JobSpec:

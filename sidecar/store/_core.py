@@ -29,6 +29,7 @@ from sidecar.model.jobs import (
     JobState,
     QueueStat,
 )
+from sidecar.store import _baselines as baselines
 from sidecar.store import _recovery as recovery
 from sidecar.store._protocols import Backend, Tx
 from sidecar.store._pulls import RecentPulls
@@ -153,7 +154,11 @@ class SqlJobStore:
         if dialect.migrate_lock:
             # Replicas starting together must not race on CREATE TABLE IF NOT EXISTS.
             await tx.fetch(dialect.migrate_lock)
-        for statement in (*schema_statements(dialect), *recovery.RECOVERY_SCHEMA):
+        for statement in (
+            *schema_statements(dialect),
+            *recovery.RECOVERY_SCHEMA,
+            *baselines.BASELINE_SCHEMA,
+        ):
             await tx.execute(statement)
         rows = await tx.fetch("SELECT version FROM schema_version")
         if not rows:
@@ -776,6 +781,18 @@ class SqlJobStore:
                 "UPDATE leases SET owner = '', expires = '' WHERE name = ? AND owner = ?",
                 [name, owner],
             )
+
+    async def save_baseline(self, revision: str, body: str) -> None:
+        """Store the reconcile outcomes recorded under ``revision`` (the reconciler's text)."""
+        await self.open()
+        async with self._tx() as tx:
+            await baselines.save_baseline(tx, revision, body, now=timestamp(await self._clock(tx)))
+
+    async def load_baseline(self, revision: str) -> str | None:
+        """Return the reconcile outcomes stored for ``revision``, or None."""
+        await self.open()
+        async with self._tx() as tx:
+            return await baselines.load_baseline(tx, revision)
 
     async def lease_last_run(self, name: str) -> datetime | None:
         """When the run guarded by ``name`` last completed (its scheduled time), or None."""

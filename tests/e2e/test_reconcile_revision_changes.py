@@ -155,3 +155,41 @@ async def test_an_activation_applies_only_what_the_new_revision_changes(
                 {"trigger": "revision", "mode": "apply", "outcome": "ok"},
             )
             assert ok == 2
+
+
+async def test_after_a_restart_an_activation_still_applies_only_what_the_revision_changes(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    # The baseline (the boot revision's outcomes) is recorded by one process and read by the
+    # next one from the job store: without it the activation plans whole and copies web/app.
+    app = await _push(clients, "web/app", "prod-2.0", 3, to=("ci",))
+    api = await _push(clients, "web/api", "prod-2.0", 4, to=("ci", "prod-eu", "prod-us"))
+    keys = SigningKeys(*generate_keypair(tmp_path / "keys"))
+    base = reconcile_config(fleet, tmp_path, on_revision="apply", wait_s=120)
+    replication = base.policy.replication
+    replication = dataclasses.replace(
+        replication, webhook=dataclasses.replace(replication.webhook, listen="")
+    )
+    base = dataclasses.replace(
+        base, policy=dataclasses.replace(base.policy, replication=replication)
+    )
+    async with bundle_store("http", tmp_path / "http") as store:
+        config = pulling_config(signed_config(keys, base), store, tmp_path / "state")
+        await _publish(store, config, tmp_path / "built", "boot")
+        async with running_sidecar(config) as running:
+            await _until_active(running, "boot")
+            assert running.sidecar.reconciler is not None
+            whole = await running.sidecar.reconciler.plan()  # recorded under "boot"
+            assert ("copy", "prod-eu/web/app:prod-2.0") in {
+                (a.kind, a.target) for a in whole.actions
+            }
+        async with running_sidecar(config) as restarted:  # the same job store, a new process
+            await _until_active(restarted, "boot")
+            await _publish(store, config, tmp_path / "built", "r1",
+                           **{"replication.rules": [MIRROR_API]})  # fmt: skip
+            await _until_active(restarted, "r1")
+            await _until_reconciled(restarted, "r1")
+            assert await where(clients, "mirror/web/api", api) == {"prod-eu", "prod-us"}
+            # web/app's drift is not r1's doing: a whole plan (no baseline) would have copied it.
+            assert await where(clients, "web/app", app) == frozenset()
+            assert _gauge(restarted, "revision_plan_images", {"what": "changed"}) == 1
