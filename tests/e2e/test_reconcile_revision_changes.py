@@ -97,11 +97,8 @@ def _gauge(running: RunningSidecar, name: str, labels: dict[str, str]) -> float 
     return registry.get_sample_value(f"policy_sidecar_reconcile_{name}", labels)
 
 
-async def test_an_activation_applies_only_what_the_new_revision_changes(
-    fleet: Fleet, clients: RegistryClients, tmp_path: Path
-) -> None:
-    app = await _push(clients, "web/app", "prod-1.0", 1, to=("ci",))
-    api = await _push(clients, "web/api", "prod-1.0", 2, to=("ci", "prod-eu", "prod-us"))
+def _applying_on_activation(fleet: Fleet, tmp_path: Path, store: BundleStore) -> Config:
+    """A sidecar pulling signed bundles from ``store`` that applies a reconcile on activation."""
     keys = SigningKeys(*generate_keypair(tmp_path / "keys"))
     base = reconcile_config(fleet, tmp_path, on_revision="apply", wait_s=120)
     # No webhook: the registries change only through the reconciles under test.
@@ -112,8 +109,16 @@ async def test_an_activation_applies_only_what_the_new_revision_changes(
     base = dataclasses.replace(
         base, policy=dataclasses.replace(base.policy, replication=replication)
     )
+    return pulling_config(signed_config(keys, base), store, tmp_path / "state")
+
+
+async def test_an_activation_applies_only_what_the_new_revision_changes(
+    fleet: Fleet, clients: RegistryClients, tmp_path: Path
+) -> None:
+    app = await _push(clients, "web/app", "prod-1.0", 1, to=("ci",))
+    api = await _push(clients, "web/api", "prod-1.0", 2, to=("ci", "prod-eu", "prod-us"))
     async with bundle_store("http", tmp_path / "http") as store:
-        config = pulling_config(signed_config(keys, base), store, tmp_path / "state")
+        config = _applying_on_activation(fleet, tmp_path, store)
         await _publish(store, config, tmp_path / "built", "boot")
         async with running_sidecar(config) as running:
             await _until_active(running, "boot")
@@ -164,17 +169,8 @@ async def test_after_a_restart_an_activation_still_applies_only_what_the_revisio
     # next one from the job store: without it the activation plans whole and copies web/app.
     app = await _push(clients, "web/app", "prod-2.0", 3, to=("ci",))
     api = await _push(clients, "web/api", "prod-2.0", 4, to=("ci", "prod-eu", "prod-us"))
-    keys = SigningKeys(*generate_keypair(tmp_path / "keys"))
-    base = reconcile_config(fleet, tmp_path, on_revision="apply", wait_s=120)
-    replication = base.policy.replication
-    replication = dataclasses.replace(
-        replication, webhook=dataclasses.replace(replication.webhook, listen="")
-    )
-    base = dataclasses.replace(
-        base, policy=dataclasses.replace(base.policy, replication=replication)
-    )
     async with bundle_store("http", tmp_path / "http") as store:
-        config = pulling_config(signed_config(keys, base), store, tmp_path / "state")
+        config = _applying_on_activation(fleet, tmp_path, store)
         await _publish(store, config, tmp_path / "built", "boot")
         async with running_sidecar(config) as running:
             await _until_active(running, "boot")
