@@ -11,7 +11,7 @@ import grpc
 from sidecar._proto import policy_pb2 as pb
 from sidecar._proto import policy_pb2_grpc as pb_grpc
 from sidecar.api.status import grpc_status
-from sidecar.app.sidecar import policy_runtime
+from sidecar.app.policy import policy_runtime
 from sidecar.cli._channel import caller_subject, data_plane_channel
 from sidecar.config import Config
 from sidecar.decide import DecisionService

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from sidecar._proto import policy_pb2 as pb
+from sidecar.app.policy import decision_service, policy_runtime
 from sidecar.app.reconcile import reconciler
 from sidecar.app.replication import replication_parts
-from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.audit import open_audit_log
 from sidecar.cli import main
 from sidecar.config import job_store_url

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from sidecar.app.policy import decision_service, policy_runtime
 from sidecar.app.reconcile import reconciler
 from sidecar.app.replication import replication_parts
-from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.config import ReplicationRule, job_store_url
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import JobSpec, JobState

@@ -19,7 +19,7 @@ import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.app.sidecar import PolicyRuntime, policy_runtime
+from sidecar.app.policy import PolicyRuntime, policy_runtime
 from sidecar.config import load_config
 from sidecar.errors import PolicyError
 from tests.support.fuzz import CASES_CONFIG, contract_violations, examples, json_values, nasty_text

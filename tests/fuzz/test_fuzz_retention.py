@@ -20,7 +20,7 @@ import pytest_asyncio
 from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
-from sidecar.app.sidecar import PolicyRuntime, policy_runtime
+from sidecar.app.policy import PolicyRuntime, policy_runtime
 from sidecar.config import load_config
 from sidecar.errors import PolicyError
 from sidecar.policy.opa import OpaEngine

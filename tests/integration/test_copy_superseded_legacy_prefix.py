@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sidecar.app.policy import decision_service, policy_runtime
 from sidecar.app.replication import replication_parts
-from sidecar.app.sidecar import decision_service, policy_runtime
 from sidecar.config import Config, load_config
 from sidecar.model.decision import Caller, DecideRequest, ImageRef
 from sidecar.model.jobs import Job, JobSpec, JobState

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar.app.sidecar import PolicyRuntime, policy_runtime
+from sidecar.app.policy import PolicyRuntime, policy_runtime
 from sidecar.config import load_config
 from sidecar.errors import ReconcileBusy
 from sidecar.model.decision import ImageFacts, ImageRef, PolicyInput, ScanFacts
