@@ -30,6 +30,7 @@ from sidecar.model.jobs import (
     QueueStat,
 )
 from sidecar.store import _baselines as baselines
+from sidecar.store import _inbox as inbox
 from sidecar.store import _recovery as recovery
 from sidecar.store._protocols import Backend, Tx
 from sidecar.store._pulls import RecentPulls
@@ -89,13 +90,6 @@ _ADDS_COLUMN = {
     6: ("events", "leased_by"),
     7: ("jobs", "decided_at"),
 }
-# An inbox event's state: dead-lettered, retrying (failed or deferred before) or pending.
-_EVENT_STATE = (
-    "CASE WHEN dead_at <> '' THEN 'dead' "
-    "WHEN attempts > 0 OR next_attempt_at <> '' THEN 'retrying' ELSE 'pending' END"
-)
-_EVENT_OPEN = "completed_at = '' AND dead_at = ''"
-_EVENT_UNLEASED = "leased_by = '', leased_until = ''"
 # Finished jobs past their retention, except the newest succeeded real copy of each placement
 # (digest in a destination repository): :meth:`SqlJobStore.placements` must still find it.
 _PRUNE_JOBS = (
@@ -107,8 +101,6 @@ _PRUNE_JOBS = (
     "AND newer.state = 'succeeded' AND newer.dry_run = 0 AND (newer.updated_at > jobs.updated_at "
     "OR (newer.updated_at = jobs.updated_at AND newer.job_id > jobs.job_id))))"
 )
-# The longest wait between two attempts of a failing event, however many it has had.
-_MAX_EVENT_DELAY_S = 900.0
 #: The pull window when the caller names none (``policy.replication.pull_window``'s default).
 DEFAULT_PULL_WINDOW_S = 7 * 86400.0
 
@@ -512,12 +504,7 @@ class SqlJobStore:
         """Persist a webhook event; return False when the id was already recorded (duplicate)."""
         await self.open()
         async with self._tx() as tx:
-            inserted = await tx.execute(
-                "INSERT INTO events (event_id, payload, received_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                [event_id, payload, timestamp()],
-            )
-        return inserted == 1
+            return await inbox.record_event(tx, event_id, payload)
 
     async def pending_events(
         self, limit: int = 100, *, due: datetime | None = None
@@ -529,12 +516,7 @@ class SqlJobStore:
         """
         await self.open()
         async with self._tx() as tx:
-            rows = await tx.fetch(
-                f"SELECT event_id, payload FROM events WHERE {_EVENT_OPEN} "
-                "AND next_attempt_at <= ? ORDER BY received_at, event_id LIMIT ?",
-                [timestamp(due), limit],
-            )
-        return [(str(r[0]), bytes(r[1])) for r in rows]
+            return await inbox.pending_events(tx, limit, due)
 
     async def claim_events(
         self,
@@ -553,20 +535,11 @@ class SqlJobStore:
         :meth:`pending_events` and :meth:`inbox_counts` while it is in flight.
         """
         await self.open()
-        lock = self._backend.dialect.lock_clause
         async with self._tx() as tx:
-            at = await self._clock(tx)
-            now = timestamp(at)
-            rows = await tx.fetch(
-                "UPDATE events SET leased_by = ?, leased_until = ? WHERE event_id IN "
-                f"(SELECT event_id FROM events WHERE {_EVENT_OPEN} AND next_attempt_at <= ? "
-                f"AND leased_until <= ? ORDER BY received_at, event_id LIMIT ? {lock}) "
-                "RETURNING event_id, payload, received_at",
-                [owner, timestamp(at, plus_s=lease_s), timestamp(due), now, limit],
-            )
-        # RETURNING does not promise an order; events are processed oldest first.
-        rows.sort(key=lambda r: (str(r[2]), str(r[0])))
-        return [(str(r[0]), bytes(r[1])) for r in rows]
+            return await inbox.claim_events(
+                tx, owner, at=await self._clock(tx), lease_s=lease_s, limit=limit, due=due,
+                lock=self._backend.dialect.lock_clause,
+            )  # fmt: skip
 
     async def release_events(self, owner: str, event_ids: Collection[str] | None = None) -> int:
         """Give back the leases ``owner`` holds on ``event_ids`` (default: every one it holds)
@@ -574,13 +547,8 @@ class SqlJobStore:
         if event_ids is not None and not event_ids:
             return 0
         await self.open()
-        ids = sorted(event_ids or ())
-        only = f"AND event_id IN ({', '.join('?' for _ in ids)})" if ids else ""
         async with self._tx() as tx:
-            return await tx.execute(
-                f"UPDATE events SET {_EVENT_UNLEASED} WHERE leased_by = ? AND {_EVENT_OPEN} {only}",
-                [owner, *ids],
-            )
+            return await inbox.release_events(tx, owner, event_ids or ())
 
     async def fail_event(
         self,
@@ -599,65 +567,29 @@ class SqlJobStore:
         no verdict on the event) waits ``retry_in_s`` without spending an attempt.
         """
         await self.open()
-        now = datetime.now(UTC)
         async with self._tx() as tx:
-            rows = await tx.fetch(
-                f"UPDATE events SET attempts = attempts + ?, last_error = ?, {_EVENT_UNLEASED} "
-                f"WHERE event_id = ? AND {_EVENT_OPEN} RETURNING attempts",
-                [int(count), error, event_id],
-            )
-            if not rows:
-                return False
-            attempts = int(rows[0][0])
-            if count and attempts >= max_attempts:
-                await tx.execute(
-                    "UPDATE events SET dead_at = ?, next_attempt_at = '' WHERE event_id = ?",
-                    [timestamp(now), event_id],
-                )
-                return True
-            doublings = min(max(attempts - 1, 0), 30) if count else 0
-            delay = min(_MAX_EVENT_DELAY_S, retry_in_s * 2**doublings)
-            await tx.execute(
-                "UPDATE events SET next_attempt_at = ? WHERE event_id = ?",
-                [timestamp(now, plus_s=delay), event_id],
-            )
-        return False
+            return await inbox.fail_event(
+                tx, event_id, error=error, retry_in_s=retry_in_s, max_attempts=max_attempts,
+                count=count, now=datetime.now(UTC),
+            )  # fmt: skip
 
     async def inbox_events(self, limit: int = 100) -> list[InboxEvent]:
         """Return events not completed (pending, retrying or dead-lettered), oldest first."""
         await self.open()
         async with self._tx() as tx:
-            rows = await tx.fetch(
-                f"SELECT event_id, {_EVENT_STATE}, attempts, last_error, received_at, "
-                "next_attempt_at, dead_at FROM events WHERE completed_at = '' "
-                "ORDER BY received_at, event_id LIMIT ?",
-                [limit],
-            )
-        return [
-            InboxEvent(str(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))
-            for r in rows
-        ]
+            return await inbox.inbox_events(tx, limit)
 
     async def inbox_counts(self) -> dict[str, int]:
         """Return how many events are ``pending``, ``retrying`` and ``dead`` (each present)."""
         await self.open()
         async with self._tx() as tx:
-            rows = await tx.fetch(
-                f"SELECT {_EVENT_STATE}, COUNT(*) FROM events WHERE completed_at = '' GROUP BY 1"
-            )
-        counts = dict.fromkeys(("pending", "retrying", "dead"), 0)
-        counts.update({str(r[0]): int(r[1]) for r in rows})
-        return counts
+            return await inbox.inbox_counts(tx)
 
     async def complete_event(self, event_id: str) -> None:
         """Mark an event processed (its jobs or pull counts are persisted)."""
         await self.open()
         async with self._tx() as tx:
-            await tx.execute(
-                f"UPDATE events SET completed_at = ?, {_EVENT_UNLEASED} "
-                "WHERE event_id = ? AND completed_at = ''",
-                [timestamp(), event_id],
-            )
+            await inbox.complete_event(tx, event_id)
 
     async def add_pulls(
         self, repository: str, region: str, count: int = 1, *, at: datetime | None = None
