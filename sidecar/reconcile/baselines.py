@@ -148,7 +148,7 @@ class Baselines:
         """The outcomes recorded under ``revision``, from memory or the store; None if none."""
         baseline = self._memory.get(revision)
         if baseline is None and self._store is not None:
-            baseline = await self._load(revision)
+            baseline = await _load(self._store, revision)
             if baseline is not None:
                 self._keep(revision, baseline)
         return baseline
@@ -175,18 +175,7 @@ class Baselines:
             baseline.outcomes.update(decided.get(revision, ()))
             baseline.cleanups.update(asked.get(revision, ()))
             if self._store is not None:
-                await self._save(revision, baseline)
-
-    async def _save(self, revision: str, baseline: Baseline) -> None:
-        # A copy is encoded off the event loop (100,000 tags take a noticeable while), so a
-        # concurrent record changing this baseline meanwhile cannot break the iteration.
-        snapshot = Baseline(dict(baseline.outcomes), set(baseline.cleanups))
-        try:
-            text = await asyncio.to_thread(encode, snapshot)
-            if self._store is not None:
-                await self._store.save_baseline(revision, text)
-        except Exception as exc:  # any store failure: memory still serves this process
-            _log.warning("reconcile baseline not stored", revision=revision, error=str(exc))
+                await _save(self._store, revision, baseline)
 
     def _keep(self, revision: str, baseline: Baseline) -> None:
         self._memory[revision] = baseline
@@ -194,13 +183,24 @@ class Baselines:
         while len(self._memory) > _IN_MEMORY:
             self._memory.popitem(last=False)  # the least recently used revision
 
-    async def _load(self, revision: str) -> Baseline | None:
-        if self._store is None:
-            return None
-        try:
-            text = await self._store.load_baseline(revision)
-            return None if text is None else await asyncio.to_thread(decode, text)
-        except Exception as exc:  # any failure means no baseline: the re-plan is whole
-            _log.warning("reconcile baseline unreadable; planning whole", revision=revision,
-                         error=str(exc))  # fmt: skip
-            return None
+
+async def _save(store: ReconcileBaselines, revision: str, baseline: Baseline) -> None:
+    """Store ``baseline``; a failure is logged (memory still serves this process)."""
+    # A copy is encoded off the event loop (100,000 tags take a noticeable while), so a
+    # concurrent record changing this baseline meanwhile cannot break the iteration.
+    snapshot = Baseline(dict(baseline.outcomes), set(baseline.cleanups))
+    try:
+        await store.save_baseline(revision, await asyncio.to_thread(encode, snapshot))
+    except Exception as exc:  # any store failure: memory still serves this process
+        _log.warning("reconcile baseline not stored", revision=revision, error=str(exc))
+
+
+async def _load(store: ReconcileBaselines, revision: str) -> Baseline | None:
+    """``revision``'s stored baseline; None when absent or unreadable (the re-plan is whole)."""
+    try:
+        text = await store.load_baseline(revision)
+        return None if text is None else await asyncio.to_thread(decode, text)
+    except Exception as exc:  # any failure means no baseline: the re-plan is whole
+        _log.warning("reconcile baseline unreadable; planning whole", revision=revision,
+                     error=str(exc))  # fmt: skip
+        return None

@@ -17,11 +17,11 @@ data) runs as planned.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 
 from sidecar.decide import DecisionService
+from sidecar.enrich.rfc3339 import parse_rfc3339
 from sidecar.errors import PolicyError, PolicyUnavailable
 from sidecar.model.decision import DecideRequest, DecisionResult
 from sidecar.model.jobs import Job
@@ -133,10 +133,9 @@ class RevisionGuard:
         Both instants are the store's (the database's clock on PostgreSQL; a claim stamps
         ``updated_at``), so hosts whose clocks disagree still measure the same age.
         """
-        try:
-            decided = _instant(job.decided_at or job.created_at)
-            claimed = _instant(job.updated_at)
-        except ValueError:
+        decided = parse_rfc3339(job.decided_at or job.created_at)
+        claimed = parse_rfc3339(job.updated_at)
+        if decided is None or claimed is None:
             return None
         return (claimed - decided).total_seconds()
 
@@ -161,12 +160,6 @@ class RevisionGuard:
                       bundle_revision=result.bundle_revision, decision_id=result.decision_id,
                       jobs=[j.job_id for j in fresh],
                       destinations=[j.destination for j in fresh])  # fmt: skip
-
-
-def _instant(stamp: str) -> datetime:
-    """The store's RFC 3339 text as an aware datetime (UTC when it names no zone)."""
-    moment = datetime.fromisoformat(stamp)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _rounded(seconds: float | None) -> str:
